@@ -1,0 +1,153 @@
+"""The ledger: turns validated records into sealed envelopes and payloads, in order.
+
+One collector owns one chain. Sealing, the duplicate check and the insert
+happen under one lock, so seq numbers are assigned in the order records are
+stored and the in-memory head never runs ahead of what is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from aitrail.chain import Sealer
+from aitrail.envelope import commitment, empty_envelope
+from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.store import Store
+from aitrail_collector.validate import Limits, validate
+
+log = logging.getLogger("aitrail.collector")
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, id, reason)
+    head_seq: int = 0
+
+
+def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
+                 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The envelope fields of a record, and its payloads as (name, content)."""
+    env = empty_envelope()
+    env.update(
+        chain_id=chain_id, record_id=rec.record_id, event_type=rec.event_type,
+        task_id=rec.task_id, request_id=rec.request_id, trace_id=rec.trace_id,
+        span_id=rec.span_id, parent_span_id=rec.parent_span_id,
+        start_time=rec.start_time_unix_nano,
+        end_time=rec.end_time_unix_nano or rec.start_time_unix_nano,
+        received_time=received_ns, service=rec.service, service_version=rec.service_version,
+        environment=rec.environment, host=rec.host, sdk_version=rec.sdk_version,
+        error_type=rec.error.type, error_message=rec.error.message,
+        attributes=dict(rec.attributes),
+    )
+    payloads: list[tuple[str, str]] = []
+    kind = rec.event_type
+    if kind == "model_call":
+        m = rec.model_call
+        env.update(provider=m.provider, model=m.model, model_version=m.model_version,
+                   prompt_template_id=m.prompt_template_id, prompt_version=m.prompt_version,
+                   parameters=dict(m.parameters),
+                   confidence=m.confidence if m.HasField("confidence") else None,
+                   input_tokens=m.usage.input_tokens, output_tokens=m.usage.output_tokens,
+                   streamed=int(m.streamed))
+        payloads += [("input", m.input), ("output", m.output)]
+        if m.logprobs:
+            payloads.append(("logprobs", json.dumps([[lp.token, lp.logprob] for lp in m.logprobs],
+                                                    ensure_ascii=False)))
+    elif kind == "review":
+        v = rec.review
+        env.update(reviewer_id=v.reviewer_id, decision=v.decision, time_spent_ms=v.time_spent_ms,
+                   reason_code=v.rationale.reason_code, policy_ref=v.rationale.policy_ref)
+        payloads += [("modified_output", v.modified_output), ("diff", v.diff),
+                     ("rationale", v.rationale.text)]
+    elif kind == "escalation":
+        e = rec.escalation
+        env.update(escalation_from=e.from_reviewer, escalation_to=e.to_reviewer,
+                   escalation_reason=e.reason)
+    elif kind == "resolution":
+        env.update(resolution_outcome=rec.resolution.outcome,
+                   final_decision=rec.resolution.final_decision)
+    elif kind == "data_access":
+        a = rec.data_access
+        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
+    return env, [(name, content) for name, content in payloads if content]
+
+
+class Ledger:
+    def __init__(self, store: Store, chain_id: str, limits: Limits = Limits()):
+        self.store = store
+        self.chain_id = chain_id
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._sealer = Sealer(chain_id, *store.head(chain_id))
+
+    @property
+    def head_seq(self) -> int:
+        return self._sealer.head_seq
+
+    def append(self, records: Sequence[pb.AuditRecord]) -> AppendResult:
+        """Validate, deduplicate, seal and store; returns once the insert returned."""
+        result = AppendResult()
+        now = time.time_ns()
+        valid: list[pb.AuditRecord] = []
+        seen: set[str] = set()
+        for index, rec in enumerate(records):
+            reason = validate(rec, now, self.limits)
+            if reason is not None:
+                result.rejected.append((index, rec.record_id[:64], reason))
+            elif rec.record_id in seen:
+                result.duplicates += 1
+            else:
+                seen.add(rec.record_id)
+                valid.append(rec)
+        with self._lock:
+            existing = self.store.existing_ids([r.record_id for r in valid])
+            fresh = [r for r in valid if r.record_id not in existing]
+            result.duplicates += len(valid) - len(fresh)
+            if fresh:
+                self._seal_and_store(fresh, now)
+            result.accepted = len(fresh)
+            result.head_seq = self._sealer.head_seq
+        return result
+
+    def _seal_and_store(self, records: Sequence[pb.AuditRecord], received_ns: int) -> None:
+        sealer = self._sealer
+        saved = (sealer.head_seq, sealer.head_hash)
+        envelopes, payload_rows = [], []
+        for rec in records:
+            env, payloads = split_record(rec, self.chain_id, received_ns)
+            for name, content in payloads:
+                salt = os.urandom(16)
+                digest = commitment(salt, content)
+                env["commitments"][name] = digest
+                payload_rows.append((self.chain_id, rec.record_id, name, env["start_time"],
+                                     salt.hex(), content, digest))
+            link = sealer.seal(env)
+            envelopes.append([link.seq, *env.values(), link.prev_hash, link.leaf_hash,
+                              link.chain_hash])
+        token = self._token(saved[0] + 1, sealer.head_seq, records)
+        try:
+            self.store.insert(envelopes, payload_rows, token)
+        except Exception:
+            # Nothing was acknowledged; reread the head in case part of it landed.
+            sealer.head_seq, sealer.head_hash = saved
+            self._reload_head()
+            raise
+
+    def _reload_head(self) -> None:
+        try:
+            self._sealer.head_seq, self._sealer.head_hash = self.store.head(self.chain_id)
+        except Exception:  # noqa: BLE001 - the store is down; the next append retries
+            log.exception("could not reread the chain head")
+
+    def _token(self, first: int, last: int, records: Sequence[pb.AuditRecord]) -> str:
+        ids = hashlib.sha256("\n".join(r.record_id for r in records).encode()).hexdigest()[:32]
+        return f"{self.chain_id}:{first}-{last}:{ids}"

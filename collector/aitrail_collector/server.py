@@ -1,0 +1,134 @@
+"""The collector process: gRPC ingest and the HTTP API over one store.
+
+In embedded mode the collector owns the store directory and says so in
+``<dir>/collector.json`` (pid and URLs), so CLI commands pointed at that
+directory talk to it over HTTP instead of trying to open the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import uvicorn
+
+from aitrail_collector.http_api import create_app
+from aitrail_collector.ingest import start_grpc
+from aitrail_collector.ledger import Ledger
+from aitrail_collector.store import DEFAULT_RETENTION_DAYS, Store
+from aitrail_collector.validate import Limits
+
+log = logging.getLogger("aitrail.collector")
+LOCK_FILE = "collector.json"
+
+
+@dataclass
+class CollectorConfig:
+    dsn: str
+    chain_id: str = "main"
+    grpc_listen: str = "127.0.0.1:4327"
+    http_listen: Optional[str] = "127.0.0.1:8327"
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    limits: Limits = Limits()
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{listen!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig):
+        self.config = config
+        self.store = Store(config.dsn, config.retention_days)
+        self.store.ensure_schema()
+        self.ledger = Ledger(self.store, config.chain_id, config.limits)
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc = None
+        self._http: Optional[uvicorn.Server] = None
+        self._http_thread: Optional[threading.Thread] = None
+
+    @property
+    def data_dir(self) -> Optional[str]:
+        return self.store.dsn[len("chdb://"):] if self.store.embedded else None
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{_split(self.config.grpc_listen)[0]}:{self.grpc_port}"
+
+    @property
+    def url(self) -> Optional[str]:
+        if not self.http_port:
+            return None
+        return f"http://{_split(self.config.http_listen)[0]}:{self.http_port}"
+
+    def start(self) -> "Collector":
+        self._grpc, self.grpc_port = start_grpc(self.ledger, self.config.grpc_listen)
+        if self.config.http_listen:
+            self._start_http()
+        self._write_lock()
+        log.info("collector up: chain %s at seq %d, gRPC %s, HTTP %s", self.config.chain_id,
+                 self.ledger.head_seq, self.grpc_endpoint, self.url)
+        return self
+
+    def _start_http(self) -> None:
+        host, port = _split(self.config.http_listen)
+        info = {"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint}
+        cfg = uvicorn.Config(create_app(self.store, info), host=host, port=port,
+                             log_level="warning", access_log=False)
+        self._http = uvicorn.Server(cfg)
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+        while not self._http.started:
+            if not self._http_thread.is_alive():
+                raise OSError(f"cannot serve HTTP on {self.config.http_listen}")
+            self._http_thread.join(0.02)
+        self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
+
+    def _write_lock(self) -> None:
+        if self.data_dir:
+            with open(os.path.join(self.data_dir, LOCK_FILE), "w") as fh:
+                json.dump({"pid": os.getpid(), "url": self.url, "grpc": self.grpc_endpoint,
+                           "chain_id": self.config.chain_id}, fh)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()  # finish in-flight batches before closing the store
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread:
+                self._http_thread.join(grace)
+        if self.data_dir:
+            try:
+                os.remove(os.path.join(self.data_dir, LOCK_FILE))
+            except FileNotFoundError:
+                pass
+        self.store.close()
+
+    def serve_forever(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        log.info("collector stopping")
+        self.stop()
+
+
+def running_collector(data_dir: str) -> Optional[dict]:
+    """The collector holding ``data_dir``, if one is alive: its pid and URLs."""
+    path = os.path.join(data_dir, LOCK_FILE)
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info

@@ -1,0 +1,236 @@
+"""The store: ClickHouse tables, reached through one clickhouse-connect client API.
+
+``chdb:///dir`` is the embedded engine (one process owns a directory);
+``http(s)://host:8123`` is a ClickHouse server. Every value reaches SQL as a
+bound parameter or through the insert protocol, never by string formatting.
+
+Tables (database ``aitrail``):
+
+* ``envelopes`` -- the sealed records: every ``aitrail.envelope.FIELDS`` column
+  plus ``seq``, ``prev_hash``, ``leaf_hash``, ``chain_hash``. Append-only.
+* ``payloads`` -- large or personal content, one row per (record, name), with
+  its salt. The envelope's ``commitments`` map binds each one.
+
+Both are MergeTree, partitioned by day of ``start_time``, with a TTL in whole
+days (``ttl_only_drop_parts``), and bloom-filter skip indexes on the ids people
+look things up by, so those lookups do not scan the table.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
+
+from aitrail.chain import GENESIS, Link
+from aitrail.envelope import FIELD_NAMES, FIELDS, commitment
+
+DB = "aitrail"
+DEFAULT_RETENTION_DAYS = 6 * 366  # six years, in whole days
+
+_CH_TYPES = {
+    "str": "String",
+    "lstr": "LowCardinality(String)",
+    "u64": "UInt64",
+    "time": "DateTime64(9, 'UTC')",
+    "f64?": "Nullable(Float64)",
+    "map": "Map(String, String)",
+}
+LOOKUP_COLUMNS = ("record_id", "task_id", "request_id", "trace_id", "reviewer_id")
+HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
+ENVELOPE_COLUMNS = ("seq",) + FIELD_NAMES + HASH_COLUMNS
+PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used; the message says why."""
+
+
+def _read_expr(name: str, kind: str) -> str:
+    # DateTime64 comes back as datetime with microseconds only; the chain needs ns.
+    return f"toUnixTimestamp64Nano({name}) AS {name}" if kind == "time" else name
+
+
+ENVELOPE_SELECT = ", ".join(["seq"] + [_read_expr(f.name, f.kind) for f in FIELDS]
+                            + list(HASH_COLUMNS))
+
+
+def envelope_ddl(retention_days: int) -> str:
+    cols = ["seq UInt64"] + [f"{f.name} {_CH_TYPES[f.kind]}" for f in FIELDS]
+    cols += [f"{h} FixedString(32)" for h in HASH_COLUMNS]
+    cols += [f"INDEX idx_{c} {c} TYPE bloom_filter(0.001) GRANULARITY 1" for c in LOOKUP_COLUMNS]
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.envelopes (\n  " + ",\n  ".join(cols) + "\n)"
+            " ENGINE = MergeTree"
+            " PARTITION BY toDate(start_time)"
+            " ORDER BY (chain_id, event_type, start_time, seq)"
+            f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
+            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000,"
+            " fsync_after_insert = 1, fsync_part_directory = 1")
+
+
+def payload_ddl(retention_days: int) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.payloads (\n"
+            "  chain_id LowCardinality(String), record_id String, name LowCardinality(String),\n"
+            "  start_time DateTime64(9, 'UTC'), salt String /* hex */, content String, commitment String,\n"
+            "  INDEX idx_record record_id TYPE bloom_filter(0.001) GRANULARITY 1\n)"
+            " ENGINE = MergeTree"
+            " PARTITION BY toDate(start_time)"
+            " ORDER BY (chain_id, record_id, name)"
+            f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
+            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000,"
+            " fsync_after_insert = 1, fsync_part_directory = 1")
+
+
+def dsn_for(data_dir: Optional[str] = None, clickhouse: Optional[str] = None) -> str:
+    if clickhouse:
+        if not clickhouse.startswith(("chdb:", "http://", "https://")):
+            raise StoreError(f"--clickhouse {clickhouse!r}: expected chdb:///path, "
+                             "http://host:8123 or https://host:8443")
+        return clickhouse
+    return "chdb://" + os.path.realpath(data_dir or default_data_dir())
+
+
+def default_data_dir() -> str:
+    return os.environ.get("AITRAIL_DATA_DIR") or os.path.join(os.getcwd(), "aitrail-data")
+
+
+class Store:
+    def __init__(self, dsn: str, retention_days: int = DEFAULT_RETENTION_DAYS):
+        if retention_days < 1:
+            raise StoreError("retention must be at least one day")
+        self.dsn = dsn
+        self.retention_days = retention_days
+        self._local = threading.local()
+        self.embedded = dsn.startswith("chdb:")
+        if self.embedded:
+            os.makedirs(dsn[len("chdb://"):], exist_ok=True)
+        self.client  # open now, so a held or unreachable store fails here, clearly
+
+    @property
+    def client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            try:
+                client = clickhouse_connect.get_client(dsn=self.dsn)
+            except Exception as exc:  # noqa: BLE001 - turned into one clear error
+                raise StoreError(self._open_error(exc)) from exc
+            self._local.client = client
+        return client
+
+    def _open_error(self, exc: Exception) -> str:
+        if self.embedded and "EmbeddedServer" in str(exc):
+            return (f"cannot open the store at {self.dsn}: another process holds it "
+                    "(a running collector?). Reach that collector with --url instead.")
+        return f"cannot open the store at {self.dsn}: {exc}"
+
+    # ------------------------------------------------------------ schema
+    def ensure_schema(self) -> None:
+        c = self.client
+        c.command(f"CREATE DATABASE IF NOT EXISTS {DB}")
+        c.command(envelope_ddl(self.retention_days))
+        c.command(payload_ddl(self.retention_days))
+
+    def has_schema(self) -> bool:
+        rows = self.client.query("SELECT count() FROM system.tables WHERE database = {db:String}"
+                                 " AND name = 'envelopes'", parameters={"db": DB}).result_rows
+        return rows[0][0] > 0
+
+    # ------------------------------------------------------------ writing
+    def head(self, chain_id: str) -> tuple[int, bytes]:
+        rows = self.client.query(
+            f"SELECT seq, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+            " ORDER BY seq DESC LIMIT 1", parameters={"c": chain_id}).result_rows
+        if not rows:
+            return 0, GENESIS
+        return int(rows[0][0]), bytes(rows[0][1])
+
+    def existing_ids(self, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        rows = self.client.query(
+            f"SELECT record_id FROM {DB}.envelopes WHERE record_id IN {{ids:Array(String)}}",
+            parameters={"ids": list(record_ids)}).result_rows
+        return {r[0] for r in rows}
+
+    def insert(self, envelopes: Sequence[Sequence[Any]], payloads: Sequence[Sequence[Any]],
+               token: str) -> None:
+        """Payloads first: an envelope must never be stored without its content.
+
+        A payload row whose envelope never landed (a crash in between) matches
+        no commitment and is ignored by every reader. A retried call with the
+        same token is deduplicated by ClickHouse.
+        """
+        c = self.client
+        if payloads:
+            c.insert(f"{DB}.payloads", payloads, column_names=PAYLOAD_COLUMNS,
+                     settings={"insert_deduplication_token": token + "/p"})
+        if envelopes:
+            c.insert(f"{DB}.envelopes", envelopes, column_names=ENVELOPE_COLUMNS,
+                     settings={"insert_deduplication_token": token + "/e"})
+
+    # ------------------------------------------------------------ reading
+    def query(self, sql: str, parameters: Optional[dict] = None):
+        return self.client.query(sql, parameters=parameters or {})
+
+    def stream(self, sql: str, parameters: Optional[dict] = None) -> Iterator[tuple]:
+        with self.client.query_rows_stream(sql, parameters=parameters or {}) as rows:
+            yield from rows
+
+    def chains(self) -> list[str]:
+        rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
+        return [r[0] for r in rows.result_rows]
+
+    def iter_chain(self, chain_id: str) -> Iterator[tuple[Link, dict]]:
+        """Every row of one chain by seq: its link and its envelope fields."""
+        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+               " ORDER BY seq")
+        n_fields = len(FIELD_NAMES)
+        for row in self.stream(sql, {"c": chain_id}):
+            envelope = dict(zip(FIELD_NAMES, row[1:1 + n_fields]))
+            prev, leaf, chain = row[1 + n_fields:]
+            yield Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain)), envelope
+
+    def links(self, chain_id: str) -> list[Link]:
+        sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
+               " WHERE chain_id = {c:String} ORDER BY seq")
+        return [Link(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in self.stream(sql, {"c": chain_id})]
+
+    def payloads(self, record_ids: Iterable[str]) -> dict[str, dict[str, Optional[str]]]:
+        """Content per record and payload name, checked against the sealed commitment.
+
+        A payload whose content no longer matches its commitment comes back as
+        None (tampered); an orphan from an interrupted write matches nothing.
+        """
+        ids = list(record_ids)
+        if not ids:
+            return {}
+        sql = (f"SELECT p.record_id, p.name, p.salt, p.content, e.commitments[p.name]"
+               f" FROM {DB}.payloads AS p"
+               f" INNER JOIN (SELECT record_id, commitments FROM {DB}.envelopes"
+               "   WHERE record_id IN {ids:Array(String)}) AS e ON e.record_id = p.record_id"
+               " WHERE p.record_id IN {ids:Array(String)} AND p.commitment = e.commitments[p.name]")
+        out: dict[str, dict[str, Optional[str]]] = {}
+        for rid, name, salt, content, expected in self.query(sql, {"ids": ids}).result_rows:
+            ok = commitment(_as_bytes(salt), content) == expected
+            out.setdefault(rid, {})[name] = content if ok else None
+        return out
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except (ClickHouseError, DatabaseError, OSError):
+                pass
+            self._local.client = None
+
+
+def _as_bytes(salt_hex: str) -> bytes:
+    try:
+        return bytes.fromhex(salt_hex)
+    except ValueError:  # an edited salt: the commitment check then fails
+        return salt_hex.encode("utf-8", "surrogatepass")

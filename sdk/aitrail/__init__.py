@@ -1,0 +1,41 @@
+"""aitrail: a tamper-evident audit trail for AI decisions.
+
+Application side::
+
+    import aitrail
+    aitrail.configure(endpoint="collector:4327", service="triage-bot")
+
+    @aitrail.model_call(model="gpt-4o", model_version="2024-08-06", prompt_version="v3")
+    def classify(ticket: str) -> str: ...
+
+    with aitrail.task("T-1042"):
+        label = classify(text)
+        with aitrail.review(reviewer="alice") as r:
+            r.modify(output="billing", rationale={"reason_code": "wrong_category"})
+
+The SDK depends only on opentelemetry-api, grpcio and protobuf. Hashing and
+verification (``aitrail.chain``, ``aitrail.envelope``) live here too, so an
+auditor can verify with this package alone.
+"""
+
+from aitrail.api import (
+    Rationale,
+    configure,
+    current_call,
+    data_access,
+    escalate,
+    event,
+    flush,
+    model_call,
+    resolve,
+    review,
+    shutdown,
+    stats,
+)
+from aitrail.context import task
+from aitrail.record import SDK_VERSION as __version__
+
+__all__ = [
+    "Rationale", "configure", "current_call", "data_access", "escalate", "event", "flush",
+    "model_call", "resolve", "review", "shutdown", "stats", "task", "__version__",
+]

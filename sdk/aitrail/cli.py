@@ -1,0 +1,337 @@
+"""The ``aitrail`` command.
+
+Exit codes: 0 success; 1 verification found problems; 2 usage or connection
+errors. Query commands reach a running collector (``--url``) or a store
+directly (``--data-dir`` / ``--clickhouse``); pointed at a directory that a
+running collector holds, they talk to that collector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Any, Callable, Optional, Sequence
+
+from aitrail.client import ClientError, HttpBackend
+from aitrail.csvfmt import csv_lines
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _need_collector(what: str) -> None:
+    try:
+        import aitrail_collector  # noqa: F401
+        import clickhouse_connect  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{what} needs the collector extra: pip install 'aitrail[collector]'") \
+            from None
+
+
+# ------------------------------------------------------------------ targets
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the ledger is (default: $AITRAIL_URL, else "
+                             "$AITRAIL_DATA_DIR, else ./aitrail-data)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--url", help="a running collector's HTTP address, e.g. http://127.0.0.1:8327")
+    x.add_argument("--data-dir", help="an embedded store directory")
+    x.add_argument("--clickhouse", metavar="DSN", help="a ClickHouse DSN (http://host:8123, chdb:///dir)")
+
+
+def _backend(args: argparse.Namespace):
+    url = args.url or (None if (args.data_dir or args.clickhouse) else os.environ.get("AITRAIL_URL"))
+    if url:
+        return HttpBackend(url)
+    _need_collector("reading a store directly")
+    from aitrail_collector.local import LocalBackend
+    from aitrail_collector.server import running_collector
+    from aitrail_collector.store import default_data_dir, dsn_for
+    if args.clickhouse:
+        return LocalBackend(dsn_for(clickhouse=args.clickhouse))
+    data_dir = os.path.realpath(args.data_dir or default_data_dir())
+    if not os.path.isdir(data_dir):
+        raise ClientError(f"no store at {data_dir} (run `aitrail demo` first, or pass --url, "
+                          "--data-dir or --clickhouse)")
+    held = running_collector(data_dir)
+    if held and held.get("url"):
+        return HttpBackend(held["url"])
+    return LocalBackend(dsn_for(data_dir=data_dir))
+
+
+# ------------------------------------------------------------------ formatting
+
+TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
+                 ("model", 24), ("decision", 8), ("confidence", 10), ("record_id", 36))
+
+
+def _who(rec: dict) -> str:
+    return (rec.get("reviewer_id") or rec.get("escalation_from") and
+            f"{rec['escalation_from']}>{rec['escalation_to']}" or rec.get("actor") or "")
+
+
+def _model(rec: dict) -> str:
+    model = rec.get("model") or ""
+    if model and rec.get("prompt_version"):
+        model += f" @{rec['prompt_version']}"
+    return model
+
+
+def _cell(rec: dict, col: str) -> str:
+    if col == "who":
+        return _who(rec)
+    if col == "model":
+        return _model(rec)
+    if col == "decision":
+        return rec.get("decision") or rec.get("resolution_outcome") or ""
+    value = rec.get(col)
+    if col == "confidence":
+        return "" if value is None else f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def print_table(records: Sequence[dict], out=sys.stdout) -> None:
+    def fit(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+    out.write("  ".join(name.upper().ljust(w) for name, w in TABLE_COLUMNS).rstrip() + "\n")
+    for rec in records:
+        out.write("  ".join(fit(_cell(rec, name), w).ljust(w)
+                            for name, w in TABLE_COLUMNS).rstrip() + "\n")
+
+
+def _indent(label: str, text: str, width: int = 100) -> list[str]:
+    lines = []
+    for i, para in enumerate(text.splitlines() or [""]):
+        wrapped = textwrap.wrap(para, width - 14) or [""]
+        for j, line in enumerate(wrapped):
+            lead = f"    {label:<9} " if i == 0 and j == 0 else " " * 14
+            lines.append(lead + line)
+    return lines
+
+
+def describe_event(ev: dict) -> list[str]:
+    """A person-readable account of one event, for ``aitrail timeline``."""
+    kind = ev["event_type"]
+    head = f"{ev['time']}  #{ev['seq']:<6} {kind.upper().replace('_', ' ')}"
+    body: list[str] = []
+    if kind == "model_call":
+        head += f"  {ev.get('provider') or ''} {_model(ev)}".rstrip()
+        if ev.get("model_version"):
+            head += f" (version {ev['model_version']})"
+        if ev.get("confidence") is not None:
+            head += f"  confidence {ev['confidence']:.2f}"
+        for name in ("input", "output"):
+            if ev.get(name):
+                body += _indent(name + ":", ev[name])
+        if ev.get("error_type"):
+            body += _indent("error:", f"{ev['error_type']}: {ev.get('error_message', '')}")
+    elif kind == "review":
+        head += f"  {ev['reviewer_id']} decided {ev['decision'].upper()}"
+        head += f" after {ev['time_spent_ms'] / 1000:.1f} s"
+        why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
+                                    f"policy {ev['policy_ref']}") if x)
+        if why:
+            body += _indent("reason:", why)
+        if ev.get("rationale"):
+            body += _indent("rationale:", ev["rationale"])
+        if ev.get("modified_output"):
+            body += _indent("new output:", ev["modified_output"])
+        if ev.get("diff"):
+            body += _indent("diff:", ev["diff"])
+    elif kind == "escalation":
+        head += f"  {ev['escalation_from']} -> {ev['escalation_to']}"
+        if ev.get("escalation_reason"):
+            body += _indent("reason:", ev["escalation_reason"])
+    elif kind == "resolution":
+        head += f"  {ev['resolution_outcome']}"
+        if ev.get("final_decision"):
+            body += _indent("final:", ev["final_decision"])
+    elif kind == "data_access":
+        head += f"  {ev['actor']} read {ev['resource']} ({ev['purpose']})"
+    ids = [f"{k}={ev[k]}" for k in ("request_id", "trace_id") if ev.get(k)]
+    body.append("    " + "  ".join(ids + [f"record={ev['record_id']}"]))
+    return [head] + body
+
+
+# ------------------------------------------------------------------ commands
+
+def _filter_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"task": args.task, "reviewer": args.reviewer, "request_id": args.request_id,
+            "trace_id": args.trace_id, "record_id": args.record_id, "type": args.type or None,
+            "since": args.since, "until": args.until}
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    params = dict(_filter_params(args), limit=str(args.limit), offset=str(args.offset),
+                  order=args.order)
+    result = _backend(args).search(params)
+    if args.format == "csv":
+        sys.stdout.writelines(csv_lines(result["records"]))
+    elif args.format == "json":
+        json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print_table(result["records"])
+        shown = len(result["records"])
+        more = " (use --limit/--offset for more)" if shown < result["total"] else ""
+        sys.stderr.write(f"{shown} of {result['total']} matching records{more}\n")
+    return EXIT_OK
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    events = _backend(args).timeline(args.task_id)
+    if args.format == "json":
+        json.dump(events, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"Task {args.task_id}: {len(events)} events")
+    for ev in events:
+        print()
+        print("\n".join(describe_event(ev)))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    params = _filter_params(args)
+    chunks = _backend(args).export_csv(params)
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    finally:
+        if args.output:
+            out.close()
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = _backend(args).verify()
+    if args.format == "json":
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif report["ok"]:
+        chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']})" for c in report["chains"])
+        print(f"OK: {report['records']} records in {len(report['chains'])} chain(s) verified "
+              f"[{chains or 'empty ledger'}] in {report['seconds']} s")
+    else:
+        print(f"FAILED: {len(report['findings'])} finding(s) in {report['records']} records")
+        for f in report["findings"]:
+            print(f"  {f['kind']:<12} chain={f['chain_id']} seq={f['seq']} "
+                  f"record={f['record_id'] or '-'}: {f['detail']}")
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    json.dump(_backend(args).summary(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    _need_collector("the collector")
+    from aitrail_collector.main import run_collector
+    return run_collector(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_collector("the demo")
+    from aitrail_collector.demo import run_demo
+    return run_demo(args)
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filters")
+    g.add_argument("--task", help="task id")
+    g.add_argument("--reviewer", help="reviewer id (reviews and escalations)")
+    g.add_argument("--request-id")
+    g.add_argument("--trace-id", help="OpenTelemetry trace id (32 hex digits)")
+    g.add_argument("--record-id")
+    g.add_argument("--type", action="append", metavar="TYPE",
+                   help="event type (repeatable): model_call, review, escalation, ...")
+    g.add_argument("--since", help="ISO 8601 date/time, or a span ago: 30m, 24h, 7d")
+    g.add_argument("--until", help="ISO 8601 date/time, or a span ago")
+
+
+def _add_server(p: argparse.ArgumentParser) -> None:
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--data-dir", help="embedded store directory (default $AITRAIL_DATA_DIR or "
+                                      "./aitrail-data)")
+    x.add_argument("--clickhouse", metavar="DSN", help="ClickHouse server DSN, http(s)://host:port")
+    p.add_argument("--grpc-listen", default="127.0.0.1:4327", metavar="HOST:PORT")
+    p.add_argument("--http-listen", default="127.0.0.1:8327", metavar="HOST:PORT")
+    p.add_argument("--chain-id", default="main", help="the chain this collector seals (default main)")
+    p.add_argument("--retention-days", type=int, default=None,
+                   help="drop day partitions older than this (default 6 years)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aitrail", description="Tamper-evident audit trail for AI systems.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("collector", help="run the collector (gRPC ingest + HTTP query API)")
+    _add_server(p)
+    p.set_defaults(func=cmd_collector)
+
+    p = sub.add_parser("demo", help="run a collector and a realistic support-ticket triage scenario")
+    _add_server(p)
+    p.add_argument("--tasks", type=int, default=240, help="number of tickets (default 240)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-serve", action="store_true", help="exit after the summary instead of "
+                                                           "serving until Ctrl-C")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("query", help="search records")
+    _add_target(p)
+    _add_filters(p)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--order", choices=("asc", "desc"), default="asc", help="by time")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("timeline", help="every event of one task, in order")
+    p.add_argument("task_id")
+    _add_target(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("export", help="export all matching records (CSV with a header row)")
+    _add_target(p)
+    _add_filters(p)
+    p.add_argument("--format", choices=("csv",), default="csv")
+    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="recompute every hash and the sequence of every chain")
+    _add_target(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("summary", help="records per type, override rate, chain heads (JSON)")
+    _add_target(p)
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ClientError) as exc:
+        sys.stderr.write(f"aitrail {args.command}: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

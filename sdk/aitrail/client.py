@@ -1,0 +1,67 @@
+"""A small client for a running collector's JSON API (standard library only).
+
+CLI commands given ``--url`` use it, so querying a collector needs nothing but
+``pip install aitrail``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator, Mapping
+
+
+class ClientError(RuntimeError):
+    """The collector refused the request or could not be reached; the text says which."""
+
+
+class HttpBackend:
+    def __init__(self, url: str, timeout: float = 120.0):
+        if not url.startswith(("http://", "https://")):
+            raise ClientError(f"--url {url!r}: expected http://host:port")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _open(self, path: str, params: Mapping[str, Any] = ()):
+        query = urllib.parse.urlencode(
+            [(k, v) for k, vs in dict(params).items() if vs not in (None, "", [], ())
+             for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
+        url = f"{self.url}{path}" + (f"?{query}" if query else "")
+        try:
+            return urllib.request.urlopen(url, timeout=self.timeout)  # noqa: S310 - user's URL
+        except urllib.error.HTTPError as err:
+            try:
+                detail = json.loads(err.read()).get("detail")
+            except (ValueError, AttributeError):
+                detail = None
+            raise ClientError(f"{detail or err.reason} (HTTP {err.code} from {self.url})") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ClientError(f"cannot reach the collector at {self.url}: {reason}") from None
+
+    def _json(self, path: str, params: Mapping[str, Any] = ()) -> Any:
+        with self._open(path, params) as resp:
+            return json.load(resp)
+
+    def search(self, params: Mapping[str, Any]) -> dict:
+        return self._json("/api/v1/records", params)
+
+    def timeline(self, task_id: str) -> list[dict]:
+        path = "/api/v1/tasks/" + urllib.parse.quote(task_id, safe="") + "/timeline"
+        return self._json(path)["events"]
+
+    def export_csv(self, params: Mapping[str, Any]) -> Iterator[bytes]:
+        with self._open("/api/v1/export.csv", params) as resp:
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    return
+                yield chunk
+
+    def verify(self) -> dict:
+        return self._json("/api/v1/verify")
+
+    def summary(self) -> dict:
+        return self._json("/api/v1/summary")

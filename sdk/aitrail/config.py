@@ -1,0 +1,111 @@
+"""SDK configuration: keyword arguments to ``configure``, else environment variables.
+
+=============================  ======================================  =================
+keyword                        environment variable                    default
+=============================  ======================================  =================
+endpoint                       AITRAIL_ENDPOINT                        127.0.0.1:4327
+service                        AITRAIL_SERVICE (or OTEL_SERVICE_NAME)  unknown_service
+service_version                AITRAIL_SERVICE_VERSION                 ""
+environment                    AITRAIL_ENVIRONMENT                     ""
+redaction_key                  AITRAIL_REDACTION_KEY                   random per process
+redaction (on/off)             AITRAIL_REDACTION                       on
+enabled                        AITRAIL_ENABLED                         on
+batch_size                     AITRAIL_BATCH_SIZE                      512
+flush_interval (s)             AITRAIL_FLUSH_INTERVAL                  0.2
+max_queue                      AITRAIL_MAX_QUEUE                       100000
+export_timeout (s)             AITRAIL_EXPORT_TIMEOUT                  10
+retry_for (s)                  AITRAIL_RETRY_FOR                       60
+=============================  ======================================  =================
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected one of on/off, true/false, 1/0")
+
+
+def _env_number(name: str, default: float, kind: type) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a {kind.__name__}") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: must be positive")
+    return value
+
+
+@dataclass
+class Config:
+    endpoint: str = "127.0.0.1:4327"
+    service: str = "unknown_service"
+    service_version: str = ""
+    environment: str = ""
+    host: str = field(default_factory=socket.gethostname)
+    enabled: bool = True
+    redaction: bool = True
+    redaction_key: bytes = b""
+    redaction_policy: Mapping[str, str] = field(default_factory=dict)
+    reference_store: Optional[Callable[[str, str], str]] = None
+    batch_size: int = 512
+    flush_interval: float = 0.2
+    max_queue: int = 100_000
+    export_timeout: float = 10.0
+    retry_for: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        key = os.environ.get("AITRAIL_REDACTION_KEY", "")
+        return cls(
+            endpoint=os.environ.get("AITRAIL_ENDPOINT") or cls.endpoint,
+            service=(os.environ.get("AITRAIL_SERVICE") or os.environ.get("OTEL_SERVICE_NAME")
+                     or cls.service),
+            service_version=os.environ.get("AITRAIL_SERVICE_VERSION", ""),
+            environment=os.environ.get("AITRAIL_ENVIRONMENT", ""),
+            enabled=_env_bool("AITRAIL_ENABLED", True),
+            redaction=_env_bool("AITRAIL_REDACTION", True),
+            redaction_key=key.encode("utf-8"),
+            batch_size=int(_env_number("AITRAIL_BATCH_SIZE", cls.batch_size, int)),
+            flush_interval=_env_number("AITRAIL_FLUSH_INTERVAL", cls.flush_interval, float),
+            max_queue=int(_env_number("AITRAIL_MAX_QUEUE", cls.max_queue, int)),
+            export_timeout=_env_number("AITRAIL_EXPORT_TIMEOUT", cls.export_timeout, float),
+            retry_for=_env_number("AITRAIL_RETRY_FOR", cls.retry_for, float),
+        )
+
+    def validate(self) -> None:
+        if not self.endpoint or ":" not in self.endpoint:
+            raise ValueError(f"endpoint {self.endpoint!r}: expected HOST:PORT")
+        if not self.service:
+            raise ValueError("service must not be empty")
+        for name in ("batch_size", "max_queue"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("flush_interval", "export_timeout", "retry_for"):
+            if float(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not self.redaction_key:
+            # Without a stable key, tokens differ between processes and runs.
+            warnings.warn("aitrail: no redaction key configured (AITRAIL_REDACTION_KEY); "
+                          "using a random per-process key, so redaction tokens are not "
+                          "comparable across processes", RuntimeWarning, stacklevel=3)
+            self.redaction_key = os.urandom(32)
