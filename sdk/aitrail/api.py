@@ -405,15 +405,19 @@ def _rationale(value: RationaleLike) -> Rationale:
 class review:
     """``with aitrail.review(task_id=..., reviewer=...) as r: r.approve(...)``.
 
-    Time spent runs from entering the block to the decision. Leaving the block
-    without a decision records decision ``none``.
+    Time spent runs from entering the block to the decision, unless the caller
+    measured it elsewhere (a review UI) and passes ``time_spent_ms``. Leaving
+    the block without a decision records decision ``none``.
     """
 
     def __init__(self, task_id: Optional[str] = None, *, reviewer: str,
-                 original_output: Optional[str] = None,
+                 original_output: Optional[str] = None, time_spent_ms: Optional[int] = None,
                  attributes: Optional[Mapping[str, Any]] = None):
         if not reviewer or not isinstance(reviewer, str):
             raise ValueError("review: reviewer must be a non-empty string")
+        if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or time_spent_ms < 0):
+            raise ValueError("review: time_spent_ms must be a non-negative int")
+        self._time_spent_ms = time_spent_ms
         self._task_id = task_id
         self._reviewer = reviewer
         self._original = original_output
@@ -435,7 +439,7 @@ class review:
             raise RuntimeError(f"review: decision already recorded ({d['decision']})")
         why = _rationale(rationale)
         d["decision"] = decision
-        d["time_spent_ms"] = (time.monotonic_ns() - self._t0) // 1_000_000
+        d["time_spent_ms"] = self._elapsed_ms()
         d["reason_code"], d["policy_ref"], d["rationale"] = why.reason_code, why.policy_ref, why.text
         if output is not None:
             d["modified_output"] = _as_text(output)
@@ -443,6 +447,11 @@ class review:
             if original is None:
                 original = _last_output.get(d["task_id"] or "")
             d["original"] = original
+
+    def _elapsed_ms(self) -> int:
+        if self._time_spent_ms is not None:
+            return self._time_spent_ms
+        return (time.monotonic_ns() - self._t0) // 1_000_000
 
     def approve(self, rationale: RationaleLike = None) -> None:
         self._decide("approve", rationale)
@@ -457,7 +466,7 @@ class review:
         d = self._draft
         if not d.get("decision"):
             d["decision"] = "none"
-            d["time_spent_ms"] = (time.monotonic_ns() - self._t0) // 1_000_000
+            d["time_spent_ms"] = self._elapsed_ms()
         if exc is not None:
             d["error_type"], d["error_message"] = type(exc).__qualname__, str(exc)
         d["end"] = time.time_ns()
