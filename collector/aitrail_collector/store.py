@@ -51,7 +51,8 @@ class StoreError(RuntimeError):
 
 def _read_expr(name: str, kind: str) -> str:
     # DateTime64 comes back as datetime with microseconds only; the chain needs ns.
-    return f"toUnixTimestamp64Nano({name}) AS {name}" if kind == "time" else name
+    # The alias must not shadow the column, or WHERE clauses would compare ns.
+    return f"toUnixTimestamp64Nano({name}) AS {name}_ns" if kind == "time" else name
 
 
 ENVELOPE_SELECT = ", ".join(["seq"] + [_read_expr(f.name, f.kind) for f in FIELDS]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence
 
-from aitrail.chain import GENESIS, Report, check_rows, classify_links
+from aitrail.chain import GENESIS, INSERTED, Report, check_rows, classify_links
 from aitrail_collector.store import Store
 
 
@@ -29,9 +29,14 @@ def verify_chain(store: Store, chain_id: str) -> Report:
             expected_seq, prev = link.seq + 1, link.chain_hash
             yield link, envelope
 
-    report.findings.extend(check_rows(chain_id, rows()))
+    modified = list(check_rows(chain_id, rows()))
+    placed = []
     if not linked:
-        report.findings.extend(classify_links(chain_id, store.links(chain_id)))
+        suspects = frozenset((f.seq, f.record_id) for f in modified)
+        placed = classify_links(chain_id, store.links(chain_id), suspects=suspects)
+    # A forged row is reported once, as inserted, not also as modified.
+    inserted = {(f.seq, f.record_id) for f in placed if f.kind == INSERTED}
+    report.findings = [f for f in modified if (f.seq, f.record_id) not in inserted] + placed
     report.findings.sort(key=lambda f: (f.seq, f.kind))
     return report
 

@@ -116,13 +116,15 @@ def links_intact(links: Iterable[Link], start_seq: int = 1, start_hash: bytes = 
 
 
 def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
-                   start_hash: bytes = GENESIS) -> list[Finding]:
+                   start_hash: bytes = GENESIS, suspects: frozenset = frozenset()) -> list[Finding]:
     """Explain a broken chain: which records are missing, inserted or out of order.
 
     ``links`` are sorted by seq. The true order is rebuilt by following
     ``prev_hash`` from ``start_hash``; where that walk stops short, the lowest
     unvisited row either forks off a record we have (inserted) or continues
-    from a record we do not have (missing).
+    from a record we do not have (missing). ``suspects`` are (seq, record_id)
+    pairs whose content failed its own hash: where two rows claim the same
+    place, the one whose content still matches is taken as genuine.
     """
     findings: list[Finding] = []
     by_prev: dict[bytes, list[Link]] = {}
@@ -141,7 +143,7 @@ def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
         return None
 
     while True:
-        successor = _pick_successor(by_prev.get(cur, ()), visited, by_prev, pos)
+        successor = _pick_successor(by_prev.get(cur, ()), visited, by_prev, pos, suspects)
         if successor is not None:
             visited.add(id(successor))
             if successor.seq != pos:
@@ -175,14 +177,17 @@ def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
 
 
 def _pick_successor(candidates: Iterable[Link], visited: set[int],
-                    by_prev: Mapping[bytes, list[Link]], pos: int) -> Optional[Link]:
+                    by_prev: Mapping[bytes, list[Link]], pos: int,
+                    suspects: frozenset) -> Optional[Link]:
     # Where two rows claim the same predecessor (a fork), the genuine one is
-    # the one the rest of the chain builds on; ties go to the expected seq.
+    # the one the rest of the chain builds on and whose content matches its
+    # hash; ties go to the expected seq.
     best = None
     for link in candidates:
         if id(link) in visited:
             continue
-        key = (link.chain_hash not in by_prev, link.seq != pos, link.seq)
+        key = (link.chain_hash not in by_prev, (link.seq, link.record_id) in suspects,
+               link.seq != pos, link.seq)
         if best is None or key < best[0]:
             best = (key, link)
     return best[1] if best else None
