@@ -81,6 +81,35 @@ class CollectorProc:
             return json.load(resp)
 
 
+def make_record(event_type: str = "resolution", **fields: Any):
+    """A valid AuditRecord of the wire schema, as an SDK would send it."""
+    from aitrail._ids import uuid7
+    from aitrail.v1 import audit_pb2 as pb
+    rec = pb.AuditRecord(record_id=uuid7(), event_type=event_type, task_id="T-raw",
+                         start_time_unix_nano=time.time_ns(), service="raw-client")
+    if event_type == "resolution":
+        rec.resolution.outcome = "closed"
+    elif event_type == "model_call":
+        rec.model_call.model = "m"
+    for name, value in fields.items():
+        target, _, leaf = name.rpartition(".")
+        obj = rec
+        for part in filter(None, target.split(".")):
+            obj = getattr(obj, part)
+        setattr(obj, leaf, value)
+    return rec
+
+
+def stub(endpoint: str):
+    import grpc
+    from aitrail.v1 import audit_pb2_grpc
+    return audit_pb2_grpc.AuditServiceStub(grpc.insecure_channel(endpoint))
+
+
+def count_records(collector: CollectorProc) -> int:
+    return collector.get("/api/v1/summary")["records"]
+
+
 def engine(data_dir: Path, *sql: str) -> list:
     """Run statements on a store no collector holds; returns rows per statement."""
     out = subprocess.run([PY, ENGINE, str(data_dir), *sql], capture_output=True, text=True,

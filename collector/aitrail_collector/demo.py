@@ -125,6 +125,8 @@ TICKETS = {
 CATEGORIES = tuple(TICKETS)
 BASE_PRIORITY = {"billing": 3, "refund": 3, "login": 2, "shipping": 3, "bug_report": 2,
                  "privacy_request": 2}
+# Tickets where a reviewer may open the customer's CRM record to check who is asking.
+ACCOUNT_CATEGORIES = ("billing", "refund", "login", "privacy_request")
 # What a model tends to confuse each category with.
 CONFUSED_WITH = {"billing": "refund", "refund": "billing", "login": "bug_report",
                  "shipping": "refund", "bug_report": "login", "privacy_request": "login"}
@@ -243,8 +245,11 @@ def priority_for(category: str, tier: str) -> str:
     return f"P{max(1, BASE_PRIORITY[category] - (tier == 'enterprise'))}"
 
 
-def good_output(ticket: Ticket) -> str:
+def good_output(ticket: Ticket, warmer: bool = False) -> str:
+    """What a reviewer sends: the right category and reply (``warmer``: a tone edit)."""
     reply = GOOD_REPLIES[ticket.category].format(**ticket.fields)
+    if warmer:
+        reply += " We are sorry for the trouble, and thank you for your patience."
     return triage_json(ticket.category, priority_for(ticket.category, ticket.tier), reply)
 
 
@@ -358,7 +363,8 @@ def _review(reviewer: str, decision: str, ticket: Ticket, plan: Plan, time_spent
         elif decision == "reject":
             r.reject(why)
         else:  # the SDK diffs this against the task's last model output
-            r.modify(good_output(ticket), why)
+            model_right = plan.category == ticket.category and not plan.bad_reply
+            r.modify(good_output(ticket, warmer=model_right), why)
 
 
 def _time_spent(decision: str, senior: bool, rng: random.Random) -> int:
@@ -401,27 +407,33 @@ def _resolve(ticket: Ticket, final: str) -> None:
 
 def handle_ticket(ticket: Ticket, rng: random.Random, tracer: Tracer,
                   models: dict[str, tuple[Callable, Callable]]) -> Outcome:
-    with tracer.start_as_current_span("handle_ticket", attributes={"ticket.id": ticket.ticket_id}), \
-            aitrail.task(ticket.ticket_id, request_id=ticket.request_id):
+    """One ticket, start to finish, in its own trace; every record is tagged with the task."""
+    span = tracer.start_as_current_span("handle_ticket", attributes={"ticket.id": ticket.ticket_id})
+    with span, aitrail.task(ticket.ticket_id, request_id=ticket.request_id):
         aitrail.event("task_created", attributes={
             "channel": ticket.channel, "customer_tier": ticket.tier, "language": "en",
             "queue": "support-en"})
         variant = rng.choice(VARIANTS)
         plan = plan_triage(ticket, variant, rng)
         confidence = _call_model(ticket, variant, plan, tracer, models[variant.prompt_version])
-        reviewer = rng.choice(REVIEWERS)
-        if ticket.category in ("billing", "refund", "login", "privacy_request") \
-                and rng.random() < 0.35:
-            aitrail.data_access(actor=reviewer, resource=f"crm://customers/{ticket.customer_id}",
-                                purpose="verify account ownership")
-        first = _first_decision(ticket, plan, rng)
-        _review(reviewer, first, ticket, plan, _time_spent(first, False, rng))
-        decisions = [first]
-        low = confidence is not None and confidence < LOW_CONFIDENCE
-        if first == "reject" or low:
-            decisions.append(_senior_review(ticket, plan, first, reviewer, rng))
+        decisions = _human_review(ticket, plan, confidence, rng)
         _resolve(ticket, decisions[-1])
     return Outcome(ticket.ticket_id, decisions, len(decisions) > 1, ticket.has_pii)
+
+
+def _human_review(ticket: Ticket, plan: Plan, confidence: Optional[float],
+                  rng: random.Random) -> list[str]:
+    """The first review, and a senior's when the model was unsure or the reviewer rejected."""
+    reviewer = rng.choice(REVIEWERS)
+    if ticket.category in ACCOUNT_CATEGORIES and rng.random() < 0.35:
+        aitrail.data_access(actor=reviewer, resource=f"crm://customers/{ticket.customer_id}",
+                            purpose="verify account ownership")
+    first = _first_decision(ticket, plan, rng)
+    _review(reviewer, first, ticket, plan, _time_spent(first, False, rng))
+    unsure = confidence is not None and confidence < LOW_CONFIDENCE
+    if first == "reject" or unsure:
+        return [first, _senior_review(ticket, plan, first, reviewer, rng)]
+    return [first]
 
 
 # ------------------------------------------------------------------ running it
@@ -523,33 +535,35 @@ def _target_flags(collector: Collector) -> str:
     return f"--clickhouse {shlex.quote(collector.store.dsn)}"
 
 
-def _print_commands(collector: Collector, example: str, serving: bool) -> None:
-    print(f"\nLook at what it wrote (the command is `aitrail`; inside this repository "
-          f"it is .venv/bin/aitrail). Ticket {example} was escalated:")
+def _print_commands(collector: Collector, example: Outcome, serving: bool) -> None:
+    what = " -> ".join(example.decisions) + (", escalated" if example.escalated else "")
+    print(f"\nLook at what it wrote; ticket {example.ticket_id} is a good start ({what}).")
+    print("(Inside this repository the command is .venv/bin/aitrail.)")
     targets = []
     if serving and collector.url:
         targets.append(("while the collector runs:", f"--url {collector.url}"))
     label = "any time (a running collector answers for its store):" if serving \
         else "the collector has stopped; read the store directly:"
     targets.append((label, _target_flags(collector)))
+    task = example.ticket_id
     for label, flags in targets:
         print(f"  {label}")
-        print(f"    aitrail query --task {example} {flags}")
-        print(f"    aitrail timeline {example} {flags}")
+        print(f"    aitrail query --task {task} {flags}")
+        print(f"    aitrail timeline {task} {flags}")
         print(f"    aitrail query --type review --reviewer rev-grace {flags}")
         print(f"    aitrail export --since 1d -o audit.csv {flags}")
         print(f"    aitrail verify {flags}")
         print(f"    aitrail summary {flags}")
 
 
-def _example_ticket(outcomes: Sequence[Outcome]) -> str:
-    # An escalated ticket with PII makes the most instructive timeline.
-    for predicate in (lambda o: o.escalated and o.has_pii, lambda o: o.escalated,
-                      lambda o: True):
+def _example_ticket(outcomes: Sequence[Outcome]) -> Outcome:
+    # An escalated, corrected ticket with PII makes the most instructive timeline.
+    for predicate in (lambda o: o.escalated and "modify" in o.decisions and o.has_pii,
+                      lambda o: o.escalated, lambda o: True):
         for o in outcomes:
             if predicate(o):
-                return o.ticket_id
-    return "T-00001"
+                return o
+    raise ValueError("no tickets")
 
 
 # ------------------------------------------------------------------ entry point

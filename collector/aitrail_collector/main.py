@@ -19,7 +19,8 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
                              f"(pid {held['pid']}, {held.get('url')})")
     return CollectorConfig(dsn=dsn, chain_id=args.chain_id, grpc_listen=args.grpc_listen,
                            http_listen=args.http_listen or None,
-                           retention_days=args.retention_days or DEFAULT_RETENTION_DAYS)
+                           retention_days=args.retention_days or DEFAULT_RETENTION_DAYS,
+                           max_message_bytes=args.max_message_bytes)
 
 
 def start_from_args(args: argparse.Namespace) -> Collector:

@@ -18,7 +18,7 @@ from typing import Optional
 import uvicorn
 
 from aitrail_collector.http_api import create_app
-from aitrail_collector.ingest import start_grpc
+from aitrail_collector.ingest import DEFAULT_MAX_MESSAGE_BYTES, start_grpc
 from aitrail_collector.ledger import Ledger
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, Store
 from aitrail_collector.validate import Limits
@@ -35,6 +35,7 @@ class CollectorConfig:
     http_listen: Optional[str] = "127.0.0.1:8327"
     retention_days: int = DEFAULT_RETENTION_DAYS
     limits: Limits = Limits()
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -71,7 +72,8 @@ class Collector:
         return f"http://{_split(self.config.http_listen)[0]}:{self.http_port}"
 
     def start(self) -> "Collector":
-        self._grpc, self.grpc_port = start_grpc(self.ledger, self.config.grpc_listen)
+        self._grpc, self.grpc_port = start_grpc(self.ledger, self.config.grpc_listen,
+                                                max_message_bytes=self.config.max_message_bytes)
         if self.config.http_listen:
             self._start_http()
         self._write_lock()

@@ -268,6 +268,8 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", default="main", help="the chain this collector seals (default main)")
     p.add_argument("--retention-days", type=int, default=None,
                    help="drop day partitions older than this (default 6 years)")
+    p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
+                   help="largest gRPC request accepted (default 64 MiB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
