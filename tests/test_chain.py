@@ -142,3 +142,11 @@ def test_a_forged_row_with_renumbered_successors_is_inserted():
     found = chain.classify_links("c", links[:3] + [forged] + renumbered)
     assert (INSERTED, "forged") in [(f.kind, f.record_id) for f in found]
     assert all(f.kind != MISSING for f in found)
+
+
+def test_the_published_spec_lists_the_fields_in_sealing_order():
+    from pathlib import Path
+    import re
+    doc = (Path(__file__).resolve().parent.parent / "docs/canonical-envelope.md").read_text()
+    listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", doc, flags=re.M)
+    assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind) for f in FIELDS]
