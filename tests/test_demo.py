@@ -11,19 +11,13 @@ import collections
 import json
 import random
 import re
-import subprocess
-import sys
 
 import pytest
 
-from aitrail_collector.demo import SENIORS, make_tickets
+from aitrail_collector.demo import SENIORS, make_tickets  # imports only; opens no store
+from conftest import cli as _cli
 
 TASKS, SEED = 200, 7
-
-
-def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aitrail.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

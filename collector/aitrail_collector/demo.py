@@ -266,6 +266,10 @@ def plan_triage(ticket: Ticket, variant: Variant, rng: random.Random) -> Plan:
                 times_out=not streamed and rng.random() < 0.03, streamed=streamed)
 
 
+def model_right(ticket: Ticket, plan: Plan) -> bool:
+    return plan.category == ticket.category and not plan.bad_reply
+
+
 def _logprobs(plan: Plan) -> list[tuple[str, float]]:
     return [('{"category": "', -0.0004), (plan.category, math.log(plan.confidence)),
             ('", "priority": "', -0.0011), (plan.priority, math.log(0.5 + plan.confidence / 2)),
@@ -350,7 +354,7 @@ def _review_rationale(decision: str, ticket: Ticket, plan: Plan) -> aitrail.Rati
 
 
 def _first_decision(ticket: Ticket, plan: Plan, rng: random.Random) -> str:
-    if plan.category != ticket.category or plan.bad_reply:
+    if not model_right(ticket, plan):
         return "modify" if rng.random() < 0.65 else "reject"
     return "approve" if rng.random() < 0.95 else "modify"
 
@@ -363,8 +367,7 @@ def _review(reviewer: str, decision: str, ticket: Ticket, plan: Plan, time_spent
         elif decision == "reject":
             r.reject(why)
         else:  # the SDK diffs this against the task's last model output
-            model_right = plan.category == ticket.category and not plan.bad_reply
-            r.modify(good_output(ticket, warmer=model_right), why)
+            r.modify(good_output(ticket, warmer=model_right(ticket, plan)), why)
 
 
 def _time_spent(decision: str, senior: bool, rng: random.Random) -> int:
@@ -386,9 +389,8 @@ def _senior_review(ticket: Ticket, plan: Plan, first: str, reviewer: str,
     senior = rng.choice(SENIORS)
     aitrail.escalate(from_reviewer=reviewer, to_reviewer=senior,
                      reason=_escalation_reason(first, plan.confidence))
-    model_right = plan.category == ticket.category and not plan.bad_reply
     # Seniors get it right; a rejected ticket sometimes goes to a manual reply.
-    decision = ("approve" if model_right else
+    decision = ("approve" if model_right(ticket, plan) else
                 "reject" if first == "reject" and rng.random() < 0.25 else "modify")
     _review(senior, decision, ticket, plan, _time_spent(decision, True, rng))
     return decision
