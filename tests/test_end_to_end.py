@@ -106,3 +106,24 @@ def test_csv_export_neutralises_formulas(sdk, collector):
         text = r.read().decode("utf-8")
     row = list(csv.DictReader(io.StringIO(text)))[0]
     assert row["task_id"].startswith("'=") and row["final_decision"] == "'+1 refund"
+
+
+def test_export_streams_every_row_of_a_large_result(collector, tmp_path):
+    from aitrail.v1 import audit_pb2 as pb
+    from conftest import make_record, stub
+    client = stub(collector.grpc)
+    for b in range(5):  # more rows than one payload chunk of the stream (2000)
+        batch = [make_record(event_type="model_call", task_id=f"T-{b}-{i}",
+                             **{"model_call.input": f"prompt {b}-{i}", "model_call.output": "ok"})
+                 for i in range(1000)]
+        assert client.Export(pb.ExportRequest(records=batch), timeout=60).accepted == 1000
+    for target in (["--url", collector.url], None):
+        if target is None:
+            collector.stop()
+            target = ["--data-dir", str(collector.data_dir)]
+        out_file = tmp_path / "audit.csv"
+        out = cli("export", *target, "-o", str(out_file))
+        assert out.returncode == 0, out.stderr
+        rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
+        assert len(rows) == 5000
+        assert {r["input"] for r in rows} == {f"prompt {b}-{i}" for b in range(5) for i in range(1000)}

@@ -301,3 +301,39 @@ def test_records_are_flushed_at_interpreter_exit(server):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert sorted(r.task_id for r in server.records) == sorted(f"T-{i}" for i in range(25))
+
+
+def test_a_streamed_call_can_record_confidence_and_usage(sent):
+    @aitrail.model_call(model="m")
+    def stream(prompt):
+        yield "par"
+        aitrail.current_call().record_output("partial", confidence=0.4,
+                                             usage={"input_tokens": 5, "output_tokens": 2})
+        yield "tial"
+
+    @aitrail.model_call(model="m")
+    async def astream(prompt):
+        yield "x"
+        aitrail.current_call().record_output("x", confidence=0.9)
+
+    async def consume():
+        return [c async for c in astream("q2")]
+
+    assert list(stream("q1")) == ["par", "tial"]
+    assert asyncio.run(consume()) == ["x"]
+    assert aitrail.current_call() is None
+    recs = {r.model_call.input: r.model_call for r in sent()}
+    assert (recs["q1"].confidence, recs["q1"].usage.output_tokens) == (0.4, 2)
+    assert recs["q2"].confidence == 0.9
+
+
+def test_after_shutdown_records_are_not_sent_until_configured_again(server):
+    aitrail.configure(endpoint=server.endpoint, service="unit", redaction_key="k")
+    aitrail.resolve("T-before", resolution="closed")
+    aitrail.shutdown()
+    aitrail.resolve("T-after", resolution="closed")
+    aitrail.configure(endpoint=server.endpoint, service="unit", redaction_key="k")
+    aitrail.resolve("T-again", resolution="closed")
+    assert aitrail.flush(10)
+    aitrail.shutdown()
+    assert [r.task_id for r in server.records] == ["T-before", "T-again"]

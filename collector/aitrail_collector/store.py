@@ -114,12 +114,14 @@ class Store:
     def client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            try:
-                client = clickhouse_connect.get_client(dsn=self.dsn)
-            except Exception as exc:  # noqa: BLE001 - turned into one clear error
-                raise StoreError(self._open_error(exc)) from exc
-            self._local.client = client
+            client = self._local.client = self._connect()
         return client
+
+    def _connect(self):
+        try:
+            return clickhouse_connect.get_client(dsn=self.dsn)
+        except Exception as exc:  # noqa: BLE001 - turned into one clear error
+            raise StoreError(self._open_error(exc)) from exc
 
     def _open_error(self, exc: Exception) -> str:
         if self.embedded and "EmbeddedServer" in str(exc):
@@ -177,7 +179,12 @@ class Store:
         return self.client.query(sql, parameters=parameters or {})
 
     def stream(self, sql: str, parameters: Optional[dict] = None) -> Iterator[tuple]:
-        with self.client.query_rows_stream(sql, parameters=parameters or {}) as rows:
+        """Rows as they come. Uses a client of its own, so the consumer may run other
+        queries (payloads for each chunk) while the stream is open."""
+        client = getattr(self._local, "stream_client", None)
+        if client is None:
+            client = self._local.stream_client = self._connect()
+        with client.query_rows_stream(sql, parameters=parameters or {}) as rows:
             yield from rows
 
     def chains(self) -> list[str]:
@@ -221,13 +228,14 @@ class Store:
         return out
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            try:
-                client.close()
-            except (ClickHouseError, DatabaseError, OSError):
-                pass
-            self._local.client = None
+        for name in ("client", "stream_client"):
+            client = getattr(self._local, name, None)
+            if client is not None:
+                try:
+                    client.close()
+                except (ClickHouseError, DatabaseError, OSError):
+                    pass
+                setattr(self._local, name, None)
 
 
 def _as_bytes(salt_hex: str) -> bytes:

@@ -33,6 +33,7 @@ class _State:
         self.lock = threading.Lock()
         self.config: Optional[Config] = None
         self.worker: Optional[BatchWorker] = None
+        self.shut_down = False  # after shutdown(), records are not sent until configure()
 
 
 _state = _State()
@@ -65,21 +66,24 @@ def configure(**options: Any) -> Config:
                          retry_for=config.retry_for)
     with _state.lock:
         old = _state.worker
-        _state.config, _state.worker = config, worker
+        _state.config, _state.worker, _state.shut_down = config, worker, False
     if old is not None:
         old.shutdown()
     return config
 
 
 def _worker() -> Optional[BatchWorker]:
-    worker = _state.worker
+    """The worker to hand records to, configuring from the environment on first use."""
+    worker, config = _state.worker, _state.config
     if worker is None:
+        if _state.shut_down:
+            return None
         with _state.lock:
             configured = _state.worker is not None
         if not configured:
             configure()
-        worker = _state.worker
-    return worker if _state.config.enabled else None
+        worker, config = _state.worker, _state.config
+    return worker if config is not None and config.enabled else None
 
 
 def _emit(draft: dict) -> None:
@@ -98,6 +102,7 @@ def shutdown(timeout: float = 5.0) -> bool:
     """Flush and stop the background worker (also done at interpreter exit)."""
     with _state.lock:
         worker, _state.worker, _state.config = _state.worker, None, None
+        _state.shut_down = True
     return True if worker is None else worker.shutdown(timeout)
 
 
@@ -341,7 +346,7 @@ class model_call:
             call = self._start(args, kwargs)
             error: Optional[BaseException] = None
             try:
-                for chunk in fn(*args, **kwargs):
+                for chunk in _with_current_call(call, fn(*args, **kwargs)):
                     if self.capture_output:
                         call._add_chunk(self.output_from(chunk) if self.output_from else chunk)
                     yield chunk
@@ -359,7 +364,7 @@ class model_call:
             call = self._start(args, kwargs)
             error: Optional[BaseException] = None
             try:
-                async for chunk in fn(*args, **kwargs):
+                async for chunk in _with_current_call_async(call, fn(*args, **kwargs)):
                     if self.capture_output:
                         call._add_chunk(self.output_from(chunk) if self.output_from else chunk)
                     yield chunk
@@ -370,6 +375,38 @@ class model_call:
                 call._draft["streamed"] = True
                 call._finish(error)
         return wrapper
+
+
+def _with_current_call(call: ModelCallRecord, gen):
+    # A generator's body runs in its consumer's context, so the current call is
+    # set around each step: the body can record confidence, logprobs, usage.
+    try:
+        while True:
+            token = _current_call.set(call)
+            try:
+                chunk = next(gen)
+            except StopIteration:
+                return
+            finally:
+                _current_call.reset(token)
+            yield chunk
+    finally:
+        gen.close()
+
+
+async def _with_current_call_async(call: ModelCallRecord, agen):
+    try:
+        while True:
+            token = _current_call.set(call)
+            try:
+                chunk = await agen.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                _current_call.reset(token)
+            yield chunk
+    finally:
+        await agen.aclose()
 
 
 # ---------------------------------------------------------------- human review

@@ -154,6 +154,9 @@ def describe_event(ev: dict) -> list[str]:
             body += _indent("final:", ev["final_decision"])
     elif kind == "data_access":
         head += f"  {ev['actor']} read {ev['resource']} ({ev['purpose']})"
+    if ev.get("attributes"):
+        body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
+                                                 sorted(ev["attributes"].items())))
     ids = [f"{k}={ev[k]}" for k in ("request_id", "trace_id") if ev.get(k)]
     body.append("    " + "  ".join(ids + [f"record={ev['record_id']}"]))
     return [head] + body
@@ -198,15 +201,22 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    params = _filter_params(args)
-    chunks = _backend(args).export_csv(params)
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer
-    try:
+    chunks = _backend(args).export_csv(_filter_params(args))
+    if not args.output:
         for chunk in chunks:
-            out.write(chunk)
+            sys.stdout.buffer.write(chunk)
+        return EXIT_OK
+    # Written aside and renamed when complete: an auditor must never receive a
+    # file that was cut short.
+    partial = args.output + ".partial"
+    try:
+        with open(partial, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(partial, args.output)
     finally:
-        if args.output:
-            out.close()
+        if os.path.exists(partial):
+            os.remove(partial)
     return EXIT_OK
 
 
@@ -333,6 +343,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - one clear line unless debugging
+        if os.environ.get("AITRAIL_DEBUG"):
+            raise
+        sys.stderr.write(f"aitrail {args.command}: {type(exc).__name__}: {exc} "
+                         "(set AITRAIL_DEBUG=1 for a traceback)\n")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
