@@ -124,6 +124,12 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def _own_spool(tmp_path, monkeypatch):
+    """Every test (and every process it starts) gets a spool directory of its own."""
+    monkeypatch.setenv("AITRAIL_SPOOL_DIR", str(tmp_path / "spool"))
+
+
 @pytest.fixture
 def collector(tmp_path):
     proc = CollectorProc(tmp_path / "store").start()

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from aitrail.chain import Sealer
 from aitrail.envelope import commitment, empty_envelope
@@ -93,14 +93,22 @@ class Ledger:
     def head_seq(self) -> int:
         return self._sealer.head_seq
 
-    def append(self, records: Sequence[pb.AuditRecord]) -> AppendResult:
-        """Validate, deduplicate, seal and store; returns once the insert returned."""
+    def append(self, records: Sequence[pb.AuditRecord],
+               service: Optional[str] = None) -> AppendResult:
+        """Validate, deduplicate, seal and store; returns once the insert returned.
+
+        ``service``, when the caller authenticated with an API key, is the only
+        service its records may name.
+        """
         result = AppendResult()
         now = time.time_ns()
         valid: list[pb.AuditRecord] = []
         seen: set[str] = set()
         for index, rec in enumerate(records):
             reason = validate(rec, now, self.limits)
+            if reason is None and service is not None and rec.service != service:
+                reason = (f"service {rec.service[:64]!r} does not match the API key's service "
+                          f"{service!r}")
             if reason is not None:
                 result.rejected.append((index, rec.record_id[:64], reason))
             elif rec.record_id in seen:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
+from aitrail_collector.ingest import TlsFiles
 from aitrail_collector.server import Collector, CollectorConfig, running_collector
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, StoreError, dsn_for
+from aitrail_collector.validate import Limits
 
 
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
@@ -17,10 +20,25 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         if held:
             raise StoreError(f"{dsn[len('chdb://'):]} is already held by a running collector "
                              f"(pid {held['pid']}, {held.get('url')})")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.api_keys):
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file")
+    limits = Limits(max_record_bytes=args.max_record_bytes, max_text_chars=args.max_text_chars,
+                    max_attributes=args.max_attributes, future_skew_s=args.max_clock_skew,
+                    max_age_s=int(args.max_record_age_days * 86400))
     return CollectorConfig(dsn=dsn, chain_id=args.chain_id, grpc_listen=args.grpc_listen,
                            http_listen=args.http_listen or None,
                            retention_days=args.retention_days or DEFAULT_RETENTION_DAYS,
-                           max_message_bytes=args.max_message_bytes)
+                           limits=limits, max_message_bytes=args.max_message_bytes,
+                           max_records_per_batch=args.max_records_per_batch,
+                           max_pending_records=args.max_pending_records,
+                           api_keys=args.api_keys,
+                           tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
+                           if args.tls_cert else None)
 
 
 def start_from_args(args: argparse.Namespace) -> Collector:

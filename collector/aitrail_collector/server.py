@@ -18,7 +18,10 @@ from typing import Optional
 import uvicorn
 
 from aitrail_collector.http_api import create_app
-from aitrail_collector.ingest import DEFAULT_MAX_MESSAGE_BYTES, start_grpc
+from aitrail_collector.auth import KeyRing
+from aitrail_collector.ingest import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PENDING_RECORDS,
+                                      DEFAULT_MAX_RECORDS_PER_BATCH, ExportHandler, TlsFiles,
+                                      start_grpc)
 from aitrail_collector.ledger import Ledger
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, Store
 from aitrail_collector.validate import Limits
@@ -36,6 +39,10 @@ class CollectorConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS
     limits: Limits = Limits()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_records_per_batch: int = DEFAULT_MAX_RECORDS_PER_BATCH
+    max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS
+    api_keys: Optional[str] = None       # keys file; set: every request needs a valid key
+    tls: Optional[TlsFiles] = None
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -72,8 +79,12 @@ class Collector:
         return f"http://{_split(self.config.http_listen)[0]}:{self.http_port}"
 
     def start(self) -> "Collector":
-        self._grpc, self.grpc_port = start_grpc(self.ledger, self.config.grpc_listen,
-                                                max_message_bytes=self.config.max_message_bytes)
+        cfg = self.config
+        handler = ExportHandler(self.ledger, keys=KeyRing(cfg.api_keys) if cfg.api_keys else None,
+                                max_records=cfg.max_records_per_batch,
+                                max_pending=cfg.max_pending_records)
+        self._grpc, self.grpc_port = start_grpc(handler, cfg.grpc_listen, tls=cfg.tls,
+                                                max_message_bytes=cfg.max_message_bytes)
         if self.config.http_listen:
             self._start_http()
         self._write_lock()

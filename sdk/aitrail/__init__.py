@@ -33,9 +33,10 @@ from aitrail.api import (
     stats,
 )
 from aitrail.context import task
+from aitrail.transport import AuditUnavailable
 from aitrail.record import SDK_VERSION as __version__
 
 __all__ = [
-    "Rationale", "configure", "current_call", "data_access", "escalate", "event", "flush",
+    "AuditUnavailable", "Rationale", "configure", "current_call", "data_access", "escalate", "event", "flush",
     "model_call", "resolve", "review", "shutdown", "stats", "task", "__version__",
 ]

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import logging
 import threading
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar, Union
@@ -21,9 +22,10 @@ from aitrail._ids import uuid7
 from aitrail.config import Config
 from aitrail.record import build_record
 from aitrail.redact import Redactor
-from aitrail.transport import BatchWorker, GrpcExporter
+from aitrail.transport import STRICT, Ack, AuditUnavailable, BatchWorker, GrpcExporter
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("aitrail")
 
 DECISIONS = ("approve", "reject", "modify")
 
@@ -45,7 +47,9 @@ def configure(**options: Any) -> Config:
     Options: endpoint, service, service_version, environment, host, enabled,
     redaction, redaction_key (bytes or str), redaction_policy ({field: action}),
     reference_store (callable(field, value) -> reference), batch_size,
-    flush_interval, max_queue, export_timeout, retry_for.
+    flush_interval, max_queue, export_timeout, retry_for, delivery
+    (durable | best_effort | strict), spool_dir, spool_max_bytes, strict_timeout,
+    api_key, tls, ca_cert, client_cert, client_key (see aitrail.config).
     """
     config = Config.from_env()
     known = {f.name for f in dataclasses.fields(Config)}
@@ -59,11 +63,13 @@ def configure(**options: Any) -> Config:
     config.validate()
     redactor = Redactor(config.redaction_key, config.redaction_policy, config.reference_store,
                         enabled=config.redaction)
-    exporter = GrpcExporter(config.endpoint, config.export_timeout)
+    exporter = GrpcExporter(config.endpoint, config.export_timeout, api_key=config.api_key,
+                            **config.read_tls())
     worker = BatchWorker(functools.partial(build_record, config=config, redactor=redactor),
                          exporter, batch_size=config.batch_size,
                          flush_interval=config.flush_interval, max_queue=config.max_queue,
-                         retry_for=config.retry_for)
+                         retry_for=config.retry_for, delivery=config.delivery,
+                         spool_dir=config.spool_dir, spool_max_bytes=config.spool_max_bytes)
     with _state.lock:
         old = _state.worker
         _state.config, _state.worker, _state.shut_down = config, worker, False
@@ -88,8 +94,15 @@ def _worker() -> Optional[BatchWorker]:
 
 def _emit(draft: dict) -> None:
     worker = _worker()
-    if worker is not None:
+    if worker is None:
+        return
+    if worker.delivery != STRICT:
         worker.submit(draft)
+        return
+    # Strict: the caller may not go on until its record is durably stored.
+    ack = Ack()
+    worker.submit(draft, ack)
+    ack.wait(_state.config.strict_timeout if _state.config else 5.0)
 
 
 def flush(timeout: Optional[float] = None) -> bool:
@@ -107,7 +120,8 @@ def shutdown(timeout: float = 5.0) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Delivery counters: queued, sent, rejected, dropped, pending."""
+    """Delivery counters: queued, sent, spooled, replayed, rejected, dropped, pending,
+    spool_bytes."""
     worker = _state.worker
     return worker.stats() if worker is not None else {}
 
@@ -314,7 +328,7 @@ class model_call:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                call._finish(exc)
+                _finish_failed(call, exc)
                 raise
             finally:
                 _current_call.reset(token)
@@ -331,7 +345,7 @@ class model_call:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                call._finish(exc)
+                _finish_failed(call, exc)
                 raise
             finally:
                 _current_call.reset(token)
@@ -375,6 +389,15 @@ class model_call:
                 call._draft["streamed"] = True
                 call._finish(error)
         return wrapper
+
+
+def _finish_failed(call: ModelCallRecord, exc: BaseException) -> None:
+    # The call's own exception is what the caller must see, unchanged; in strict
+    # mode an audit failure on top of it is logged, not raised over it.
+    try:
+        call._finish(exc)
+    except AuditUnavailable as audit_exc:
+        log.error("aitrail: could not audit a failed model call: %s", audit_exc)
 
 
 def _with_current_call(call: ModelCallRecord, gen):

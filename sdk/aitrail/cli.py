@@ -243,6 +243,30 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_apikey(args: argparse.Namespace) -> int:
+    _need_collector("managing API keys")
+    from aitrail_collector import auth
+    if args.action == "create":
+        if not args.service:
+            raise UsageError("create needs --service")
+        key = auth.create_key(args.keys_file, args.service)
+        print(key)
+        sys.stderr.write("Store this key now: only its hash is kept.\n")
+    elif args.action == "revoke":
+        if not args.key_id:
+            raise UsageError("revoke needs the key's id (see `aitrail apikey list`)")
+        try:
+            auth.revoke_key(args.keys_file, args.key_id)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        print(f"revoked {args.key_id}")
+    else:
+        for k in auth.load_keys(args.keys_file).values():
+            print(f"{k.key_id}  {k.service:<24} created {k.created}"
+                  + ("  REVOKED" if k.revoked else ""))
+    return EXIT_OK
+
+
 def cmd_collector(args: argparse.Namespace) -> int:
     _need_collector("the collector")
     from aitrail_collector.main import run_collector
@@ -278,8 +302,27 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", default="main", help="the chain this collector seals (default main)")
     p.add_argument("--retention-days", type=int, default=None,
                    help="drop day partitions older than this (default 6 years)")
-    p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
+    g = p.add_argument_group("security")
+    g.add_argument("--api-keys", metavar="FILE", help="require an API key from this keys file "
+                   "(see `aitrail apikey`); a key may only write records of its own service")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve gRPC over TLS with this certificate")
+    g.add_argument("--tls-key", metavar="PEM", help="and this private key")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA (mutual TLS)")
+    g = p.add_argument_group("limits (hostile input and overload)")
+    g.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
                    help="largest gRPC request accepted (default 64 MiB)")
+    g.add_argument("--max-records-per-batch", type=int, default=10_000)
+    g.add_argument("--max-record-bytes", type=int, default=4 * 1024 * 1024)
+    g.add_argument("--max-text-chars", type=int, default=1024 * 1024,
+                   help="longest input, output, rationale, ... (default 1 Mi characters)")
+    g.add_argument("--max-attributes", type=int, default=64)
+    g.add_argument("--max-clock-skew", type=int, default=300, metavar="SECONDS",
+                   help="how far in the future a record's start time may be (default 300)")
+    g.add_argument("--max-record-age-days", type=float, default=30,
+                   help="older records are refused rather than creating old partitions")
+    g.add_argument("--max-pending-records", type=int, default=100_000,
+                   help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("apikey", help="create, revoke and list ingest API keys")
+    p.add_argument("action", choices=("create", "revoke", "list"))
+    p.add_argument("key_id", nargs="?", help="with revoke: the key's id")
+    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
+    p.add_argument("--service", help="with create: the service the key may write as")
+    p.set_defaults(func=cmd_apikey)
 
     p = sub.add_parser("summary", help="records per type, override rate, chain heads (JSON)")
     _add_target(p)

@@ -15,7 +15,20 @@ flush_interval (s)             AITRAIL_FLUSH_INTERVAL                  0.2
 max_queue                      AITRAIL_MAX_QUEUE                       100000
 export_timeout (s)             AITRAIL_EXPORT_TIMEOUT                  10
 retry_for (s)                  AITRAIL_RETRY_FOR                       60
+delivery                       AITRAIL_DELIVERY                        durable
+spool_dir                      AITRAIL_SPOOL_DIR                       ~/.local/state/aitrail/spool/<service>
+spool_max_bytes                AITRAIL_SPOOL_MAX_BYTES                 268435456 (256 MiB)
+strict_timeout (s)             AITRAIL_STRICT_TIMEOUT                  5
+api_key                        AITRAIL_API_KEY                         none
+tls                            AITRAIL_TLS                             off (on when a CA or client cert is set)
+ca_cert (path)                 AITRAIL_CA_CERT                         system roots
+client_cert, client_key        AITRAIL_CLIENT_CERT, AITRAIL_CLIENT_KEY none (mutual TLS)
 =============================  ======================================  =================
+
+``delivery`` is ``durable`` (spool to disk when the collector cannot take a
+batch), ``best_effort`` (never touch the disk; drop and count) or ``strict``
+(every emitting call waits for its record's acknowledgement and raises
+``aitrail.AuditUnavailable`` when it does not come within ``strict_timeout``).
 """
 
 from __future__ import annotations
@@ -72,6 +85,15 @@ class Config:
     max_queue: int = 100_000
     export_timeout: float = 10.0
     retry_for: float = 60.0
+    delivery: str = "durable"
+    spool_dir: str = ""
+    spool_max_bytes: int = 256 * 1024 * 1024
+    strict_timeout: float = 5.0
+    api_key: str = ""
+    tls: bool = False
+    ca_cert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -90,6 +112,15 @@ class Config:
             max_queue=int(_env_number("AITRAIL_MAX_QUEUE", cls.max_queue, int)),
             export_timeout=_env_number("AITRAIL_EXPORT_TIMEOUT", cls.export_timeout, float),
             retry_for=_env_number("AITRAIL_RETRY_FOR", cls.retry_for, float),
+            delivery=os.environ.get("AITRAIL_DELIVERY") or cls.delivery,
+            spool_dir=os.environ.get("AITRAIL_SPOOL_DIR", ""),
+            spool_max_bytes=int(_env_number("AITRAIL_SPOOL_MAX_BYTES", cls.spool_max_bytes, int)),
+            strict_timeout=_env_number("AITRAIL_STRICT_TIMEOUT", cls.strict_timeout, float),
+            api_key=os.environ.get("AITRAIL_API_KEY", ""),
+            tls=_env_bool("AITRAIL_TLS", False),
+            ca_cert=os.environ.get("AITRAIL_CA_CERT", ""),
+            client_cert=os.environ.get("AITRAIL_CLIENT_CERT", ""),
+            client_key=os.environ.get("AITRAIL_CLIENT_KEY", ""),
         )
 
     def validate(self) -> None:
@@ -100,12 +131,35 @@ class Config:
         for name in ("batch_size", "max_queue"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("flush_interval", "export_timeout", "retry_for"):
+        for name in ("flush_interval", "export_timeout", "retry_for", "strict_timeout"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive")
+        modes = ("durable", "best_effort", "strict")
+        if self.delivery not in modes:
+            raise ValueError(f"delivery {self.delivery!r}: expected one of {', '.join(modes)}")
+        if not self.spool_dir:
+            state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.service)
+            self.spool_dir = os.path.join(state, "aitrail", "spool", safe)
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("client_cert and client_key go together (mutual TLS)")
+        for name in ("ca_cert", "client_cert", "client_key"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{name} {path!r}: no such file")
         if not self.redaction_key:
             # Without a stable key, tokens differ between processes and runs.
             warnings.warn("aitrail: no redaction key configured (AITRAIL_REDACTION_KEY); "
                           "using a random per-process key, so redaction tokens are not "
                           "comparable across processes", RuntimeWarning, stacklevel=3)
             self.redaction_key = os.urandom(32)
+
+    def read_tls(self) -> dict:
+        """The exporter's TLS settings, file contents read once at configure time."""
+        def read(path: str):
+            if not path:
+                return None
+            with open(path, "rb") as fh:
+                return fh.read()
+        return {"tls": self.tls, "ca_cert": read(self.ca_cert),
+                "client_cert": read(self.client_cert), "client_key": read(self.client_key)}

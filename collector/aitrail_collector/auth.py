@@ -1,0 +1,126 @@
+"""API keys for ingest: per service, revocable, stored only as hashes.
+
+A key looks like ``ait_<id>_<secret>``; the keys file holds, per id, the
+service it may write as, SHA-256 of the secret (the secret is 32 random bytes,
+so a fast hash is enough; nothing low-entropy is stored), and whether it was
+revoked. The collector rereads the file when it changes, so a revocation takes
+effect without a restart. Clients send ``authorization: Bearer <key>`` as gRPC
+metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+PREFIX = "ait_"
+
+
+class AuthError(Exception):
+    """The request's credentials are missing or not valid; the text says which."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    service: str
+    sha256: str
+    created: str
+    revoked: bool = False
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def load_keys(path: str) -> dict[str, ApiKey]:
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a valid keys file: {exc}") from None
+    return {k["key_id"]: ApiKey(**k) for k in raw.get("keys", [])}
+
+
+def save_keys(path: str, keys: dict[str, ApiKey]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"keys": [k.__dict__ for k in keys.values()]}, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def create_key(path: str, service: str) -> str:
+    """Adds a key for ``service``; returns the key text (shown once, never stored)."""
+    if not service:
+        raise ValueError("a key needs a service name")
+    keys = load_keys(path)
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    keys[key_id] = ApiKey(key_id, service, _hash(secret),
+                          datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    save_keys(path, keys)
+    return f"{PREFIX}{key_id}_{secret}"
+
+
+def revoke_key(path: str, key_id: str) -> None:
+    keys = load_keys(path)
+    if key_id not in keys:
+        raise KeyError(f"no key with id {key_id!r} in {path}")
+    k = keys[key_id]
+    keys[key_id] = ApiKey(k.key_id, k.service, k.sha256, k.created, revoked=True)
+    save_keys(path, keys)
+
+
+class KeyRing:
+    """The collector's view of the keys file, reread whenever it changes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: Optional[tuple] = None
+        self._keys: dict[str, ApiKey] = {}
+        self._refresh()
+        if not self._keys:
+            raise ValueError(f"{path}: no API keys (create one with `aitrail apikey create`)")
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            with self._lock:
+                self._keys = load_keys(self.path)
+                self._stamp = stamp
+
+    def service_for(self, metadata) -> str:
+        """The service the request's key may write as; raises AuthError."""
+        self._refresh()
+        token = ""
+        for key, value in metadata or ():
+            if key == "authorization" and value.startswith("Bearer "):
+                token = value[len("Bearer "):].strip()
+        if not token:
+            raise AuthError("missing API key (send 'authorization: Bearer ait_...')")
+        if not token.startswith(PREFIX) or token.count("_") < 2:
+            raise AuthError("malformed API key")
+        key_id, _, secret = token[len(PREFIX):].partition("_")
+        key = self._keys.get(key_id)
+        if key is None or not hmac.compare_digest(key.sha256, _hash(secret)):
+            raise AuthError("unknown API key")
+        if key.revoked:
+            raise AuthError(f"API key {key_id} has been revoked")
+        return key.service

@@ -1,0 +1,149 @@
+"""The durable spool: batches the collector could not take yet, kept on local disk.
+
+Layout: ``<spool_dir>/<owner>/<number>.batch``, one serialized ExportRequest per
+file, written to a temporary name, fsynced and renamed into place, so a crash
+leaves either the whole batch or none of it. Files are replayed in number
+order and deleted once the collector acknowledged them.
+
+Each process owns one directory, held with a POSIX lock (``lockf``; unlike
+``flock`` it is not inherited across ``fork``). A process that starts and finds
+an unlocked directory left by a process that died adopts it and replays it
+first, so records survive an application restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import uuid
+from typing import Optional
+
+SUFFIX = ".batch"
+
+
+class SpoolFull(Exception):
+    pass
+
+
+class Spool:
+    def __init__(self, root: str, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        os.makedirs(root, exist_ok=True)
+        self._lock = threading.Lock()
+        self._dirs: list[str] = []  # adopted directories first, then our own
+        self._lock_fds: list[int] = []
+        self._next = 0
+        self._bytes = 0
+        self._own = self._claim(os.path.join(root, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"))
+        self._adopt_orphans()
+        self._dirs.append(self._own)
+
+    # ------------------------------------------------------------ ownership
+    def _claim(self, path: str) -> Optional[str]:
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(os.path.join(path, "owner.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        self._lock_fds.append(fd)
+        return path
+
+    def _adopt_orphans(self) -> None:
+        for name in sorted(os.listdir(self.root)):
+            path = os.path.join(self.root, name)
+            if path == self._own or not os.path.isdir(path):
+                continue
+            if self._claim(path) is None:
+                continue  # a live process owns it
+            if self._files(path):
+                self._dirs.append(path)
+                self._bytes += sum(os.path.getsize(f) for f in self._files(path))
+            else:
+                self._release(path)
+
+    def _release(self, path: str) -> None:
+        # Refused batches stay for inspection; only an empty directory goes.
+        for name in os.listdir(path):
+            if name == "owner.lock" or name.endswith(".tmp"):
+                os.remove(os.path.join(path, name))
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _files(path: str) -> list[str]:
+        names = sorted(n for n in os.listdir(path) if n.endswith(SUFFIX))
+        return [os.path.join(path, n) for n in names]
+
+    # ------------------------------------------------------------ use
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def append(self, data: bytes) -> None:
+        """Durably add one batch; raises SpoolFull past ``max_bytes``."""
+        with self._lock:
+            if self._bytes + len(data) > self.max_bytes:
+                raise SpoolFull(f"spool at {self.root} holds {self._bytes} bytes; "
+                                f"limit {self.max_bytes}")
+            self._next = max(self._next, self._last_number()) + 1
+            final = os.path.join(self._own, f"{self._next:012d}{SUFFIX}")
+            tmp = final + ".tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, final)
+            _fsync_dir(self._own)
+            self._bytes += len(data)
+
+    def _last_number(self) -> int:
+        files = self._files(self._own)
+        return int(os.path.basename(files[-1])[: -len(SUFFIX)]) if files else 0
+
+    def oldest(self) -> Optional[tuple[str, bytes]]:
+        """The next batch to replay, as (handle, bytes), or None when empty."""
+        with self._lock:
+            for path in list(self._dirs):
+                files = self._files(path)
+                if files:
+                    with open(files[0], "rb") as fh:
+                        return files[0], fh.read()
+                if path != self._own:
+                    self._dirs.remove(path)
+                    self._release(path)
+        return None
+
+    def remove(self, handle: str) -> None:
+        with self._lock:
+            size = os.path.getsize(handle)
+            os.remove(handle)
+            self._bytes -= size
+
+    def quarantine(self, handle: str) -> None:
+        """Set aside a batch the collector refuses outright (kept for inspection)."""
+        with self._lock:
+            size = os.path.getsize(handle)
+            os.rename(handle, handle + ".refused")
+            self._bytes -= size
+
+    def __bool__(self) -> bool:
+        return self._bytes > 0
+
+    def close(self) -> None:
+        for fd in self._lock_fds:
+            os.close(fd)
+        self._lock_fds = []
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
