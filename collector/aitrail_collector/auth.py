@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -21,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 PREFIX = "ait_"
+log = logging.getLogger("aitrail.collector")
 
 
 class AuthError(Exception):
@@ -103,7 +105,12 @@ class KeyRing:
             stamp = None
         if stamp != self._stamp:
             with self._lock:
-                self._keys = load_keys(self.path)
+                try:
+                    self._keys = load_keys(self.path)
+                except ValueError as exc:
+                    # A half-edited file must not lock everyone out (or let anyone
+                    # in): keep the last good keys until it is valid again.
+                    log.error("API keys not reloaded, keeping the previous ones: %s", exc)
                 self._stamp = stamp
 
     def service_for(self, metadata) -> str:

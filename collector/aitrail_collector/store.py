@@ -23,6 +23,7 @@ import threading
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as clickhouse_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from aitrail.chain import GENESIS, Link
@@ -131,6 +132,9 @@ class Store:
 
     # ------------------------------------------------------------ schema
     def ensure_schema(self) -> None:
+        # clickhouse-connect imports pandas on the first insert (about half a
+        # second); pay that at start-up, not on the first batch a client waits for.
+        getattr(clickhouse_options, "pd", None)
         c = self.client
         c.command(f"CREATE DATABASE IF NOT EXISTS {DB}")
         c.command(envelope_ddl(self.retention_days))

@@ -68,7 +68,11 @@ def configure(**options: Any) -> Config:
     worker = BatchWorker(functools.partial(build_record, config=config, redactor=redactor),
                          exporter, batch_size=config.batch_size,
                          flush_interval=config.flush_interval, max_queue=config.max_queue,
-                         retry_for=config.retry_for, delivery=config.delivery,
+                         # Strict callers stop waiting after strict_timeout; retrying
+                         # longer would only hold up the records behind theirs.
+                         retry_for=(min(config.retry_for, config.strict_timeout)
+                                    if config.delivery == STRICT else config.retry_for),
+                         delivery=config.delivery,
                          spool_dir=config.spool_dir, spool_max_bytes=config.spool_max_bytes)
     with _state.lock:
         old = _state.worker
@@ -105,10 +109,12 @@ def _emit(draft: dict) -> None:
     ack.wait(_state.config.strict_timeout if _state.config else 5.0)
 
 
-def flush(timeout: Optional[float] = None) -> bool:
-    """Block until every record emitted so far has been delivered (or given up on)."""
+def flush(timeout: Optional[float] = None, spool: bool = True) -> bool:
+    """Block until every record emitted so far was delivered (or given up on), and
+    with ``spool=True`` until the durable spool is empty as well. Returns False if
+    that did not happen within ``timeout`` seconds."""
     worker = _state.worker
-    return True if worker is None else worker.flush(timeout)
+    return True if worker is None else worker.flush(timeout, spool=spool)
 
 
 def shutdown(timeout: float = 5.0) -> bool:

@@ -71,7 +71,12 @@ class GrpcExporter:
         self._call: Optional[Callable] = None
 
     def _connect(self) -> Callable:
-        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+                   # Reconnect within about a second of a collector coming back,
+                   # instead of gRPC's default back-off of up to two minutes.
+                   ("grpc.initial_reconnect_backoff_ms", 200),
+                   ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
         if self._tls:
             ca, key, cert = self._creds
             creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
@@ -81,10 +86,14 @@ class GrpcExporter:
             self._channel = grpc.insecure_channel(self.endpoint, options=options)
         return self._channel.unary_unary(_METHOD, response_deserializer=pb.ExportResponse.FromString)
 
-    def export(self, request: bytes, timeout: Optional[float] = None) -> pb.ExportResponse:
+    def export(self, request: bytes, timeout: Optional[float] = None,
+               wait_for_ready: bool = False) -> pb.ExportResponse:
+        """``wait_for_ready``: wait (up to the timeout) for a collector that is not
+        reachable yet, instead of failing at once."""
         if self._call is None:
             self._call = self._connect()
-        return self._call(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        return self._call(request, timeout=timeout or self.timeout, metadata=self._metadata,
+                          wait_for_ready=wait_for_ready)
 
     def close(self) -> None:
         if self._channel is not None:
@@ -332,10 +341,11 @@ class BatchWorker:
                         self._spool_dir)
         return True
 
-    def _try_export(self, data: bytes) -> Optional[pb.ExportResponse]:
+    def _try_export(self, data: bytes, timeout: Optional[float] = None,
+                    wait_for_ready: bool = False) -> Optional[pb.ExportResponse]:
         """One attempt; on a retryable failure sets the back-off and returns None."""
         try:
-            response = self._exporter.export(data)
+            response = self._exporter.export(data, timeout, wait_for_ready)
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else None
             if code not in _RETRYABLE:
@@ -359,7 +369,11 @@ class BatchWorker:
         """Best effort: retry in memory for ``retry_for`` seconds, then give up (None)."""
         deadline = time.monotonic() + self._retry_for
         while True:
-            response = self._try_export(data)
+            # Waiting for the channel to become ready means sending the moment
+            # the collector is back, rather than after our own back-off.
+            remaining = deadline - time.monotonic()
+            response = self._try_export(data, min(self._exporter.timeout, max(remaining, 0.01)),
+                                        wait_for_ready=True)
             if response is not None:
                 return response
             if time.monotonic() >= deadline or self._stopping_hard():
