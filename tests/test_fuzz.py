@@ -184,7 +184,7 @@ def test_afterwards_the_ledger_holds_exactly_what_was_acknowledged(fuzz_collecto
     proc, call, tally = fuzz_collector
     # Both kinds of outcome were exercised, or this proved little.
     if tally.calls >= 500:
-        assert tally.ok > 50 and tally.invalid > 50 and tally.accepted > 0, vars(tally)
+        assert tally.ok >= 20 and tally.invalid >= 100 and tally.accepted >= 10, vars(tally)
     batch = pb.ExportRequest(records=[make_record(task_id=f"T-after-{i}") for i in range(5)])
     response = pb.ExportResponse.FromString(call(batch.SerializeToString(), timeout=30))
     assert response.accepted == 5 and not response.rejected

@@ -92,7 +92,7 @@ class KeyRing:
         self.path = path
         self._lock = threading.Lock()
         self._stamp: Optional[tuple] = None
-        self._keys: dict[str, ApiKey] = {}
+        self._keys = load_keys(path)  # at start-up a bad file is an error, not a warning
         self._refresh()
         if not self._keys:
             raise ValueError(f"{path}: no API keys (create one with `aitrail apikey create`)")
