@@ -125,3 +125,31 @@ def test_bad_query_filters_get_clear_400s(collector):
             urllib.request.urlopen(f"{collector.url}/api/v1/records?{query}")
         assert err.value.code == 400
         assert expected in err.value.read().decode()
+
+
+def test_limits_are_configurable_and_refusals_name_them(tmp_path):
+    strict = CollectorProc(tmp_path / "store", "--max-text-chars", "100", "--max-attributes", "2",
+                           "--max-records-per-batch", "5", "--max-clock-skew", "1",
+                           "--max-record-age-days", "1").start()
+    try:
+        now = time.time_ns()
+        long_input = make_record(event_type="model_call", **{"model_call.input": "x" * 101})
+        many_attrs = make_record()
+        for k in "abc":
+            many_attrs.attributes[k] = k
+        ahead = make_record(start_time_unix_nano=now + 30 * 10**9)
+        old = make_record(start_time_unix_nano=now - 2 * 86400 * 10**9)
+        ok = make_record()
+        reply = stub(strict.grpc).Export(pb.ExportRequest(
+            records=[long_input, many_attrs, ahead, old, ok]), timeout=30)
+        reasons = [r.reason for r in reply.rejected]
+        assert reply.accepted == 1 and len(reasons) == 4
+        assert "limit is 100" in reasons[0] and "limit is 2" in reasons[1]
+        assert "in the future" in reasons[2] and "older than 1 days" in reasons[3]
+        with pytest.raises(grpc.RpcError) as err:
+            stub(strict.grpc).Export(pb.ExportRequest(records=[make_record()] * 6), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "the limit is 5" in err.value.details()
+        assert count_records(strict) == 1
+    finally:
+        strict.stop()
