@@ -7,9 +7,8 @@
 * Filters.parse on arbitrary text raises FilterError or returns filters whose
   SQL never contains a user value: every value is a bound parameter.
 
-Known product gaps are listed in KNOWN_GAPS and pinned by strict xfail tests at
-the end, so the property tests keep checking everything else and start failing
-loudly (XPASS) once a gap is fixed and its exemption should go.
+What these tests found (a trailing newline accepted by "^...$" patterns, an
+overflow on huge relative times) is pinned by regression tests at the end.
 """
 
 from __future__ import annotations
@@ -49,15 +48,6 @@ EVENT_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 HEX32_RE = re.compile(r"[0-9a-f]{32}")
 HEX16_RE = re.compile(r"[0-9a-f]{16}")
 
-# Gaps found by these tests (see the xfail tests at the bottom). A violation
-# whose tag is listed here is reported by the invariant check but tolerated.
-KNOWN_GAPS = {
-    # validate.py uses re.match(r"^...$"), and "$" also matches before a final
-    # "\n": "model_call\n" is accepted as an event type (skipping the model_call
-    # checks), and so are trace/span ids with a trailing newline.
-    "event_type:trailing-newline", "trace_id:trailing-newline", "span_id:trailing-newline",
-    "parent_span_id:trailing-newline",
-}
 
 
 # ---------------------------------------------------------------- strategies
@@ -108,7 +98,6 @@ def hex_ids(n: int) -> st.SearchStrategy[str]:
 
 
 floats_any = st.floats(allow_nan=True, allow_infinity=True)
-maps = st.dictionaries(texts(15), texts(15), max_size=5)
 
 
 @st.composite
@@ -249,10 +238,12 @@ class _Gen:
             v = rec.review
             v.SetInParent()
             v.reviewer_id = need(L.max_id_chars)
-            v.decision = self.pick("decision", st.sampled_from(DECISIONS), st.one_of(
+            # "modify" needs a modified_output, which a zero max_text_chars cannot hold.
+            decisions = DECISIONS if L.max_text_chars else ("approve", "reject", "none")
+            v.decision = self.pick("decision", st.sampled_from(decisions), st.one_of(
                 st.sampled_from(DECISIONS + ("APPROVE", "maybe", "approve\n", "")), texts(10)))
             v.modified_output = (need(L.max_text_chars) if v.decision == "modify"
-                                 and L.max_text_chars else t(L.max_text_chars))
+                                 else t(L.max_text_chars))
             v.diff = t(L.max_text_chars)
             v.time_spent_ms = draw(st.integers(0, MAX_U64))
             if draw(st.booleans()):
@@ -446,7 +437,7 @@ def test_validate_never_raises_and_what_it_accepts_is_sound(case):
     if reason is not None:
         assert isinstance(reason, str) and reason.strip(), repr(reason)
         return
-    breaches = [v for v in violations(rec, NOW, limits) if v[0] not in KNOWN_GAPS]
+    breaches = violations(rec, NOW, limits)
     assert not breaches, f"accepted a record that breaks {breaches}:\n{rec}"
 
 
@@ -542,16 +533,6 @@ _ALL_CLAUSES = _shape_twin(Filters(task="", reviewer="", request_id="", trace_id
                                    record_id="", types=("x",), since=_FIXED,
                                    until=_FIXED)).where()[0]
 
-# parse_time turns "N<unit>" into now - N units, which overflows datetime for
-# large N (see test_known_gap_huge_relative_time_is_a_filter_error).
-_RELATIVE = re.compile(r"\s*(\d+)\s*[smhdw]\s*")
-
-
-def _known_parse_gap(args: dict, exc: BaseException) -> bool:
-    return isinstance(exc, OverflowError) and any(
-        isinstance(args.get(k), str) and _RELATIVE.fullmatch(args[k]) for k in ("since", "until"))
-
-
 @SETTINGS
 @given(filter_args)
 @example_each([{"since": "1000000d"}, {"until": "99999999999d"}, {"since": "0001-01-01"},
@@ -567,10 +548,6 @@ def test_filters_parse_refuses_clearly_or_binds_every_value(args):
         assert isinstance(exc, ValueError)
         assert str(exc).strip()
         return
-    except Exception as exc:  # noqa: BLE001 - anything else is a finding
-        if _known_parse_gap(args, exc):
-            return
-        raise
 
     sql, params = f.where()
     # The SQL text depends only on which filters are set, never on their values.
@@ -616,26 +593,21 @@ def test_filters_parse_refuses_clearly_or_binds_every_value(args):
     f.describe()  # must not raise either
 
 
-# ---------------------------------------------------------------- known gaps (report, don't fix)
+# ---------------------------------------------------------------- regressions found by these tests
 
-@pytest.mark.xfail(strict=True, reason="validate.py: _EVENT_TYPE uses re.match with '$', "
-                   "which matches before a trailing newline")
 @pytest.mark.parametrize("event_type", ["model_call\n", "redaction\n", "review\n"])
-def test_known_gap_event_type_with_trailing_newline_is_refused(event_type):
+def test_event_type_with_trailing_newline_is_refused(event_type):
     assert validate(_rec(event_type=event_type), NOW, Limits()) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="validate.py: _HEX32/_HEX16 use re.match with '$'")
 @pytest.mark.parametrize("fields", [{"trace_id": "a" * 32 + "\n"},
                                     {"trace_id": "a" * 32, "span_id": "b" * 16 + "\n"},
                                     {"parent_span_id": "c" * 16 + "\n"}])
-def test_known_gap_ids_with_trailing_newline_are_refused(fields):
+def test_ids_with_trailing_newline_are_refused(fields):
     assert validate(_rec(**fields), NOW, Limits()) is not None
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="query.py parse_time: now - timedelta(N units) overflows")
 @pytest.mark.parametrize("since", ["1000000d", "99999999999d", "999999999999999999999s"])
-def test_known_gap_huge_relative_time_is_a_filter_error(since):
+def test_huge_relative_time_is_a_filter_error(since):
     with pytest.raises(FilterError):
         Filters.parse(since=since)

@@ -254,9 +254,9 @@ def test_sending_happens_on_the_worker_thread_only(sent, monkeypatch):
     threads = []
     original = GrpcExporter.export
 
-    def spy(self, records):
+    def spy(self, *args, **kwargs):
         threads.append(threading.current_thread().name)
-        return original(self, records)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(GrpcExporter, "export", spy)
     for i in range(50):
@@ -337,3 +337,13 @@ def test_after_shutdown_records_are_not_sent_until_configured_again(server):
     assert aitrail.flush(10)
     aitrail.shutdown()
     assert [r.task_id for r in server.records] == ["T-before", "T-again"]
+
+
+def test_the_context_manager_form_leaves_nothing_behind_in_the_context(sent):
+    import contextvars
+    before = len(contextvars.copy_context())
+    for _ in range(200):
+        with aitrail.model_call(model="m") as call:  # a new spec each time, as in a loop body
+            call.record_output("x")
+    assert len(contextvars.copy_context()) <= before + 1
+    assert aitrail.current_call() is None and len(sent()) == 200

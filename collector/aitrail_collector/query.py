@@ -25,7 +25,7 @@ class FilterError(ValueError):
     """A filter value is malformed; the message names it and says what is expected."""
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_RELATIVE = re.compile(r"(\d+)\s*(s|m|h|d|w)")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -35,9 +35,12 @@ def parse_time(value: str, name: str, now: Optional[datetime] = None) -> datetim
     now = now or datetime.now(timezone.utc)
     if text == "now":
         return now
-    m = _RELATIVE.match(text)
+    m = _RELATIVE.fullmatch(text)
     if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        except OverflowError:
+            raise FilterError(f"{name} {value!r}: that is before the year 1") from None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -86,9 +89,9 @@ class Filters:
             raise FilterError(f"order {order!r}: expected asc or desc")
         f.sort, f.order = sort, order
         for t in f.types:
-            if not re.match(r"^[a-z][a-z0-9_.]{0,63}$", t):
+            if not re.fullmatch(r"[a-z][a-z0-9_.]{0,63}", t):
                 raise FilterError(f"type {t!r}: not an event type name")
-        if f.trace_id and not re.match(r"^[0-9a-f]{32}$", f.trace_id):
+        if f.trace_id and not re.fullmatch(r"[0-9a-f]{32}", f.trace_id):
             raise FilterError(f"trace_id {trace_id!r}: expected 32 hex digits")
         return f
 

@@ -17,9 +17,10 @@ KNOWN_TYPES = ("model_call", "review", "escalation", "resolution", "task_created
                "data_access", "redaction")
 RESERVED_TYPES = ("redaction",)  # written by the collector itself (erasure)
 DECISIONS = ("approve", "reject", "modify", "none")
-_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
 _PARTS = ("model_call", "review", "escalation", "resolution", "data_access")
 
 
@@ -81,17 +82,17 @@ def _identity(rec: pb.AuditRecord, limits: Limits) -> None:
         raise Invalid(f"record_id {rec.record_id[:64]!r} is not a UUID") from None
     if str(parsed) != rec.record_id:
         raise Invalid("record_id must be a UUID in lowercase hyphenated form")
-    if not _EVENT_TYPE.match(rec.event_type):
+    if not _EVENT_TYPE.fullmatch(rec.event_type):
         raise Invalid(f"event_type {rec.event_type[:64]!r} must match [a-z][a-z0-9_.]{{0,63}}")
     if rec.event_type in RESERVED_TYPES:
         raise Invalid(f"event_type {rec.event_type!r} is written by the collector only")
     for name in ("task_id", "request_id"):
         _check_len(name, getattr(rec, name), limits.max_id_chars)
-    if rec.trace_id and (not _HEX32.match(rec.trace_id) or rec.trace_id == "0" * 32):
+    if rec.trace_id and (not _HEX32.fullmatch(rec.trace_id) or rec.trace_id == "0" * 32):
         raise Invalid("trace_id must be 32 lowercase hex digits, not all zero")
     for name in ("span_id", "parent_span_id"):
         value = getattr(rec, name)
-        if value and (not _HEX16.match(value) or value == "0" * 16):
+        if value and (not _HEX16.fullmatch(value) or value == "0" * 16):
             raise Invalid(f"{name} must be 16 lowercase hex digits, not all zero")
     if rec.span_id and not rec.trace_id:
         raise Invalid("span_id is set but trace_id is not")

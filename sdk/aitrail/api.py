@@ -191,7 +191,7 @@ def current_call() -> Optional["ModelCallRecord"]:
 class ModelCallRecord:
     """One model call being recorded; ``record_input`` / ``record_output`` fill it."""
 
-    __slots__ = ("_draft", "_chunks", "_done")
+    __slots__ = ("_draft", "_chunks", "_done", "_token")
 
     def __init__(self, spec: "model_call"):
         d = _base("model_call", spec.task_id, spec.attributes)
@@ -204,6 +204,7 @@ class ModelCallRecord:
         self._draft = d
         self._chunks: Optional[list] = None
         self._done = False
+        self._token: Optional[contextvars.Token] = None
 
     def record_input(self, value: Any) -> None:
         self._draft["input"] = _as_text(value)
@@ -281,21 +282,17 @@ class model_call:
         self.capture_output = capture_output
         self.input_from = input_from
         self.output_from = output_from
-        self._active: contextvars.ContextVar = contextvars.ContextVar("aitrail_model_call_cm")
 
-    # -- context manager
+    # -- context manager: the call being exited is always the current one, so
+    # one spec object can be entered by many threads or tasks at once.
     def __enter__(self) -> ModelCallRecord:
         call = ModelCallRecord(self)
-        token = _current_call.set(call)
-        stack = self._active.get(())
-        self._active.set(stack + ((call, token),))
+        call._token = _current_call.set(call)
         return call
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        stack = self._active.get()
-        call, token = stack[-1]
-        self._active.set(stack[:-1])
-        _current_call.reset(token)
+        call = _current_call.get()
+        _current_call.reset(call._token)
         call._finish(exc)
 
     async def __aenter__(self) -> ModelCallRecord:
