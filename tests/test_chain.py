@@ -150,3 +150,21 @@ def test_the_published_spec_lists_the_fields_in_sealing_order():
     doc = (Path(__file__).resolve().parent.parent / "docs/canonical-envelope.md").read_text()
     listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", doc, flags=re.M)
     assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind) for f in FIELDS]
+
+
+from hypothesis import given, settings, strategies as st
+
+_text = st.text(max_size=20)
+_envelopes = st.fixed_dictionaries({
+    f.name: (_text if f.kind in ("str", "lstr") else
+             st.integers(0, 2**64 - 1) if f.kind in ("u64", "time") else
+             st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
+             if f.kind == "f64?" else st.dictionaries(_text, _text, max_size=4))
+    for f in FIELDS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_envelopes)
+def test_the_fast_encoder_matches_the_reference_encoding(env):
+    from aitrail.envelope import canonical_bytes_reference
+    assert canonical_bytes(env) == canonical_bytes_reference(env)

@@ -81,12 +81,23 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
     return env, [(name, content) for name, content in payloads if content]
 
 
+@dataclass
+class _Pending:
+    """One caller's batch, waiting for a group commit."""
+    result: AppendResult
+    records: list = field(default_factory=list)
+    done: bool = False
+    error: Optional[BaseException] = None
+
+
 class Ledger:
     def __init__(self, store: Store, chain_id: str, limits: Limits = Limits()):
         self.store = store
         self.chain_id = chain_id
         self.limits = limits
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # held by the one thread committing
+        self._queue_lock = threading.Lock()  # guards _waiting
+        self._waiting: list[_Pending] = []
         self._sealer = Sealer(chain_id, *store.head(chain_id))
 
     @property
@@ -98,11 +109,13 @@ class Ledger:
         """Validate, deduplicate, seal and store; returns once the insert returned.
 
         ``service``, when the caller authenticated with an API key, is the only
-        service its records may name.
+        service its records may name. Concurrent calls are committed together
+        (group commit): whichever caller gets the commit lock seals and stores
+        every batch waiting at that moment in one insert, so the fixed cost of
+        an insert is shared instead of paid per request.
         """
-        result = AppendResult()
+        pending = _Pending(AppendResult())
         now = time.time_ns()
-        valid: list[pb.AuditRecord] = []
         seen: set[str] = set()
         for index, rec in enumerate(records):
             reason = validate(rec, now, self.limits)
@@ -110,21 +123,47 @@ class Ledger:
                 reason = (f"service {rec.service[:64]!r} does not match the API key's service "
                           f"{service!r}")
             if reason is not None:
-                result.rejected.append((index, rec.record_id[:64], reason))
+                pending.result.rejected.append((index, rec.record_id[:64], reason))
             elif rec.record_id in seen:
-                result.duplicates += 1
+                pending.result.duplicates += 1
             else:
                 seen.add(rec.record_id)
-                valid.append(rec)
+                pending.records.append(rec)
+        if pending.records:
+            self._commit(pending)
+        pending.result.head_seq = self._sealer.head_seq
+        return pending.result
+
+    def _commit(self, pending: "_Pending") -> None:
+        with self._queue_lock:
+            self._waiting.append(pending)
         with self._lock:
-            existing = self.store.existing_ids([r.record_id for r in valid])
-            fresh = [r for r in valid if r.record_id not in existing]
-            result.duplicates += len(valid) - len(fresh)
-            if fresh:
-                self._seal_and_store(fresh, now)
-            result.accepted = len(fresh)
-            result.head_seq = self._sealer.head_seq
-        return result
+            if not pending.done:  # else an earlier committer took it along
+                with self._queue_lock:
+                    group, self._waiting = self._waiting, []
+                try:
+                    self._commit_group(group)
+                except Exception as exc:  # noqa: BLE001 - every waiter learns it failed
+                    for p in group:
+                        p.error = exc
+                finally:
+                    for p in group:
+                        p.done = True
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit_group(self, group: Sequence["_Pending"]) -> None:
+        existing = self.store.existing_ids([r.record_id for p in group for r in p.records])
+        fresh: list[pb.AuditRecord] = []
+        for p in group:
+            accepted = [r for r in p.records if r.record_id not in existing]
+            # The same id in two batches of one group: the first one is sealed.
+            existing.update(r.record_id for r in accepted)
+            p.result.duplicates += len(p.records) - len(accepted)
+            p.result.accepted = len(accepted)
+            fresh += accepted
+        if fresh:
+            self._seal_and_store(fresh, time.time_ns())
 
     def _seal_and_store(self, records: Sequence[pb.AuditRecord], received_ns: int) -> None:
         sealer = self._sealer
@@ -139,8 +178,8 @@ class Ledger:
                 payload_rows.append((self.chain_id, rec.record_id, name, env["start_time"],
                                      salt.hex(), content, digest))
             link = sealer.seal(env)
-            envelopes.append([link.seq, *env.values(), link.prev_hash, link.leaf_hash,
-                              link.chain_hash])
+            envelopes.append((link.seq, *env.values(), link.prev_hash, link.leaf_hash,
+                              link.chain_hash))
         token = self._token(saved[0] + 1, sealer.head_seq, records)
         try:
             self.store.insert(envelopes, payload_rows, token)

