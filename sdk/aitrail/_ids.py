@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
+from typing import Optional
 
 
-def uuid7() -> str:
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+def uuid7(time_ns: Optional[int] = None, *, _now=time.time_ns, _urandom=os.urandom) -> str:
+    """A UUIDv7 string: 48-bit Unix milliseconds (of ``time_ns``, default now), then
+    74 random bits from the OS CSPRNG, with the version and variant bits set.
+
+    The random bits come from ``os.urandom`` on purpose: record ids are the
+    collector's idempotency keys, so they must be unpredictable as well as unique.
+    """
+    ms = (_now() if time_ns is None else time_ns) // 1_000_000
+    b = bytearray(ms.to_bytes(6, "big") + _urandom(10))
+    b[6] = 0x70 | (b[6] & 0x0F)  # version 7, then rand_a (12 bits)
+    b[8] = 0x80 | (b[8] & 0x3F)  # variant 0b10, then rand_b (62 bits)
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,7 +1,13 @@
 """The instrumentation API: what application code calls.
 
-Every function here builds a draft dict and hands it to the background worker;
-nothing on the caller's path does network or disk I/O.
+Every function here captures what it must at call time -- the clock, the task
+and request, the OpenTelemetry context, the input as text -- into a small draft
+object and hands it to the background worker; nothing on the caller's path does
+network or disk I/O. The worker turns each draft into the dict that
+:func:`aitrail.record.build_record` reads (``to_dict``): it formats the span ids,
+makes the UUIDv7 of a model call or review from the start time captured on the
+caller's thread, and redacts, all off the caller's path. Calls that return a
+record id (escalate, resolve, data_access, event) make it on the caller's thread.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from aitrail.record import build_record
 from aitrail.redact import Redactor
 from aitrail.transport import STRICT, Ack, AuditUnavailable, BatchWorker, GrpcExporter
 
+_time_ns = time.time_ns
+_scope = context.scope          # -> (task_id, request_id)
+_otel = context.otel_context    # -> the OpenTelemetry Context, formatted on the worker
+
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("aitrail")
 
@@ -36,6 +46,9 @@ class _State:
         self.config: Optional[Config] = None
         self.worker: Optional[BatchWorker] = None
         self.shut_down = False  # after shutdown(), records are not sent until configure()
+        # The caller's fast path: the worker's submit when records go to it without
+        # waiting (enabled, not strict); None sends every record the slow way.
+        self.submit: Optional[Callable[[Any], None]] = None
 
 
 _state = _State()
@@ -65,7 +78,7 @@ def configure(**options: Any) -> Config:
                         enabled=config.redaction)
     exporter = GrpcExporter(config.endpoint, config.export_timeout, api_key=config.api_key,
                             **config.read_tls())
-    worker = BatchWorker(functools.partial(build_record, config=config, redactor=redactor),
+    worker = BatchWorker(functools.partial(_build, config=config, redactor=redactor),
                          exporter, batch_size=config.batch_size,
                          flush_interval=config.flush_interval, max_queue=config.max_queue,
                          # Strict callers stop waiting after strict_timeout; retrying
@@ -77,6 +90,7 @@ def configure(**options: Any) -> Config:
     with _state.lock:
         old = _state.worker
         _state.config, _state.worker, _state.shut_down = config, worker, False
+        _state.submit = worker.submit if config.enabled and config.delivery != STRICT else None
     if old is not None:
         old.shutdown()
     return config
@@ -96,7 +110,20 @@ def _worker() -> Optional[BatchWorker]:
     return worker if config is not None and config.enabled else None
 
 
-def _emit(draft: dict) -> None:
+def _build(draft: Any, config: Config, redactor: Redactor):
+    """On the worker: a draft (a dict, or a draft object with ``to_dict``) to a record."""
+    return build_record(draft if type(draft) is dict else draft.to_dict(), config, redactor)
+
+
+def _emit(draft: Any) -> None:
+    submit = _state.submit
+    if submit is not None:
+        submit(draft)
+        return
+    _emit_slow(draft)
+
+
+def _emit_slow(draft: Any) -> None:
     worker = _worker()
     if worker is None:
         return
@@ -120,7 +147,7 @@ def flush(timeout: Optional[float] = None, spool: bool = True) -> bool:
 def shutdown(timeout: float = 5.0) -> bool:
     """Flush and stop the background worker (also done at interpreter exit)."""
     with _state.lock:
-        worker, _state.worker, _state.config = _state.worker, None, None
+        worker, _state.worker, _state.config, _state.submit = _state.worker, None, None, None
         _state.shut_down = True
     return True if worker is None else worker.shutdown(timeout)
 
@@ -132,17 +159,42 @@ def stats() -> dict[str, int]:
     return worker.stats() if worker is not None else {}
 
 
-def _base(event_type: str, task_id: Optional[str], attributes: Optional[Mapping[str, Any]],
-          start: Optional[int] = None) -> dict:
-    trace_id, span_id, parent_id = context.span_ids()
-    return {
-        "record_id": uuid7(), "event_type": event_type,
-        "task_id": task_id if task_id is not None else context.current_task_id(),
-        "request_id": context.current_request_id(),
-        "trace_id": trace_id, "span_id": span_id, "parent_span_id": parent_id,
-        "start": start if start is not None else time.time_ns(),
-        "attributes": attributes,
-    }
+class _Draft:
+    """A record in the making, as the caller's thread captured it: event type, task
+    and request, OpenTelemetry context, start and end time, and the event's own
+    ``fields`` (a dict in :func:`aitrail.record.build_record`'s keys). The worker
+    turns it into that function's dict with :meth:`to_dict`."""
+
+    __slots__ = ("event_type", "record_id", "task_id", "scope", "otel", "start", "end",
+                 "attributes", "fields")
+
+    def __init__(self, event_type: str, task_id: Optional[str],
+                 attributes: Optional[Mapping[str, Any]], fields: dict) -> None:
+        self.event_type = event_type
+        self.record_id: Optional[str] = None  # made on the worker unless the caller needs it
+        self.scope = scope = _scope()
+        self.task_id = task_id if task_id is not None else scope[0]
+        self.otel = _otel()
+        self.start = _time_ns()
+        self.end: Optional[int] = None
+        self.attributes = attributes
+        self.fields = fields
+
+    def to_dict(self) -> dict:
+        record_id = self.record_id
+        if record_id is None:
+            self.record_id = record_id = uuid7(self.start)
+        trace_id, span_id, parent_id = context.span_ids_of(self.otel)
+        d = {"record_id": record_id, "event_type": self.event_type, "task_id": self.task_id,
+             "request_id": self.scope[1], "trace_id": trace_id, "span_id": span_id,
+             "parent_span_id": parent_id, "start": self.start, "end": self.end,
+             "attributes": self.attributes}
+        d.update(self.fields)
+        return d
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # BatchWorker logs draft.get("record_id") when a draft cannot be built.
+        return self.record_id if key == "record_id" else default
 
 
 # ---------------------------------------------------------------- model calls
@@ -151,13 +203,6 @@ def _base(event_type: str, task_id: Optional[str], attributes: Optional[Mapping[
 # diff without the caller passing the original. Bounded; best effort.
 _last_output: "collections.OrderedDict[str, str]" = collections.OrderedDict()
 _LAST_OUTPUT_MAX = 4096
-
-
-def _remember_output(task_id: Optional[str], output: Optional[str]) -> None:
-    if task_id and output is not None:
-        _last_output[task_id] = output
-        if len(_last_output) > _LAST_OUTPUT_MAX:
-            _last_output.popitem(last=False)
 
 
 def _as_text(value: Any) -> str:
@@ -171,7 +216,8 @@ def _as_text(value: Any) -> str:
 
 def _describe_args(args: tuple, kwargs: dict) -> str:
     # Serialised now, on the caller's thread: a chat history list appended to
-    # after the call must not change what was recorded as sent.
+    # after the call must not change what was recorded as sent. (A str is
+    # immutable, so the common single-str call keeps it as it is.)
     if len(args) == 1 and not kwargs:
         return _as_text(args[0])
     if not args and len(kwargs) == 1:
@@ -181,6 +227,8 @@ def _describe_args(args: tuple, kwargs: dict) -> str:
 
 _current_call: contextvars.ContextVar[Optional["ModelCallRecord"]] = contextvars.ContextVar(
     "aitrail_current_call", default=None)
+_set_call = _current_call.set
+_reset_call = _current_call.reset
 
 
 def current_call() -> Optional["ModelCallRecord"]:
@@ -188,31 +236,48 @@ def current_call() -> Optional["ModelCallRecord"]:
     return _current_call.get()
 
 
-class ModelCallRecord:
-    """One model call being recorded; ``record_input`` / ``record_output`` fill it."""
+# Positions in model_call._static (provider, model, model_version, prompt_template_id,
+# prompt_version, parameters, task_id, attributes): the spec's values as of the call.
+_S_TASK_ID, _S_ATTRIBUTES = 6, 7
 
-    __slots__ = ("_draft", "_chunks", "_done", "_token")
+
+class ModelCallRecord:
+    """One model call being recorded; ``record_input`` / ``record_output`` fill it.
+
+    It is also the draft handed to the worker when the call ends: the input and
+    output are kept as the text captured on the caller's thread, and the rarer
+    fields (confidence, logprobs, usage, error, changed attributes) in ``_extra``.
+    """
+
+    __slots__ = ("_static", "_scope", "_otel", "_start", "_end", "_input", "_output",
+                 "_extra", "_chunks", "_done", "_token", "_record_id")
 
     def __init__(self, spec: "model_call"):
-        d = _base("model_call", spec.task_id, spec.attributes)
-        d["provider"] = spec.provider
-        d["model"] = spec.model
-        d["model_version"] = spec.model_version
-        d["prompt_template_id"] = spec.prompt_template_id
-        d["prompt_version"] = spec.prompt_version
-        d["parameters"] = spec.parameters
-        self._draft = d
-        self._chunks: Optional[list] = None
+        self._static = spec._static
+        self._scope = _scope()
+        self._otel = _otel()
+        self._start = _time_ns()
+        # _input, _output: text, None when not recorded; _extra: rarer fields;
+        # _record_id: made by the worker, from the start time.
+        self._end = self._input = self._output = self._extra = self._chunks = \
+            self._token = self._record_id = None
         self._done = False
-        self._token: Optional[contextvars.Token] = None
+
+    def _extras(self) -> dict:
+        extra = self._extra
+        if extra is None:
+            self._extra = extra = {}
+        return extra
 
     def record_input(self, value: Any) -> None:
-        self._draft["input"] = _as_text(value)
+        self._input = _as_text(value)
 
     def record_output(self, text: Any, *, confidence: Optional[float] = None,
                       logprobs: Any = None, usage: Any = None) -> None:
-        d = self._draft
-        d["output"] = _as_text(text)
+        self._output = _as_text(text)
+        if confidence is None and logprobs is None and usage is None:
+            return
+        d = self._extras()
         if confidence is not None:
             d["confidence"] = float(confidence)
         if logprobs is not None:
@@ -221,8 +286,10 @@ class ModelCallRecord:
             d["input_tokens"], d["output_tokens"] = _usage(usage)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        attrs = self._draft.get("attributes")
-        self._draft["attributes"] = attrs = dict(attrs or {})
+        d = self._extras()
+        attrs = d.get("attributes")
+        if attrs is None:
+            d["attributes"] = attrs = dict(self._static[_S_ATTRIBUTES] or {})
         attrs[key] = value
 
     def _add_chunk(self, chunk: Any) -> None:
@@ -230,20 +297,62 @@ class ModelCallRecord:
             self._chunks = []
         self._chunks.append(chunk if isinstance(chunk, str) else _as_text(chunk))
 
+    def _task_id(self) -> Optional[str]:
+        task_id = self._static[_S_TASK_ID]
+        return task_id if task_id is not None else self._scope[0]
+
     def _finish(self, error: Optional[BaseException] = None) -> None:
         if self._done:
             return
         self._done = True
-        d = self._draft
-        d["end"] = time.time_ns()
-        if self._chunks is not None and "output" not in d:
-            d["output"] = "".join(self._chunks)
-            d["streamed"] = True
+        self._end = _time_ns()
+        output = self._output
+        if self._chunks is not None and output is None:
+            self._output = output = "".join(self._chunks)
+            self._extras()["streamed"] = True
         if error is not None:
+            d = self._extras()
             d["error_type"] = type(error).__qualname__
             d["error_message"] = str(error)
-        _remember_output(d["task_id"], d.get("output"))
-        _emit(d)
+        if output is not None:  # for a later review's diff (see _last_output)
+            task_id = self._static[_S_TASK_ID]
+            if task_id is None:
+                task_id = self._scope[0]
+            if task_id:
+                _last_output[task_id] = output
+                if len(_last_output) > _LAST_OUTPUT_MAX:
+                    _last_output.popitem(last=False)
+        submit = _state.submit  # _emit, inlined
+        if submit is not None:
+            submit(self)
+        else:
+            _emit_slow(self)
+
+    def to_dict(self) -> dict:
+        """On the worker: the dict :func:`aitrail.record.build_record` reads."""
+        (provider, model, model_version, prompt_template_id, prompt_version, parameters,
+         _, attributes) = self._static
+        record_id = self._record_id
+        if record_id is None:
+            self._record_id = record_id = uuid7(self._start)
+        trace_id, span_id, parent_id = context.span_ids_of(self._otel)
+        d = {"record_id": record_id, "event_type": "model_call", "task_id": self._task_id(),
+             "request_id": self._scope[1], "trace_id": trace_id, "span_id": span_id,
+             "parent_span_id": parent_id, "start": self._start, "end": self._end,
+             "attributes": attributes, "provider": provider, "model": model,
+             "model_version": model_version, "prompt_template_id": prompt_template_id,
+             "prompt_version": prompt_version, "parameters": parameters}
+        if self._input is not None:
+            d["input"] = self._input
+        if self._output is not None:
+            d["output"] = self._output
+        if self._extra:
+            d.update(self._extra)
+        return d
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # BatchWorker logs draft.get("record_id") when a draft cannot be built.
+        return self._record_id if key == "record_id" else default
 
 
 def _usage(usage: Any) -> tuple[int, int]:
@@ -251,6 +360,17 @@ def _usage(usage: Any) -> tuple[int, int]:
     inp = get("input_tokens") or get("prompt_tokens") or 0
     out = get("output_tokens") or get("completion_tokens") or 0
     return int(inp), int(out)
+
+
+def _spec_field(index: int, name: str) -> property:
+    def get(self: "model_call") -> Any:
+        return self._static[index]
+
+    def set(self: "model_call", value: Any) -> None:
+        values = list(self._static)
+        values[index] = value
+        self._static = tuple(values)
+    return property(get, set, doc=f"The {name} recorded by calls made from now on.")
 
 
 class model_call:
@@ -270,29 +390,36 @@ class model_call:
                  capture_output: bool = True,
                  input_from: Optional[Callable[..., Any]] = None,
                  output_from: Optional[Callable[[Any], Any]] = None):
-        self.model = model
-        self.model_version = model_version
-        self.prompt_version = prompt_version
-        self.provider = provider
-        self.prompt_template_id = prompt_template_id
-        self.parameters = dict(parameters) if parameters else None
-        self.task_id = task_id
-        self.attributes = dict(attributes) if attributes else None
+        # The record's fixed fields, one tuple that each call takes as it starts, so
+        # a call records the spec as it was when the call was made; they read and
+        # set as attributes (provider, model, ...: see _spec_field below).
+        self._static = (provider, model, model_version, prompt_template_id, prompt_version,
+                        dict(parameters) if parameters else None, task_id,
+                        dict(attributes) if attributes else None)
         self.capture_input = capture_input
         self.capture_output = capture_output
         self.input_from = input_from
         self.output_from = output_from
 
+    provider = _spec_field(0, "provider")
+    model = _spec_field(1, "model")
+    model_version = _spec_field(2, "model version")
+    prompt_template_id = _spec_field(3, "prompt template id")
+    prompt_version = _spec_field(4, "prompt version")
+    parameters = _spec_field(5, "parameters")
+    task_id = _spec_field(6, "task id (None: the current task)")
+    attributes = _spec_field(7, "attributes")
+
     # -- context manager: the call being exited is always the current one, so
     # one spec object can be entered by many threads or tasks at once.
     def __enter__(self) -> ModelCallRecord:
         call = ModelCallRecord(self)
-        call._token = _current_call.set(call)
+        call._token = _set_call(call)
         return call
 
     def __exit__(self, exc_type, exc, tb) -> None:
         call = _current_call.get()
-        _current_call.reset(call._token)
+        _reset_call(call._token)
         call._finish(exc)
 
     async def __aenter__(self) -> ModelCallRecord:
@@ -314,28 +441,42 @@ class model_call:
     def _start(self, args: tuple, kwargs: dict) -> ModelCallRecord:
         call = ModelCallRecord(self)
         if self.capture_input:
-            call._draft["input"] = (_as_text(self.input_from(*args, **kwargs)) if self.input_from
-                                    else _describe_args(args, kwargs))
+            call._input = (_as_text(self.input_from(*args, **kwargs)) if self.input_from
+                           else _describe_args(args, kwargs))
         return call
 
     def _set_result(self, call: ModelCallRecord, result: Any) -> None:
-        if self.capture_output and "output" not in call._draft:
-            call._draft["output"] = _as_text(self.output_from(result) if self.output_from
-                                             else result)
+        if self.capture_output and call._output is None:
+            call._output = _as_text(self.output_from(result) if self.output_from else result)
 
     def _wrap_sync(self, fn):
+        spec = self
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            call = self._start(args, kwargs)
-            token = _current_call.set(call)
+            # _start and _set_result inlined for the common case: one str in, one out.
+            call = ModelCallRecord(spec)
+            if spec.capture_input:
+                if spec.input_from is None and not kwargs and len(args) == 1 \
+                        and type(args[0]) is str:
+                    call._input = args[0]
+                else:
+                    call._input = (_as_text(spec.input_from(*args, **kwargs)) if spec.input_from
+                                   else _describe_args(args, kwargs))
+            token = _set_call(call)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 _finish_failed(call, exc)
                 raise
             finally:
-                _current_call.reset(token)
-            self._set_result(call, result)
+                _reset_call(token)
+            if spec.capture_output and call._output is None:
+                if spec.output_from is None and type(result) is str:
+                    call._output = result
+                else:
+                    call._output = _as_text(spec.output_from(result) if spec.output_from
+                                            else result)
             call._finish()
             return result
         return wrapper
@@ -344,14 +485,14 @@ class model_call:
         @functools.wraps(fn)
         async def wrapper(*args, **kwargs):
             call = self._start(args, kwargs)
-            token = _current_call.set(call)
+            token = _set_call(call)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 _finish_failed(call, exc)
                 raise
             finally:
-                _current_call.reset(token)
+                _reset_call(token)
             self._set_result(call, result)
             call._finish()
             return result
@@ -371,7 +512,7 @@ class model_call:
                 error = None if isinstance(exc, GeneratorExit) else exc
                 raise
             finally:
-                call._draft["streamed"] = True
+                call._extras()["streamed"] = True
                 call._finish(error)
         return wrapper
 
@@ -389,7 +530,7 @@ class model_call:
                 error = None if isinstance(exc, GeneratorExit) else exc
                 raise
             finally:
-                call._draft["streamed"] = True
+                call._extras()["streamed"] = True
                 call._finish(error)
         return wrapper
 
@@ -408,13 +549,13 @@ def _with_current_call(call: ModelCallRecord, gen):
     # set around each step: the body can record confidence, logprobs, usage.
     try:
         while True:
-            token = _current_call.set(call)
+            token = _set_call(call)
             try:
                 chunk = next(gen)
             except StopIteration:
                 return
             finally:
-                _current_call.reset(token)
+                _reset_call(token)
             yield chunk
     finally:
         gen.close()
@@ -423,13 +564,13 @@ def _with_current_call(call: ModelCallRecord, gen):
 async def _with_current_call_async(call: ModelCallRecord, agen):
     try:
         while True:
-            token = _current_call.set(call)
+            token = _set_call(call)
             try:
                 chunk = await agen.__anext__()
             except StopAsyncIteration:
                 return
             finally:
-                _current_call.reset(token)
+                _reset_call(token)
             yield chunk
     finally:
         await agen.aclose()
@@ -465,6 +606,16 @@ def _rationale(value: RationaleLike) -> Rationale:
                     f"not {type(value).__name__}")
 
 
+def _rationale_parts(value: RationaleLike) -> tuple[str, str, str]:
+    """(reason_code, policy_ref, text); a plain str or None without building a Rationale."""
+    if value is None:
+        return "", "", ""
+    if type(value) is str:
+        return "", "", value
+    why = _rationale(value)
+    return why.reason_code, why.policy_ref, why.text
+
+
 class review:
     """``with aitrail.review(task_id=..., reviewer=...) as r: r.approve(...)``.
 
@@ -485,30 +636,31 @@ class review:
         self._reviewer = reviewer
         self._original = original_output
         self._attributes = attributes
-        self._draft: Optional[dict] = None
+        self._draft: Optional[_Draft] = None
         self._t0 = 0
 
     def __enter__(self) -> "review":
-        self._draft = _base("review", self._task_id, self._attributes)
-        self._draft["reviewer_id"] = self._reviewer
+        self._draft = _Draft("review", self._task_id, self._attributes,
+                             {"reviewer_id": self._reviewer})
         self._t0 = time.monotonic_ns()
         return self
 
     def _decide(self, decision: str, rationale: RationaleLike, output: Optional[str] = None) -> None:
-        d = self._draft
-        if d is None:
+        draft = self._draft
+        if draft is None:
             raise RuntimeError("review: decide inside the 'with' block")
+        d = draft.fields
         if d.get("decision"):
             raise RuntimeError(f"review: decision already recorded ({d['decision']})")
-        why = _rationale(rationale)
+        reason_code, policy_ref, text = _rationale_parts(rationale)
         d["decision"] = decision
         d["time_spent_ms"] = self._elapsed_ms()
-        d["reason_code"], d["policy_ref"], d["rationale"] = why.reason_code, why.policy_ref, why.text
+        d["reason_code"], d["policy_ref"], d["rationale"] = reason_code, policy_ref, text
         if output is not None:
             d["modified_output"] = _as_text(output)
             original = self._original
             if original is None:
-                original = _last_output.get(d["task_id"] or "")
+                original = _last_output.get(draft.task_id or "")
             d["original"] = original
 
     def _elapsed_ms(self) -> int:
@@ -526,14 +678,15 @@ class review:
         self._decide("modify", rationale, output)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        d = self._draft
+        draft = self._draft
+        d = draft.fields
         if not d.get("decision"):
             d["decision"] = "none"
             d["time_spent_ms"] = self._elapsed_ms()
         if exc is not None:
             d["error_type"], d["error_message"] = type(exc).__qualname__, str(exc)
-        d["end"] = time.time_ns()
-        _emit(d)
+        draft.end = _time_ns()
+        _emit(draft)
 
     async def __aenter__(self) -> "review":
         return self.__enter__()
@@ -550,41 +703,40 @@ def _require(**values: Any) -> None:
             raise ValueError(f"{name} must be a non-empty string")
 
 
+def _emit_with_id(draft: _Draft) -> str:
+    # These calls return the record id, so it is made now, on the caller's thread.
+    draft.record_id = record_id = uuid7(draft.start)
+    _emit(draft)
+    return record_id
+
+
 def escalate(task_id: Optional[str] = None, *, from_reviewer: str, to_reviewer: str,
              reason: str = "", attributes: Optional[Mapping[str, Any]] = None) -> str:
     """Record that a task was handed from one reviewer to another. Returns the record id."""
     _require(from_reviewer=from_reviewer, to_reviewer=to_reviewer)
-    d = _base("escalation", task_id, attributes)
-    d["escalation_from"], d["escalation_to"], d["escalation_reason"] = (
-        from_reviewer, to_reviewer, reason)
-    _emit(d)
-    return d["record_id"]
+    return _emit_with_id(_Draft("escalation", task_id, attributes, {
+        "escalation_from": from_reviewer, "escalation_to": to_reviewer,
+        "escalation_reason": reason}))
 
 
 def resolve(task_id: Optional[str] = None, *, resolution: str, final_decision: str = "",
             attributes: Optional[Mapping[str, Any]] = None) -> str:
     """Record how a task ended. Returns the record id."""
     _require(resolution=resolution)
-    d = _base("resolution", task_id, attributes)
-    d["resolution_outcome"], d["final_decision"] = resolution, final_decision
-    _emit(d)
-    return d["record_id"]
+    return _emit_with_id(_Draft("resolution", task_id, attributes, {
+        "resolution_outcome": resolution, "final_decision": final_decision}))
 
 
 def data_access(*, actor: str, resource: str, purpose: str, task_id: Optional[str] = None,
                 attributes: Optional[Mapping[str, Any]] = None) -> str:
     """Record that someone read protected data (SOC 2 / HIPAA access log)."""
     _require(actor=actor, resource=resource, purpose=purpose)
-    d = _base("data_access", task_id, attributes)
-    d["actor"], d["resource"], d["purpose"] = actor, resource, purpose
-    _emit(d)
-    return d["record_id"]
+    return _emit_with_id(_Draft("data_access", task_id, attributes, {
+        "actor": actor, "resource": resource, "purpose": purpose}))
 
 
 def event(event_type: str, *, task_id: Optional[str] = None,
           attributes: Optional[Mapping[str, Any]] = None) -> str:
     """Record another kind of event (for example ``task_created``)."""
     _require(event_type=event_type)
-    d = _base(event_type, task_id, attributes)
-    _emit(d)
-    return d["record_id"]
+    return _emit_with_id(_Draft(event_type, task_id, attributes, {}))

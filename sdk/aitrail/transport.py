@@ -203,7 +203,9 @@ class BatchWorker:
         self.counters.queued += 1
         if self._thread is None:
             self._start()
-        if ack is not None or len(queue) >= self._batch_size:
+        # Setting an Event that is already set still costs a lock round trip;
+        # under load the queue stays past the batch size, so check first.
+        if (ack is not None or len(queue) >= self._batch_size) and not self._wake.is_set():
             self._wake.set()
 
     def _overflow(self, draft: dict, ack: Optional[Ack]) -> None:
