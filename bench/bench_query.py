@@ -1,0 +1,643 @@
+"""Query latency and export throughput on a large sealed store (issue 6, target 4).
+
+Runs on the cached store of ``bench/gen_store.py`` (made first if missing) and
+measures the product's own code paths:
+
+* task timeline          ``query.timeline(store, task)``                    target p50 <= 20 ms
+* search by reviewer     ``query.search(store, Filters(reviewer=r, since=end-30d, limit=50))``
+                                                                             target p50 <= 100 ms
+* daily override rate    one GROUP BY over 90 days (the product's definition:
+                         (reject + modify) / decided reviews)                target <= 500 ms
+* CSV export             ``csv_lines(query.iter_records(store, Filters(since=..)))`` over
+                         1M rows                                             target >= 200k rows/s
+
+Every figure has a baseline measured in the same run (the same query with skip
+indexes off, ``query.summary``, ClickHouse's own ``FORMAT CSV``).
+
+``--variants`` then runs the same SQL (the product's, with only the table name
+changed) against alternative tables built in the same store from a copy of the
+store's own DDL (``SHOW CREATE TABLE``), and prints what each change buys:
+
+* ``env_month_lw`` -- envelopes, PARTITION BY month instead of day, plus four
+  lightweight projections (``SELECT _part_offset ORDER BY task_id`` / reviewer_id /
+  escalation_from / escalation_to) that ClickHouse uses as exact secondary indexes;
+  with ``optimize_use_projections = 0`` the same table stands for "monthly only".
+* ``env_day_lw``   -- daily partitions (as now) plus the same projections.
+* ``pay_month``    -- payloads, PARTITION BY month.
+* payload lookup by primary key with the commitments the envelope query already
+  returned, instead of joining back to the envelopes (all tables).
+* the export rendered by ClickHouse (ISO times, formula-safe cells, payloads
+  joined and checked against their commitments in SQL), byte-compared with
+  ``csv_lines`` on a sample.
+
+Variant tables are built once and kept in the cached store (``--rebuild`` drops
+them); the product tables are never altered.
+
+    .venv/bin/python bench/bench_query.py                 # 10M store, all variants
+    .venv/bin/python bench/bench_query.py --quick         # 1M store
+    .venv/bin/python bench/bench_query.py --variants none
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import random
+import re
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from aitrail.csvfmt import RESULT_COLUMNS, csv_lines  # noqa: E402
+from aitrail.envelope import PAYLOAD_NAMES, commitment  # noqa: E402
+from aitrail_collector import query  # noqa: E402
+from aitrail_collector.query import Filters  # noqa: E402
+from aitrail_collector.store import DB, ENVELOPE_SELECT, Store  # noqa: E402
+
+import gen_store  # noqa: E402
+from _common import machine_line, percentile, print_table  # noqa: E402
+
+DAY_NS = 86_400 * 10**9
+RESULTS: list[tuple] = []   # (figure, target, measured, baseline, ratio, verdict)
+NO_PROJ = " SETTINGS optimize_use_projections = 0, optimize_use_projection_filtering = 0"
+NO_SKIP = " SETTINGS use_skip_indexes = 0"
+
+
+def dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc)
+
+
+def ms_stats(values: Sequence[float]) -> tuple[float, float]:
+    s = sorted(values)
+    return statistics.median(s), percentile(s, 95)
+
+
+def timed(fn: Callable[[Any], Any], keys: Sequence[Any], warm: int = 3) -> list[float]:
+    """Milliseconds per call of fn(key); the first `warm` keys run untimed first."""
+    for k in keys[:warm]:
+        fn(k)
+    out = []
+    for k in keys:
+        t0 = time.perf_counter()
+        fn(k)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def fmt_ms(values: Sequence[float]) -> str:
+    p50, p95 = ms_stats(values)
+    return f"{p50:.1f} ms (p95 {p95:.1f})"
+
+
+def granules(store: Store, sql: str, params: dict) -> str:
+    """What EXPLAIN indexes = 1 says each MergeTree read selects: parts and granules
+    (of the table's total), and which projection index, if any, was applied."""
+    text = "\n".join(r[0] for r in store.query("EXPLAIN indexes = 1 " + sql, params).result_rows)
+    out = []
+    for block in re.split(r"ReadFromMergeTree ", text)[1:]:
+        table = block.split(")", 1)[0].lstrip("(")
+        sel = re.search(r"Parts: (\d+) \| Granules: (\d+)", block)
+        total = re.search(r"Granules: \d+/(\d+)", block)
+        proj = sorted(set(re.findall(r"Name: (p_\w+)", block)))
+        if sel:
+            out.append(f"{table}: {sel.group(1)} parts, {sel.group(2)}/"
+                       f"{total.group(1) if total else '?'} granules"
+                       + (f" via {'+'.join(proj)}" if proj else ""))
+    return "; ".join(out) or "?"
+
+
+# ---------------------------------------------------------------- variants
+
+ENV_VARIANTS = {
+    # name: (partition expression, lightweight projections?)
+    "env_month_lw": ("toYYYYMM(start_time)", True),
+    "env_day_lw": ("toDate(start_time)", True),
+}
+PAY_VARIANTS = {"pay_month": "toYYYYMM(start_time)"}
+LW_PROJECTIONS = ("PROJECTION p_task (SELECT _part_offset ORDER BY task_id), "
+                  "PROJECTION p_rev (SELECT _part_offset ORDER BY reviewer_id), "
+                  "PROJECTION p_from (SELECT _part_offset ORDER BY escalation_from), "
+                  "PROJECTION p_to (SELECT _part_offset ORDER BY escalation_to)")
+
+
+def variant_ddl(store: Store, source: str, name: str, partition: str, projections: str) -> str:
+    ddl = store.query(f"SHOW CREATE TABLE {DB}.{source}").result_rows[0][0]
+    new = ddl.replace(f"CREATE TABLE {DB}.{source}", f"CREATE TABLE IF NOT EXISTS {DB}.{name}", 1)
+    new, n = re.subn(r"PARTITION BY .*\n", f"PARTITION BY {partition}\n", new, count=1)
+    assert n == 1 and new != ddl, ddl
+    if projections:
+        head, sep, tail = new.rpartition("\n)\nENGINE")
+        assert sep, ddl
+        new = f"{head},\n    {projections}{sep}{tail}"
+    # The bench copies are never written by a collector: no per-insert fsync.
+    return re.sub(r"fsync_after_insert = 1, fsync_part_directory = 1, ", "", new)
+
+
+def build_variants(store: Store, names: Sequence[str], rebuild: bool) -> dict[str, float]:
+    built = {}
+    c = store.client
+    n_env = store.query(f"SELECT count() FROM {DB}.envelopes").result_rows[0][0]
+    n_pay = store.query(f"SELECT count() FROM {DB}.payloads").result_rows[0][0]
+    for name in names:
+        if name in ENV_VARIANTS:
+            source, want = "envelopes", n_env
+            partition, lw = ENV_VARIANTS[name]
+            ddl = variant_ddl(store, source, name, partition, LW_PROJECTIONS if lw else "")
+        else:
+            source, want = "payloads", n_pay
+            ddl = variant_ddl(store, source, name, PAY_VARIANTS[name], "")
+        exists = store.query("SELECT count() FROM system.tables WHERE database = {d:String}"
+                             " AND name = {n:String}", {"d": DB, "n": name}).result_rows[0][0]
+        if exists and not rebuild:
+            have = store.query(f"SELECT count() FROM {DB}.{name}").result_rows[0][0]
+            if have == want:
+                continue
+        t0 = time.perf_counter()
+        c.command(f"DROP TABLE IF EXISTS {DB}.{name}")
+        c.command(ddl)
+        c.command(f"INSERT INTO {DB}.{name} SELECT * FROM {DB}.{source}")
+        c.command(f"OPTIMIZE TABLE {DB}.{name} FINAL")
+        built[name] = time.perf_counter() - t0
+        print(f"  built {name} ({want:,} rows) in {built[name]:.0f} s", flush=True)
+    return built
+
+
+# ---------------------------------------------------------------- query paths
+
+def product_sql(filters: Filters, table: str = "envelopes", settings: str = "") -> tuple[str, dict]:
+    """The product's SELECT (query._select), with only the table name swapped."""
+    sql, params = query._select(filters)
+    return sql.replace(f"{DB}.envelopes", f"{DB}.{table}") + settings, params
+
+
+def payloads_by_key(store: Store, records: list[dict], table: str = "payloads",
+                    bounds: Optional[tuple[int, int]] = None) -> None:
+    """Proposed Store.payloads: the commitments are already in hand (from the envelope
+    query), so read payload rows by primary key (chain_id, record_id) and check them in
+    Python. Same answers as the product: a row whose commitment is not the sealed one is
+    ignored (-> erased); a row whose content fails its commitment -> tampered.
+    bounds: the records' (min, max) start_time in ns; the ledger writes a payload row
+    with its envelope's start_time, so this prunes the payload partitions."""
+    wanted: dict[str, list[str]] = {}
+    for rec in records:
+        if rec["_commitments"]:
+            wanted.setdefault(rec["chain_id"], []).append(rec["record_id"])
+    found: dict[str, dict[str, Optional[str]]] = {}
+    sealed = {rec["record_id"]: rec["_commitments"] for rec in records}
+    for chain, ids in wanted.items():
+        sql = (f"SELECT record_id, name, salt, content, commitment FROM {DB}.{table}"
+               " WHERE chain_id = {c:String} AND record_id IN {ids:Array(String)}")
+        params: dict[str, Any] = {"c": chain, "ids": ids}
+        if bounds:
+            sql += (" AND start_time >= fromUnixTimestamp64Nano({lo:Int64})"
+                    " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})")
+            params.update(lo=bounds[0], hi=bounds[1])
+        rows = store.query(sql, params).result_rows
+        for rid, name, salt, content, digest in rows:
+            expected = sealed[rid].get(name)
+            if expected is None or digest != expected:
+                continue
+            ok = commitment(bytes.fromhex(salt), content) == expected
+            found.setdefault(rid, {})[name] = content if ok else None
+    for rec in records:
+        content = found.get(rec["record_id"], {})
+        for name in PAYLOAD_NAMES:
+            if name in rec["_commitments"]:
+                value = content.get(name, query.ERASED)
+                rec[name] = query.TAMPERED if value is None else value
+            else:
+                rec[name] = ""
+        del rec["_commitments"]
+
+
+_START = 1 + list(query._FIELD_NAMES).index("start_time")
+
+
+def to_records(rows: Sequence[Sequence[Any]]) -> tuple[list[dict], Optional[tuple[int, int]]]:
+    """query._row_to_record for each row, and the rows' start_time bounds (ns)."""
+    times = [r[_START] for r in rows]
+    return [query._row_to_record(r) for r in rows], (min(times), max(times)) if times else None
+
+
+def search_variant(store: Store, filters: Filters, table: str, pay_table: str,
+                   settings: str = "", prune: bool = True) -> list[dict]:
+    sql, params = product_sql(filters, table, settings)
+    records, bounds = to_records(store.query(sql, params).result_rows)
+    payloads_by_key(store, records, pay_table, bounds if prune else None)
+    return records
+
+
+def reviewer_union_sql(filters: Filters, table: str) -> tuple[str, dict]:
+    """The reviewer OR split into three branches (each can use its own index), merged."""
+    base, params = query._select(Filters(since=filters.since, until=filters.until,
+                                         limit=None, types=filters.types))
+    params["reviewer"] = filters.reviewer
+    params.update(limit=filters.limit, offset=filters.offset)
+    cond = "AND" if " WHERE " in base else "WHERE"
+    head, _, order = base.partition(" ORDER BY ")
+    head = head.replace(f"{DB}.envelopes", f"{DB}.{table}")
+    n = (filters.limit or 0) + filters.offset
+    branches = [f"({head} {cond} {col} = {{reviewer:String}} ORDER BY {order} LIMIT {n})"
+                for col in ("reviewer_id", "escalation_from", "escalation_to")]
+    # LIMIT 1 BY: a row named by two branches (someone escalating to themselves) once.
+    sql = (f"SELECT * FROM ({' UNION ALL '.join(branches)})"
+           f" ORDER BY {order.replace('start_time', 'start_time_ns')}"
+           " LIMIT 1 BY chain_id, seq LIMIT {limit:UInt64} OFFSET {offset:UInt64}")
+    return sql, params
+
+
+def override_sql(table: str = "envelopes") -> str:
+    return (f"SELECT toDate(start_time) AS day,"
+            " countIf(decision IN ('reject', 'modify')) AS overrides,"
+            " countIf(decision IN ('approve', 'reject', 'modify')) AS decided,"
+            " overrides / decided AS rate"
+            f" FROM {DB}.{table}"
+            " WHERE event_type = 'review' AND start_time >= fromUnixTimestamp64Nano({since:Int64})"
+            " GROUP BY day ORDER BY day")
+
+
+# ---------------------------------------------------------------- export in SQL
+
+def _iso(col: str) -> str:
+    return (f"concat(formatDateTime({col}, '%Y-%m-%dT%H:%i:%S', 'UTC'), '.',"
+            f" leftPad(toString(intDiv(toUnixTimestamp64Nano({col}) % 1000000000, 1000)), 6, '0'),"
+            " 'Z')")
+
+
+def _safe(expr: str) -> str:
+    # csvfmt.csv_cell: text a spreadsheet would run as a formula gets a leading quote
+    return (f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'),"
+            f" concat('''', {expr}), {expr})")
+
+
+def _map(col: str) -> str:
+    return (f"arrayStringConcat(arrayMap(kv -> concat(kv.1, '=', kv.2),"
+            f" arraySort(CAST({col}, 'Array(Tuple(String, String))'))), ';')")
+
+
+def export_cells() -> list[str]:
+    """One SQL expression per RESULT_COLUMNS cell, each the text csv_lines writes."""
+    cells = []
+    payload = set(PAYLOAD_NAMES)
+    for col in RESULT_COLUMNS:
+        if col in ("time", "end_time", "received_time"):
+            cells.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
+        elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
+            cells.append(f"toString(e.{col})")
+        elif col == "confidence":
+            cells.append("ifNull(toString(e.confidence), '')")
+        elif col in ("attributes", "parameters"):
+            cells.append(_safe(_map(f"e.{col}")))
+        elif col in ("leaf_hash", "chain_hash"):
+            cells.append(f"lower(hex(e.{col}))")
+        elif col in payload:
+            k = f"arrayFirstIndex((n, c) -> n = '{col}' AND c = e.commitments['{col}'],"\
+                " p.names, p.commits)"
+            cells.append(
+                f"if(mapContains(e.commitments, '{col}'),"
+                f" if(({k}) = 0, '{query.ERASED}',"
+                f"  if(p.ok[{k}], {_safe(f'p.contents[{k}]')}, '{query.TAMPERED}')), '')")
+        else:
+            cells.append(_safe(f"toString(e.{col})"))
+    return cells
+
+
+def export_sql(env: str, pay: str, one_line: bool) -> str:
+    """The export rendered by ClickHouse. one_line: each row as one string, quoted as
+    Python's csv module quotes (QUOTE_MINIMAL, CRLF), for a byte-for-byte comparison."""
+    cells = export_cells()
+    if one_line:
+        quoted = [f"if(match(c{i}, '[,\"\\r\\n]'), concat('\"', replaceAll(c{i}, '\"', '\"\"'),"
+                  f" '\"'), c{i})" for i in range(len(cells))]
+        select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(cells))
+        outer = f"concat(arrayStringConcat([{', '.join(quoted)}], ','), '\\r\\n') AS line"
+    else:
+        select = ", ".join(f"{c} AS `{name}`" for c, name in zip(cells, RESULT_COLUMNS))
+    # Payload rows carry their envelope's start_time (the ledger writes both), so the
+    # payload side can be cut to the same time window.
+    inner = (f"SELECT {select} FROM {DB}.{env} AS e LEFT JOIN"
+             " (SELECT record_id, groupArray(name) AS names, groupArray(commitment) AS commits,"
+             "   groupArray(content) AS contents,"
+             "   groupArray(lower(hex(SHA256(concat(unhex(salt), content)))) = commitment) AS ok"
+             f"  FROM {DB}.{pay} WHERE start_time >= fromUnixTimestamp64Nano({{since:Int64}})"
+             "   AND start_time < fromUnixTimestamp64Nano({until:Int64})"
+             "  GROUP BY record_id) AS p ON p.record_id = e.record_id"
+             " WHERE e.start_time >= fromUnixTimestamp64Nano({since:Int64})"
+             " AND e.start_time < fromUnixTimestamp64Nano({until:Int64})"
+             " ORDER BY e.start_time, e.seq")
+    return f"SELECT {outer} FROM ({inner})" if one_line else inner
+
+
+def stream_csv(store: Store, sql: str, params: dict, header: bool = True) -> tuple[int, bytes]:
+    """ClickHouse FORMAT CSV, streamed; returns (bytes, header + the first ~8 MB)."""
+    total, first = 0, b""
+    head = ",".join(RESULT_COLUMNS).encode() + b"\r\n" if header else b""
+    total += len(head)
+    stream = store.client.raw_stream(sql, parameters=params, fmt="CSV")
+    try:
+        while True:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                break
+            if len(first) < 8 << 20:
+                first += chunk
+            total += len(chunk)
+    finally:
+        stream.close()
+    return total, head + first
+
+
+def stream_lines(store: Store, sql: str, params: dict, sink: Optional[list] = None) -> int:
+    """The one_line export: header from Python, then ClickHouse's lines as they come."""
+    total = len(next(csv_lines([])))
+    with store.client.query_column_block_stream(sql, parameters=params) as blocks:
+        for block in blocks:
+            text = "".join(block[0])
+            total += len(text)
+            if sink is not None:
+                sink.append(text)
+    return total
+
+
+# ---------------------------------------------------------------- the figures
+
+def add(figure: str, target: str, measured: str, baseline: str, ratio: str, ok: Optional[bool]):
+    RESULTS.append((figure, target, measured, baseline, ratio,
+                    "-" if ok is None else ("MET" if ok else "missed")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=10_000_000)
+    ap.add_argument("--quick", action="store_true", help="1M-record store, 250k-row export")
+    ap.add_argument("--samples", type=int, default=50, help="random keys per latency figure")
+    ap.add_argument("--base-samples", type=int, default=10, help="keys for slow baselines")
+    ap.add_argument("--export-rows", type=int, default=None, help="default 1M (--quick 250k)")
+    ap.add_argument("--variants", default="all",
+                    help="'all', 'none' or a comma list of " + ", ".join(
+                        list(ENV_VARIANTS) + list(PAY_VARIANTS)))
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the variant tables")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    records = 1_000_000 if args.quick else args.records
+    export_rows = args.export_rows or (250_000 if args.quick else 1_000_000)
+    meta = gen_store.generate(records, 5_000, 90, 6, 100_000)
+    store = Store(f"chdb://{gen_store.store_dir(records) / 'data'}")
+    print(f"bench_query: {records:,}-record store ({meta['tasks']:,} tasks, "
+          f"{meta['reviewers']:,} reviewers, {meta['days']} days, generated "
+          f"{meta['generated_at']} at {meta['git']}); {machine_line()}", flush=True)
+    ddl = store.query(f"SHOW CREATE TABLE {DB}.envelopes").result_rows[0][0]
+    indexes = ", ".join(re.findall(r"INDEX (\w+)", ddl))
+    print("  envelopes: " + " | ".join(re.findall(r"(PARTITION BY .*|ORDER BY .*)", ddl)) +
+          f" | skip indexes: {indexes}")
+    parts = store.query(f"SELECT table, count(), sum(rows) FROM system.parts WHERE active AND"
+                        f" database = '{DB}' AND table IN ('envelopes', 'payloads')"
+                        " GROUP BY table ORDER BY table").result_rows
+    print("  active parts: " + ", ".join(f"{t} {p} parts / {r:,} rows" for t, p, r in parts))
+
+    rng = random.Random(args.seed)
+    end = meta["end_ns"]
+    since30, since90 = dt(end - 30 * DAY_NS), end - 90 * DAY_NS
+    tasks = [f"T-{k:08d}" for k in rng.sample(range(1, meta["tasks"] + 1), args.samples)]
+    reviewers = [f"rev-{k:05d}" for k in rng.sample(range(meta["reviewers"]), args.samples)]
+    nb = args.base_samples
+
+    # ---- A. timeline
+    n_events = [len(query.timeline(store, t)) for t in tasks[:5]]
+    assert all(n_events), n_events
+    tl = timed(lambda t: query.timeline(store, t), tasks)
+    env_only = timed(lambda t: query.search(store, Filters(task=t, limit=None), payloads=False),
+                     tasks)
+    recs = {t: query.search(store, Filters(task=t, limit=None), payloads=False) for t in tasks}
+    pay_only = timed(lambda t: store.payloads(r["record_id"] for r in recs[t]), tasks)
+    tl_sql = product_sql(Filters(task=tasks[0], limit=None))
+    noskip = timed(lambda t: store.query(*product_sql(Filters(task=t, limit=None), settings=NO_SKIP)),
+                   tasks[:nb], warm=1)
+    p50 = ms_stats(tl)[0]
+    add("task timeline, query.timeline (p50)", "<= 20 ms", fmt_ms(tl),
+        f"same SELECT, skip indexes off: {fmt_ms(noskip)}",
+        f"{p50 / ms_stats(noskip)[0]:.3f}x", p50 <= 20)
+    print(f"\nA. timeline: {statistics.mean(n_events):.1f} records/task; envelope SELECT alone "
+          f"{fmt_ms(env_only)}; Store.payloads alone {fmt_ms(pay_only)}; reads "
+          f"{granules(store, *tl_sql)}", flush=True)
+
+    # ---- B. search by reviewer, last 30 days, first page
+    def rf(r: str) -> Filters:
+        return Filters(reviewer=r, since=since30, limit=50)
+    hits = [len(query.search(store, rf(r), payloads=False)) for r in reviewers[:5]]
+    sr = timed(lambda r: query.search(store, rf(r)), reviewers)
+    sr_env = timed(lambda r: query.search(store, rf(r), payloads=False), reviewers)
+    sr_noskip = timed(lambda r: store.query(*product_sql(rf(r), settings=NO_SKIP)),
+                      reviewers[:nb], warm=1)
+    p50 = ms_stats(sr)[0]
+    add("search by reviewer, 30 days, first 50 (p50)", "<= 100 ms", fmt_ms(sr),
+        f"same SELECT, skip indexes off: {fmt_ms(sr_noskip)}",
+        f"{p50 / ms_stats(sr_noskip)[0]:.3f}x", p50 <= 100)
+    print(f"B. reviewer search: {statistics.mean(hits):.0f} rows/page; envelope SELECT alone "
+          f"{fmt_ms(sr_env)}; reads {granules(store, *product_sql(rf(reviewers[0])))}", flush=True)
+
+    # ---- C. daily override rate over 90 days
+    ov = timed(lambda _: store.query(override_sql(), {"since": since90}).result_rows, range(10))
+    days = store.query(override_sql(), {"since": since90}).result_rows
+    summ = timed(lambda _: query.summary(store), range(5), warm=1)
+    p50 = ms_stats(ov)[0]
+    add("daily override rate, 90 days (p50 of 10)", "<= 500 ms", fmt_ms(ov),
+        f"query.summary (overall rate): {fmt_ms(summ)}", f"{p50 / ms_stats(summ)[0]:.3f}x",
+        p50 <= 500)
+    print(f"C. override rate: {len(days)} days, e.g. {days[len(days) // 2][0]}: "
+          f"{days[len(days) // 2][3]:.3f}; reads "
+          f"{granules(store, override_sql(), {'since': since90})}", flush=True)
+
+    # ---- D. CSV export
+    since_ns = store.query(f"SELECT toUnixTimestamp64Nano(start_time) FROM {DB}.envelopes"
+                           " ORDER BY start_time DESC LIMIT 1 OFFSET {n:UInt64}",
+                           {"n": export_rows - 1}).result_rows[0][0]
+    since_ns -= since_ns % 1000  # Filters.since is a datetime (microseconds)
+    until_ns = end + 2 * DAY_NS
+    ef = Filters(since=dt(since_ns), limit=None)
+    n_export = query.count(store, ef)
+    t0 = time.perf_counter()
+    nbytes = sum(len(chunk) for chunk in csv_lines(query.iter_records(store, ef)))
+    py_s = time.perf_counter() - t0
+    py_rate = n_export / py_s
+    params = {"since": since_ns, "until": until_ns}
+    native_sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE start_time >="
+                  " fromUnixTimestamp64Nano({since:Int64}) ORDER BY start_time, seq")
+    t0 = time.perf_counter()
+    native_bytes, _ = stream_csv(store, native_sql, params, header=False)
+    native_s = time.perf_counter() - t0
+    add(f"CSV export, csv_lines(iter_records), {n_export:,} rows", ">= 200,000 rows/s",
+        f"{py_rate:,.0f} rows/s ({nbytes / 1e6:,.0f} MB in {py_s:.1f} s)",
+        f"FORMAT CSV of the envelope columns: {n_export / native_s:,.0f} rows/s",
+        f"{py_rate / (n_export / native_s):.3f}x", py_rate >= 200_000)
+    print(f"D. export: {n_export:,} rows since {dt(since_ns).isoformat()}; product "
+          f"{py_s:.1f} s, ClickHouse FORMAT CSV (envelope columns only, no payloads) "
+          f"{native_s:.1f} s, {native_bytes / 1e6:,.0f} MB", flush=True)
+
+    # Where the product's export time goes (on a 100k-row slice).
+    sf = Filters(since=dt(since_ns), until=dt(since_ns + (end - since_ns) // 10), limit=None)
+    n_slice = query.count(store, sf)
+    sql, sp = query._select(sf)
+    steps = {}
+    t0 = time.perf_counter()
+    rows = list(store.stream(sql, sp))
+    steps["stream envelope rows (Store.stream)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    recs_ = [query._row_to_record(r) for r in rows]
+    steps["_row_to_record"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(0, len(recs_), 2000):
+        query._attach_payloads(store, recs_[i:i + 2000])
+    steps["_attach_payloads (per 2000)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sum(len(c) for c in csv_lines(recs_))
+    steps["csv_lines"] = time.perf_counter() - t0
+    print(f"   product export breakdown on {n_slice:,} rows, µs/row: " + "; ".join(
+        f"{k} {v / n_slice * 1e6:.1f}" for k, v in steps.items()), flush=True)
+    del rows, recs_
+
+    variants = ([] if args.variants == "none" else
+                list(ENV_VARIANTS) + list(PAY_VARIANTS) if args.variants == "all" else
+                [v.strip() for v in args.variants.split(",") if v.strip()])
+    if variants:
+        run_variants(store, args, variants, tasks, reviewers, rf, since90, since_ns, until_ns,
+                     n_export, py_rate, sf)
+
+    print_table("Figures (issue 6, target 4)",
+                ("figure", "target", "measured", "baseline (same run)", "ratio", "verdict"),
+                RESULTS)
+    store.close()
+
+
+def run_variants(store, args, variants, tasks, reviewers, rf, since90, since_ns, until_ns,
+                 n_export, py_rate, sf) -> None:
+    print("\nVariants: building (once; kept in the cached store) ...", flush=True)
+    build_variants(store, variants, args.rebuild)
+    rows: list[tuple] = []
+    env_tables = ["envelopes"] + [v for v in variants if v in ENV_VARIANTS]
+    pay_tables = ["payloads"] + [v for v in variants if v in PAY_VARIANTS]
+    pay = pay_tables[-1]
+    lw = [t for t in env_tables if t != "envelopes"]
+
+    def row(name, values, note=""):
+        rows.append((name, fmt_ms(values), note))
+        print(f"  {name}: {fmt_ms(values)} {note}", flush=True)
+
+    print("\nTimeline variants (SQL of query._select, table swapped)")
+    tf = lambda t: Filters(task=t, limit=None)  # noqa: E731
+    row("A0 product query.timeline (envelopes + Store.payloads)",
+        timed(lambda t: query.timeline(store, t), tasks))
+    row("A1 envelopes + payloads by primary key (no join back), no time bounds",
+        timed(lambda t: search_variant(store, tf(t), "envelopes", "payloads", prune=False), tasks))
+    row("A1' envelopes + payloads by primary key + start_time bounds",
+        timed(lambda t: search_variant(store, tf(t), "envelopes", "payloads"), tasks))
+    for t in pay_tables[1:]:
+        row(f"A2 envelopes + {t} by primary key",
+            timed(lambda k: search_variant(store, tf(k), "envelopes", t), tasks))
+    for t in lw:
+        sql, p = product_sql(tf(tasks[0]), t)
+        row(f"A3 {t} envelope SELECT only", timed(lambda k: store.query(*product_sql(tf(k), t)),
+                                                   tasks), granules(store, sql, p))
+        sql, p = product_sql(tf(tasks[0]), t, NO_PROJ)
+        row(f"A4 {t}, projections off, envelope SELECT only",
+            timed(lambda k: store.query(*product_sql(tf(k), t, NO_PROJ)), tasks),
+            granules(store, sql, p))
+        for pt in pay_tables:
+            row(f"A5 {t} + {pt} by primary key (full timeline)",
+                timed(lambda k: search_variant(store, tf(k), t, pt), tasks))
+
+    print("\nReviewer search variants (30 days, first 50)")
+    row("B0 product query.search", timed(lambda r: query.search(store, rf(r)), reviewers))
+    row("B1 product SELECT only", timed(lambda r: store.query(*product_sql(rf(r))), reviewers))
+    row("B2 OR split into 3 ordered branches, SELECT only",
+        timed(lambda r: store.query(*reviewer_union_sql(rf(r), "envelopes")), reviewers))
+    for t in lw:
+        sql, p = product_sql(rf(reviewers[0]), t)
+        row(f"B3 {t}, product SELECT only", timed(lambda r: store.query(*product_sql(rf(r), t)),
+                                                 reviewers), granules(store, sql, p))
+        sql, p = reviewer_union_sql(rf(reviewers[0]), t)
+        row(f"B4 {t}, OR split into 3 branches, SELECT only",
+            timed(lambda r: store.query(*reviewer_union_sql(rf(r), t)), reviewers),
+            granules(store, sql, p))
+        row(f"B5 {t}, projections off, product SELECT only",
+            timed(lambda r: store.query(*product_sql(rf(r), t, NO_PROJ)), reviewers))
+        for pt in pay_tables:
+            row(f"B6 {t} OR split + {pt} by primary key (full search)",
+                timed(lambda r: search_by_union(store, rf(r), t, pt), reviewers))
+    # The union must give the product's answer.
+    for r in reviewers[:10]:
+        a = [x["record_id"] for x in query.search(store, rf(r), payloads=False)]
+        b = [x["record_id"] for x in search_by_union(store, rf(r), env_tables[-1], pay)]
+        assert a == b, (r, a[:3], b[:3])
+    print("  (OR split checked: same records in the same order as query.search, 10 reviewers)")
+
+    print("\nOverride rate variants")
+    for t in env_tables[1:]:
+        row(f"C1 {t}", timed(lambda _: store.query(override_sql(t), {"since": since90}),
+                             range(10)))
+
+    print("\nExport variants (same rows as the product export)")
+    params = {"since": since_ns, "until": until_ns}
+    # Byte-for-byte check against csv_lines on the slice sf.
+    sql, sp = query._select(sf)
+    want = "".join(csv_lines(query.iter_records(store, sf)))
+    sink: list[str] = []
+    slice_params = {"since": query._ns(sf.since), "until": query._ns(sf.until)}
+    stream_lines(store, export_sql("envelopes", "payloads", True), slice_params, sink)
+    got = next(csv_lines([])) + "".join(sink)
+    same = got == want
+    csv_got = stream_csv(store, export_sql("envelopes", "payloads", False), slice_params)
+    want_rows = list(csv.reader(io.StringIO(want)))
+    got_rows = list(csv.reader(io.StringIO(csv_got[1].decode("utf-8", "replace"))))
+    n_cmp = min(len(want_rows), len(got_rows) - 1, 2000)  # the last row may be cut
+    got_rows = got_rows[:n_cmp]
+    print(f"  SQL one-line export vs csv_lines on {len(want_rows) - 1:,} rows: "
+          f"{'byte-identical' if same else 'DIFFERENT'} (sha256 "
+          f"{hashlib.sha256(got.encode()).hexdigest()[:12]} / "
+          f"{hashlib.sha256(want.encode()).hexdigest()[:12]}); FORMAT CSV variant parses to "
+          f"the same cells: {got_rows == want_rows[:n_cmp]} (first {n_cmp - 1:,} rows)")
+    if not same:
+        for i, (a, b) in enumerate(zip(got.splitlines(), want.splitlines())):
+            if a != b:
+                print(f"   first difference, line {i}:\n    sql: {a[:300]}\n    py:  {b[:300]}")
+                break
+    combos = [("envelopes", "payloads")]
+    if "env_month_lw" in env_tables and "pay_month" in pay_tables:
+        combos.append(("env_month_lw", "pay_month"))
+    for env, pt in combos:
+        for label, one_line in (("byte-identical lines", True), ("FORMAT CSV", False)):
+            t0 = time.perf_counter()
+            if one_line:
+                size = stream_lines(store, export_sql(env, pt, True), params)
+            else:
+                size, _ = stream_csv(store, export_sql(env, pt, False), params)
+            secs = time.perf_counter() - t0
+            rate = n_export / secs
+            rows.append((f"D {env} + {pt}, SQL export, {label}", f"{rate:,.0f} rows/s",
+                         f"{secs:.1f} s, {size / 1e6:,.0f} MB, {rate / py_rate:.1f}x csv_lines"))
+            print(f"  {rows[-1][0]}: {rows[-1][1]} ({rows[-1][2]})", flush=True)
+            if env == "envelopes":
+                add(f"CSV export rendered by ClickHouse ({label}), {n_export:,} rows",
+                    ">= 200,000 rows/s", f"{rate:,.0f} rows/s",
+                    f"csv_lines(iter_records): {py_rate:,.0f} rows/s",
+                    f"{rate / py_rate:.1f}x", rate >= 200_000)
+    print_table("Variant experiments", ("variant", "measured", "note"), rows)
+
+
+def search_by_union(store: Store, filters: Filters, table: str, pay_table: str) -> list[dict]:
+    sql, params = reviewer_union_sql(filters, table)
+    records, bounds = to_records(store.query(sql, params).result_rows)
+    payloads_by_key(store, records, pay_table, bounds)
+    return records
+
+
+if __name__ == "__main__":
+    main()
