@@ -8,7 +8,6 @@ each run in their own process, on a directory of their own.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from aitrail import chain
-from aitrail.chain import GENESIS, INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
+from aitrail.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
 from aitrail.envelope import FIELDS, canonical_bytes, commitment, empty_envelope
 
 

@@ -1,6 +1,6 @@
 """Command-line behaviour: exit codes and clear messages for usage and connection errors."""
 
-from conftest import CollectorProc, cli, free_port
+from conftest import cli, free_port
 
 
 def test_unreachable_collector_is_exit_2_with_the_reason():

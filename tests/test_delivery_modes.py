@@ -1,9 +1,7 @@
 """Delivery modes, spool replay, strict mode, fork, back-pressure, and chaos."""
 
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.csvfmt import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
 from aitrail.envelope import FIELDS

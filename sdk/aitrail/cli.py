@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import textwrap
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from aitrail.client import ClientError, HttpBackend
 from aitrail.csvfmt import csv_lines
