@@ -115,29 +115,71 @@ def granules(store: Store, sql: str, params: dict) -> str:
 
 # ---------------------------------------------------------------- variants
 
-ENV_VARIANTS = {
-    # name: (partition expression, lightweight projections?)
-    "env_month_lw": ("toYYYYMM(start_time)", True),
-    "env_day_lw": ("toDate(start_time)", True),
+SMALL_GRANULES = ("index_granularity = 1024, min_compress_block_size = 16384,"
+                  " max_compress_block_size = 65536")
+LW_TASK = "PROJECTION p_task (SELECT _part_offset ORDER BY task_id)"
+LW_PEOPLE = ("PROJECTION p_rev (SELECT _part_offset ORDER BY reviewer_id), "
+             "PROJECTION p_from (SELECT _part_offset ORDER BY escalation_from), "
+             "PROJECTION p_to (SELECT _part_offset ORDER BY escalation_to)")
+FULL_TASK = "PROJECTION p_task_full (SELECT * ORDER BY task_id, start_time, seq)"
+# name: (source table, variant_ddl keyword arguments)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    # one change at a time: monthly partitions + lightweight projections as indexes
+    "env_month_lw": ("envelopes", dict(partition="toYYYYMM(start_time)",
+                                       projections=f"{LW_TASK}, {LW_PEOPLE}")),
+    # the candidate: monthly, small granules, no bloom filters on task/reviewer, the
+    # rows also stored by task (full projection), lightweight indexes for people
+    "env_v2": ("envelopes", dict(partition="toYYYYMM(start_time)",
+                                 projections=f"{FULL_TASK}, {LW_PEOPLE}",
+                                 drop_indexes=("idx_task_id", "idx_reviewer_id"),
+                                 settings=SMALL_GRANULES)),
+    # the same, sorted by time: the export's ORDER BY start_time, seq reads in order
+    "env_v2t": ("envelopes", dict(partition="toYYYYMM(start_time)",
+                                  projections=f"{FULL_TASK}, {LW_PEOPLE}",
+                                  drop_indexes=("idx_task_id", "idx_reviewer_id"),
+                                  order_by="(start_time, seq)", settings=SMALL_GRANULES)),
+    "pay_month": ("payloads", dict(partition="toYYYYMM(start_time)")),
+    "pay_v2": ("payloads", dict(partition="toYYYYMM(start_time)", settings=SMALL_GRANULES)),
 }
-PAY_VARIANTS = {"pay_month": "toYYYYMM(start_time)"}
-LW_PROJECTIONS = ("PROJECTION p_task (SELECT _part_offset ORDER BY task_id), "
-                  "PROJECTION p_rev (SELECT _part_offset ORDER BY reviewer_id), "
-                  "PROJECTION p_from (SELECT _part_offset ORDER BY escalation_from), "
-                  "PROJECTION p_to (SELECT _part_offset ORDER BY escalation_to)")
+ENV_VARIANTS = [k for k, (src, _) in VARIANTS.items() if src == "envelopes"]
+PAY_VARIANTS = [k for k, (src, _) in VARIANTS.items() if src == "payloads"]
 
 
-def variant_ddl(store: Store, source: str, name: str, partition: str, projections: str) -> str:
+def variant_ddl(store: Store, source: str, name: str, partition: Optional[str] = None,
+                projections: str = "", drop_indexes: Sequence[str] = (),
+                order_by: Optional[str] = None, settings: str = "") -> str:
+    """A copy of the store's own DDL for `source` (SHOW CREATE TABLE), renamed, with
+    the given changes: partition key, projections added, skip indexes dropped ('*' for
+    all), sorting key, table settings added or replaced."""
     ddl = store.query(f"SHOW CREATE TABLE {DB}.{source}").result_rows[0][0]
     new = ddl.replace(f"CREATE TABLE {DB}.{source}", f"CREATE TABLE IF NOT EXISTS {DB}.{name}", 1)
-    new, n = re.subn(r"PARTITION BY .*\n", f"PARTITION BY {partition}\n", new, count=1)
-    assert n == 1 and new != ddl, ddl
+    assert new != ddl, ddl
+    if partition:
+        new, n = re.subn(r"PARTITION BY .*\n", f"PARTITION BY {partition}\n", new, count=1)
+        assert n == 1, ddl
+    if order_by:
+        new, n = re.subn(r"ORDER BY .*\n", f"ORDER BY {order_by}\n", new, count=1)
+        assert n == 1, ddl
+    if drop_indexes:
+        lines = [line for line in new.splitlines() if not (
+            line.strip().startswith("INDEX ") and
+            ("*" in drop_indexes or line.split()[1] in drop_indexes))]
+        new = "\n".join(lines)
+    head, sep, tail = new.rpartition("\n)\nENGINE")
+    assert sep, ddl
+    head = head.rstrip().rstrip(",")
     if projections:
-        head, sep, tail = new.rpartition("\n)\nENGINE")
-        assert sep, ddl
-        new = f"{head},\n    {projections}{sep}{tail}"
+        head = f"{head},\n    {projections}"
+    new = head + sep + tail
     # The bench copies are never written by a collector: no per-insert fsync.
-    return re.sub(r"fsync_after_insert = 1, fsync_part_directory = 1, ", "", new)
+    new = new.replace("fsync_after_insert = 1, fsync_part_directory = 1, ", "")
+    for item in filter(None, (x.strip() for x in settings.split(","))):
+        key = item.split("=")[0].strip()
+        if re.search(rf"\b{key} = [^,\n]+", new):
+            new = re.sub(rf"\b{key} = [^,\n]+", item, new)
+        else:
+            new = new.rstrip() + f", {item}"
+    return new
 
 
 def build_variants(store: Store, names: Sequence[str], rebuild: bool) -> dict[str, float]:
@@ -146,13 +188,9 @@ def build_variants(store: Store, names: Sequence[str], rebuild: bool) -> dict[st
     n_env = store.query(f"SELECT count() FROM {DB}.envelopes").result_rows[0][0]
     n_pay = store.query(f"SELECT count() FROM {DB}.payloads").result_rows[0][0]
     for name in names:
-        if name in ENV_VARIANTS:
-            source, want = "envelopes", n_env
-            partition, lw = ENV_VARIANTS[name]
-            ddl = variant_ddl(store, source, name, partition, LW_PROJECTIONS if lw else "")
-        else:
-            source, want = "payloads", n_pay
-            ddl = variant_ddl(store, source, name, PAY_VARIANTS[name], "")
+        source, kwargs = VARIANTS[name]
+        want = n_env if source == "envelopes" else n_pay
+        ddl = variant_ddl(store, source, name, **kwargs)
         exists = store.query("SELECT count() FROM system.tables WHERE database = {d:String}"
                              " AND name = {n:String}", {"d": DB, "n": name}).result_rows[0][0]
         if exists and not rebuild:
@@ -298,12 +336,11 @@ def export_cells() -> list[str]:
         elif col in ("leaf_hash", "chain_hash"):
             cells.append(f"lower(hex(e.{col}))")
         elif col in payload:
-            k = f"arrayFirstIndex((n, c) -> n = '{col}' AND c = e.commitments['{col}'],"\
-                " p.names, p.commits)"
+            # the payload row whose name and commitment are the sealed ones, if any
+            k = f"(indexOf(p.keys, concat('{col}:', e.commitments['{col}'])) AS k_{col})"
             cells.append(
-                f"if(mapContains(e.commitments, '{col}'),"
-                f" if(({k}) = 0, '{query.ERASED}',"
-                f"  if(p.ok[{k}], {_safe(f'p.contents[{k}]')}, '{query.TAMPERED}')), '')")
+                f"if(mapContains(e.commitments, '{col}'), if({k} = 0, '{query.ERASED}',"
+                f" if(p.ok[k_{col}], {_safe(f'p.contents[k_{col}]')}, '{query.TAMPERED}')), '')")
         else:
             cells.append(_safe(f"toString(e.{col})"))
     return cells
@@ -323,7 +360,7 @@ def export_sql(env: str, pay: str, one_line: bool) -> str:
     # Payload rows carry their envelope's start_time (the ledger writes both), so the
     # payload side can be cut to the same time window.
     inner = (f"SELECT {select} FROM {DB}.{env} AS e LEFT JOIN"
-             " (SELECT record_id, groupArray(name) AS names, groupArray(commitment) AS commits,"
+             " (SELECT record_id, groupArray(concat(name, ':', commitment)) AS keys,"
              "   groupArray(content) AS contents,"
              "   groupArray(lower(hex(SHA256(concat(unhex(salt), content)))) = commitment) AS ok"
              f"  FROM {DB}.{pay} WHERE start_time >= fromUnixTimestamp64Nano({{since:Int64}})"

@@ -34,6 +34,7 @@ from aitrail.envelope import FIELD_NAMES  # noqa: E402
 from aitrail_collector.store import DB, Store  # noqa: E402
 
 import gen_store  # noqa: E402
+from bench_query import VARIANTS  # noqa: E402
 from _common import machine_line, print_table  # noqa: E402
 
 TIME_FIELDS = ("start_time", "end_time", "received_time")
@@ -207,7 +208,7 @@ def main() -> None:
                          f" ({ep}+{pp} parts, {time.perf_counter() - t0:.0f} s)"))
         print(f"  {variants[-1]}", flush=True)
     rows += variants
-    for name in ("env_month_lw", "env_day_lw", "pay_month"):
+    for name in VARIANTS:
         b, r, p = parts_bytes(store, name)
         if r:
             pj = store.query("SELECT sum(bytes_on_disk) FROM system.projection_parts WHERE"
