@@ -30,12 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aitrail.envelope import FIELD_NAMES  # noqa: E402
-from aitrail_collector.store import DB, Store  # noqa: E402
-
-import gen_store  # noqa: E402
-from bench_query import VARIANTS  # noqa: E402
-from _common import machine_line, print_table  # noqa: E402
+import gen_store
+from _common import machine_line, print_table
+from aitrail.envelope import FIELD_NAMES
+from aitrail_collector.store import DB, Store
+from bench_query import VARIANTS
 
 TIME_FIELDS = ("start_time", "end_time", "received_time")
 
@@ -121,12 +120,12 @@ def main() -> None:
 
     # 1. whole store
     env_b, env_r, env_p = parts_bytes(store, "envelopes")
-    pay_b, pay_r, pay_p = parts_bytes(store, "payloads")
+    pay_b, _pay_r, pay_p = parts_bytes(store, "payloads")
     assert env_r == records, env_r
     whole = (env_b + pay_b) / env_r
 
     # 2. a sample of whole days from the middle of the range
-    days = store.query(f"SELECT partition, sum(rows) FROM system.parts WHERE active AND"
+    days = store.query("SELECT partition, sum(rows) FROM system.parts WHERE active AND"
                        " database = {d:String} AND table = 'envelopes' GROUP BY partition"
                        " ORDER BY partition", {"d": DB}).result_rows
     mid = len(days) // 2
@@ -167,8 +166,8 @@ def main() -> None:
 
     rows = [
         ("store, whole: envelopes + payloads bytes_on_disk / record",
-         f"{whole:,.0f}", f"{env_b / 1e6:,.0f} MB + {pay_b / 1e6:,.0f} MB, {env_p} + {pay_p} parts,"
-         f" {env_r:,} records"),
+         f"{whole:,.0f}", (f"{env_b / 1e6:,.0f} MB + {pay_b / 1e6:,.0f} MB, {env_p} + {pay_p} parts,"
+         f" {env_r:,} records")),
         ("store, sample days: same", f"{sample_ch:,.0f}",
          f"envelopes {s_env_b / count:,.0f} + payloads {s_pay_b / count:,.0f}"),
         ("BASELINE JSON lines, gzip -6, sample days", f"{gz / count:,.0f}",
@@ -196,29 +195,43 @@ def main() -> None:
     # 4. variants on the sample
     variants = []
     for label, codec, one in (("ZSTD(3) on every column", "ZSTD(3)", False),
-                              ("sample in one partition (monthly)", None, True),
-                              ("ZSTD(3) + one partition", "ZSTD(3)", True)):
+                              ("ZSTD(3), one partition", "ZSTD(3)", True)):
         t0 = time.perf_counter()
         eb, er, ep = copy_sample(store, "envelopes", "s_env", codec, one, since_ns, until_ns)
         pb, _, pp = copy_sample(store, "payloads", "s_pay", codec, one, since_ns, until_ns)
         assert er == count, (er, count)
         per = (eb + pb) / er
         variants.append((f"sample, {label}", f"{per:,.0f}",
-                         f"{per / sample_ch:.2f}x product, {per / (gz / count):.2f}x gzip JSON"
-                         f" ({ep}+{pp} parts, {time.perf_counter() - t0:.0f} s)"))
+                         (f"{per / sample_ch:.2f}x product, {per / (gz / count):.2f}x gzip JSON"
+                         f" ({ep}+{pp} parts, {time.perf_counter() - t0:.0f} s)")))
         print(f"  {variants[-1]}", flush=True)
     rows += variants
+    per_rec = {}
     for name in VARIANTS:
         b, r, p = parts_bytes(store, name)
         if r:
             pj = store.query("SELECT sum(bytes_on_disk) FROM system.projection_parts WHERE"
                              " active AND database = {d:String} AND table = {t:String}",
                              {"d": DB, "t": name}).result_rows[0][0] or 0
-            base = env_b if name.startswith("env") else pay_b
-            rows.append((f"bench_query variant table {name} (that table only)", f"{b / r:,.0f}",
-                         f"{b / base:.2f}x the product table ({p} parts; projections "
-                         f"{int(pj) / r:,.1f} B/record)"))
+            codecs = store.query("SELECT groupUniqArray(default_compression_codec) FROM"
+                                 " system.parts WHERE active AND database = {d:String} AND"
+                                 " table = {t:String}", {"d": DB, "t": name}).result_rows[0][0]
+            base = pay_b if name.startswith("pay") else env_b
+            per_rec[name] = b / env_r  # per envelope record, whatever the table's rows
+            p = f"{p} parts, {'/'.join(sorted(codecs))}"
+            rows.append((f"bench_query variant table {name}, per row of it", f"{b / r:,.0f}",
+                         (f"{b / base:.2f}x the product table ({p}; projections "
+                          f"{int(pj) / r:,.1f} B/row)")))
 
+    for label, names in (("monthly partitions only (env_month_lw + pay_v2)",
+                          ("env_month_lw", "pay_v2")),
+                         ("the query candidate (env_v2 + pay_v2 + people_v2)",
+                          ("env_v2", "pay_v2", "people_v2"))):
+        if all(n in per_rec for n in names):
+            total = sum(per_rec[n] for n in names)
+            rows.append((f"layout: {label}, per record", f"{total:,.0f}",
+                         (f"{total / whole:.2f}x the product tables, {total / (gz / count):.2f}x"
+                         " gzip JSON")))
     print_table("Bytes on disk per record", ("figure", "bytes/record", "note"), rows)
     print_table("Largest columns (whole store)", ("column", "compressed B/rec",
                                                   "uncompressed B/rec", "ratio"), col_rows)

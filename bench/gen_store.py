@@ -36,15 +36,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
-
-from aitrail.chain import Sealer
-from aitrail.envelope import FIELD_NAMES, commitment, empty_envelope
-from aitrail_collector.store import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS, Store
-from aitrail_collector import demo
+from typing import Any
 
 from _common import ROOT, machine_line
+from aitrail.chain import Sealer
+from aitrail.envelope import FIELD_NAMES, commitment, empty_envelope
+from aitrail_collector import demo
+from aitrail_collector.store import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS, Store
 
 OUT = ROOT / "bench" / "out"
 CHAIN = "main"
@@ -57,7 +57,7 @@ def store_dir(records: int) -> Path:
     return OUT / f"store-{records}"
 
 
-def read_meta(records: int) -> Optional[dict]:
+def read_meta(records: int) -> dict | None:
     path = store_dir(records) / "meta.json"
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -373,7 +373,7 @@ def generate(records: int, reviewers: int, days: int, seed: int, batch: int,
     by_type = dict(store.query(f"SELECT event_type, count() FROM {DB}.envelopes"
                                " GROUP BY event_type ORDER BY event_type").result_rows)
     n_tasks = int(store.query(f"SELECT uniqExact(task_id) FROM {DB}.envelopes").result_rows[0][0])
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False,
                          capture_output=True, text=True).stdout.strip()
     meta = {"records": records, "tasks": n_tasks, "reviewers": reviewers, "days": days,
             "seed": seed, "start_ns": gen.start_ns, "end_ns": end_ns, "chain": CHAIN,
