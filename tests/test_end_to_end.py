@@ -127,3 +127,38 @@ def test_export_streams_every_row_of_a_large_result(collector, tmp_path):
         rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
         assert len(rows) == 5000
         assert {r["input"] for r in rows} == {f"prompt {b}-{i}" for b in range(5) for i in range(1000)}
+
+
+def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
+    """The export is rendered by ClickHouse (aitrail_collector.export); it must write
+    exactly what aitrail.csvfmt.csv_lines writes for the same records, including
+    quoting, formula-safe cells, unicode, maps, and payloads erased or tampered with."""
+    from aitrail.csvfmt import csv_lines
+    from conftest import engine
+
+    _emit_scenario(sdk, TracerProvider().get_tracer("test"))
+    with sdk.task("=SUM(A1)", request_id='quote " and, comma'):
+        @sdk.model_call(model="m", parameters={"b": "-1", "a": "x,y"})
+        def call(text: str) -> str:
+            return "línea 1\r\nzweite \"Zeile\"\n@home"
+        call("+44 prompt with ünïcödé and a\ttab")
+        call("second call")
+        sdk.resolve(resolution="-done", final_decision="")
+    assert sdk.flush(30)
+    collector.stop()
+    engine(collector.data_dir,
+           "ALTER TABLE aitrail.payloads UPDATE content = 'forged' WHERE content = 'second call'"
+           " SETTINGS mutations_sync = 1",
+           "ALTER TABLE aitrail.payloads DELETE WHERE name = 'rationale'"
+           " SETTINGS mutations_sync = 1")
+    collector.start()
+
+    records = collector.get("/api/v1/records?limit=all")["records"]
+    assert len(records) == 7
+    assert {"[erased]", "[payload does not match its sealed commitment]"} <= {
+        v for r in records for v in r.values() if isinstance(v, str)}
+    with __import__("urllib.request").request.urlopen(f"{collector.url}/api/v1/export.csv") as r:
+        exported = r.read()
+    assert exported == "".join(csv_lines(records)).encode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8"))))
+    assert rows[4]["task_id"] == "'=SUM(A1)" and rows[4]["parameters"] == "a=x,y;b=-1"

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from aitrail_collector import query
+from aitrail_collector.export import export_csv as render_csv
 from aitrail_collector.store import Store
 from aitrail_collector.verify import verify_store
 
@@ -55,8 +56,7 @@ def create_app(store: Store, info: Optional[dict] = None) -> FastAPI:
     @app.get("/api/v1/export.csv")
     def export_csv(params: dict = Depends(filter_params)) -> StreamingResponse:
         f = _parse(params, "all", "0")
-        lines = query.csv_lines(query.iter_records(store, f))
-        return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers={
+        return StreamingResponse(render_csv(store, f), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": 'attachment; filename="aitrail-export.csv"'})
 
     @app.get("/api/v1/tasks/{task_id}/timeline")

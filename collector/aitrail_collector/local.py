@@ -6,6 +6,7 @@ from typing import Any, Iterator, Mapping
 
 from aitrail.client import ClientError
 from aitrail_collector import query
+from aitrail_collector.export import export_csv as render_csv
 from aitrail_collector.store import Store, StoreError
 from aitrail_collector.verify import verify_store
 
@@ -45,8 +46,7 @@ class LocalBackend:
 
     def export_csv(self, params: Mapping[str, Any]) -> Iterator[bytes]:
         f = self._filters(params, limit="all", offset="0")
-        for line in query.csv_lines(query.iter_records(self.store, f)):
-            yield line.encode("utf-8")
+        yield from render_csv(self.store, f)
 
     def verify(self) -> dict:
         return verify_store(self.store)

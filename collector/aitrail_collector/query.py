@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.csvfmt import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
-from aitrail.envelope import FIELDS
+from aitrail.envelope import FIELDS, commitment
 from aitrail_collector.store import DB, ENVELOPE_SELECT, HASH_COLUMNS, Store
 
 MAX_LIMIT = 10_000
@@ -162,8 +162,25 @@ def _row_to_record(row: Sequence[Any]) -> dict[str, Any]:
     return rec
 
 
-def _attach_payloads(store: Store, records: list[dict[str, Any]]) -> None:
-    found = store.payloads(r["record_id"] for r in records if r["_commitments"])
+def _attach_payloads(store: Store, records: list[dict[str, Any]],
+                     bounds: Optional[tuple[int, int]] = None) -> None:
+    """Fill each payload column from the payload table, trusting only the sealed
+    commitments: a row whose commitment is not the sealed one is ignored (the
+    payload reads as erased), a row whose content fails its commitment reads as
+    tampered."""
+    wanted: dict[str, list[str]] = {}
+    for rec in records:
+        if rec["_commitments"]:
+            wanted.setdefault(rec["chain_id"], []).append(rec["record_id"])
+    sealed = {rec["record_id"]: rec["_commitments"] for rec in records}
+    found: dict[str, dict[str, Optional[str]]] = {}
+    for chain_id, ids in wanted.items():
+        for rid, name, salt, content, digest in store.payload_rows(chain_id, ids, bounds):
+            expected = sealed[rid].get(name)
+            if expected is None or digest != expected:
+                continue
+            ok = commitment(_salt(salt), content) == expected
+            found.setdefault(rid, {})[name] = content if ok else None
     for rec in records:
         content = found.get(rec["record_id"], {})
         for name in PAYLOAD_COLUMNS:
@@ -173,6 +190,21 @@ def _attach_payloads(store: Store, records: list[dict[str, Any]]) -> None:
             else:
                 rec[name] = ""
         del rec["_commitments"]
+
+
+def _salt(salt_hex: str) -> bytes:
+    try:
+        return bytes.fromhex(salt_hex)
+    except ValueError:  # an edited salt: the commitment check then fails
+        return b""
+
+
+_START = 1 + _FIELD_NAMES.index("start_time")
+
+
+def _bounds(rows: Sequence[Sequence[Any]]) -> Optional[tuple[int, int]]:
+    times = [r[_START] for r in rows]
+    return (min(times), max(times)) if times else None
 
 
 def _select(filters: Filters) -> tuple[str, dict[str, Any]]:
@@ -188,9 +220,10 @@ def _select(filters: Filters) -> tuple[str, dict[str, Any]]:
 
 def search(store: Store, filters: Filters, payloads: bool = True) -> list[dict[str, Any]]:
     sql, params = _select(filters)
-    records = [_row_to_record(r) for r in store.query(sql, params).result_rows]
+    rows = store.query(sql, params).result_rows
+    records = [_row_to_record(r) for r in rows]
     if payloads:
-        _attach_payloads(store, records)
+        _attach_payloads(store, records, _bounds(rows))
     else:
         for rec in records:
             del rec["_commitments"]
@@ -205,16 +238,20 @@ def count(store: Store, filters: Filters) -> int:
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching record, streamed from the store, payloads attached per chunk."""
     sql, params = _select(filters)
-    batch: list[dict[str, Any]] = []
+    rows: list[Sequence[Any]] = []
     for row in store.stream(sql, params):
-        batch.append(_row_to_record(row))
-        if len(batch) >= chunk:
-            _attach_payloads(store, batch)
-            yield from batch
-            batch = []
-    if batch:
-        _attach_payloads(store, batch)
-        yield from batch
+        rows.append(row)
+        if len(rows) >= chunk:
+            yield from _with_payloads(store, rows)
+            rows = []
+    if rows:
+        yield from _with_payloads(store, rows)
+
+
+def _with_payloads(store: Store, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
+    records = [_row_to_record(r) for r in rows]
+    _attach_payloads(store, records, _bounds(rows))
+    return records
 
 
 def timeline(store: Store, task_id: str) -> list[dict[str, Any]]:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import clickhouse_connect
 from clickhouse_connect.driver import options as clickhouse_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from aitrail.chain import GENESIS, Link
-from aitrail.envelope import FIELD_NAMES, FIELDS, commitment
+from aitrail.envelope import FIELD_NAMES, FIELDS
 
 DB = "aitrail"
 DEFAULT_RETENTION_DAYS = 6 * 366  # six years, in whole days
@@ -193,6 +193,15 @@ class Store:
         with client.query_rows_stream(sql, parameters=parameters or {}) as rows:
             yield from rows
 
+    def stream_blocks(self, sql: str, parameters: Optional[dict] = None
+                      ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Column blocks as they come (one sequence per column), on the stream client."""
+        client = getattr(self._local, "stream_client", None)
+        if client is None:
+            client = self._local.stream_client = self._connect()
+        with client.query_column_block_stream(sql, parameters=parameters or {}) as blocks:
+            yield from blocks
+
     def chains(self) -> list[str]:
         rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
         return [r[0] for r in rows.result_rows]
@@ -213,25 +222,23 @@ class Store:
         return [Link(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
                 for r in self.stream(sql, {"c": chain_id})]
 
-    def payloads(self, record_ids: Iterable[str]) -> dict[str, dict[str, Optional[str]]]:
-        """Content per record and payload name, checked against the sealed commitment.
+    def payload_rows(self, chain_id: str, record_ids: Sequence[str],
+                     bounds: Optional[tuple[int, int]] = None) -> list[tuple]:
+        """(record_id, name, salt, content, commitment) rows of these records, read by
+        primary key. The caller holds the sealed commitments and checks each row
+        against them: the payload table alone is never trusted.
 
-        A payload whose content no longer matches its commitment comes back as
-        None (tampered); an orphan from an interrupted write matches nothing.
+        bounds: the records' (min, max) start_time in ns. The ledger writes a payload
+        row with its envelope's start_time, so this prunes the day partitions.
         """
-        ids = list(record_ids)
-        if not ids:
-            return {}
-        sql = (f"SELECT p.record_id, p.name, p.salt, p.content, e.commitments[p.name]"
-               f" FROM {DB}.payloads AS p"
-               f" INNER JOIN (SELECT record_id, commitments FROM {DB}.envelopes"
-               "   WHERE record_id IN {ids:Array(String)}) AS e ON e.record_id = p.record_id"
-               " WHERE p.record_id IN {ids:Array(String)} AND p.commitment = e.commitments[p.name]")
-        out: dict[str, dict[str, Optional[str]]] = {}
-        for rid, name, salt, content, expected in self.query(sql, {"ids": ids}).result_rows:
-            ok = commitment(_as_bytes(salt), content) == expected
-            out.setdefault(rid, {})[name] = content if ok else None
-        return out
+        sql = (f"SELECT record_id, name, salt, content, commitment FROM {DB}.payloads"
+               " WHERE chain_id = {c:String} AND record_id IN {ids:Array(String)}")
+        params: dict[str, Any] = {"c": chain_id, "ids": list(record_ids)}
+        if bounds:
+            sql += (" AND start_time >= fromUnixTimestamp64Nano({lo:Int64})"
+                    " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})")
+            params.update(lo=bounds[0], hi=bounds[1])
+        return self.query(sql, params).result_rows
 
     def close(self) -> None:
         for name in ("client", "stream_client"):
@@ -243,9 +250,3 @@ class Store:
                     pass
                 setattr(self._local, name, None)
 
-
-def _as_bytes(salt_hex: str) -> bytes:
-    try:
-        return bytes.fromhex(salt_hex)
-    except ValueError:  # an edited salt: the commitment check then fails
-        return salt_hex.encode("utf-8", "surrogatepass")
