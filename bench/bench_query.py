@@ -71,6 +71,7 @@ from _common import machine_line, percentile, print_table
 from aitrail.csvfmt import RESULT_COLUMNS, csv_lines
 from aitrail.envelope import PAYLOAD_NAMES, commitment
 from aitrail_collector import export, query
+from aitrail_collector.export import cells as export_cells
 from aitrail_collector.query import Filters
 from aitrail_collector.store import DB, ENVELOPE_SELECT, Store
 
@@ -331,49 +332,6 @@ def override_sql(table: str = "envelopes") -> str:
 
 
 # ---------------------------------------------------------------- export in SQL
-
-def _iso(col: str) -> str:
-    return (f"concat(formatDateTime({col}, '%Y-%m-%dT%H:%i:%S', 'UTC'), '.',"
-            f" leftPad(toString(intDiv(toUnixTimestamp64Nano({col}) % 1000000000, 1000)), 6, '0'),"
-            " 'Z')")
-
-
-def _safe(expr: str) -> str:
-    # csvfmt.csv_cell: text a spreadsheet would run as a formula gets a leading quote
-    return (f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'),"
-            f" concat('''', {expr}), {expr})")
-
-
-def _map(col: str) -> str:
-    return (f"arrayStringConcat(arrayMap(kv -> concat(kv.1, '=', kv.2),"
-            f" arraySort(CAST({col}, 'Array(Tuple(String, String))'))), ';')")
-
-
-def export_cells() -> list[str]:
-    """One SQL expression per RESULT_COLUMNS cell, each the text csv_lines writes."""
-    cells = []
-    payload = set(PAYLOAD_NAMES)
-    for col in RESULT_COLUMNS:
-        if col in ("time", "end_time", "received_time"):
-            cells.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
-        elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
-            cells.append(f"toString(e.{col})")
-        elif col == "confidence":
-            cells.append("ifNull(toString(e.confidence), '')")
-        elif col in ("attributes", "parameters"):
-            cells.append(_safe(_map(f"e.{col}")))
-        elif col in ("leaf_hash", "chain_hash"):
-            cells.append(f"lower(hex(e.{col}))")
-        elif col in payload:
-            # the payload row whose name and commitment are the sealed ones, if any
-            k = f"(indexOf(p.keys, concat('{col}:', e.commitments['{col}'])) AS k_{col})"
-            cells.append(
-                f"if(mapContains(e.commitments, '{col}'), if({k} = 0, '{query.ERASED}',"
-                f" if(p.ok[k_{col}], {_safe(f'p.contents[k_{col}]')}, '{query.TAMPERED}')), '')")
-        else:
-            cells.append(_safe(f"toString(e.{col})"))
-    return cells
-
 
 def export_sql(env: str, pay: str, one_line: bool) -> str:
     """The export rendered by ClickHouse. one_line: each row as one string, quoted as
