@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from aitrail.chain import Sealer
+from aitrail.merkle import CompactRange
 from aitrail.envelope import commitment, empty_envelope
 from aitrail.v1 import audit_pb2 as pb
-from aitrail_collector.store import Store
+from aitrail_collector.store import Store, StoreError
 from aitrail_collector.validate import Limits, validate
 
 log = logging.getLogger("aitrail.collector")
@@ -99,6 +100,44 @@ class Ledger:
         self._queue_lock = threading.Lock()  # guards _waiting
         self._waiting: list[_Pending] = []
         self._sealer = Sealer(chain_id, *store.head(chain_id))
+        self._tree = self._load_tree()
+
+    def _load_tree(self) -> CompactRange:
+        """The Merkle tree over the chain's leaf hashes, as a compact range.
+
+        Continued from the last checkpoint's frontier, so records dropped by
+        retention are not needed. A chain head behind the last checkpoint means
+        signed records were deleted: refuse to seal on top of that.
+        """
+        head = self._sealer.head_seq
+        stored = self.store.checkpoints(self.chain_id)
+        tree = CompactRange()
+        if stored:
+            number, size, _, frontier = stored[-1]
+            if size > head:
+                raise StoreError(
+                    f"chain {self.chain_id!r} was truncated: checkpoint {number} covers "
+                    f"{size} records but the stored chain ends at seq {head}. Run `aitrail "
+                    "verify` and investigate before ingesting again.")
+            tree = CompactRange.from_hashes(size, frontier)
+        leaves = self.store.leaf_hashes(self.chain_id, tree.size + 1, head)
+        if len(leaves) != head - tree.size:
+            raise StoreError(f"chain {self.chain_id!r}: {head - tree.size - len(leaves)} records "
+                             f"between seq {tree.size + 1} and {head} are missing; cannot "
+                             "continue the Merkle tree. Run `aitrail verify`.")
+        tree.extend(leaves)
+        return tree
+
+    def snapshot(self) -> tuple[int, bytes, bytes, list[bytes]]:
+        """(size, Merkle root, chain head hash, frontier) of what is durably stored."""
+        with self._lock:
+            tree = self._tree
+            return tree.size, tree.root(), self._sealer.head_hash, list(tree.hashes)
+
+    @property
+    def commit_lock(self) -> threading.Lock:
+        """Held while a group is sealed and stored; a checkpoint taken under it is exact."""
+        return self._lock
 
     @property
     def head_seq(self) -> int:
@@ -188,10 +227,12 @@ class Ledger:
             sealer.head_seq, sealer.head_hash = saved
             self._reload_head()
             raise
+        self._tree.extend(row[-2] for row in envelopes)
 
     def _reload_head(self) -> None:
         try:
             self._sealer.head_seq, self._sealer.head_hash = self.store.head(self.chain_id)
+            self._tree = self._load_tree()
         except Exception:  # noqa: BLE001 - the store is down; the next append retries
             log.exception("could not reread the chain head")
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+import os
+from typing import Any, Iterator, Mapping, Optional
 
 from aitrail.client import ClientError
-from aitrail_collector import query
+from aitrail.checkpoint import CheckpointError, load_public_key
+from aitrail_collector import proofs, query
+from aitrail_collector.anchor import AnchorError, open_anchor
+from aitrail_collector.checkpoint_audit import Trust
 from aitrail_collector.export import export_csv as render_csv
 from aitrail_collector.store import Store, StoreError
 from aitrail_collector.verify import verify_store
@@ -48,8 +52,36 @@ class LocalBackend:
         f = self._filters(params, limit="all", offset="0")
         yield from render_csv(self.store, f)
 
-    def verify(self) -> dict:
-        return verify_store(self.store)
+    def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,
+               anchor: Optional[str] = None) -> dict:
+        try:
+            return verify_store(self.store, trust=self._trust(public_key, anchor),
+                                from_checkpoint=from_checkpoint)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
+
+    def _trust(self, public_key: Optional[str], anchor: Optional[str]) -> Trust:
+        """The key and anchor given, else the embedded store's defaults beside it."""
+        data_dir = self.store.dsn[len("chdb://"):] if self.store.embedded else None
+        if not public_key and data_dir and os.path.exists(os.path.join(data_dir, "signing-key.pub")):
+            public_key = os.path.join(data_dir, "signing-key.pub")
+        if not anchor and data_dir and os.path.isdir(os.path.join(data_dir, "anchor")):
+            anchor = os.path.join(data_dir, "anchor")
+        trust = Trust()
+        try:
+            if public_key:
+                trust.public_key = load_public_key(public_key)
+            if anchor:
+                trust.anchor = open_anchor(anchor)
+        except (CheckpointError, AnchorError, OSError) as exc:
+            raise ClientError(str(exc)) from None
+        return trust
+
+    def prove(self, record_id: str) -> str:
+        try:
+            return proofs.record_bundle(self.store, None, record_id)
+        except proofs.ProofRequestError as exc:
+            raise ClientError(str(exc)) from None
 
     def summary(self) -> dict:
         return query.summary(self.store)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from aitrail_collector.anchor import AnchorError
 from aitrail_collector.ingest import TlsFiles
 from aitrail_collector.server import Collector, CollectorConfig, running_collector
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, StoreError, dsn_for
@@ -24,7 +25,10 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         raise ValueError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.api_keys):
+    if getattr(args, "checkpoint_interval", 1) <= 0 or getattr(args, "checkpoint_max_quiet", 1) <= 0:
+        raise ValueError("--checkpoint-interval and --checkpoint-max-quiet must be positive")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.api_keys,
+                 getattr(args, "signing_key", None)):
         if path and not os.path.isfile(path):
             raise ValueError(f"{path}: no such file")
     limits = Limits(max_record_bytes=args.max_record_bytes, max_text_chars=args.max_text_chars,
@@ -37,6 +41,10 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
                            max_records_per_batch=args.max_records_per_batch,
                            max_pending_records=args.max_pending_records,
                            api_keys=args.api_keys,
+                           signing_key=getattr(args, "signing_key", None),
+                           anchor=getattr(args, "anchor", None),
+                           checkpoint_interval=getattr(args, "checkpoint_interval", 300),
+                           checkpoint_max_quiet=getattr(args, "checkpoint_max_quiet", 86400),
                            tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
                            if args.tls_cert else None)
 
@@ -44,7 +52,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
 def start_from_args(args: argparse.Namespace) -> Collector:
     try:
         return Collector(config_from_args(args)).start()
-    except (StoreError, OSError, ValueError) as exc:
+    except (StoreError, AnchorError, OSError, ValueError) as exc:
         sys.stderr.write(f"aitrail {args.command}: {exc}\n")
         raise SystemExit(2) from None
 

@@ -22,6 +22,10 @@ from aitrail_collector.auth import KeyRing
 from aitrail_collector.ingest import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PENDING_RECORDS,
                                       DEFAULT_MAX_RECORDS_PER_BATCH, ExportHandler, TlsFiles,
                                       start_grpc)
+from aitrail.checkpoint import load_private_key, write_keypair
+from aitrail_collector.anchor import open_anchor
+from aitrail_collector.checkpoint_audit import Trust
+from aitrail_collector.checkpointer import DEFAULT_INTERVAL_S, DEFAULT_MAX_QUIET_S, Checkpointer
 from aitrail_collector.ledger import Ledger
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, Store
 from aitrail_collector.validate import Limits
@@ -43,6 +47,10 @@ class CollectorConfig:
     max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS
     api_keys: Optional[str] = None       # keys file; set: every request needs a valid key
     tls: Optional[TlsFiles] = None
+    signing_key: Optional[str] = None    # Ed25519 private key (PEM); default <data dir>/signing-key.pem
+    anchor: Optional[str] = None         # directory or s3://bucket/prefix; default <data dir>/anchor
+    checkpoint_interval: float = DEFAULT_INTERVAL_S
+    checkpoint_max_quiet: float = DEFAULT_MAX_QUIET_S
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -58,11 +66,37 @@ class Collector:
         self.store = Store(config.dsn, config.retention_days)
         self.store.ensure_schema()
         self.ledger = Ledger(self.store, config.chain_id, config.limits)
+        key_path, anchor_url = self._signing_paths()
+        self.private_key = load_private_key(key_path)
+        self.anchor = open_anchor(anchor_url)
+        self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
+                                         config.checkpoint_interval, config.checkpoint_max_quiet)
         self.grpc_port = 0
         self.http_port = 0
         self._grpc = None
         self._http: Optional[uvicorn.Server] = None
         self._http_thread: Optional[threading.Thread] = None
+
+    def _signing_paths(self) -> tuple[str, str]:
+        """The signing key and anchor; in embedded mode both default into the data dir
+        (a key is made on first start). A production deployment passes both, so the
+        key and the anchor live where a database administrator cannot reach them."""
+        cfg = self.config
+        key, anchor = cfg.signing_key, cfg.anchor
+        if not self.data_dir and not (key and anchor):
+            raise ValueError("a ClickHouse server store needs --signing-key and --anchor")
+        if not key:
+            key = os.path.join(self.data_dir, "signing-key.pem")
+            if not os.path.exists(key):
+                write_keypair(key, os.path.join(self.data_dir, "signing-key.pub"))
+                log.warning("made a checkpoint signing key at %s; keep a copy of %s for "
+                            "verifiers", key, os.path.join(self.data_dir, "signing-key.pub"))
+        return key, anchor or os.path.join(self.data_dir, "anchor")
+
+    def trust(self) -> Trust:
+        """What this collector's own verify checks against: its key and its anchor."""
+        return Trust(public_key=self.private_key.public_key(), anchor=self.anchor,
+                     max_gap_s=self.config.checkpoint_max_quiet + 3600)
 
     @property
     def data_dir(self) -> Optional[str]:
@@ -80,6 +114,7 @@ class Collector:
 
     def start(self) -> "Collector":
         cfg = self.config
+        self.checkpointer.start()
         handler = ExportHandler(self.ledger, keys=KeyRing(cfg.api_keys) if cfg.api_keys else None,
                                 max_records=cfg.max_records_per_batch,
                                 max_pending=cfg.max_pending_records)
@@ -95,7 +130,7 @@ class Collector:
     def _start_http(self) -> None:
         host, port = _split(self.config.http_listen)
         info = {"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint}
-        cfg = uvicorn.Config(create_app(self.store, info), host=host, port=port,
+        cfg = uvicorn.Config(create_app(self.store, info, collector=self), host=host, port=port,
                              log_level="warning", access_log=False)
         self._http = uvicorn.Server(cfg)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
@@ -119,6 +154,7 @@ class Collector:
             self._http.should_exit = True
             if self._http_thread:
                 self._http_thread.join(grace)
+        self.checkpointer.stop()  # the closing checkpoint covers everything stored
         if self.data_dir:
             try:
                 os.remove(os.path.join(self.data_dir, LOCK_FILE))

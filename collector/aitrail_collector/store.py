@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime, timezone
 from typing import Any, Iterator, Optional, Sequence
 
 import clickhouse_connect
@@ -86,6 +87,21 @@ def payload_ddl(retention_days: int) -> str:
             " fsync_after_insert = 1, fsync_part_directory = 1")
 
 
+CHECKPOINT_COLUMNS = ("chain_id", "number", "size", "time", "text", "frontier")
+
+
+def checkpoint_ddl() -> str:
+    # No TTL: checkpoints are tiny and outlive the records they cover, so a
+    # verifier can start from one after retention dropped the records before it.
+    # frontier: the compact range at `size` (hex), from which the tree can be
+    # continued without the leaves before it; it is checked against the signed root.
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.checkpoints (\n"
+            "  chain_id LowCardinality(String), number UInt64, size UInt64,\n"
+            "  time DateTime64(9, 'UTC'), text String, frontier Array(String)\n)"
+            " ENGINE = MergeTree ORDER BY (chain_id, number)"
+            " SETTINGS fsync_after_insert = 1, fsync_part_directory = 1")
+
+
 def dsn_for(data_dir: Optional[str] = None, clickhouse: Optional[str] = None) -> str:
     if clickhouse:
         if not clickhouse.startswith(("chdb:", "http://", "https://")):
@@ -139,6 +155,7 @@ class Store:
         c.command(f"CREATE DATABASE IF NOT EXISTS {DB}")
         c.command(envelope_ddl(self.retention_days))
         c.command(payload_ddl(self.retention_days))
+        c.command(checkpoint_ddl())
 
     def has_schema(self) -> bool:
         rows = self.client.query("SELECT count() FROM system.tables WHERE database = {db:String}"
@@ -180,7 +197,39 @@ class Store:
             c.insert(f"{DB}.envelopes", list(zip(*envelopes)), column_names=ENVELOPE_COLUMNS,
                      column_oriented=True, settings={"insert_deduplication_token": token + "/e"})
 
+    def insert_checkpoint(self, chain_id: str, number: int, size: int, time_ns: int,
+                          text: str, frontier: Sequence[bytes]) -> None:
+        self.client.insert(f"{DB}.checkpoints",
+                           [[chain_id, number, size, _dt(time_ns), text,
+                             [h.hex() for h in frontier]]],
+                           column_names=CHECKPOINT_COLUMNS)
+
     # ------------------------------------------------------------ reading
+    def checkpoints(self, chain_id: str) -> list[tuple[int, int, str, list[bytes]]]:
+        """(number, size, signed text, frontier) of every stored checkpoint, by number."""
+        rows = self.query(f"SELECT number, size, text, frontier FROM {DB}.checkpoints"
+                          " WHERE chain_id = {c:String} ORDER BY number", {"c": chain_id})
+        return [(int(n), int(s), t, [bytes.fromhex(h) for h in f])
+                for n, s, t, f in rows.result_rows]
+
+    def checkpoint_chains(self) -> list[str]:
+        rows = self.query(f"SELECT DISTINCT chain_id FROM {DB}.checkpoints ORDER BY chain_id")
+        return [r[0] for r in rows.result_rows]
+
+    def leaf_hashes(self, chain_id: str, first_seq: int, last_seq: int) -> list[bytes]:
+        """Stored leaf hashes of seq first..last, in seq order."""
+        rows = self.query(f"SELECT leaf_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+                          " AND seq >= {a:UInt64} AND seq <= {b:UInt64} ORDER BY seq",
+                          {"c": chain_id, "a": first_seq, "b": last_seq})
+        return [bytes(r[0]) for r in rows.result_rows]
+
+    def position(self, record_id: str) -> Optional[tuple[str, int]]:
+        """(chain_id, seq) of a stored record."""
+        rows = self.query(f"SELECT chain_id, seq FROM {DB}.envelopes"
+                          " WHERE record_id = {r:String} ORDER BY seq LIMIT 1",
+                          {"r": record_id}).result_rows
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
     def query(self, sql: str, parameters: Optional[dict] = None):
         return self.client.query(sql, parameters=parameters or {})
 
@@ -206,21 +255,21 @@ class Store:
         rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
         return [r[0] for r in rows.result_rows]
 
-    def iter_chain(self, chain_id: str) -> Iterator[tuple[Link, dict]]:
-        """Every row of one chain by seq: its link and its envelope fields."""
+    def iter_chain(self, chain_id: str, from_seq: int = 1) -> Iterator[tuple[Link, dict]]:
+        """Every row of one chain by seq (from ``from_seq``): its link and envelope fields."""
         sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
-               " ORDER BY seq")
+               " AND seq >= {s:UInt64} ORDER BY seq")
         n_fields = len(FIELD_NAMES)
-        for row in self.stream(sql, {"c": chain_id}):
+        for row in self.stream(sql, {"c": chain_id, "s": from_seq}):
             envelope = dict(zip(FIELD_NAMES, row[1:1 + n_fields]))
             prev, leaf, chain = row[1 + n_fields:]
             yield Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain)), envelope
 
-    def links(self, chain_id: str) -> list[Link]:
+    def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
         sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
-               " WHERE chain_id = {c:String} ORDER BY seq")
+               " WHERE chain_id = {c:String} AND seq >= {s:UInt64} ORDER BY seq")
         return [Link(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
-                for r in self.stream(sql, {"c": chain_id})]
+                for r in self.stream(sql, {"c": chain_id, "s": from_seq})]
 
     def payload_rows(self, chain_id: str, record_ids: Sequence[str],
                      bounds: Optional[tuple[int, int]] = None) -> list[tuple]:
@@ -250,3 +299,6 @@ class Store:
                     pass
                 setattr(self._local, name, None)
 
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc)

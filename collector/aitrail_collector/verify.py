@@ -11,39 +11,71 @@ import time
 from typing import Optional, Sequence
 
 from aitrail.chain import GENESIS, INSERTED, Report, check_rows, classify_links
+from aitrail_collector.checkpoint_audit import CheckpointAudit, Trust
 from aitrail_collector.store import Store
 
 
-def verify_chain(store: Store, chain_id: str) -> Report:
+def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None) -> Report:
+    """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
+    and start where the audit says (``--from-checkpoint``)."""
+    start_seq = audit.start_seq if audit else 1
+    start_hash = audit.start_hash if audit else GENESIS
     report = Report(chain_id)
-    expected_seq, prev = 1, GENESIS
+    expected_seq, prev = start_seq, start_hash
     linked = True
 
     def rows():
         nonlocal expected_seq, prev, linked
-        for link, envelope in store.iter_chain(chain_id):
+        for link, envelope in store.iter_chain(chain_id, start_seq):
             report.records += 1
             report.head_seq = link.seq
             if link.seq != expected_seq or link.prev_hash != prev:
                 linked = False
             expected_seq, prev = link.seq + 1, link.chain_hash
+            if audit is not None:
+                audit.add(link.leaf_hash, link.chain_hash)
             yield link, envelope
 
     modified = list(check_rows(chain_id, rows()))
     placed = []
     if not linked:
         suspects = frozenset((f.seq, f.record_id) for f in modified)
-        placed = classify_links(chain_id, store.links(chain_id), suspects=suspects)
+        placed = classify_links(chain_id, store.links(chain_id, start_seq), start_seq,
+                                start_hash, suspects=suspects)
     # A forged row is reported once, as inserted, not also as modified.
     inserted = {(f.seq, f.record_id) for f in placed if f.kind == INSERTED}
     report.findings = [f for f in modified if (f.seq, f.record_id) not in inserted] + placed
+    if audit is not None:
+        audit.finish(report.head_seq)
+        report.findings += audit.findings
     report.findings.sort(key=lambda f: (f.seq, f.kind))
     return report
 
 
-def verify_store(store: Store, chains: Optional[Sequence[str]] = None) -> dict:
+def _audit(store: Store, chain_id: str, trust: Optional[Trust],
+           from_checkpoint: Optional[int]) -> Optional[CheckpointAudit]:
+    if trust is None:
+        return None
+    anchor_entries = None
+    if trust.anchor is not None:
+        anchor_entries = trust.anchor.entries(chain_id)
+    return CheckpointAudit(chain_id, store.checkpoints(chain_id), anchor_entries, trust,
+                           from_checkpoint)
+
+
+def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
+                 trust: Optional[Trust] = None, from_checkpoint: Optional[int] = None) -> dict:
+    """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
+
+    Raises ValueError when ``from_checkpoint`` names no usable checkpoint.
+    """
     started = time.perf_counter()
-    reports = [verify_chain(store, c) for c in (chains or store.chains())]
+    names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
+    reports, audits = [], {}
+    for chain_id in names:
+        audit = _audit(store, chain_id, trust, from_checkpoint)
+        audits[chain_id] = audit
+        reports.append(verify_chain(store, chain_id, audit))
     elapsed = time.perf_counter() - started
     records = sum(r.records for r in reports)
     return {
@@ -51,6 +83,8 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None) -> dict:
         "records": records,
         "seconds": round(elapsed, 3),
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
-                    "ok": r.ok} for r in reports],
+                    "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
+                                   if audits[r.chain_id] else {})} for r in reports],
         "findings": [f.as_dict() for r in reports for f in r.findings],
+        "warnings": [w for a in audits.values() if a for w in a.warnings],
     }

@@ -221,20 +221,111 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = _backend(args).verify()
+    backend = _backend(args)
+    report = backend.verify(from_checkpoint=args.from_checkpoint, public_key=args.public_key,
+                            anchor=args.anchor)
+    if args.public_key:
+        _check_key_id(report, args.public_key)
     if args.format == "json":
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif report["ok"]:
-        chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']})" for c in report["chains"])
+    else:
+        _print_verify(report)
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _check_key_id(report: dict, public_key_path: str) -> None:
+    """A collector verified with its own key: it must be the key the user trusts."""
+    from aitrail.checkpoint import key_id, load_public_key
+    want = key_id(load_public_key(public_key_path))
+    for chain in report["chains"]:
+        got = (chain.get("checkpoints") or {}).get("key_id")
+        if got and got != want:
+            report["ok"] = False
+            report["findings"].append({
+                "kind": "checkpoint_bad_signature", "chain_id": chain["chain_id"], "seq": 0,
+                "record_id": "", "detail": f"the checkpoints are signed by key {got}, not by "
+                f"the given key {want}"})
+
+
+def _print_verify(report: dict) -> None:
+    chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']}"
+                       + _checkpoint_note(c.get("checkpoints")) + ")" for c in report["chains"])
+    if report["ok"]:
         print(f"OK: {report['records']} records in {len(report['chains'])} chain(s) verified "
               f"[{chains or 'empty ledger'}] in {report['seconds']} s")
     else:
-        print(f"FAILED: {len(report['findings'])} finding(s) in {report['records']} records")
+        print(f"FAILED: {len(report['findings'])} finding(s) in {report['records']} records "
+              f"[{chains}]")
         for f in report["findings"]:
             print(f"  {f['kind']:<12} chain={f['chain_id']} seq={f['seq']} "
                   f"record={f['record_id'] or '-'}: {f['detail']}")
-    return EXIT_OK if report["ok"] else EXIT_FAILED
+    for c in report["chains"]:
+        for period in (c.get("checkpoints") or {}).get("periods_without_checkpoint", []):
+            print(f"  no checkpoint for {period['hours']} h after checkpoint {period['after']} "
+                  f"of chain {c['chain_id']}: nothing proves what was logged in that period")
+    for warning in report.get("warnings", []):
+        print(f"  note: {warning}")
+
+
+def _checkpoint_note(cps: Optional[dict]) -> str:
+    if not cps:
+        return ""
+    last = cps.get("last")
+    note = f", {cps['checkpoints']} checkpoints"
+    if last:
+        note += f", last #{last['number']} at size {last['size']}"
+    if cps.get("key_id"):
+        note += f", key {cps['key_id']}"
+    if cps.get("from_checkpoint"):
+        note += f", from checkpoint {cps['from_checkpoint']}"
+    return note
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from aitrail.checkpoint import key_id, load_public_key, write_keypair
+    private, public = args.out + ".pem", args.out + ".pub"
+    try:
+        write_keypair(private, public)
+    except (FileExistsError, OSError) as exc:
+        raise UsageError(f"{exc}") from None
+    print(f"private key {private} (mode 0600: give it to the collector, --signing-key)")
+    print(f"public key  {public} (key id {key_id(load_public_key(public))}: give it to "
+          "verifiers)")
+    return EXIT_OK
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    text = _backend(args).prove(args.record_id)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        sys.stderr.write(f"proof bundle for {args.record_id} written to {args.output}\n")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    from aitrail.checkpoint import CheckpointError, load_public_key
+    from aitrail.proof import BundleError, verify_bundle
+    try:
+        key = load_public_key(args.public_key)
+    except (CheckpointError, OSError) as exc:
+        raise UsageError(f"--public-key: {exc}") from None
+    try:
+        with open(args.bundle, encoding="utf-8", newline="") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.bundle}: {exc}") from None
+    try:
+        bundle = verify_bundle(text, key)
+    except BundleError as exc:
+        print(f"FAILED: {args.bundle}: {exc}")
+        return EXIT_FAILED
+    print(f"OK: record {bundle['record_id']} is record {bundle['seq']} of chain "
+          f"{bundle['chain_id']}, included in signed checkpoint of size {bundle['tree_size']}")
+    return EXIT_OK
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -302,6 +393,16 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", default="main", help="the chain this collector seals (default main)")
     p.add_argument("--retention-days", type=int, default=None,
                    help="drop day partitions older than this (default 6 years)")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--signing-key", metavar="PEM",
+                   help="Ed25519 private key for checkpoints (`aitrail keygen`; default: "
+                        "<data dir>/signing-key.pem, made on first start)")
+    g.add_argument("--anchor", metavar="DIR|s3://BUCKET/PREFIX",
+                   help="independent store for every checkpoint (default <data dir>/anchor)")
+    g.add_argument("--checkpoint-interval", type=float, default=300, metavar="SECONDS",
+                   help="sign a checkpoint this often when records arrived (default 300)")
+    g.add_argument("--checkpoint-max-quiet", type=float, default=86400, metavar="SECONDS",
+                   help="and at least this often when none did (default 86400)")
     g = p.add_argument_group("security")
     g.add_argument("--api-keys", metavar="FILE", help="require an API key from this keys file "
                    "(see `aitrail apikey`); a key may only write records of its own service")
@@ -363,10 +464,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default stdout)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", help="recompute every hash and the sequence of every chain")
+    p = sub.add_parser("verify", help="recompute every hash, the sequence of every chain, and "
+                       "check every signed checkpoint against the records and the anchor")
     _add_target(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--from-checkpoint", type=int, metavar="N",
+                   help="verify from checkpoint N on (records before it may have been dropped "
+                        "by retention)")
+    p.add_argument("--public-key", metavar="PEM",
+                   help="the checkpoint signing key to trust (default, with --data-dir: "
+                        "<dir>/signing-key.pub)")
+    p.add_argument("--anchor", metavar="DIR|s3://BUCKET/PREFIX",
+                   help="the anchor store to compare with (default, with --data-dir: <dir>/anchor)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")
+    p.add_argument("--out", default="aitrail-signing-key",
+                   help="path prefix: writes PREFIX.pem (private) and PREFIX.pub (public)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("prove", help="write a self-contained proof bundle for one record")
+    p.add_argument("record_id")
+    _add_target(p)
+    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    p.set_defaults(func=cmd_prove)
+
+    p = sub.add_parser("verify-proof", help="check a proof bundle offline (exit 0 valid, 1 not)")
+    p.add_argument("bundle", help="the bundle file written by `aitrail prove`")
+    p.add_argument("--public-key", required=True, metavar="PEM",
+                   help="the collector's checkpoint public key")
+    p.set_defaults(func=cmd_verify_proof)
 
     p = sub.add_parser("apikey", help="create, revoke and list ingest API keys")
     p.add_argument("action", choices=("create", "revoke", "list"))

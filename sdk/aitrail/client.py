@@ -10,7 +10,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 
 class ClientError(RuntimeError):
@@ -60,8 +60,19 @@ class HttpBackend:
                     return
                 yield chunk
 
-    def verify(self) -> dict:
-        return self._json("/api/v1/verify")
+    def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,
+               anchor: Optional[str] = None) -> dict:
+        # The collector checks with its own key and anchor; the caller compares the
+        # key id with the key it trusts (cli._check_key_id).
+        if anchor:
+            raise ClientError("--anchor applies to --data-dir; a collector compares with its "
+                              "own anchor store")
+        return self._json("/api/v1/verify", {"from_checkpoint": from_checkpoint})
+
+    def prove(self, record_id: str) -> str:
+        path = "/api/v1/records/" + urllib.parse.quote(record_id, safe="") + "/proof"
+        with self._open(path) as resp:
+            return resp.read().decode("utf-8")
 
     def summary(self) -> dict:
         return self._json("/api/v1/summary")
