@@ -69,8 +69,13 @@ class CheckpointAudit:
         self.start = self._start_at(from_number)
         self.tree = self._start_tree()
         self.leaves: Optional[list[bytes]] = [] if self.start is None else None
-        self._pending = sorted((k for k in self.by_number.values() if k.valid),
-                               key=lambda k: k.signed.checkpoint.number)
+        # Every valid copy is held against the records: where the anchor's copy differs
+        # from the database's, each is checked, so a rewritten history shows in both.
+        copies = list(self.by_number.values()) + [
+            k for n, k in (self.anchor or {}).items()
+            if n in self.db and k.signed.text() != self.db[n].signed.text()]
+        self._pending = sorted((k for k in copies if k.valid),
+                               key=lambda k: (k.signed.checkpoint.size, k.signed.checkpoint.number))
         if self.start is not None:
             start_num = self.start.signed.checkpoint.number
             self._pending = [k for k in self._pending if k.signed.checkpoint.number > start_num]
