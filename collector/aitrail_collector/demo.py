@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import random
 import shlex
 import sys
@@ -521,8 +522,10 @@ def _override_by_variant(store: Store) -> list[tuple[str, str, str, int, int]]:
 
 def _print_verification(report: dict) -> None:
     if report["ok"]:
+        cps = sum((c.get("checkpoints") or {}).get("checkpoints", 0) for c in report["chains"])
         print(f"  Verification         OK: {report['records']} records in "
-              f"{len(report['chains'])} chain(s), every hash recomputed "
+              f"{len(report['chains'])} chain(s), every hash recomputed, {cps} signed "
+              f"checkpoint(s) checked against the records and the anchor "
               f"({report['seconds']} s)")
         return
     print(f"  Verification         FAILED: {len(report['findings'])} finding(s) in "
@@ -548,6 +551,8 @@ def _print_commands(collector: Collector, example: Outcome, serving: bool) -> No
         else "the collector has stopped; read the store directly:"
     targets.append((label, _target_flags(collector)))
     task = example.ticket_id
+    first = query.search(collector.store, query.Filters(task=task, limit=1), payloads=False)
+    record_id = first[0]["record_id"] if first else "RECORD_ID"
     for label, flags in targets:
         print(f"  {label}")
         print(f"    aitrail query --task {task} {flags}")
@@ -556,6 +561,11 @@ def _print_commands(collector: Collector, example: Outcome, serving: bool) -> No
         print(f"    aitrail export --since 1d -o audit.csv {flags}")
         print(f"    aitrail verify {flags}")
         print(f"    aitrail summary {flags}")
+        print(f"    aitrail prove {record_id} -o proof.json {flags}")
+    if collector.data_dir:
+        pub = shlex.quote(os.path.join(collector.data_dir, "signing-key.pub"))
+        print("  and, anywhere, with nothing but the bundle and the public key:")
+        print(f"    aitrail verify-proof proof.json --public-key {pub}")
 
 
 def _example_ticket(outcomes: Sequence[Outcome]) -> Outcome:
@@ -606,8 +616,12 @@ def _run(collector: Collector, args: argparse.Namespace) -> int:
     print(f" done in {time.perf_counter() - started:.1f} s ({sent} records sent over gRPC)")
     for problem in problems:
         print(f"WARNING: {problem}; the ledger is missing records from this run")
-    report = verify_store(collector.store)
+    signed = collector.checkpointer.issue(force=True)  # sign what this run wrote
+    report = verify_store(collector.store, trust=collector.trust())
     _print_summary(collector, query.summary(collector.store), report, earlier)
+    cp = signed.checkpoint
+    print(f"  Signed checkpoint    #{cp.number} of chain {cp.origin}: {cp.size} records, key "
+          f"{cp.key_id}, copy in {collector.anchor.describe()}")
     _print_commands(collector, _example_ticket(outcomes), serving=not args.no_serve)
     code = 0 if report["ok"] and not problems else 1
     if args.no_serve:
