@@ -79,6 +79,11 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
     elif kind == "data_access":
         a = rec.data_access
         env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
+    elif kind == "redaction":
+        # Made by the collector only (erasure.py); who asked, what, why travel in the
+        # data_access part, what was erased in attributes.
+        a = rec.data_access
+        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
     return env, [(name, content) for name, content in payloads if content]
 
 
@@ -170,6 +175,18 @@ class Ledger:
                 pending.records.append(rec)
         if pending.records:
             self._commit(pending)
+        pending.result.head_seq = self._sealer.head_seq
+        return pending.result
+
+    def append_own(self, rec: pb.AuditRecord) -> AppendResult:
+        """Seal a record the collector made itself (a ``redaction``).
+
+        Client validation is skipped (it refuses the reserved types); everything
+        else is the path of every record: the commit lock, the duplicate check,
+        sealing, the insert and the Merkle tree.
+        """
+        pending = _Pending(AppendResult(), [rec])
+        self._commit(pending)
         pending.result.head_seq = self._sealer.head_seq
         return pending.result
 

@@ -85,3 +85,32 @@ class LocalBackend:
 
     def summary(self) -> dict:
         return query.summary(self.store)
+
+    def erase(self, *, task: Optional[str] = None, record_id: Optional[str] = None,
+              reason: Optional[str] = None, actor: Optional[str] = None) -> dict:
+        """Erase as a collector would, sealing the redaction record here: no collector
+        holds this directory, so this process is the only one sealing its chains."""
+        from aitrail.client import NothingToErase
+        from aitrail_collector import erasure
+        from aitrail_collector.ledger import Ledger
+        if not self.store.embedded:
+            # A collector may be sealing into a server store right now: a second
+            # sealer would fork its chain.
+            raise ClientError("erasing in a ClickHouse server store goes through the collector "
+                              "that seals its chain: use --url")
+        ledgers: dict[str, Ledger] = {}
+
+        def ledger_for(chain_id: str) -> Ledger:
+            if chain_id not in ledgers:
+                try:
+                    ledgers[chain_id] = Ledger(self.store, chain_id)
+                except StoreError as exc:
+                    raise erasure.ErasureError(str(exc)) from None
+            return ledgers[chain_id]
+        try:
+            return erasure.erase(self.store, ledger_for, task=task, record_id=record_id,
+                                 reason=reason, actor=actor or "unknown")
+        except erasure.ErasureError as exc:
+            raise ClientError(str(exc)) from None
+        except erasure.NothingToErase as exc:
+            raise NothingToErase(str(exc)) from None

@@ -18,8 +18,10 @@ look things up by, so those lookups do not scan the table.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional, Sequence
 
@@ -156,6 +158,9 @@ class Store:
         c.command(envelope_ddl(self.retention_days))
         c.command(payload_ddl(self.retention_days))
         c.command(checkpoint_ddl())
+        # Dashboard views (dashboards/sql); imported here: dashboards imports Store.
+        from aitrail_collector.dashboards import create_views
+        create_views(self)
 
     def has_schema(self) -> bool:
         rows = self.client.query("SELECT count() FROM system.tables WHERE database = {db:String}"
@@ -191,8 +196,14 @@ class Store:
         # Column-oriented: the driver encodes column by column, about a third
         # cheaper than transposing rows itself.
         if payloads:
+            # Payload rows get fresh salts on every attempt, so their token names the
+            # salts: after a half-landed insert (payloads in, envelopes not) the retry
+            # must store its own rows, not be deduplicated into rows whose salts its
+            # envelopes do not commit to. The first attempt's rows become orphans.
+            salts = hashlib.sha256("".join(p[4] for p in payloads).encode()).hexdigest()[:16]
             c.insert(f"{DB}.payloads", list(zip(*payloads)), column_names=PAYLOAD_COLUMNS,
-                     column_oriented=True, settings={"insert_deduplication_token": token + "/p"})
+                     column_oriented=True,
+                     settings={"insert_deduplication_token": f"{token}/p/{salts}"})
         if envelopes:
             c.insert(f"{DB}.envelopes", list(zip(*envelopes)), column_names=ENVELOPE_COLUMNS,
                      column_oriented=True, settings={"insert_deduplication_token": token + "/e"})
@@ -288,6 +299,42 @@ class Store:
                     " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})")
             params.update(lo=bounds[0], hi=bounds[1])
         return self.query(sql, params).result_rows
+
+    # ------------------------------------------------------------ erasing
+    def erase_payloads(self, chain_id: str, record_ids: Sequence[str],
+                       timeout_s: float = 30.0) -> int:
+        """Delete every payload row of these records, so that the bytes leave the disk.
+
+        The only way data leaves the payload table (DESIGN.md, "Sealing"). A mutation
+        rewrites the parts that hold the rows (a lightweight DELETE would only mask
+        them). The parts it replaced, content included, stay on disk as inactive parts
+        until the engine's cleanup runs, which embedded chDB may not do for minutes;
+        so the table keeps no inactive parts (old_parts_lifetime = 0; merged parts are
+        fsynced instead, which is what that lifetime guarded against) and the cleanup
+        is run here. Returns how many inactive parts are still on disk when
+        ``timeout_s`` ran out (a long-running query can pin one): 0 when all is gone.
+        """
+        c = self.client
+        c.command(f"ALTER TABLE {DB}.payloads MODIFY SETTING old_parts_lifetime = 0,"
+                  " min_compressed_bytes_to_fsync_after_merge = 1")
+        c.command(f"ALTER TABLE {DB}.payloads DELETE WHERE chain_id = {{c:String}}"
+                  " AND record_id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
+                  parameters={"c": chain_id, "ids": list(record_ids)})
+        return self._sweep_payload_parts(timeout_s)
+
+    def _sweep_payload_parts(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # Dropping a partition that cannot exist (toDate never gives 00000000)
+            # makes the engine remove the table's inactive parts there and then,
+            # without detaching the table under concurrent queries and inserts.
+            self.client.command(f"ALTER TABLE {DB}.payloads DROP PARTITION ID '00000000'")
+            left = int(self.query("SELECT count() FROM system.parts WHERE database = {db:String}"
+                                  " AND table = 'payloads' AND NOT active",
+                                  {"db": DB}).result_rows[0][0])
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.2)  # a part replaced in this very second is kept until the next
 
     def close(self) -> None:
         for name in ("client", "stream_client"):

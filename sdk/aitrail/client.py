@@ -17,6 +17,10 @@ class ClientError(RuntimeError):
     """The collector refused the request or could not be reached; the text says which."""
 
 
+class NothingToErase(ClientError):
+    """An erasure found nothing to erase: no such task or record, or already erased."""
+
+
 class HttpBackend:
     def __init__(self, url: str, timeout: float = 120.0):
         if not url.startswith(("http://", "https://")):
@@ -76,3 +80,24 @@ class HttpBackend:
 
     def summary(self) -> dict:
         return self._json("/api/v1/summary")
+
+    def erase(self, *, task: Optional[str] = None, record_id: Optional[str] = None,
+              reason: Optional[str] = None, actor: Optional[str] = None) -> dict:
+        """POST /api/v1/erase. Raises NothingToErase (HTTP 404 or 409), else ClientError."""
+        body = json.dumps({"task": task, "record_id": record_id, "reason": reason,
+                           "actor": actor}).encode("utf-8")
+        req = urllib.request.Request(f"{self.url}/api/v1/erase", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                return json.load(resp)
+        except urllib.error.HTTPError as err:
+            try:
+                detail = json.loads(err.read()).get("detail")
+            except (ValueError, AttributeError):
+                detail = None
+            kind = NothingToErase if err.code in (404, 409) else ClientError
+            raise kind(f"{detail or err.reason} (HTTP {err.code} from {self.url})") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason_ = getattr(err, "reason", err)
+            raise ClientError(f"cannot reach the collector at {self.url}: {reason_}") from None
