@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
@@ -106,7 +107,11 @@ def stub(endpoint: str):
 
 
 def count_records(collector: CollectorProc) -> int:
-    return collector.get("/api/v1/summary")["records"]
+    """Records clients sent; the collector's own data_access records of reads made by
+    the test (each search and timeline is audited) are not counted."""
+    total = collector.get("/api/v1/summary")["records"]
+    reads = collector.get("/api/v1/records?limit=1&type=data_access&service=aitrail-collector")
+    return total - reads["total"]  # counted before that search's own record was sealed
 
 
 def engine(data_dir: Path, *sql: str) -> list:
@@ -144,3 +149,100 @@ def sdk(collector):
                       redaction_key="test-key", flush_interval=0.05)
     yield aitrail
     aitrail.shutdown()
+
+
+# ---------------------------------------------------------------- the console
+
+CONSOLE_USERS = {"audrey": ("auditor", "audrey-passw0rd-long"),
+                 "andy": ("analyst", "andy-passw0rd-long"),
+                 "ada": ("admin", "ada-passw0rd-long!")}
+BULK_TASKS = 120          # tasks of two records each, beyond the one detailed task
+FORMULA = '=HYPERLINK("http://evil.example/","click")'
+
+
+class ConsoleSite:
+    """A collector with console accounts and a known scenario (console_scenario)."""
+
+    def __init__(self, proc: CollectorProc, users_file: Path):
+        self.proc, self.users_file = proc, users_file
+        self.url, self.grpc, self.data_dir = proc.url, proc.grpc, proc.data_dir
+        self.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def api(self, path: str, token: Optional[str] = None, method: str = "GET",
+            body: Optional[dict] = None) -> tuple[int, Any]:
+        """(status, parsed JSON or text) of an API call with an optional bearer token."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, raw, ctype = resp.status, resp.read(), resp.headers.get("content-type", "")
+        except urllib.error.HTTPError as err:
+            status, raw, ctype = err.code, err.read(), err.headers.get("content-type", "")
+        text = raw.decode("utf-8")
+        return status, json.loads(text) if "json" in ctype else text
+
+    def token(self, role: str) -> str:
+        from aitrail_collector.accounts import Accounts
+        return Accounts(str(self.users_file)).create_token(f"test-{role}-{time.time_ns()}",
+                                                           role, "test")[1]
+
+
+def console_scenario(grpc_endpoint: str, trace_id: str) -> None:
+    """One fully worked task (T-console-1) and BULK_TASKS small ones, as raw records."""
+    from aitrail.v1 import audit_pb2 as pb
+    t0 = time.time_ns() - 3_600 * 10**9
+    common = {"request_id": "req-console-1", "trace_id": trace_id, "task_id": "T-console-1"}
+    detailed = [
+        make_record("model_call", **common, **{
+            "model_call.model": "triage-llm", "model_call.model_version": "2026-10",
+            "model_call.prompt_template_id": "triage", "model_call.prompt_version": "v7",
+            "model_call.input": "Ticket: I was charged twice, please help",
+            "model_call.output": "category: billing", "model_call.confidence": 0.62}),
+        make_record("review", **common, **{
+            "review.reviewer_id": "rev-ann", "review.decision": "modify",
+            "review.time_spent_ms": 42_000, "review.modified_output": "category: refund",
+            "review.diff": "--- model output\n+++ reviewer output\n@@ -1 +1 @@\n"
+                           "-category: billing\n+category: refund",
+            "review.rationale.reason_code": "wrong_category",
+            "review.rationale.text": "double charge means a refund"}),
+        make_record("escalation", **common, **{
+            "escalation.from_reviewer": "rev-ann", "escalation.to_reviewer": "rev-sam",
+            "escalation.reason": "refund above 500"}),
+        make_record("resolution", **common, **{
+            "resolution.outcome": "refunded", "resolution.final_decision": FORMULA}),
+    ]
+    bulk = []
+    for i in range(BULK_TASKS):
+        task = {"task_id": f"T-bulk-{i:03d}"}
+        bulk.append(make_record("model_call", **task, **{
+            "model_call.model": "triage-llm", "model_call.prompt_version": "v6" if i % 2 else "v7",
+            "model_call.input": f"bulk ticket {i}", "model_call.output": "category: shipping"}))
+        bulk.append(make_record("review", **task, **{
+            "review.reviewer_id": f"rev-{i % 4}", "review.time_spent_ms": 1000 * (i + 1),
+            "review.decision": "reject" if i % 5 == 0 else "approve"}))
+    for n, rec in enumerate(detailed + bulk):
+        rec.start_time_unix_nano = t0 + n * 10**6
+        rec.end_time_unix_nano = rec.start_time_unix_nano + 1000
+    client = stub(grpc_endpoint)
+    for i in range(0, len(detailed + bulk), 100):
+        batch = (detailed + bulk)[i:i + 100]
+        assert client.Export(pb.ExportRequest(records=batch), timeout=60).accepted == len(batch)
+
+
+@pytest.fixture(scope="session")
+def console_site(tmp_path_factory):
+    from aitrail_collector.accounts import Accounts
+    base = tmp_path_factory.mktemp("console")
+    users_file = base / "users.json"
+    accounts = Accounts(str(users_file))
+    for name, (role, password) in CONSOLE_USERS.items():
+        accounts.add_user(name, password, role)
+    proc = CollectorProc(base / "store", "--users", str(users_file)).start()
+    site = ConsoleSite(proc, users_file)
+    console_scenario(proc.grpc, site.trace_id)
+    yield site
+    proc.stop()

@@ -86,6 +86,11 @@ def test_cli_reaches_the_collector_and_then_the_store_directly(sdk, collector):
     out = cli("export", "--data-dir", str(collector.data_dir), "--since", "1h")
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    # The two reads through the collector were sealed as data_access records; reading
+    # the store directly (no collector holds it) leaves none.
+    reads = [(r["actor"], r["resource"]) for r in rows if r["event_type"] == "data_access"]
+    assert reads == [("local", "search"), ("local", "timeline:T-e2e-1")]
+    rows = [r for r in rows if r["event_type"] != "data_access"]
     assert [r["event_type"] for r in rows] == ["model_call", "review", "escalation", "resolution"]
     assert rows[1]["decision"] == "modify" and rows[0]["time"].endswith("Z")
 
@@ -94,7 +99,7 @@ def test_cli_reaches_the_collector_and_then_the_store_directly(sdk, collector):
 
     out = cli("verify", "--data-dir", str(collector.data_dir))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("OK: 4 records")
+    assert out.stdout.startswith("OK: 6 records")
 
 
 def test_csv_export_neutralises_formulas(sdk, collector):
@@ -125,6 +130,11 @@ def test_export_streams_every_row_of_a_large_result(collector, tmp_path):
         out = cli("export", *target, "-o", str(out_file))
         assert out.returncode == 0, out.stderr
         rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
+        # The export through the collector was itself sealed as a data_access record.
+        reads = [r for r in rows if r["event_type"] == "data_access"]
+        assert [r["resource"] for r in reads] == ([] if "--url" in target else ["export"])
+        assert reads == [] or reads[0]["attributes"].endswith("rows=5000;via=api")
+        rows = [r for r in rows if r["event_type"] == "model_call"]
         assert len(rows) == 5000
         assert {r["input"] for r in rows} == {f"prompt {b}-{i}" for b in range(5) for i in range(1000)}
 
@@ -153,11 +163,14 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
            " SETTINGS mutations_sync = 1")
     collector.start()
 
-    records = collector.get("/api/v1/records?limit=all")["records"]
+    # The reads themselves are sealed as data_access records; leave them out of both.
+    kinds = "&".join(f"type={t}" for t in ("model_call", "review", "escalation", "resolution"))
+    records = collector.get(f"/api/v1/records?limit=all&{kinds}")["records"]
     assert len(records) == 7
     assert {"[erased]", "[payload does not match its sealed commitment]"} <= {
         v for r in records for v in r.values() if isinstance(v, str)}
-    with __import__("urllib.request").request.urlopen(f"{collector.url}/api/v1/export.csv") as r:
+    with __import__("urllib.request").request.urlopen(
+            f"{collector.url}/api/v1/export.csv?{kinds}") as r:
         exported = r.read()
     assert exported == "".join(csv_lines(records)).encode("utf-8")
     rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8"))))

@@ -45,6 +45,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
                            anchor=getattr(args, "anchor", None),
                            checkpoint_interval=getattr(args, "checkpoint_interval", 300),
                            checkpoint_max_quiet=getattr(args, "checkpoint_max_quiet", 86400),
+                           users=getattr(args, "users", None),
                            tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
                            if args.tls_cert else None)
 

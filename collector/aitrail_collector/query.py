@@ -61,6 +61,7 @@ class Filters:
     request_id: Optional[str] = None
     trace_id: Optional[str] = None
     record_id: Optional[str] = None
+    service: Optional[str] = None
     types: Sequence[str] = field(default_factory=tuple)
     since: Optional[datetime] = None
     until: Optional[datetime] = None
@@ -71,11 +72,13 @@ class Filters:
 
     @classmethod
     def parse(cls, *, task=None, reviewer=None, request_id=None, trace_id=None, record_id=None,
+              service=None,
               types=(), since=None, until=None, limit="100", offset="0", sort="start_time",
               order="asc") -> "Filters":
         """Build filters from text (command-line or URL values), with clear errors."""
         f = cls(task=task or None, reviewer=reviewer or None, request_id=request_id or None,
                 trace_id=(trace_id or "").lower() or None, record_id=record_id or None,
+                service=service or None,
                 types=tuple(t for t in (types or ()) if t))
         f.since = parse_time(since, "since") if since else None
         f.until = parse_time(until, "until") if until else None
@@ -99,7 +102,7 @@ class Filters:
         clauses, params = [], {}
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
-                            ("record_id", "record_id")):
+                            ("record_id", "record_id"), ("service", "service")):
             value = getattr(self, key)
             if value is not None:
                 # An escalation names reviewers in its own columns.

@@ -26,7 +26,9 @@ from aitrail.checkpoint import load_private_key, write_keypair
 from aitrail_collector.anchor import open_anchor
 from aitrail_collector.checkpoint_audit import Trust
 from aitrail_collector.checkpointer import DEFAULT_INTERVAL_S, DEFAULT_MAX_QUIET_S, Checkpointer
+from aitrail_collector.accounts import Accounts, Sessions, users_file
 from aitrail_collector.ledger import Ledger
+from aitrail_collector.webauth import WebAuth, is_loopback
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, Store
 from aitrail_collector.validate import Limits
 
@@ -51,6 +53,8 @@ class CollectorConfig:
     anchor: Optional[str] = None         # directory or s3://bucket/prefix; default <data dir>/anchor
     checkpoint_interval: float = DEFAULT_INTERVAL_S
     checkpoint_max_quiet: float = DEFAULT_MAX_QUIET_S
+    users: Optional[str] = None          # console accounts file; default <data dir>/console-users.json
+    session_idle_s: float = 1800.0
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -65,12 +69,17 @@ class Collector:
         self.config = config
         self.store = Store(config.dsn, config.retention_days)
         self.store.ensure_schema()
+        # Everything that can refuse the configuration comes before anything is written.
+        self.keys = KeyRing(config.api_keys) if config.api_keys else None
         self.ledger = Ledger(self.store, config.chain_id, config.limits)
         key_path, anchor_url = self._signing_paths()
         self.private_key = load_private_key(key_path)
         self.anchor = open_anchor(anchor_url)
         self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
                                          config.checkpoint_interval, config.checkpoint_max_quiet)
+        self.accounts = Accounts(config.users or users_file(self.data_dir))
+        self.auth = WebAuth(self.accounts, Sessions(idle_timeout_s=config.session_idle_s,
+                                                    accounts=self.accounts))
         self.grpc_port = 0
         self.http_port = 0
         self._grpc = None
@@ -115,7 +124,7 @@ class Collector:
     def start(self) -> "Collector":
         cfg = self.config
         self.checkpointer.start()
-        handler = ExportHandler(self.ledger, keys=KeyRing(cfg.api_keys) if cfg.api_keys else None,
+        handler = ExportHandler(self.ledger, keys=self.keys,
                                 max_records=cfg.max_records_per_batch,
                                 max_pending=cfg.max_pending_records)
         self._grpc, self.grpc_port = start_grpc(handler, cfg.grpc_listen, tls=cfg.tls,
@@ -129,6 +138,11 @@ class Collector:
 
     def _start_http(self) -> None:
         host, port = _split(self.config.http_listen)
+        if not is_loopback(host) and not self.accounts.has_users():
+            # Before the first account exists the API serves loopback callers without
+            # sign-in (webauth.py); it must never be reachable from elsewhere like that.
+            raise ValueError(f"--http-listen {self.config.http_listen}: create a console user "
+                             "first (aitrail user add NAME --role admin), or listen on 127.0.0.1")
         info = {"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint}
         cfg = uvicorn.Config(create_app(self.store, info, collector=self), host=host, port=port,
                              log_level="warning", access_log=False)

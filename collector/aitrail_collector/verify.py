@@ -8,10 +8,14 @@ say what happened (``aitrail.chain.classify_links``).
 from __future__ import annotations
 
 import time
+from datetime import date, datetime, timezone
 from typing import Optional, Sequence
+
+from aitrail.checkpoint import SignedCheckpoint
 
 from aitrail.chain import GENESIS, INSERTED, Report, check_rows, classify_links
 from aitrail_collector.checkpoint_audit import CheckpointAudit, Trust
+from aitrail_collector.erasure import check_payloads
 from aitrail_collector.store import Store
 
 
@@ -76,6 +80,13 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         audit = _audit(store, chain_id, trust, from_checkpoint)
         audits[chain_id] = audit
         reports.append(verify_chain(store, chain_id, audit))
+    erased = []
+    for report in reports:
+        # Payloads against the sealed commitments: their findings count against the
+        # chain; erased payloads (named by a redaction record) are listed, not failed.
+        found, gone = check_payloads(store, report.chain_id)
+        report.findings += found
+        erased += gone
     elapsed = time.perf_counter() - started
     records = sum(r.records for r in reports)
     return {
@@ -87,4 +98,28 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                                    if audits[r.chain_id] else {})} for r in reports],
         "findings": [f.as_dict() for r in reports for f in r.findings],
         "warnings": [w for a in audits.values() if a for w in a.warnings],
+        "erased": erased,
     }
+
+
+def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
+                  until: Optional[date]) -> dict:
+    """Verify the stretch of each chain that holds [since, until): from the last
+    checkpoint signed before ``since`` on (everything when there is none). The rest
+    of the chain after ``until`` is checked too: it is what proves nothing in the
+    period was changed later, and it costs little next to reading the period."""
+    if since is not None and until is not None and since >= until:
+        raise ValueError("the period's start must be before its end")
+    from_number = None
+    if since is not None and trust is not None:
+        start_ns = int(datetime(since.year, since.month, since.day,
+                                tzinfo=timezone.utc).timestamp()) * 10**9
+        for chain in store.checkpoint_chains():
+            for number, _, text, _ in store.checkpoints(chain):
+                if SignedCheckpoint.parse(text).checkpoint.time_ns <= start_ns:
+                    from_number = number
+    report = verify_store(store, trust=trust, from_checkpoint=from_number)
+    report["period"] = {"since": since.isoformat() if since else None,
+                        "until": until.isoformat() if until else None,
+                        "from_checkpoint": from_number}
+    return report

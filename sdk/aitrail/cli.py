@@ -266,6 +266,22 @@ def _print_verify(report: dict) -> None:
                   f"of chain {c['chain_id']}: nothing proves what was logged in that period")
     for warning in report.get("warnings", []):
         print(f"  note: {warning}")
+    _print_erased(report.get("erased") or [])
+
+
+def _print_erased(erased: Sequence[dict], shown: int = 20) -> None:
+    """Erased payloads are not failures: each is named by a sealed redaction record."""
+    if not erased:
+        return
+    n = sum(len(e["payloads"]) for e in erased)
+    print(f"  {n} payload(s) of {len(erased)} record(s) erased, each named by a sealed "
+          "redaction record:")
+    for e in erased[:shown]:
+        print(f"    record {e['record_id']} (chain {e['chain_id']}, seq {e['seq']}): "
+              f"{', '.join(e['payloads'])}; redaction {e['redaction_id']} (seq "
+              f"{e['redaction_seq']}) by {e['actor']}: {e['reason']}")
+    if len(erased) > shown:
+        print(f"    ... and {len(erased) - shown} more (--format json lists them all)")
 
 
 def _checkpoint_note(cps: Optional[dict]) -> str:
@@ -328,6 +344,44 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    from aitrail.client import NothingToErase
+    try:
+        result = _backend(args).erase(task=args.task, record_id=args.record,
+                                      reason=args.reason, actor=args.actor or _os_user())
+    except NothingToErase as exc:
+        sys.stderr.write(f"aitrail erase: {exc}\n")
+        return EXIT_FAILED
+    if args.format == "json":
+        json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if result["erased"] or not result["completed"]:
+        print(f"Erased {result['payloads']} payload(s) of {result['records']} record(s) of "
+              f"{result['target']}.")
+    for red in result["redactions"]:
+        print(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
+              f"seq {red['seq']})")
+    for e in result["erased"]:
+        changed = f"  (did not match its commitment: {', '.join(e['modified'])})" \
+            if e.get("modified") else ""
+        print(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}{changed}")
+    if result["completed"]:
+        print(f"  completed the earlier erasure of {len(result['completed'])} record(s)")
+    if result.get("inactive_parts_left"):
+        sys.stderr.write(f"aitrail erase: {result['inactive_parts_left']} replaced data part(s) "
+                         "were still in use and remain on disk until the engine removes them\n")
+    return EXIT_OK
+
+
+def _os_user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "unknown"
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     json.dump(_backend(args).summary(), sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -356,6 +410,74 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             print(f"{k.key_id}  {k.service:<24} created {k.created}"
                   + ("  REVOKED" if k.revoked else ""))
     return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    _need_collector("managing console users")
+    from aitrail_collector.accounts import AccountError, Accounts, users_file
+    path = args.users or users_file(args.data_dir)
+    needs = {"add": "USERNAME", "passwd": "USERNAME", "role": "USERNAME", "disable": "USERNAME",
+             "enable": "USERNAME", "remove": "USERNAME", "token-create": "NAME",
+             "token-revoke": "the token's ID (see `aitrail user tokens`)"}
+    if args.action in needs and not args.target:
+        raise UsageError(f"{args.action} needs {needs[args.action]}")
+    if args.action == "role" and not args.value:
+        raise UsageError("role needs USERNAME ROLE")
+    if args.action != "role" and args.value:
+        raise UsageError(f"{args.action} takes one argument, not {args.value!r}")
+    if args.action in ("add", "token-create") and not args.role:
+        raise UsageError(f"{args.action} needs --role (auditor, analyst or admin)")
+    try:
+        accounts = Accounts(path)
+        name, a = args.target, args.action
+        if a == "add":
+            accounts.add_user(name, _new_password(args), args.role)
+            print(f"added {name} ({args.role}) to {path}")
+        elif a == "passwd":
+            accounts.set_password(name, _new_password(args))
+            print(f"changed the password of {name}; their console sessions end")
+        elif a == "role":
+            accounts.set_role(name, args.value)
+            print(f"{name} is now {args.value}")
+        elif a in ("disable", "enable", "remove"):
+            getattr(accounts, f"{a}_user")(name)
+            print(f"{a}d {name}")
+        elif a == "list":
+            for u in accounts.users():
+                print(f"{u['username']:<24} {u['role']:<8} created {u['created']}"
+                      + ("  DISABLED" if u["disabled"] else ""))
+        elif a == "token-create":
+            token_id, secret = accounts.create_token(name, args.role, args.owner or _os_user())
+            print(secret)
+            sys.stderr.write(f"Token {token_id} ({args.role}): store it now, only its hash "
+                             "is kept.\n")
+        elif a == "token-revoke":
+            accounts.revoke_token(name)
+            print(f"revoked token {name}")
+        else:
+            for t in accounts.tokens():
+                print(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
+                      f"created {t['created']}" + ("  REVOKED" if t["revoked"] else ""))
+    except AccountError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    """From the first line of stdin (--password-stdin), else asked twice without echo."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():  # getpass would read the pipe, echoing, with a warning
+        raise UsageError("no terminal to ask for the password: use --password-stdin")
+    import getpass
+    try:
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise UsageError("the passwords do not match")
+    except EOFError:
+        raise UsageError("no password given (use --password-stdin, or run in a terminal)") \
+            from None
+    return first
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -393,6 +515,11 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", default="main", help="the chain this collector seals (default main)")
     p.add_argument("--retention-days", type=int, default=None,
                    help="drop day partitions older than this (default 6 years)")
+    g = p.add_argument_group("console")
+    g.add_argument("--users", metavar="FILE",
+                   help="console accounts and API tokens (`aitrail user`; default "
+                        "<data dir>/console-users.json). With no account yet, the HTTP API and "
+                        "console serve loopback callers only, without sign-in")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--signing-key", metavar="PEM",
                    help="Ed25519 private key for checkpoints (`aitrail keygen`; default: "
@@ -501,6 +628,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
     p.add_argument("--service", help="with create: the service the key may write as")
     p.set_defaults(func=cmd_apikey)
+
+    p = sub.add_parser("user", help="manage console users (roles, passwords) and JSON API tokens")
+    p.add_argument("action", choices=("add", "passwd", "role", "disable", "enable", "remove",
+                                      "list", "token-create", "token-revoke", "tokens"))
+    p.add_argument("target", nargs="?", help="USERNAME; with token-create the token's NAME; "
+                   "with token-revoke its ID")
+    p.add_argument("value", nargs="?", help="with role: the new ROLE")
+    p.add_argument("--role", help="with add and token-create: auditor, analyst or admin")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="with add and passwd: read the password from the first line of stdin")
+    p.add_argument("--owner", help="with token-create: who the token is for (default: your "
+                   "login name)")
+    p.add_argument("--users", metavar="FILE",
+                   help="the users file (default <data dir>/console-users.json)")
+    p.add_argument("--data-dir", help="default $AITRAIL_DATA_DIR, else ./aitrail-data")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("erase", help="erase the payloads of a task or record (GDPR Art. 17) and "
+                       "seal a redaction record; the chain still verifies")
+    x = p.add_mutually_exclusive_group(required=True)
+    x.add_argument("--task", help="every record of this task")
+    x.add_argument("--record", metavar="RECORD_ID", help="this one record")
+    p.add_argument("--reason", required=True, help="why (sealed in the redaction record)")
+    p.add_argument("--actor", help="who asked for the erasure (default: your login name)")
+    _add_target(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("summary", help="records per type, override rate, chain heads (JSON)")
     _add_target(p)
