@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 from datetime import datetime, timedelta, timezone
 
@@ -295,3 +296,37 @@ def test_s3_unreachable_bucket_is_an_anchor_error(s3):
     store = S3Anchor("no-such-bucket-here")
     with pytest.raises(AnchorError, match="no-such-bucket-here"):
         store.put(checkpoints(count=1)[0])
+
+
+def test_collector_anchors_checkpoints_in_s3_and_verify_compares_them(s3, tmp_path):
+    """A real collector process anchoring to the S3 server: every checkpoint it signs is
+    an Object-Locked object, and verify --anchor s3://... holds the database to them."""
+    from conftest import CollectorProc, cli, engine, make_record, stub
+    from aitrail.v1 import audit_pb2 as pb
+
+    bucket = new_bucket(s3, locked=True)
+    col = CollectorProc(tmp_path / "store", "--anchor", f"s3://{bucket}/prod",
+                        "--retention-days", "30").start()  # the subprocess inherits AWS_*
+    try:
+        recs = [make_record(task_id=f"T-s3-{i}") for i in range(5)]
+        assert stub(col.grpc).Export(pb.ExportRequest(records=recs), timeout=60).accepted == 5
+    finally:
+        col.stop()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    db = engine(col.data_dir, "SELECT number, text FROM aitrail.checkpoints ORDER BY number")[0]
+    assert keys == [f"prod/main/{n:012d}.checkpoint" for n, _ in db] and len(db) == 2
+    for key, (_, text) in zip(keys, db):
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        assert obj["Body"].read().decode() == text
+        _assert_retained(obj, 30)
+    out = cli("verify", "--data-dir", str(col.data_dir), "--anchor", f"s3://{bucket}/prod",
+              "--format", "json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["chains"][0]["checkpoints"]["anchored"] == 2, report
+    # The database's copy of checkpoint 2 rewritten: the S3 copy gives it away.
+    engine(col.data_dir, "ALTER TABLE aitrail.checkpoints UPDATE text = replace(text, 'size 5',"
+                         " 'size 4') WHERE number = 2 SETTINGS mutations_sync = 1")
+    out = cli("verify", "--data-dir", str(col.data_dir), "--anchor", f"s3://{bucket}/prod",
+              "--format", "json")
+    kinds = {f["kind"] for f in json.loads(out.stdout)["findings"]}
+    assert out.returncode == 1 and "checkpoint_differs_from_anchor" in kinds

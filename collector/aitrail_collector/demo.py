@@ -599,7 +599,8 @@ def _run(collector: Collector, args: argparse.Namespace) -> int:
     print(f"  data directory  {collector.data_dir or collector.store.dsn}")
     print(f"  gRPC ingest     {collector.grpc_endpoint}")
     if collector.url:
-        print(f"  HTTP API        {collector.url}   (OpenAPI: {collector.url}/docs)")
+        print(f"  console         {collector.url}/   (open it in a browser)")
+        print(f"  HTTP API        {collector.url}/api/v1   (OpenAPI: {collector.url}/docs)")
     earlier = collector.ledger.head_seq
     aitrail.configure(endpoint=collector.grpc_endpoint, service=SERVICE,
                       service_version=SERVICE_VERSION, environment="demo",
@@ -627,6 +628,12 @@ def _run(collector: Collector, args: argparse.Namespace) -> int:
     if args.no_serve:
         collector.stop()
         return code
+    if collector.url:
+        who = ("sign in with an account made by `aitrail user add`"
+               if collector.accounts.has_users() else
+               "no account exists yet, so this machine is served without sign-in; "
+               "`aitrail user add NAME --role admin` turns sign-in on")
+        print(f"\nThe console is at {collector.url}/ ({who}).")
     print("\nCollector running; press Ctrl-C to stop.", flush=True)
     collector.serve_forever()
     return code

@@ -74,7 +74,8 @@ class Collector:
         self.ledger = Ledger(self.store, config.chain_id, config.limits)
         key_path, anchor_url = self._signing_paths()
         self.private_key = load_private_key(key_path)
-        self.anchor = open_anchor(anchor_url)
+        # Object Lock keeps each anchored checkpoint at least as long as the records.
+        self.anchor = open_anchor(anchor_url, retention_days=config.retention_days)
         self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
                                          config.checkpoint_interval, config.checkpoint_max_quiet)
         self.accounts = Accounts(config.users or users_file(self.data_dir))

@@ -154,6 +154,9 @@ def describe_event(ev: dict) -> list[str]:
             body += _indent("final:", ev["final_decision"])
     elif kind == "data_access":
         head += f"  {ev['actor']} read {ev['resource']} ({ev['purpose']})"
+    elif kind == "redaction":
+        head += f"  {ev['actor']} erased payloads of {ev['resource']}"
+        body += _indent("reason:", ev["purpose"])
     if ev.get("attributes"):
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))
