@@ -123,7 +123,6 @@ def breakdown(warm: bytes, batches: list[bytes], data_dir: str) -> dict[str, flo
         existing = store.existing_ids([r.record_id for r in records])
         t3 = clock()
         assert not bad and not existing
-        first = sealer.head_seq + 1
         envelopes, payload_rows = [], []
         for rec in records:  # as Ledger._seal_and_store
             env, payloads = split_record(rec, chain_id, now)
@@ -136,9 +135,8 @@ def breakdown(warm: bytes, batches: list[bytes], data_dir: str) -> dict[str, flo
             link = sealer.seal(env)
             envelopes.append([link.seq, *env.values(), link.prev_hash, link.leaf_hash,
                               link.chain_hash])
-        token = f"{chain_id}:{first}-{sealer.head_seq}:{records[0].record_id}"
         t4 = clock()
-        store.insert(envelopes, payload_rows, token)
+        store.insert(envelopes, payload_rows)
         t5 = clock()
         for stage, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             spent[stage] += dt if n else 0.0

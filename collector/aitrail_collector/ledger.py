@@ -7,7 +7,6 @@ stored and the in-memory head never runs ahead of what is durable.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -236,9 +235,8 @@ class Ledger:
             link = sealer.seal(env)
             envelopes.append((link.seq, *env.values(), link.prev_hash, link.leaf_hash,
                               link.chain_hash))
-        token = self._token(saved[0] + 1, sealer.head_seq, records)
         try:
-            self.store.insert(envelopes, payload_rows, token)
+            self.store.insert(envelopes, payload_rows)
         except Exception:
             # Nothing was acknowledged; reread the head in case part of it landed.
             sealer.head_seq, sealer.head_hash = saved
@@ -252,7 +250,3 @@ class Ledger:
             self._tree = self._load_tree()
         except Exception:  # noqa: BLE001 - the store is down; the next append retries
             log.exception("could not reread the chain head")
-
-    def _token(self, first: int, last: int, records: Sequence[pb.AuditRecord]) -> str:
-        ids = hashlib.sha256("\n".join(r.record_id for r in records).encode()).hexdigest()[:32]
-        return f"{self.chain_id}:{first}-{last}:{ids}"

@@ -18,7 +18,6 @@ look things up by, so those lookups do not scan the table.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -63,6 +62,14 @@ ENVELOPE_SELECT = ", ".join(["seq"] + [_read_expr(f.name, f.kind) for f in FIELD
                             + list(HASH_COLUMNS))
 
 
+# ClickHouse's own insert deduplication is off (window 0). Its log records a block
+# id before the part is renamed into place, so a collector killed in between comes
+# back with the id recorded and the part gone: the client's retry of that batch
+# was then silently dropped as a duplicate and acknowledged (seen in the chaos
+# test). Duplicates are the ledger's job, by record id, under its commit lock.
+DEDUP_OFF = "non_replicated_deduplication_window = 0"
+
+
 def envelope_ddl(retention_days: int) -> str:
     cols = ["seq UInt64"] + [f"{f.name} {_CH_TYPES[f.kind]}" for f in FIELDS]
     cols += [f"{h} FixedString(32)" for h in HASH_COLUMNS]
@@ -72,7 +79,7 @@ def envelope_ddl(retention_days: int) -> str:
             " PARTITION BY toDate(start_time)"
             " ORDER BY (chain_id, event_type, start_time, seq)"
             f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
-            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000,"
+            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 0,"
             " fsync_after_insert = 1, fsync_part_directory = 1")
 
 
@@ -85,7 +92,7 @@ def payload_ddl(retention_days: int) -> str:
             " PARTITION BY toDate(start_time)"
             " ORDER BY (chain_id, record_id, name)"
             f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
-            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000,"
+            " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 0,"
             " fsync_after_insert = 1, fsync_part_directory = 1")
 
 
@@ -158,6 +165,8 @@ class Store:
         c.command(envelope_ddl(self.retention_days))
         c.command(payload_ddl(self.retention_days))
         c.command(checkpoint_ddl())
+        for table in ("envelopes", "payloads"):  # stores made before the window was 0
+            c.command(f"ALTER TABLE {DB}.{table} MODIFY SETTING {DEDUP_OFF}")
         # Dashboard views (dashboards/sql); imported here: dashboards imports Store.
         from aitrail_collector.dashboards import create_views
         create_views(self)
@@ -184,29 +193,24 @@ class Store:
             parameters={"ids": list(record_ids)}).result_rows
         return {r[0] for r in rows}
 
-    def insert(self, envelopes: Sequence[Sequence[Any]], payloads: Sequence[Sequence[Any]],
-               token: str) -> None:
+    def insert(self, envelopes: Sequence[Sequence[Any]],
+               payloads: Sequence[Sequence[Any]]) -> None:
         """Payloads first: an envelope must never be stored without its content.
 
         A payload row whose envelope never landed (a crash in between) matches
-        no commitment and is ignored by every reader. A retried call with the
-        same token is deduplicated by ClickHouse.
+        no commitment and is ignored by every reader. Nothing is deduplicated
+        here: the ledger deduplicates by record id under its lock (see the DDL's
+        ``non_replicated_deduplication_window = 0`` for why ClickHouse must not).
         """
         c = self.client
         # Column-oriented: the driver encodes column by column, about a third
         # cheaper than transposing rows itself.
         if payloads:
-            # Payload rows get fresh salts on every attempt, so their token names the
-            # salts: after a half-landed insert (payloads in, envelopes not) the retry
-            # must store its own rows, not be deduplicated into rows whose salts its
-            # envelopes do not commit to. The first attempt's rows become orphans.
-            salts = hashlib.sha256("".join(p[4] for p in payloads).encode()).hexdigest()[:16]
             c.insert(f"{DB}.payloads", list(zip(*payloads)), column_names=PAYLOAD_COLUMNS,
-                     column_oriented=True,
-                     settings={"insert_deduplication_token": f"{token}/p/{salts}"})
+                     column_oriented=True)
         if envelopes:
             c.insert(f"{DB}.envelopes", list(zip(*envelopes)), column_names=ENVELOPE_COLUMNS,
-                     column_oriented=True, settings={"insert_deduplication_token": token + "/e"})
+                     column_oriented=True)
 
     def insert_checkpoint(self, chain_id: str, number: int, size: int, time_ns: int,
                           text: str, frontier: Sequence[bytes]) -> None:
