@@ -149,3 +149,23 @@ def test_openapi_documents_the_api_and_its_bearer_auth(console_site):
     assert any(s.get("scheme") == "bearer"
                for s in spec["components"]["securitySchemes"].values())
     assert not any(p.startswith("/console") for p in spec["paths"])
+
+
+def test_cli_needs_a_token_for_url_and_uses_the_local_one_for_the_data_dir(console_site):
+    import json
+    import os
+    import stat
+
+    from conftest import cli
+    site = console_site
+    out = cli("query", "--url", site.url, "--task", "T-console-1", "--format", "json")
+    assert out.returncode == 2 and "HTTP 401" in out.stderr, out.stderr
+    out = cli("query", "--url", site.url, "--task", "T-console-1", "--format", "json",
+              "--token", site.token("analyst"))
+    assert out.returncode == 0 and json.loads(out.stdout)["total"] == 4
+    # Pointed at the directory the collector holds, the CLI goes through the collector
+    # with the token it left there for this machine's users (mode 0600).
+    token_file = site.data_dir / "local-token"
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    out = cli("timeline", "T-console-1", "--data-dir", str(site.data_dir))
+    assert out.returncode == 0 and "rev-ann" in out.stdout, out.stderr

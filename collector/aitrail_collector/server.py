@@ -34,6 +34,7 @@ from aitrail_collector.validate import Limits
 
 log = logging.getLogger("aitrail.collector")
 LOCK_FILE = "collector.json"
+LOCAL_TOKEN_FILE = "local-token"
 
 
 @dataclass
@@ -156,8 +157,18 @@ class Collector:
             self._http_thread.join(0.02)
         self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
 
+    def _write_local_token(self) -> None:
+        """A token for the CLI on this machine, readable only by whoever may read the
+        store's directory anyway (mode 0600); a new one at every start."""
+        path = os.path.join(self.data_dir, LOCAL_TOKEN_FILE)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.auth.local_token + "\n")
+        os.replace(path + ".tmp", path)
+
     def _write_lock(self) -> None:
         if self.data_dir:
+            self._write_local_token()
             with open(os.path.join(self.data_dir, LOCK_FILE), "w") as fh:
                 json.dump({"pid": os.getpid(), "url": self.url, "grpc": self.grpc_endpoint,
                            "chain_id": self.config.chain_id}, fh)
@@ -171,10 +182,11 @@ class Collector:
                 self._http_thread.join(grace)
         self.checkpointer.stop()  # the closing checkpoint covers everything stored
         if self.data_dir:
-            try:
-                os.remove(os.path.join(self.data_dir, LOCK_FILE))
-            except FileNotFoundError:
-                pass
+            for name in (LOCK_FILE, LOCAL_TOKEN_FILE):
+                try:
+                    os.remove(os.path.join(self.data_dir, name))
+                except FileNotFoundError:
+                    pass
         self.store.close()
 
     def serve_forever(self) -> None:

@@ -12,6 +12,7 @@ a user exists, every request needs a session or a token.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import secrets
 from typing import Optional
@@ -45,6 +46,8 @@ class WebAuth:
         self.accounts = accounts
         self.sessions = sessions or Sessions()
         self.secure_cookies = secure_cookies
+        # The CLI's credential on this machine (server.py writes it into the data dir).
+        self.local_token = "aitl_" + secrets.token_urlsafe(32)
 
     # ------------------------------------------------------------ identifying
     def session(self, request: Request) -> Optional[Session]:
@@ -55,9 +58,12 @@ class WebAuth:
         header = request.headers.get("authorization", "")
         if header:
             scheme, _, secret = header.partition(" ")
-            if scheme.lower() != "bearer" or not secret.strip():
+            secret = secret.strip()
+            if scheme.lower() != "bearer" or not secret:
                 return None
-            return self.accounts.principal_for_token(secret.strip())
+            if hmac.compare_digest(secret.encode(), self.local_token.encode()):
+                return LOCAL
+            return self.accounts.principal_for_token(secret)
         session = self.session(request)
         if session is not None:
             return session.principal

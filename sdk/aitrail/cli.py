@@ -43,12 +43,15 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     x.add_argument("--url", help="a running collector's HTTP address, e.g. http://127.0.0.1:8327")
     x.add_argument("--data-dir", help="an embedded store directory")
     x.add_argument("--clickhouse", metavar="DSN", help="a ClickHouse DSN (http://host:8123, chdb:///dir)")
+    g.add_argument("--token", metavar="TOKEN",
+                   help="API token for --url (default $AITRAIL_TOKEN; `aitrail user token-create`)")
 
 
 def _backend(args: argparse.Namespace):
     url = args.url or (None if (args.data_dir or args.clickhouse) else os.environ.get("AITRAIL_URL"))
+    token = getattr(args, "token", None) or os.environ.get("AITRAIL_TOKEN")
     if url:
-        return HttpBackend(url)
+        return HttpBackend(url, token=token)
     _need_collector("reading a store directly")
     from aitrail_collector.local import LocalBackend
     from aitrail_collector.server import running_collector
@@ -61,8 +64,18 @@ def _backend(args: argparse.Namespace):
                           "--data-dir or --clickhouse)")
     held = running_collector(data_dir)
     if held and held.get("url"):
-        return HttpBackend(held["url"])
+        # Whoever can read the store's directory may read the store: the collector
+        # leaves a token there (mode 0600) for the CLI, which then acts as "local".
+        return HttpBackend(held["url"], token=token or _local_token(data_dir))
     return LocalBackend(dsn_for(data_dir=data_dir))
+
+
+def _local_token(data_dir: str) -> Optional[str]:
+    try:
+        with open(os.path.join(data_dir, "local-token"), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------------ formatting

@@ -22,11 +22,15 @@ class NothingToErase(ClientError):
 
 
 class HttpBackend:
-    def __init__(self, url: str, timeout: float = 120.0):
+    def __init__(self, url: str, timeout: float = 120.0, token: Optional[str] = None):
         if not url.startswith(("http://", "https://")):
             raise ClientError(f"--url {url!r}: expected http://host:port")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _open(self, path: str, params: Mapping[str, Any] = ()):
         query = urllib.parse.urlencode(
@@ -34,7 +38,8 @@ class HttpBackend:
              for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
         try:
-            return urllib.request.urlopen(url, timeout=self.timeout)  # noqa: S310 - user's URL
+            return urllib.request.urlopen(urllib.request.Request(url, headers=self._headers()),
+                                          timeout=self.timeout)  # noqa: S310 - user's URL
         except urllib.error.HTTPError as err:
             try:
                 detail = json.loads(err.read()).get("detail")
@@ -87,7 +92,8 @@ class HttpBackend:
         body = json.dumps({"task": task, "record_id": record_id, "reason": reason,
                            "actor": actor}).encode("utf-8")
         req = urllib.request.Request(f"{self.url}/api/v1/erase", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **self._headers()})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 return json.load(resp)
