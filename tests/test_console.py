@@ -106,7 +106,8 @@ def test_auditor_searches_reads_the_timeline_and_exports(browser, console_site, 
     path = tmp_path / "export.csv"
     info.value.save_as(path)
     raw = path.read_bytes()
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+    assert raw.startswith(b"\xef\xbb\xbftime,end_time,")  # a BOM, so spreadsheets read UTF-8
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
     assert len(rows) == BULK_TASKS + 1 and {r["event_type"] for r in rows} == {"review"}
     assert rows[0]["time"].endswith("Z") and "T" in rows[0]["time"]
     page.context.close()
@@ -119,7 +120,7 @@ def test_exported_cells_are_formula_safe(browser, console_site, tmp_path):
     with page.expect_download() as info:
         page.click("[data-testid=export]")
     info.value.save_as(tmp_path / "t.csv")
-    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text("utf-8"))))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text("utf-8-sig"))))
     assert [r["final_decision"] for r in rows if r["event_type"] == "resolution"] == [
         "'" + FORMULA]
     page.context.close()

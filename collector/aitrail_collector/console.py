@@ -132,7 +132,7 @@ class Console:
     def export(self, request: Request) -> StreamingResponse:
         who = self.auth.page(request, "export")
         f = self.filters(request, limit=None)
-        body = self.audited_export(who, f)
+        body = _with_bom(self.audited_export(who, f))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="aitrail-export-{stamp}.csv"'})
@@ -195,6 +195,14 @@ class Console:
             chains.append({"chain_id": chain, "number": number, "size": size, "time_ns": t,
                            "age_s": (time.time_ns() - t) / 1e9, "count": len(cps)})
         return chains
+
+
+def _with_bom(chunks):
+    # The console's download is opened by double-click in a spreadsheet, which reads a
+    # CSV as UTF-8 only when it starts with a byte order mark. The API's and the CLI's
+    # exports, read by programs, carry none.
+    yield b"\xef\xbb\xbf"
+    yield from chunks
 
 
 def _page(value: Optional[str]) -> int:
