@@ -79,7 +79,6 @@ class CheckpointAudit:
         if self.start is not None:
             start_num = self.start.signed.checkpoint.number
             self._pending = [k for k in self._pending if k.signed.checkpoint.number > start_num]
-        self._rebuilt: dict[int, bytes] = {}
         # Checkpoints at the starting size (the empty tree, or the start checkpoint's
         # size) are settled before any row: compare them with the starting tree now.
         while self._pending and self._pending[0].signed.checkpoint.size <= self.tree.size:
@@ -228,7 +227,6 @@ class CheckpointAudit:
 
     def _compare(self, known: Known, root: bytes, chain_hash: bytes) -> None:
         cp = known.signed.checkpoint
-        self._rebuilt[cp.number] = root
         if root != cp.root or chain_hash != cp.chain_hash:
             self._finding(CP_INCONSISTENT, cp.number, f"the stored records 1..{cp.size} do not "
                           f"rebuild its signed root ({known.source} copy): records were "

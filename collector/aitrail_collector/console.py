@@ -10,10 +10,11 @@ every search, timeline view and export is sealed into the ledger as a
 from __future__ import annotations
 
 import difflib
+import hmac
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Form, HTTPException, Request
@@ -29,7 +30,7 @@ from aitrail_collector import charts, query
 from aitrail_collector.access_log import AccessLog
 from aitrail_collector.accounts import ROLES, AccountError, Principal, allowed
 from aitrail_collector.export import export_csv
-from aitrail_collector.store import Store
+from aitrail_collector.store import DB, Store
 from aitrail_collector.webauth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn, WebAuth
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +118,7 @@ class Console:
         if not show_payloads:
             for e in events:
                 e.update({name: HIDDEN for name in PAYLOAD_NAMES})
-        covering = self._checkpoints()
+        covering = self._covering(events)
         last_output = ""
         for e in events:
             e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
@@ -176,24 +177,46 @@ class Console:
         return RedirectResponse("/console/status", status_code=303)
 
     # ------------------------------------------------------------ integrity
-    def _checkpoints(self) -> dict[str, list[tuple[int, int, int]]]:
-        """(number, size, time_ns) of every checkpoint, per chain, by size."""
+    # Checkpoints accumulate (one per 5 minutes is ~100k a year), so a page reads
+    # only the ones it shows, newest or covering, never the whole table.
+    def _parsed(self, sql: str, params: dict) -> Iterator[tuple[int, int, int]]:
+        """(number, size, time_ns) of the rows ``sql`` streams, skipping any whose
+        text does not parse (verify reports those)."""
+        for number, size, text in self.store.stream(sql, params):
+            try:
+                t = SignedCheckpoint.parse(text).checkpoint.time_ns
+            except CheckpointError:
+                continue
+            yield int(number), int(size), t
+
+    def _covering(self, events: list[dict]) -> dict[str, list[tuple[int, int, int]]]:
+        """Per chain, the checkpoints from the first covering the events' lowest seq up
+        to the first covering their highest."""
         out: dict[str, list[tuple[int, int, int]]] = {}
-        for chain in self.store.checkpoint_chains():
-            for number, size, text, _ in self.store.checkpoints(chain):
-                try:
-                    t = SignedCheckpoint.parse(text).checkpoint.time_ns
-                except CheckpointError:
-                    continue
-                out.setdefault(chain, []).append((number, size, t))
+        for chain in {e["chain_id"] for e in events}:
+            seqs = [e["seq"] for e in events if e["chain_id"] == chain]
+            found = out.setdefault(chain, [])
+            for cp in self._parsed(f"SELECT number, size, text FROM {DB}.checkpoints WHERE"
+                                   " chain_id = {c:String} AND size >= {s:UInt64}"
+                                   " ORDER BY number", {"c": chain, "s": min(seqs)}):
+                found.append(cp)
+                if cp[1] >= max(seqs):
+                    break
         return out
 
     def _chain_status(self) -> list[dict]:
         chains = []
-        for chain, cps in sorted(self._checkpoints().items()):
-            number, size, t = cps[-1]
+        counts = self.store.query(f"SELECT chain_id, count() FROM {DB}.checkpoints"
+                                  " GROUP BY chain_id ORDER BY chain_id").result_rows
+        for chain, count in counts:
+            newest = next(self._parsed(f"SELECT number, size, text FROM {DB}.checkpoints"
+                                       " WHERE chain_id = {c:String} ORDER BY number DESC",
+                                       {"c": chain}), None)
+            if newest is None:
+                continue
+            number, size, t = newest
             chains.append({"chain_id": chain, "number": number, "size": size, "time_ns": t,
-                           "age_s": (time.time_ns() - t) / 1e9, "count": len(cps)})
+                           "age_s": (time.time_ns() - t) / 1e9, "count": int(count)})
         return chains
 
 
@@ -368,5 +391,4 @@ def _safe_next(target: str) -> str:
 
 
 def _same(a: str, b: str) -> bool:
-    import hmac
     return hmac.compare_digest(a.encode(), b.encode())
