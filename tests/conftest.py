@@ -66,10 +66,23 @@ class CollectorProc:
                 time.sleep(0.1)
         raise RuntimeError(f"collector did not come up:\n{self.log.read_text()}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 90) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Ask the collector for every thread's stack (faulthandler on SIGUSR1),
+                # so the failure says where shutdown hung, then kill it.
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                self.kill()
+                tail = self.log.read_text(errors="replace")[-8000:]
+                pytest.fail(f"collector did not stop within {timeout:.0f} s of SIGTERM; "
+                            f"its log ends:\n{tail}")
+            if self.proc.returncode != 0:  # its shutdown watchdog fired: the log has the stacks
+                tail = self.log.read_text(errors="replace")[-8000:]
+                pytest.fail(f"collector exited {self.proc.returncode} on SIGTERM; its log ends:\n{tail}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

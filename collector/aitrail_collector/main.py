@@ -9,7 +9,8 @@ import sys
 
 from aitrail_collector.anchor import AnchorError
 from aitrail_collector.ingest import TlsFiles
-from aitrail_collector.server import Collector, CollectorConfig, running_collector
+from aitrail_collector.server import (Collector, CollectorConfig, running_collector,
+                                      stop_on_signals)
 from aitrail_collector.store import DEFAULT_RETENTION_DAYS, StoreError, dsn_for
 from aitrail_collector.validate import Limits
 
@@ -60,6 +61,7 @@ def start_from_args(args: argparse.Namespace) -> Collector:
 
 def run_collector(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop_on_signals()
     collector = start_from_args(args)
     where = collector.data_dir or collector.store.dsn
     print(f"aitrail collector: chain {collector.config.chain_id} (head seq "
@@ -67,5 +69,5 @@ def run_collector(args: argparse.Namespace) -> int:
     print(f"  gRPC ingest  {collector.grpc_endpoint}", flush=True)
     if collector.url:
         print(f"  HTTP API     {collector.url}   (OpenAPI: {collector.url}/docs)", flush=True)
-    collector.serve_forever()
+    collector.serve_forever(stop)
     return 0

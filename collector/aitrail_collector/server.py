@@ -7,11 +7,13 @@ directory talk to it over HTTP instead of trying to open the engine.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -35,6 +37,8 @@ from aitrail_collector.validate import Limits
 log = logging.getLogger("aitrail.collector")
 LOCK_FILE = "collector.json"
 LOCAL_TOKEN_FILE = "local-token"
+SHUTDOWN_LIMIT_S = 60.0
+SIGNAL_POLL_S = 0.2
 
 
 @dataclass
@@ -174,13 +178,24 @@ class Collector:
                            "chain_id": self.config.chain_id}, fh)
 
     def stop(self, grace: float = 5.0) -> None:
+        """Stop taking work, then seal the closing checkpoint and close the store.
+
+        Each step is logged with its duration: a shutdown that hangs says where.
+        """
+        started = time.monotonic()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait()  # finish in-flight batches before closing the store
+            # Finish in-flight batches before closing the store; past the grace
+            # period gRPC cancels them, and their clients retry elsewhere.
+            if not self._grpc.stop(grace).wait(grace + 5):
+                log.error("gRPC server did not stop within %.0f s", grace + 5)
+            log.info("stopping: gRPC closed after %.2f s", time.monotonic() - started)
         if self._http is not None:
             self._http.should_exit = True
             if self._http_thread:
                 self._http_thread.join(grace)
+            log.info("stopping: HTTP closed after %.2f s", time.monotonic() - started)
         self.checkpointer.stop()  # the closing checkpoint covers everything stored
+        log.info("stopping: closing checkpoint after %.2f s", time.monotonic() - started)
         if self.data_dir:
             for name in (LOCK_FILE, LOCAL_TOKEN_FILE):
                 try:
@@ -188,14 +203,39 @@ class Collector:
                 except FileNotFoundError:
                     pass
         self.store.close()
+        log.info("collector stopped after %.2f s", time.monotonic() - started)
 
-    def serve_forever(self) -> None:
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
+    def serve_forever(self, stop: Optional[threading.Event] = None) -> None:
+        """Serve until ``stop`` is set (by default: until SIGINT or SIGTERM)."""
+        stop = stop or stop_on_signals()
+        # Never an untimed wait: the kernel may deliver SIGTERM to any thread (the
+        # engine and gRPC run dozens), and CPython then runs the Python handler only
+        # when the main thread next executes bytecode, which an untimed lock wait
+        # never does. Waking every SIGNAL_POLL_S lets the handler run.
+        while not stop.wait(SIGNAL_POLL_S):
+            pass
         log.info("collector stopping")
+        # Shutdown waits on other libraries' threads and on the engine; if one of
+        # them hangs, dump every thread's stack and exit 1 rather than hang for
+        # good. Acknowledged records are durable already; the next start seals a
+        # checkpoint of whatever the closing one would have covered.
+        faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True)
         self.stop()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, and a stack dump of every thread on SIGUSR1.
+
+    Installed before the collector starts: a SIGTERM that arrives while it is
+    starting then stops it cleanly once it is up, instead of killing it before
+    its closing checkpoint.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return stop
 
 
 def running_collector(data_dir: str) -> Optional[dict]:
