@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,63 @@ def test_from_checkpoint_verifies_what_retention_left(collector):
     collector.stop()
     code, report = _verify(data, "--from-checkpoint", str(number))
     assert code == 0 and report["records"] == 7
+
+
+# ---------------------------------------------------------------- verifying a period
+
+def _period(collector: CollectorProc, **params: str) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return collector.get(f"/api/v1/verify?{query}")
+
+
+def test_period_verification_starts_each_chain_at_its_own_checkpoint(tmp_path):
+    """Checkpoint numbers are per chain: a period's start is found for each chain on its
+    own (alpha's checkpoint 4 does not exist), from the signed times, and a checkpoint
+    that no longer parses is reported, not taken as the start."""
+    store = tmp_path / "store"
+    for chain, runs in (("alpha", 1), ("beta", 3)):
+        for run in range(runs):
+            c = CollectorProc(store, "--chain-id", chain).start()
+            _emit(c, 3, tag=f"{chain}{run}")
+            c.stop()
+    numbers = engine(store, f"SELECT chain_id, max(number) FROM {C} GROUP BY chain_id "
+                            "ORDER BY chain_id")[0]
+    assert numbers == [["alpha", 2], ["beta", 4]]
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()  # every checkpoint precedes it
+
+    c = CollectorProc(store, "--chain-id", "alpha").start()
+    try:
+        report = _period(c, since=tomorrow)
+        assert report["ok"], report["findings"]
+        assert report["period"]["from_checkpoint"] == {"alpha": 2, "beta": 4}
+        assert {ch["chain_id"]: ch["checkpoints"]["from_checkpoint"]
+                for ch in report["chains"]} == {"alpha": 2, "beta": 4}
+        whole = _period(c, since="2020-01-01")  # before every checkpoint: all of it
+        assert whole["ok"] and whole["period"]["from_checkpoint"] == {}
+        assert whole["records"] > report["records"]
+    finally:
+        c.stop()
+
+    alpha = engine(store, f"SELECT max(number) FROM {C} WHERE chain_id = 'alpha'",
+                   f"ALTER TABLE {C} UPDATE text = 'not a checkpoint' WHERE chain_id = 'beta'"
+                   " AND number = 4 SETTINGS mutations_sync = 1")[0][0][0]  # 3: closed again
+    c = CollectorProc(store, "--chain-id", "alpha").start()
+    try:
+        report = _period(c, since=tomorrow)
+        assert not report["ok"]
+        assert report["period"]["from_checkpoint"] == {"alpha": alpha, "beta": 3}
+        assert any(f["chain_id"] == "beta" and f["kind"] == "checkpoint_bad_signature"
+                   for f in report["findings"]), report["findings"]
+    finally:
+        c.stop()
+
+
+def test_period_verification_refuses_bad_periods(collector):
+    for params, status in ((dict(since="2026-13-01"), 422),
+                           (dict(since="2026-05-02", until="2026-05-01"), 400),
+                           (dict(since="2026-05-01", from_checkpoint="1"), 400)):
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        with pytest.raises(urllib.error.HTTPError) as err:
+            collector.get(f"/api/v1/verify?{query}")
+        assert err.value.code == status, params
+        assert json.loads(err.value.read())["detail"]

@@ -6,6 +6,7 @@ scripts/test installs chromium with apt-get; without it these tests fail and say
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import os
 import re
@@ -168,6 +169,14 @@ def test_status_panel_runs_verification(browser, console_site):
     page.click("[data-testid=run-verify]")
     page.wait_for_load_state()
     assert page.locator("[data-testid=verify-result]").inner_text().startswith("OK: ")
+    # A period that starts after every checkpoint: verified from the chain's newest one.
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    page.fill("input[name=since]", tomorrow)
+    page.click("[data-testid=run-verify]")
+    page.wait_for_load_state()
+    result = page.locator("[data-testid=verify-result]").inner_text()
+    assert result.startswith("OK: ") and f"period {tomorrow} to now" in result
+    assert re.search(r"\(from checkpoint main #\d+\)", result), result
     page.context.close()
 
 

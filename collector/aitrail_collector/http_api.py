@@ -25,7 +25,7 @@ from aitrail_collector import dashboards, erasure, proofs, query
 from aitrail_collector.access_log import AccessLog
 from aitrail_collector.accounts import Principal, allowed
 from aitrail_collector.store import Store
-from aitrail_collector.verify import verify_store
+from aitrail_collector.verify import verify_period, verify_store
 from aitrail_collector.webauth import WebAuth
 
 
@@ -165,13 +165,23 @@ def _mount_integrity(api: APIRouter, store: Store, collector: Any, who) -> None:
 
     @api.get("/verify", tags=["integrity"])
     def verify(request: Request, from_checkpoint: Optional[int] = Query(
-            None, ge=1, description="start at this checkpoint (records before it may be gone)")
-            ) -> dict:
+            None, ge=1, description="start at this checkpoint (records before it may be gone)"),
+            since: Optional[date] = Query(
+                None, description="verify the period from this day (UTC, YYYY-MM-DD): each "
+                "chain from its last checkpoint signed before it, through to the head"),
+            until: Optional[date] = Query(
+                None, description="the period's end (exclusive); the chain after it is "
+                "checked too, as that proves the period was not changed later")) -> dict:
         """Recompute every hash, check every signed checkpoint against the records and
         the anchor store, and check every payload against its commitment."""
         who("verify")(request)
         trust = collector.trust() if collector is not None else None
+        if from_checkpoint is not None and (since or until):
+            raise HTTPException(status_code=400, detail="from_checkpoint and since/until "
+                                "both choose where verification starts; give one")
         try:
+            if since or until:
+                return verify_period(store, trust, since, until)
             return verify_store(store, trust=trust, from_checkpoint=from_checkpoint)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from datetime import date, datetime, timezone
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
-from aitrail.checkpoint import SignedCheckpoint
+from aitrail.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 
 from aitrail.chain import GENESIS, INSERTED, Report, check_rows, classify_links
 from aitrail_collector.checkpoint_audit import CheckpointAudit, Trust
@@ -68,16 +68,21 @@ def _audit(store: Store, chain_id: str, trust: Optional[Trust],
 
 
 def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
-                 trust: Optional[Trust] = None, from_checkpoint: Optional[int] = None) -> dict:
+                 trust: Optional[Trust] = None,
+                 from_checkpoint: Union[int, Mapping[str, int], None] = None) -> dict:
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
-    Raises ValueError when ``from_checkpoint`` names no usable checkpoint.
+    ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
+    chain it does not name is verified from its first record). Raises ValueError
+    when it names no usable checkpoint.
     """
     started = time.perf_counter()
     names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
     reports, audits = [], {}
     for chain_id in names:
-        audit = _audit(store, chain_id, trust, from_checkpoint)
+        start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
+                 else from_checkpoint)
+        audit = _audit(store, chain_id, trust, start)
         audits[chain_id] = audit
         reports.append(verify_chain(store, chain_id, audit))
     erased = []
@@ -104,22 +109,45 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
 
 def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
                   until: Optional[date]) -> dict:
-    """Verify the stretch of each chain that holds [since, until): from the last
-    checkpoint signed before ``since`` on (everything when there is none). The rest
-    of the chain after ``until`` is checked too: it is what proves nothing in the
-    period was changed later, and it costs little next to reading the period."""
+    """Verify the stretch of each chain that holds [since, until): from that chain's
+    last checkpoint signed before ``since`` on (everything when there is none). The
+    rest of the chain after ``until`` is checked too: it is what proves nothing in
+    the period was changed later, and it costs little next to reading the period."""
     if since is not None and until is not None and since >= until:
         raise ValueError("the period's start must be before its end")
-    from_number = None
+    starts: dict[str, int] = {}
     if since is not None and trust is not None:
         start_ns = int(datetime(since.year, since.month, since.day,
                                 tzinfo=timezone.utc).timestamp()) * 10**9
         for chain in store.checkpoint_chains():
-            for number, _, text, _ in store.checkpoints(chain):
-                if SignedCheckpoint.parse(text).checkpoint.time_ns <= start_ns:
-                    from_number = number
-    report = verify_store(store, trust=trust, from_checkpoint=from_number)
+            number = _last_signed_before(chain, store.checkpoints(chain), start_ns, trust)
+            if number is not None:
+                starts[chain] = number
+    try:
+        report = verify_store(store, trust=trust, from_checkpoint=starts)
+    except ValueError:  # a start the audit will not take: verify each chain whole
+        starts = {}
+        report = verify_store(store, trust=trust)
     report["period"] = {"since": since.isoformat() if since else None,
                         "until": until.isoformat() if until else None,
-                        "from_checkpoint": from_number}
+                        "from_checkpoint": starts}
     return report
+
+
+def _last_signed_before(chain_id: str, rows: Sequence[tuple], start_ns: int,
+                        trust: Trust) -> Optional[int]:
+    """The newest checkpoint of ``chain_id`` whose *signed* time is before ``start_ns``
+    and that is valid. The database's time column is not trusted, and a checkpoint
+    that does not parse or verify is skipped: verification reports it, and starting
+    from it would be refused."""
+    for number, _, text, _ in reversed(rows):
+        try:
+            signed = SignedCheckpoint.parse(text)
+            cp = signed.checkpoint
+            if trust.public_key is not None:
+                verify_signature(signed, trust.public_key)
+        except CheckpointError:
+            continue
+        if cp.origin == chain_id and cp.number == number and cp.time_ns <= start_ns:
+            return number
+    return None
