@@ -218,6 +218,22 @@ def test_truncated_chain_is_named_and_the_collector_refuses_to_build_on_it(signe
     assert out.returncode == 2 and "was truncated" in out.stderr
 
 
+def test_collector_refuses_to_sign_on_top_of_an_altered_newest_checkpoint(signed_store):
+    newest = engine(signed_store, f"SELECT max(number) FROM {C}")[0][0][0]
+    engine(signed_store, f"ALTER TABLE {C} UPDATE text = 'garbage' WHERE number = {newest}"
+                         " SETTINGS mutations_sync = 1")
+    out = subprocess.run([PY, "-m", "aitrail.cli", "collector", "--data-dir", str(signed_store),
+                          "--grpc-listen", "127.0.0.1:0", "--http-listen", ""],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"newest stored checkpoint (#{newest}) does not parse" in out.stderr
+    assert "Run `aitrail verify`" in out.stderr
+    code, report = _verify(signed_store)
+    assert code == 1
+    assert f"checkpoint {newest}: the database copy does not parse" in " ".join(
+        _details(report, "checkpoint_bad_signature")), report["findings"]
+
+
 def test_checkpoint_deleted_from_the_database(signed_store):
     engine(signed_store, f"ALTER TABLE {C} DELETE WHERE number = 2 SETTINGS mutations_sync = 1")
     code, report = _verify(signed_store)

@@ -15,10 +15,10 @@ import threading
 import time
 from typing import Optional
 
-from aitrail.checkpoint import Checkpoint, SignedCheckpoint, key_id, sign
+from aitrail.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, key_id, sign
 from aitrail_collector.anchor import AnchorError, AnchorStore
 from aitrail_collector.ledger import Ledger
-from aitrail_collector.store import Store
+from aitrail_collector.store import Store, StoreError
 
 log = logging.getLogger("aitrail.collector")
 
@@ -39,9 +39,34 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         stored = store.checkpoints(self.chain_id)
-        self.last: Optional[SignedCheckpoint] = (
-            SignedCheckpoint.parse(stored[-1][2]) if stored else None)
-        self._unanchored = [SignedCheckpoint.parse(text) for _, _, text, _ in stored[-16:]]
+        self.last: Optional[SignedCheckpoint] = self._parse_newest(stored)
+        # A crash during an anchor outage leaves the newest ones unanchored: offer
+        # them again (put is write-once and idempotent).
+        self._unanchored: list[SignedCheckpoint] = []
+        for _, _, text, _ in stored[-16:-1]:
+            try:
+                self._unanchored.append(SignedCheckpoint.parse(text))
+            except CheckpointError:
+                pass  # altered in the database; verify names it, the anchor keeps the original
+        if self.last is not None:
+            self._unanchored.append(self.last)
+
+    def _parse_newest(self, stored: list) -> Optional[SignedCheckpoint]:
+        """The newest stored checkpoint, which the next one must name as ``prev``.
+
+        One that no longer parses was altered in the database; signing on top of it
+        would hide that, so the collector refuses to start, as on a truncated chain.
+        """
+        if not stored:
+            return None
+        number, _, text, _ = stored[-1]
+        try:
+            return SignedCheckpoint.parse(text)
+        except CheckpointError as exc:
+            raise StoreError(
+                f"chain {self.chain_id!r}: the newest stored checkpoint (#{number}) does not "
+                f"parse ({exc}); it was altered in the database. Run `aitrail verify` and "
+                "investigate before ingesting again.") from None
 
     # ------------------------------------------------------------ issuing
     def issue(self, force: bool = False) -> Optional[SignedCheckpoint]:
