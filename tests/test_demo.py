@@ -11,11 +11,13 @@ import collections
 import json
 import random
 import re
+import signal
+import subprocess
 
 import pytest
 
 from aitrail_collector.demo import SENIORS, make_tickets  # imports only; opens no store
-from conftest import cli as _cli
+from conftest import PY, cli as _cli
 
 TASKS, SEED = 200, 7
 
@@ -169,3 +171,35 @@ def test_pii_never_reaches_the_ledger(demo, ledger):
     assert "[EMAIL:" in proc.stdout and ticket.fields["email"] not in proc.stdout
     kinds = re.findall(r"^\S+  #\d+ +([A-Z ]+?)(?:  |$)", proc.stdout, re.M)
     assert kinds[:2] == ["TASK CREATED", "MODEL CALL"] and kinds[-1] == "RESOLUTION"
+
+
+def test_the_serving_demo_stops_on_sigterm_with_a_closing_checkpoint(tmp_path):
+    """Quickstart's command 1 keeps serving until stopped; a SIGTERM (a process manager,
+    `timeout`) or Ctrl-C stops it cleanly: the console goes away, a closing checkpoint
+    covers everything, and the store verifies."""
+    data_dir = str(tmp_path / "store")
+    proc = subprocess.Popen([PY, "-m", "aitrail.cli", "demo", "--data-dir", data_dir,
+                             "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                             "--tasks", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Collector running" in line:
+                break
+        assert "Collector running" in "".join(lines), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=90)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines) + rest
+    closing = re.search(r"closing checkpoint #(\d+) covers (\d+) records", rest)
+    assert closing, rest
+    out = _cli("verify", "--data-dir", data_dir, "--format", "json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["ok"], out.stdout
+    chain = report["chains"][0]
+    assert chain["checkpoints"]["last"]["number"] == int(closing.group(1))
+    assert chain["checkpoints"]["last"]["size"] == chain["head_seq"] == int(closing.group(2))

@@ -27,7 +27,7 @@ from opentelemetry.trace import Tracer
 import aitrail
 from aitrail_collector import query
 from aitrail_collector.main import start_from_args
-from aitrail_collector.server import Collector
+from aitrail_collector.server import Collector, stop_on_signals
 from aitrail_collector.store import DB, Store
 from aitrail_collector.verify import verify_store
 
@@ -634,6 +634,11 @@ def _run(collector: Collector, args: argparse.Namespace) -> int:
                "no account exists yet, so this machine is served without sign-in; "
                "`aitrail user add NAME --role admin` turns sign-in on")
         print(f"\nThe console is at {collector.url}/ ({who}).")
+    stop = stop_on_signals()  # before saying so: a signal from here on stops it cleanly
     print("\nCollector running; press Ctrl-C to stop.", flush=True)
-    collector.serve_forever()
+    collector.serve_forever(stop)
+    last = collector.checkpointer.last
+    if last is not None:
+        print(f"Collector stopped; closing checkpoint #{last.checkpoint.number} covers "
+              f"{last.checkpoint.size} records.", flush=True)
     return code
