@@ -269,6 +269,30 @@ def test_checkpoint_signed_with_another_key(signed_store):
     assert code == 1 and len(_details(report, "checkpoint_bad_signature")) >= 3
 
 
+def test_a_checkpoint_altered_in_the_database_does_not_hold_back_later_anchoring(
+        signed_store, collector):
+    """At start the collector offers its newest checkpoints to the anchor again; one the
+    database altered conflicts with the anchor's copy for good, so it is reported and
+    passed over instead of blocking every checkpoint after it."""
+    text = engine(signed_store, f"SELECT text FROM {C} WHERE number = 3")[0][0][0]
+    cp = SignedCheckpoint.parse(text).checkpoint
+    other = load_private_key(generate_keypair()[0])
+    forged = sign(Checkpoint(**{**cp.__dict__, "key_id": key_id(other.public_key())}), other)
+    forged_text = forged.text().replace("'", "''")
+    engine(signed_store, f"ALTER TABLE {C} UPDATE text = '{forged_text}' WHERE number = 3"
+                         " SETTINGS mutations_sync = 1")
+    collector.start()
+    _emit(collector, 2, tag="after")
+    collector.stop()
+    newest = engine(signed_store, f"SELECT max(number) FROM {C}")[0][0][0]
+    anchored = sorted(p.name for p in (signed_store / "anchor" / "main").iterdir())
+    assert anchored[-1] == f"{newest:012d}.checkpoint", anchored
+    assert (signed_store / "anchor" / "main" / "000000000003.checkpoint").read_text() == text
+    assert "checkpoint 3 of chain main differs from the anchor's copy" in collector.log.read_text()
+    code, report = _verify(signed_store)
+    assert code == 1 and "checkpoint_bad_signature" in _kinds(report)
+
+
 def test_fork_truncate_and_reappend_is_caught_by_the_anchor(signed_store, collector):
     """Delete the newest records and the checkpoints that cover them from the database,
     then let the collector seal different records in their place: the database is

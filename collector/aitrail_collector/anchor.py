@@ -40,6 +40,11 @@ class AnchorError(Exception):
     """The anchor store refused a write, could not be reached, or holds a bad object."""
 
 
+class AnchorConflict(AnchorError):
+    """The anchor already holds a different checkpoint under that number: what was
+    signed first stays, so retrying the write can never succeed."""
+
+
 @dataclass(frozen=True)
 class AnchorEntry:
     """One object of the anchor store, as read. It is sound iff ``error`` is None."""
@@ -96,7 +101,7 @@ class AnchorStore:
             return self._where(name)
         existing = self._get(name) if existing is None else existing
         if existing != text:
-            raise AnchorError(f"{self._where(name)} already holds a different checkpoint"
+            raise AnchorConflict(f"{self._where(name)} already holds a different checkpoint"
                               f" {cp.origin}#{cp.number}; anchors are write-once")
         return self._where(name)
 

@@ -16,7 +16,7 @@ import time
 from typing import Optional
 
 from aitrail.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, key_id, sign
-from aitrail_collector.anchor import AnchorError, AnchorStore
+from aitrail_collector.anchor import AnchorConflict, AnchorError, AnchorStore
 from aitrail_collector.ledger import Ledger
 from aitrail_collector.store import Store, StoreError
 
@@ -114,6 +114,13 @@ class Checkpointer:
             signed = self._unanchored[0]
             try:
                 self.anchor.put(signed)
+            except AnchorConflict as exc:
+                # One of the two copies was altered after anchoring. Retrying can
+                # never succeed and would hold back every later checkpoint; verify
+                # names the difference.
+                log.error("checkpoint %d of chain %s differs from the anchor's copy, which "
+                          "stays (%s); run `aitrail verify`", signed.checkpoint.number,
+                          self.chain_id, exc)
             except (AnchorError, OSError) as exc:
                 log.error("anchor %s did not take checkpoint %d: %s (retrying next tick)",
                           self.anchor.describe(), signed.checkpoint.number, exc)
