@@ -102,7 +102,7 @@ class AnchorStore:
         existing = self._get(name) if existing is None else existing
         if existing != text:
             raise AnchorConflict(f"{self._where(name)} already holds a different checkpoint"
-                              f" {cp.origin}#{cp.number}; anchors are write-once")
+                                 f" {cp.origin}#{cp.number}; anchors are write-once")
         return self._where(name)
 
     def entries(self, chain_id: str) -> list[AnchorEntry]:

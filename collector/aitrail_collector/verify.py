@@ -144,10 +144,11 @@ def _last_signed_before(chain_id: str, rows: Sequence[tuple], start_ns: int,
         try:
             signed = SignedCheckpoint.parse(text)
             cp = signed.checkpoint
-            if trust.public_key is not None:
+            if cp.origin != chain_id or cp.number != number or cp.time_ns > start_ns:
+                continue
+            if trust.public_key is not None:  # only for candidates: a year is ~100k
                 verify_signature(signed, trust.public_key)
         except CheckpointError:
             continue
-        if cp.origin == chain_id and cp.number == number and cp.time_ns <= start_ns:
-            return number
+        return number
     return None
