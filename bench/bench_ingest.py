@@ -20,14 +20,14 @@ import time
 
 import grpc
 
-from aitrail._ids import uuid7
-from aitrail.chain import Sealer
-from aitrail.envelope import commitment
+from aitrail.record.ids import uuid7
+from aitrail.verify.chain import Sealer
+from aitrail.verify.envelope import commitment
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.v1 import audit_pb2_grpc as pb_grpc
-from aitrail_collector.ledger import split_record
-from aitrail_collector.store import Store
-from aitrail_collector.validate import Limits, validate
+from aitrail_collector.ledger.group_commit import split_record
+from aitrail_collector.store.client import Store
+from aitrail_collector.ingest.validate import Limits, validate
 
 from _common import CollectorProcess, machine_line, print_table, run_verify
 

@@ -68,12 +68,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_store
 from _common import machine_line, percentile, print_table
-from aitrail.csvfmt import RESULT_COLUMNS, csv_lines
-from aitrail.envelope import PAYLOAD_NAMES, commitment
-from aitrail_collector import export, query
-from aitrail_collector.export import cells as export_cells
-from aitrail_collector.query import Filters
-from aitrail_collector.store import DB, ENVELOPE_SELECT, Store
+from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
+from aitrail.verify.envelope import PAYLOAD_NAMES, commitment
+from aitrail_collector.store import export
+from aitrail_collector.store import queries as query
+from aitrail_collector.store.export import cells as export_cells
+from aitrail_collector.store.queries import Filters
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.schema import DB, ENVELOPE_SELECT
 
 DAY_NS = 86_400 * 10**9
 RESULTS: list[tuple] = []   # (figure, target, measured, baseline, ratio, verdict)

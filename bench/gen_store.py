@@ -9,8 +9,8 @@ roughly::
     model_call (draft a reply, 25%), data_access (23%), review,
     escalation + senior review (~25%), resolution          -> ~5.0 records/task
 
-Every row is real: envelopes built with ``aitrail.envelope.empty_envelope()``,
-sealed in receive order by ``aitrail.chain.Sealer`` (real seq / prev / leaf /
+Every row is real: envelopes built with ``aitrail.verify.envelope.empty_envelope()``,
+sealed in receive order by ``aitrail.verify.chain.Sealer`` (real seq / prev / leaf /
 chain hashes), payloads with a random salt and their commitment in the
 envelope, inserted column-oriented in batches of ``--batch`` rows into tables
 made by ``Store.ensure_schema()`` (the product DDL). Free text is redacted the
@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, machine_line
-from aitrail.chain import Sealer
-from aitrail.envelope import FIELD_NAMES, commitment, empty_envelope
-from aitrail_collector import demo
-from aitrail_collector.store import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS, Store
+from aitrail.verify.chain import Sealer
+from aitrail.verify.envelope import FIELD_NAMES, commitment, empty_envelope
+from aitrail_collector.demo import scenario as demo
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 
 OUT = ROOT / "bench" / "out"
 CHAIN = "main"

@@ -14,11 +14,11 @@ Application side::
             r.modify(output="billing", rationale={"reason_code": "wrong_category"})
 
 The SDK depends only on opentelemetry-api, grpcio and protobuf. Hashing and
-verification (``aitrail.chain``, ``aitrail.envelope``) live here too, so an
+verification (``aitrail.verify.chain``, ``aitrail.verify.envelope``) live here too, so an
 auditor can verify with this package alone.
 """
 
-from aitrail.api import (
+from aitrail.instrument.api import (
     Rationale,
     configure,
     current_call,
@@ -32,9 +32,9 @@ from aitrail.api import (
     shutdown,
     stats,
 )
-from aitrail.context import task
+from aitrail.instrument.context import task
 from aitrail.transport import AuditUnavailable
-from aitrail.record import SDK_VERSION as __version__
+from aitrail.version import SDK_VERSION as __version__
 
 __all__ = [
     "AuditUnavailable", "Rationale", "configure", "current_call", "data_access", "escalate", "event", "flush",

@@ -13,7 +13,7 @@ take a batch depends on the delivery mode:
     retried in memory for ``retry_for`` seconds, then dropped and counted.
 ``strict``
     like best_effort, and each emitting call waits for its own record's
-    acknowledgement (see ``aitrail.api``).
+    acknowledgement (see ``aitrail.instrument.api``).
 
 Shutdown flushes with a deadline; after ``fork`` the child starts with an
 empty queue, its own channel and its own spool, so it never resends the

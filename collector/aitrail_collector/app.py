@@ -1,0 +1,229 @@
+"""The collector process, composed: gRPC ingest and the HTTP API over one store.
+
+The composition root: it builds every part from a ``CollectorConfig``, starts
+and stops them in order, and handles signals. In embedded mode the collector
+owns the store directory and says so in ``DataDir.lock_file`` (pid and URLs),
+so CLI commands pointed at that directory talk to it over HTTP instead of
+trying to open the engine.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+
+from aitrail.verify.audit import Trust
+from aitrail.verify.checkpoint import load_private_key, write_keypair
+from aitrail_collector.anchor import open_anchor
+from aitrail_collector.config import CollectorConfig, ConfigError, DataDir
+from aitrail_collector.ingest.apikeys import KeyRing
+from aitrail_collector.ingest.service import ExportHandler, start_grpc
+from aitrail_collector.ledger.access_log import AccessLog
+from aitrail_collector.ledger.checkpointer import Checkpointer
+from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.store.client import Store
+from aitrail_collector.web.app import create_app
+from aitrail_collector.web.auth.accounts import Accounts, Sessions
+from aitrail_collector.web.auth.guard import WebAuth, is_loopback
+from aitrail_collector.credentials import write_secret
+from aitrail_collector.web.services import Services
+
+log = logging.getLogger("aitrail.collector")
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{listen!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig):
+        config.validate()
+        self.config = config
+        self.store = Store(config.dsn, config.retention_days)
+        self.store.ensure_schema()
+        # Everything that can refuse the configuration comes before anything is written.
+        self.keys = KeyRing(config.api_keys) if config.api_keys else None
+        self.ledger = Ledger(self.store, config.chain_id, config.limits)
+        key_path, anchor_url = self._signing_paths()
+        self.private_key = load_private_key(key_path)
+        # Object Lock keeps each anchored checkpoint at least as long as the records.
+        self.anchor = open_anchor(anchor_url, retention_days=config.retention_days)
+        self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
+                                         config.checkpoint_interval, config.checkpoint_max_quiet)
+        users = config.users or (self.store.data_dir.users if self.store.data_dir else None)
+        if users is None:
+            raise ConfigError("a ClickHouse server store needs --users (the console accounts file)")
+        self.accounts = Accounts(users)
+        self.auth = WebAuth(self.accounts, Sessions(idle_timeout_s=config.session_idle_s,
+                                                    accounts=self.accounts))
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc = None
+        self._http: Optional[uvicorn.Server] = None
+        self._http_thread: Optional[threading.Thread] = None
+
+    def _signing_paths(self) -> tuple[str, str]:
+        """The signing key and anchor; in embedded mode both default into the data dir
+        (a key is made on first start). A production deployment passes both, so the
+        key and the anchor live where a database administrator cannot reach them."""
+        cfg, data_dir = self.config, self.store.data_dir
+        key, anchor = cfg.signing_key, cfg.anchor
+        if data_dir is None:
+            if not (key and anchor):
+                raise ConfigError("a ClickHouse server store needs --signing-key and --anchor")
+            return key, anchor
+        if not key:
+            key = data_dir.signing_key
+            if not os.path.exists(key):
+                write_keypair(key, data_dir.public_key)
+                log.warning("made a checkpoint signing key at %s; keep a copy of %s for "
+                            "verifiers", key, data_dir.public_key)
+        return key, anchor or data_dir.anchor
+
+    def trust(self) -> Trust:
+        """What this collector's own verify checks against: its key and its anchor."""
+        return Trust(public_key=self.private_key.public_key(), anchor=self.anchor,
+                     max_gap_s=self.config.checkpoint_max_quiet + 3600)
+
+    @property
+    def data_dir(self) -> Optional[str]:
+        return self.store.data_dir.root if self.store.data_dir else None
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{_split(self.config.grpc_listen)[0]}:{self.grpc_port}"
+
+    @property
+    def url(self) -> Optional[str]:
+        if not self.http_port:
+            return None
+        return f"http://{_split(self.config.http_listen)[0]}:{self.http_port}"
+
+    def start(self) -> "Collector":
+        cfg = self.config
+        self.checkpointer.start()
+        handler = ExportHandler(self.ledger, keys=self.keys,
+                                max_records=cfg.max_records_per_batch,
+                                max_pending=cfg.max_pending_records,
+                                retry_pushback_ms=cfg.retry_pushback_ms)
+        self._grpc, self.grpc_port = start_grpc(handler, cfg.grpc_listen, tls=cfg.tls,
+                                                max_message_bytes=cfg.max_message_bytes,
+                                                workers=cfg.grpc_workers)
+        if self.config.http_listen:
+            self._start_http()
+        self._write_lock()
+        log.info("collector up: chain %s at seq %d, gRPC %s, HTTP %s", self.config.chain_id,
+                 self.ledger.head_seq, self.grpc_endpoint, self.url)
+        return self
+
+    def _start_http(self) -> None:
+        host, port = _split(self.config.http_listen)
+        if not is_loopback(host) and not self.accounts.has_users():
+            # Before the first account exists the API serves loopback callers without
+            # sign-in (webauth.py); it must never be reachable from elsewhere like that.
+            raise ConfigError(f"--http-listen {self.config.http_listen}: create a console user "
+                             "first (aitrail user add NAME --role admin), or listen on 127.0.0.1")
+        cfg = uvicorn.Config(create_app(self.services()), host=host, port=port,
+                             log_level="warning", access_log=False)
+        self._http = uvicorn.Server(cfg)
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+        while not self._http.started:
+            if not self._http_thread.is_alive():
+                raise OSError(f"cannot serve HTTP on {self.config.http_listen}")
+            self._http_thread.join(0.02)
+        self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
+
+    def services(self) -> Services:
+        """What the web layer may use of this collector."""
+        pem = self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return Services(store=self.store, auth=self.auth, access=AccessLog(self.ledger),
+                        ledger=self.ledger, checkpointer=self.checkpointer, trust=self.trust,
+                        public_key_pem=pem,
+                        info={"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint})
+
+    def _write_local_token(self) -> None:
+        """A token for the CLI on this machine, readable only by whoever may read the
+        store's directory anyway (mode 0600); a new one at every start."""
+        assert self.store.data_dir is not None
+        write_secret(self.store.data_dir.local_token, self.auth.local_token + "\n")
+
+    def _write_lock(self) -> None:
+        if self.store.data_dir is not None:
+            self._write_local_token()
+            with open(self.store.data_dir.lock_file, "w") as fh:
+                json.dump({"pid": os.getpid(), "url": self.url, "grpc": self.grpc_endpoint,
+                           "chain_id": self.config.chain_id}, fh)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking work, then seal the closing checkpoint and close the store.
+
+        Each step is logged with its duration: a shutdown that hangs says where.
+        """
+        started = time.monotonic()
+        if self._grpc is not None:
+            # Finish in-flight batches before closing the store; past the grace
+            # period gRPC cancels them, and their clients retry elsewhere.
+            if not self._grpc.stop(grace).wait(grace + 5):
+                log.error("gRPC server did not stop within %.0f s", grace + 5)
+            log.info("stopping: gRPC closed after %.2f s", time.monotonic() - started)
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread:
+                self._http_thread.join(grace)
+            log.info("stopping: HTTP closed after %.2f s", time.monotonic() - started)
+        self.checkpointer.stop()  # the closing checkpoint covers everything stored
+        log.info("stopping: closing checkpoint after %.2f s", time.monotonic() - started)
+        if self.store.data_dir is not None:
+            for path in (self.store.data_dir.lock_file, self.store.data_dir.local_token):
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+        self.store.close()
+        log.info("collector stopped after %.2f s", time.monotonic() - started)
+
+    def serve_forever(self, stop: Optional[threading.Event] = None) -> None:
+        """Serve until ``stop`` is set (by default: until SIGINT or SIGTERM)."""
+        stop = stop or stop_on_signals()
+        # Never an untimed wait: the kernel may deliver SIGTERM to any thread (the
+        # engine and gRPC run dozens), and CPython then runs the Python handler only
+        # when the main thread next executes bytecode, which an untimed lock wait
+        # never does. Waking every signal_poll_s lets the handler run.
+        while not stop.wait(self.config.signal_poll_s):
+            pass
+        log.info("collector stopping")
+        # Shutdown waits on other libraries' threads and on the engine; if one of
+        # them hangs, dump every thread's stack and exit 1 rather than hang for
+        # good. Acknowledged records are durable already; the next start seals a
+        # checkpoint of whatever the closing one would have covered.
+        faulthandler.dump_traceback_later(self.config.shutdown_limit_s, exit=True)
+        self.stop()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, and a stack dump of every thread on SIGUSR1.
+
+    Installed before the collector starts: a SIGTERM that arrives while it is
+    starting then stops it cleanly once it is up, instead of killing it before
+    its closing checkpoint.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return stop

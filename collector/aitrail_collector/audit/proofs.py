@@ -1,0 +1,76 @@
+"""Merkle proofs over a stored chain, made from the stored leaf hashes.
+
+The collector answers with proofs; it is never trusted for them: every proof is
+checked by the verifier against a signed root (``aitrail.verify.merkle``,
+``aitrail.verify.bundle``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from aitrail.verify import merkle
+from aitrail.verify.checkpoint import SignedCheckpoint
+from aitrail.verify.bundle import make_bundle
+from aitrail_collector.ledger.checkpointer import Checkpointer
+from aitrail_collector.store.client import Store
+
+
+class ProofRequestError(LookupError):
+    """Nothing to prove: unknown record, or sizes outside the stored chain."""
+
+
+def _leaves(store: Store, chain_id: str, size: int) -> list[bytes]:
+    leaves = store.leaf_hashes(chain_id, 1, size)
+    if len(leaves) != size:
+        raise ProofRequestError(f"chain {chain_id!r} holds {len(leaves)} of the first {size} "
+                                "records (dropped by retention, or the size is past the head)")
+    return leaves
+
+
+def stored_covering(store: Store, chain_id: str) -> Callable[[int], SignedCheckpoint]:
+    """The first stored checkpoint covering a seq (for a store no collector holds)."""
+    def covering(seq: int) -> SignedCheckpoint:
+        for _, size, text, _ in store.checkpoints(chain_id):
+            if size >= seq:
+                return SignedCheckpoint.parse(text)
+        raise ProofRequestError(f"no checkpoint of chain {chain_id!r} covers seq {seq} yet "
+                                "(the running collector signs one on request)")
+    return covering
+
+
+def record_bundle(store: Store, checkpointer: Optional[Checkpointer], record_id: str) -> str:
+    """The proof bundle of one record, against the first checkpoint that covers it."""
+    where = store.position(record_id)
+    if where is None:
+        raise ProofRequestError(f"no record {record_id!r}")
+    chain_id, seq = where
+    if checkpointer is None:
+        signed = stored_covering(store, chain_id)(seq)
+    elif chain_id != checkpointer.chain_id:
+        raise ProofRequestError(f"record {record_id!r} is on chain {chain_id!r}, which this "
+                                "collector does not sign")
+    else:
+        signed = checkpointer.covering(seq)
+    leaves = _leaves(store, chain_id, signed.checkpoint.size)
+    link, envelope = next(iter(store.iter_chain(chain_id, seq)))
+    proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size)
+    return make_bundle(envelope, seq, link.leaf_hash, proof, signed)
+
+
+def inclusion(store: Store, chain_id: str, index: int, size: int) -> dict[str, Any]:
+    if not 0 <= index < size:
+        raise ProofRequestError(f"index {index} is not inside a tree of size {size}")
+    leaves = _leaves(store, chain_id, size)
+    return {"chain_id": chain_id, "leaf_index": index, "tree_size": size,
+            "leaf_hash": leaves[index].hex(), "root": merkle.root(leaves).hex(),
+            "proof": [h.hex() for h in merkle.inclusion_proof(leaves, index, size)]}
+
+
+def consistency(store: Store, chain_id: str, size1: int, size2: int) -> dict[str, Any]:
+    if not 0 < size1 <= size2:
+        raise ProofRequestError(f"sizes {size1}, {size2}: expected 0 < size1 <= size2")
+    leaves = _leaves(store, chain_id, size2)
+    return {"chain_id": chain_id, "size1": size1, "size2": size2,
+            "root1": merkle.root(leaves[:size1]).hex(), "root2": merkle.root(leaves).hex(),
+            "proof": [h.hex() for h in merkle.consistency_proof(leaves, size1, size2)]}

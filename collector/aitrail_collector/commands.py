@@ -1,0 +1,350 @@
+"""The collector's ``aitrail`` commands: collector, demo, user, apikey, erase.
+
+They reach the ``aitrail`` parser through the entry-point group
+``aitrail.commands`` (pyproject.toml): each ``add_*`` function adds one
+subcommand. This module imports only the standard library and the SDK's CLI
+helpers at import time, so ``aitrail --help`` stays quick; each command imports
+what it runs when it runs, after checking that the collector extra is there.
+The flags' defaults are read from ``CollectorConfig``: each is written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+from aitrail.cli.base import (COLLECTOR_EXTRA, EXIT_FAILED, EXIT_OK, UsageError, add_target,
+                              backend, os_user)
+from aitrail_collector.config import CollectorConfig, Limits
+
+_DEFAULTS = CollectorConfig(dsn="")
+_LIMITS = Limits()
+
+
+def _need_collector_extra(what: str) -> None:
+    for module in ("clickhouse_connect", "chdb", "fastapi", "uvicorn"):
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"{what} needs the collector extra: {COLLECTOR_EXTRA}")
+
+
+# ------------------------------------------------------------------ collector, demo
+
+def _add_server(p: argparse.ArgumentParser) -> None:
+    d, lim = _DEFAULTS, _LIMITS
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--data-dir", help="embedded store directory (default $AITRAIL_DATA_DIR or "
+                                      "./aitrail-data)")
+    x.add_argument("--clickhouse", metavar="DSN", help="ClickHouse server DSN, http(s)://host:port")
+    p.add_argument("--grpc-listen", default=d.grpc_listen, metavar="HOST:PORT")
+    p.add_argument("--http-listen", default=d.http_listen, metavar="HOST:PORT")
+    p.add_argument("--chain-id", default=d.chain_id,
+                   help="the chain this collector seals (default %(default)s)")
+    p.add_argument("--retention-days", type=int, default=d.retention_days,
+                   help="drop day partitions older than this (default %(default)s: six years)")
+    g = p.add_argument_group("console")
+    g.add_argument("--users", metavar="FILE",
+                   help="console accounts and API tokens (`aitrail user`; default "
+                        "<data dir>/console-users.json). With no account yet, the HTTP API and "
+                        "console serve loopback callers only, without sign-in")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--signing-key", metavar="PEM",
+                   help="Ed25519 private key for checkpoints (`aitrail keygen`; default: "
+                        "<data dir>/signing-key.pem, made on first start)")
+    g.add_argument("--anchor", metavar="DIR|s3://BUCKET/PREFIX",
+                   help="independent store for every checkpoint (default <data dir>/anchor)")
+    g.add_argument("--checkpoint-interval", type=float, default=d.checkpoint_interval,
+                   metavar="SECONDS",
+                   help="sign a checkpoint this often when records arrived (default %(default)g)")
+    g.add_argument("--checkpoint-max-quiet", type=float, default=d.checkpoint_max_quiet,
+                   metavar="SECONDS", help="and at least this often when none did "
+                                           "(default %(default)g)")
+    g = p.add_argument_group("security")
+    g.add_argument("--api-keys", metavar="FILE", help="require an API key from this keys file "
+                   "(see `aitrail apikey`); a key may only write records of its own service")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve gRPC over TLS with this certificate")
+    g.add_argument("--tls-key", metavar="PEM", help="and this private key")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA (mutual TLS)")
+    g = p.add_argument_group("limits (hostile input and overload)")
+    g.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
+                   help="largest gRPC request accepted (default 64 MiB)")
+    g.add_argument("--max-records-per-batch", type=int, default=d.max_records_per_batch)
+    g.add_argument("--max-record-bytes", type=int, default=lim.max_record_bytes)
+    g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars,
+                   help="longest input, output, rationale, ... (default 1 Mi characters)")
+    g.add_argument("--max-attributes", type=int, default=lim.max_attributes)
+    g.add_argument("--max-clock-skew", type=int, default=lim.future_skew_s, metavar="SECONDS",
+                   help="how far in the future a record's start time may be (default %(default)s)")
+    g.add_argument("--max-record-age-days", type=float, default=lim.max_age_s / 86400,
+                   help="older records are refused rather than creating old partitions")
+    g.add_argument("--max-pending-records", type=int, default=d.max_pending_records,
+                   help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
+
+
+def config_from_args(args: argparse.Namespace) -> CollectorConfig:
+    """The collector's configuration from its flags; ConfigError names a bad one."""
+    from aitrail_collector.config import ConfigError, DataDir, TlsFiles, dsn_for
+    dsn = dsn_for(data_dir=args.data_dir, clickhouse=args.clickhouse)
+    data_dir = DataDir.of_dsn(dsn)
+    if data_dir is not None:
+        held = data_dir.running_collector()
+        if held:
+            raise ConfigError(f"{data_dir.root} is already held by a running collector "
+                              f"(pid {held['pid']}, {held.get('url')})")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    limits = Limits(max_record_bytes=args.max_record_bytes, max_text_chars=args.max_text_chars,
+                    max_attributes=args.max_attributes, future_skew_s=args.max_clock_skew,
+                    max_age_s=int(args.max_record_age_days * 86400))
+    config = CollectorConfig(
+        dsn=dsn, chain_id=args.chain_id, grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen or None, retention_days=args.retention_days,
+        limits=limits, max_message_bytes=args.max_message_bytes,
+        max_records_per_batch=args.max_records_per_batch,
+        max_pending_records=args.max_pending_records, api_keys=args.api_keys,
+        signing_key=args.signing_key, anchor=args.anchor,
+        checkpoint_interval=args.checkpoint_interval,
+        checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
+        tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
+        if args.tls_cert else None)
+    config.validate()
+    return config
+
+
+def start_from_args(args: argparse.Namespace) -> Any:
+    """A started ``Collector``; a configuration it refuses exits 2 with the reason."""
+    from aitrail.errors import AitrailError
+    from aitrail_collector.app import Collector
+    try:
+        return Collector(config_from_args(args)).start()
+    except (AitrailError, OSError) as exc:
+        sys.stderr.write(f"aitrail {args.command}: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    _need_collector_extra("the collector")
+    from aitrail_collector.app import stop_on_signals
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop_on_signals()
+    collector = start_from_args(args)
+    where = collector.data_dir or collector.store.dsn
+    print(f"aitrail collector: chain {collector.config.chain_id} (head seq "
+          f"{collector.ledger.head_seq}), store {where}", flush=True)
+    print(f"  gRPC ingest  {collector.grpc_endpoint}", flush=True)
+    if collector.url:
+        print(f"  HTTP API     {collector.url}   (OpenAPI: {collector.url}/docs)", flush=True)
+    collector.serve_forever(stop)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_collector_extra("the demo")
+    from aitrail_collector.demo.run import run_demo
+    code: int = run_demo(args)
+    return code
+
+
+def add_collector(sub: Any) -> None:
+    p = sub.add_parser("collector", help="run the collector (gRPC ingest + HTTP query API)")
+    _add_server(p)
+    p.set_defaults(func=cmd_collector)
+
+
+def add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run a collector and a realistic support-ticket triage "
+                                    "scenario")
+    _add_server(p)
+    p.add_argument("--tasks", type=int, default=240, help="number of tickets (default 240)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-serve", action="store_true", help="exit after the summary instead of "
+                                                           "serving until Ctrl-C")
+    p.set_defaults(func=cmd_demo)
+
+
+# ------------------------------------------------------------------ apikey
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from aitrail_collector.ingest import apikeys
+    try:
+        if args.action == "create":
+            if not args.service:
+                raise UsageError("create needs --service")
+            key = apikeys.create_key(args.keys_file, args.service)
+            print(key)
+            sys.stderr.write("Store this key now: only its hash is kept.\n")
+        elif args.action == "revoke":
+            if not args.key_id:
+                raise UsageError("revoke needs the key's id (see `aitrail apikey list`)")
+            apikeys.revoke_key(args.keys_file, args.key_id)
+            print(f"revoked {args.key_id}")
+        else:
+            for k in apikeys.load_keys(args.keys_file).values():
+                print(f"{k.key_id}  {k.service:<24} created {k.created}"
+                      + ("  REVOKED" if k.revoked else ""))
+    except apikeys.KeysFileError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def add_apikey(sub: Any) -> None:
+    p = sub.add_parser("apikey", help="create, revoke and list ingest API keys")
+    p.add_argument("action", choices=("create", "revoke", "list"))
+    p.add_argument("key_id", nargs="?", help="with revoke: the key's id")
+    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
+    p.add_argument("--service", help="with create: the service the key may write as")
+    p.set_defaults(func=cmd_apikey)
+
+
+# ------------------------------------------------------------------ user
+
+_NEEDS = {"add": "USERNAME", "passwd": "USERNAME", "role": "USERNAME", "disable": "USERNAME",
+          "enable": "USERNAME", "remove": "USERNAME", "token-create": "NAME",
+          "token-revoke": "the token's ID (see `aitrail user tokens`)"}
+
+
+def _check_user_args(args: argparse.Namespace) -> None:
+    if args.action in _NEEDS and not args.target:
+        raise UsageError(f"{args.action} needs {_NEEDS[args.action]}")
+    if args.action == "role" and not args.value:
+        raise UsageError("role needs USERNAME ROLE")
+    if args.action != "role" and args.value:
+        raise UsageError(f"{args.action} takes one argument, not {args.value!r}")
+    if args.action in ("add", "token-create") and not args.role:
+        raise UsageError(f"{args.action} needs --role (auditor, analyst or admin)")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    _need_collector_extra("managing console users")
+    from aitrail_collector.config import DataDir, default_data_dir
+    from aitrail_collector.web.auth.accounts import AccountError, Accounts
+    path = args.users or DataDir(args.data_dir or default_data_dir()).users
+    _check_user_args(args)
+    try:
+        _user_action(Accounts(path), args, path)
+    except AccountError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _user_action(accounts: Any, args: argparse.Namespace, path: str) -> None:
+    name, a = args.target, args.action
+    if a == "add":
+        accounts.add_user(name, _new_password(args), args.role)
+        print(f"added {name} ({args.role}) to {path}")
+    elif a == "passwd":
+        accounts.set_password(name, _new_password(args))
+        print(f"changed the password of {name}; their console sessions end")
+    elif a == "role":
+        accounts.set_role(name, args.value)
+        print(f"{name} is now {args.value}")
+    elif a in ("disable", "enable", "remove"):
+        getattr(accounts, f"{a}_user")(name)
+        print(f"{a}d {name}")
+    elif a == "list":
+        for u in accounts.users():
+            print(f"{u['username']:<24} {u['role']:<8} created {u['created']}"
+                  + ("  DISABLED" if u["disabled"] else ""))
+    elif a == "token-create":
+        token_id, secret = accounts.create_token(name, args.role, args.owner or os_user())
+        print(secret)
+        sys.stderr.write(f"Token {token_id} ({args.role}): store it now, only its hash "
+                         "is kept.\n")
+    elif a == "token-revoke":
+        accounts.revoke_token(name)
+        print(f"revoked token {name}")
+    else:
+        for t in accounts.tokens():
+            print(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
+                  f"created {t['created']}" + ("  REVOKED" if t["revoked"] else ""))
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    """From the first line of stdin (--password-stdin), else asked twice without echo."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():  # getpass would read the pipe, echoing, with a warning
+        raise UsageError("no terminal to ask for the password: use --password-stdin")
+    import getpass
+    try:
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise UsageError("the passwords do not match")
+    except EOFError:
+        raise UsageError("no password given (use --password-stdin, or run in a terminal)") \
+            from None
+    return first
+
+
+def add_user(sub: Any) -> None:
+    p = sub.add_parser("user", help="manage console users (roles, passwords) and JSON API tokens")
+    p.add_argument("action", choices=("add", "passwd", "role", "disable", "enable", "remove",
+                                      "list", "token-create", "token-revoke", "tokens"))
+    p.add_argument("target", nargs="?", help="USERNAME; with token-create the token's NAME; "
+                   "with token-revoke its ID")
+    p.add_argument("value", nargs="?", help="with role: the new ROLE")
+    p.add_argument("--role", help="with add and token-create: auditor, analyst or admin")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="with add and passwd: read the password from the first line of stdin")
+    p.add_argument("--owner", help="with token-create: who the token is for (default: your "
+                   "login name)")
+    p.add_argument("--users", metavar="FILE",
+                   help="the users file (default <data dir>/console-users.json)")
+    p.add_argument("--data-dir", help="default $AITRAIL_DATA_DIR, else ./aitrail-data")
+    p.set_defaults(func=cmd_user)
+
+
+# ------------------------------------------------------------------ erase
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from aitrail.cli.remote import NothingToErase
+    try:
+        result = backend(args).erase(task=args.task, record_id=args.record,
+                                     reason=args.reason, actor=args.actor or os_user())
+    except NothingToErase as exc:
+        sys.stderr.write(f"aitrail erase: {exc}\n")
+        return EXIT_FAILED
+    if args.format == "json":
+        import json
+        json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    _print_erasure(result)
+    return EXIT_OK
+
+
+def _print_erasure(result: dict) -> None:
+    if result["erased"] or not result["completed"]:
+        print(f"Erased {result['payloads']} payload(s) of {result['records']} record(s) of "
+              f"{result['target']}.")
+    for red in result["redactions"]:
+        print(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
+              f"seq {red['seq']})")
+    for e in result["erased"]:
+        changed = f"  (did not match its commitment: {', '.join(e['modified'])})" \
+            if e.get("modified") else ""
+        print(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}{changed}")
+    if result["completed"]:
+        print(f"  completed the earlier erasure of {len(result['completed'])} record(s)")
+    if result.get("inactive_parts_left"):
+        sys.stderr.write(f"aitrail erase: {result['inactive_parts_left']} replaced data part(s) "
+                         "were still in use and remain on disk until the engine removes them\n")
+
+
+def add_erase(sub: Any) -> None:
+    p = sub.add_parser("erase", help="erase the payloads of a task or record (GDPR Art. 17) and "
+                       "seal a redaction record; the chain still verifies")
+    x = p.add_mutually_exclusive_group(required=True)
+    x.add_argument("--task", help="every record of this task")
+    x.add_argument("--record", metavar="RECORD_ID", help="this one record")
+    p.add_argument("--reason", required=True, help="why (sealed in the redaction record)")
+    p.add_argument("--actor", help="who asked for the erasure (default: your login name)")
+    add_target(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_erase)

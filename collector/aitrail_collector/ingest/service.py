@@ -1,0 +1,106 @@
+"""The gRPC endpoint: ``aitrail.v1.AuditService/Export``.
+
+Requests are taken as raw bytes and parsed here, so a request that is not a
+valid ExportRequest (bad wire format, invalid UTF-8 in a string) gets a clear
+INVALID_ARGUMENT rather than gRPC's generic deserialization error. Before
+anything is parsed the caller is authenticated (when API keys are configured)
+and admitted (back-pressure: past ``max_pending_records`` waiting to be sealed,
+the answer is RESOURCE_EXHAUSTED with a retry hint, not an ever-growing queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from typing import Optional
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.config import TlsFiles
+from aitrail_collector.ingest.apikeys import AuthError, KeyRing
+from aitrail_collector.ledger.group_commit import Ledger
+
+log = logging.getLogger("aitrail.collector")
+
+SERVICE = "aitrail.v1.AuditService"
+
+
+class ExportHandler:
+    def __init__(self, ledger: Ledger, *, keys: Optional[KeyRing] = None,
+                 max_records: int, max_pending: int, retry_pushback_ms: int):
+        self.ledger = ledger
+        self.keys = keys
+        self.max_records = max_records
+        self.max_pending = max_pending
+        self.retry_pushback_ms = retry_pushback_ms
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        service = None
+        if self.keys is not None:
+            try:
+                service = self.keys.service_for(context.invocation_metadata())
+            except AuthError as exc:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        try:
+            request = pb.ExportRequest.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request is not a valid aitrail.v1.ExportRequest "
+                          f"(bad wire format or invalid UTF-8 in a string field): {exc}")
+        n = len(request.records)
+        if n > self.max_records:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{n} records in one request; the limit is {self.max_records}")
+        if not self._admit(n):
+            context.set_trailing_metadata((("grpc-retry-pushback-ms", str(self.retry_pushback_ms)),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"collector overloaded ({self._pending} records waiting to be sealed); "
+                          f"retry in {self.retry_pushback_ms} ms")
+        try:
+            result = self.ledger.append(request.records, service=service)
+        except Exception as exc:  # noqa: BLE001 - the store failed: nothing was acknowledged
+            log.exception("store write failed")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the store did not accept the batch: {exc}")
+        finally:
+            self._release(n)
+        response = pb.ExportResponse(accepted=result.accepted, duplicates=result.duplicates,
+                                     chain_id=self.ledger.chain_id, head_seq=result.head_seq)
+        for index, record_id, reason in result.rejected:
+            response.rejected.add(index=index, record_id=record_id, reason=reason)
+        return response.SerializeToString()
+
+    def _admit(self, n: int) -> bool:
+        with self._pending_lock:
+            # One batch is always admitted, however large, so progress is possible.
+            if self._pending and self._pending + n > self.max_pending:
+                return False
+            self._pending += n
+            return True
+
+    def _release(self, n: int) -> None:
+        with self._pending_lock:
+            self._pending -= n
+
+
+def start_grpc(handler: ExportHandler, listen: str, *,
+               max_message_bytes: int, tls: Optional[TlsFiles] = None,
+               workers: int) -> tuple[grpc.Server, int]:
+    """Start serving on ``listen`` (HOST:PORT, port 0 picks one); returns (server, port)."""
+    rpc = grpc.unary_unary_rpc_method_handler(handler.export)  # bytes in, bytes out
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                         options=[("grpc.max_receive_message_length", max_message_bytes),
+                                  ("grpc.max_send_message_length", max_message_bytes)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": rpc}),))
+    if tls is not None:
+        port = server.add_secure_port(listen, tls.credentials())
+    else:
+        port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {listen}")
+    server.start()
+    return server, port

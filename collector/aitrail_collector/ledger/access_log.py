@@ -1,0 +1,57 @@
+"""The ledger audits its own readers: every search, timeline view and export is
+sealed into the chain as a ``data_access`` record (SOC 2: who read what, when).
+
+Made by the collector and sealed like any other record, so a reader cannot
+remove the trace of a read without breaking verification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any, Mapping, Optional
+
+from aitrail.record.ids import uuid7
+from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.web.auth.accounts import Principal
+from aitrail_collector.ledger.group_commit import Ledger
+
+log = logging.getLogger("aitrail.collector")
+SERVICE = "aitrail-collector"
+MAX_FILTER_CHARS = 4000
+
+
+class AccessLog:
+    def __init__(self, ledger: Optional[Ledger]):
+        self.ledger = ledger
+        self.host = socket.gethostname()
+
+    def record(self, who: Principal, resource: str, filters: Mapping[str, Any], rows: int,
+               via: str) -> Optional[str]:
+        """Seal one read; returns its record id. A read is not refused when this fails
+        (the store may be briefly unavailable), but the failure is logged loudly.
+
+        The record names what was read in ``resource`` (``search``, ``timeline:T-1``,
+        ``export``) and carries no task id of its own: reading a task's timeline must
+        not change that timeline."""
+        if self.ledger is None:
+            return None
+        described = json.dumps(filters, sort_keys=True, default=str)[:MAX_FILTER_CHARS]
+        now = time.time_ns()
+        rec = pb.AuditRecord(
+            record_id=uuid7(), event_type="data_access",
+            start_time_unix_nano=now, end_time_unix_nano=now, service=SERVICE,
+            environment="collector", host=self.host,
+            data_access=pb.DataAccess(actor=who.name, resource=resource,
+                                      purpose=f"{via} read"),
+            attributes={"role": who.role, "principal_kind": who.kind, "via": via,
+                        "filters": described, "rows": str(rows)})
+        try:
+            self.ledger.append_own(rec)
+        except Exception:  # noqa: BLE001 - see docstring
+            log.exception("could not seal the data_access record of %s reading %s",
+                          who.name, resource)
+            return None
+        return rec.record_id

@@ -1,0 +1,253 @@
+"""The ledger: turns validated records into sealed envelopes and payloads, in order.
+
+One collector owns one chain. Sealing, the duplicate check and the insert
+happen under one lock, so seq numbers are assigned in the order records are
+stored and the in-memory head never runs ahead of what is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from aitrail.verify.chain import Sealer
+from aitrail.verify.merkle import CompactRange
+from aitrail.verify.envelope import commitment, empty_envelope
+from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.errors import StoreError
+from aitrail_collector.store.client import Store
+from aitrail_collector.ingest.validate import Limits, validate
+
+log = logging.getLogger("aitrail.collector")
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, id, reason)
+    head_seq: int = 0
+
+
+def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
+                 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The envelope fields of a record, and its payloads as (name, content)."""
+    env = empty_envelope()
+    env.update(
+        chain_id=chain_id, record_id=rec.record_id, event_type=rec.event_type,
+        task_id=rec.task_id, request_id=rec.request_id, trace_id=rec.trace_id,
+        span_id=rec.span_id, parent_span_id=rec.parent_span_id,
+        start_time=rec.start_time_unix_nano,
+        end_time=rec.end_time_unix_nano or rec.start_time_unix_nano,
+        received_time=received_ns, service=rec.service, service_version=rec.service_version,
+        environment=rec.environment, host=rec.host, sdk_version=rec.sdk_version,
+        error_type=rec.error.type, error_message=rec.error.message,
+        attributes=dict(rec.attributes),
+    )
+    payloads: list[tuple[str, str]] = []
+    kind = rec.event_type
+    if kind == "model_call":
+        m = rec.model_call
+        env.update(provider=m.provider, model=m.model, model_version=m.model_version,
+                   prompt_template_id=m.prompt_template_id, prompt_version=m.prompt_version,
+                   parameters=dict(m.parameters),
+                   confidence=m.confidence if m.HasField("confidence") else None,
+                   input_tokens=m.usage.input_tokens, output_tokens=m.usage.output_tokens,
+                   streamed=int(m.streamed))
+        payloads += [("input", m.input), ("output", m.output)]
+        if m.logprobs:
+            payloads.append(("logprobs", json.dumps([[lp.token, lp.logprob] for lp in m.logprobs],
+                                                    ensure_ascii=False)))
+    elif kind == "review":
+        v = rec.review
+        env.update(reviewer_id=v.reviewer_id, decision=v.decision, time_spent_ms=v.time_spent_ms,
+                   reason_code=v.rationale.reason_code, policy_ref=v.rationale.policy_ref)
+        payloads += [("modified_output", v.modified_output), ("diff", v.diff),
+                     ("rationale", v.rationale.text)]
+    elif kind == "escalation":
+        e = rec.escalation
+        env.update(escalation_from=e.from_reviewer, escalation_to=e.to_reviewer,
+                   escalation_reason=e.reason)
+    elif kind == "resolution":
+        env.update(resolution_outcome=rec.resolution.outcome,
+                   final_decision=rec.resolution.final_decision)
+    elif kind == "data_access":
+        a = rec.data_access
+        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
+    elif kind == "redaction":
+        # Made by the collector only (erasure.py); who asked, what, why travel in the
+        # data_access part, what was erased in attributes.
+        a = rec.data_access
+        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
+    return env, [(name, content) for name, content in payloads if content]
+
+
+@dataclass
+class _Pending:
+    """One caller's batch, waiting for a group commit."""
+    result: AppendResult
+    records: list = field(default_factory=list)
+    done: bool = False
+    error: Optional[BaseException] = None
+
+
+class Ledger:
+    def __init__(self, store: Store, chain_id: str, limits: Limits = Limits()):
+        self.store = store
+        self.chain_id = chain_id
+        self.limits = limits
+        self._lock = threading.Lock()        # held by the one thread committing
+        self._queue_lock = threading.Lock()  # guards _waiting
+        self._waiting: list[_Pending] = []
+        self._sealer = Sealer(chain_id, *store.head(chain_id))
+        self._tree = self._load_tree()
+
+    def _load_tree(self) -> CompactRange:
+        """The Merkle tree over the chain's leaf hashes, as a compact range.
+
+        Continued from the last checkpoint's frontier, so records dropped by
+        retention are not needed. A chain head behind the last checkpoint means
+        signed records were deleted: refuse to seal on top of that.
+        """
+        head = self._sealer.head_seq
+        stored = self.store.checkpoints(self.chain_id)
+        tree = CompactRange()
+        if stored:
+            number, size, _, frontier = stored[-1]
+            if size > head:
+                raise StoreError(
+                    f"chain {self.chain_id!r} was truncated: checkpoint {number} covers "
+                    f"{size} records but the stored chain ends at seq {head}. Run `aitrail "
+                    "verify` and investigate before ingesting again.")
+            tree = CompactRange.from_hashes(size, frontier)
+        leaves = self.store.leaf_hashes(self.chain_id, tree.size + 1, head)
+        if len(leaves) != head - tree.size:
+            raise StoreError(f"chain {self.chain_id!r}: {head - tree.size - len(leaves)} records "
+                             f"between seq {tree.size + 1} and {head} are missing; cannot "
+                             "continue the Merkle tree. Run `aitrail verify`.")
+        tree.extend(leaves)
+        return tree
+
+    def snapshot(self) -> tuple[int, bytes, bytes, list[bytes]]:
+        """(size, Merkle root, chain head hash, frontier) of what is durably stored."""
+        with self._lock:
+            tree = self._tree
+            return tree.size, tree.root(), self._sealer.head_hash, list(tree.hashes)
+
+    @property
+    def commit_lock(self) -> threading.Lock:
+        """Held while a group is sealed and stored; a checkpoint taken under it is exact."""
+        return self._lock
+
+    @property
+    def head_seq(self) -> int:
+        return self._sealer.head_seq
+
+    def append(self, records: Sequence[pb.AuditRecord],
+               service: Optional[str] = None) -> AppendResult:
+        """Validate, deduplicate, seal and store; returns once the insert returned.
+
+        ``service``, when the caller authenticated with an API key, is the only
+        service its records may name. Concurrent calls are committed together
+        (group commit): whichever caller gets the commit lock seals and stores
+        every batch waiting at that moment in one insert, so the fixed cost of
+        an insert is shared instead of paid per request.
+        """
+        pending = _Pending(AppendResult())
+        now = time.time_ns()
+        seen: set[str] = set()
+        for index, rec in enumerate(records):
+            reason = validate(rec, now, self.limits)
+            if reason is None and service is not None and rec.service != service:
+                reason = (f"service {rec.service[:64]!r} does not match the API key's service "
+                          f"{service!r}")
+            if reason is not None:
+                pending.result.rejected.append((index, rec.record_id[:64], reason))
+            elif rec.record_id in seen:
+                pending.result.duplicates += 1
+            else:
+                seen.add(rec.record_id)
+                pending.records.append(rec)
+        if pending.records:
+            self._commit(pending)
+        pending.result.head_seq = self._sealer.head_seq
+        return pending.result
+
+    def append_own(self, rec: pb.AuditRecord) -> AppendResult:
+        """Seal a record the collector made itself (a ``redaction``).
+
+        Client validation is skipped (it refuses the reserved types); everything
+        else is the path of every record: the commit lock, the duplicate check,
+        sealing, the insert and the Merkle tree.
+        """
+        pending = _Pending(AppendResult(), [rec])
+        self._commit(pending)
+        pending.result.head_seq = self._sealer.head_seq
+        return pending.result
+
+    def _commit(self, pending: "_Pending") -> None:
+        with self._queue_lock:
+            self._waiting.append(pending)
+        with self._lock:
+            if not pending.done:  # else an earlier committer took it along
+                with self._queue_lock:
+                    group, self._waiting = self._waiting, []
+                try:
+                    self._commit_group(group)
+                except Exception as exc:  # noqa: BLE001 - every waiter learns it failed
+                    for p in group:
+                        p.error = exc
+                finally:
+                    for p in group:
+                        p.done = True
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit_group(self, group: Sequence["_Pending"]) -> None:
+        existing = self.store.existing_ids([r.record_id for p in group for r in p.records])
+        fresh: list[pb.AuditRecord] = []
+        for p in group:
+            accepted = [r for r in p.records if r.record_id not in existing]
+            # The same id in two batches of one group: the first one is sealed.
+            existing.update(r.record_id for r in accepted)
+            p.result.duplicates += len(p.records) - len(accepted)
+            p.result.accepted = len(accepted)
+            fresh += accepted
+        if fresh:
+            self._seal_and_store(fresh, time.time_ns())
+
+    def _seal_and_store(self, records: Sequence[pb.AuditRecord], received_ns: int) -> None:
+        sealer = self._sealer
+        saved = (sealer.head_seq, sealer.head_hash)
+        envelopes, payload_rows = [], []
+        for rec in records:
+            env, payloads = split_record(rec, self.chain_id, received_ns)
+            for name, content in payloads:
+                salt = os.urandom(16)
+                digest = commitment(salt, content)
+                env["commitments"][name] = digest
+                payload_rows.append((self.chain_id, rec.record_id, name, env["start_time"],
+                                     salt.hex(), content, digest))
+            link = sealer.seal(env)
+            envelopes.append((link.seq, *env.values(), link.prev_hash, link.leaf_hash,
+                              link.chain_hash))
+        try:
+            self.store.insert(envelopes, payload_rows)
+        except Exception:
+            # Nothing was acknowledged; reread the head in case part of it landed.
+            sealer.head_seq, sealer.head_hash = saved
+            self._reload_head()
+            raise
+        self._tree.extend(row[-2] for row in envelopes)
+
+    def _reload_head(self) -> None:
+        try:
+            self._sealer.head_seq, self._sealer.head_hash = self.store.head(self.chain_id)
+            self._tree = self._load_tree()
+        except Exception:  # noqa: BLE001 - the store is down; the next append retries
+            log.exception("could not reread the chain head")

@@ -1,0 +1,254 @@
+"""The store: ClickHouse tables, reached through one clickhouse-connect client API.
+
+``chdb:///dir`` is the embedded engine (one process owns a directory);
+``http(s)://host:8123`` is a ClickHouse server. Every value reaches SQL as a
+bound parameter or through the insert protocol, never by string formatting.
+
+Tables (database ``aitrail``):
+
+* ``envelopes`` -- the sealed records: every ``aitrail.verify.envelope.FIELDS`` column
+  plus ``seq``, ``prev_hash``, ``leaf_hash``, ``chain_hash``. Append-only.
+* ``payloads`` -- large or personal content, one row per (record, name), with
+  its salt. The envelope's ``commitments`` map binds each one.
+
+Both are MergeTree, partitioned by day of ``start_time``, with a TTL in whole
+days (``ttl_only_drop_parts``), and bloom-filter skip indexes on the ids people
+look things up by, so those lookups do not scan the table.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterator, Optional, Sequence
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
+
+from aitrail.verify.chain import GENESIS, Link
+from aitrail.verify.envelope import FIELD_NAMES
+from aitrail_collector.config import CollectorConfig, DataDir
+from aitrail_collector.errors import StoreError
+from aitrail_collector.store import schema
+from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, ENVELOPE_SELECT, PAYLOAD_COLUMNS, CHECKPOINT_COLUMNS
+
+class Store:
+    def __init__(self, dsn: str, retention_days: int = CollectorConfig.retention_days):
+        if retention_days < 1:
+            raise StoreError("retention must be at least one day")
+        self.dsn = dsn
+        self.retention_days = retention_days
+        self._local = threading.local()
+        self.data_dir = DataDir.of_dsn(dsn)
+        self.embedded = self.data_dir is not None
+        if self.data_dir is not None:
+            os.makedirs(self.data_dir.root, exist_ok=True)
+        self.client  # open now, so a held or unreachable store fails here, clearly
+
+    @property
+    def client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._connect()
+        return client
+
+    def _connect(self):
+        try:
+            return clickhouse_connect.get_client(dsn=self.dsn)
+        except Exception as exc:  # noqa: BLE001 - turned into one clear error
+            raise StoreError(self._open_error(exc)) from exc
+
+    def _open_error(self, exc: Exception) -> str:
+        if self.embedded and "EmbeddedServer" in str(exc):
+            return (f"cannot open the store at {self.dsn}: another process holds it "
+                    "(a running collector?). Reach that collector with --url instead.")
+        return f"cannot open the store at {self.dsn}: {exc}"
+
+    # ------------------------------------------------------------ schema
+    def ensure_schema(self) -> None:
+        schema.ensure_schema(self.client, self.retention_days)
+
+    def has_schema(self) -> bool:
+        rows = self.client.query("SELECT count() FROM system.tables WHERE database = {db:String}"
+                                 " AND name = 'envelopes'", parameters={"db": DB}).result_rows
+        return rows[0][0] > 0
+
+    # ------------------------------------------------------------ writing
+    def head(self, chain_id: str) -> tuple[int, bytes]:
+        rows = self.client.query(
+            f"SELECT seq, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+            " ORDER BY seq DESC LIMIT 1", parameters={"c": chain_id}).result_rows
+        if not rows:
+            return 0, GENESIS
+        return int(rows[0][0]), bytes(rows[0][1])
+
+    def existing_ids(self, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        rows = self.client.query(
+            f"SELECT record_id FROM {DB}.envelopes WHERE record_id IN {{ids:Array(String)}}",
+            parameters={"ids": list(record_ids)}).result_rows
+        return {r[0] for r in rows}
+
+    def insert(self, envelopes: Sequence[Sequence[Any]],
+               payloads: Sequence[Sequence[Any]]) -> None:
+        """Payloads first: an envelope must never be stored without its content.
+
+        A payload row whose envelope never landed (a crash in between) matches
+        no commitment and is ignored by every reader. Nothing is deduplicated
+        here: the ledger deduplicates by record id under its lock (see the DDL's
+        ``non_replicated_deduplication_window = 0`` for why ClickHouse must not).
+        """
+        c = self.client
+        # Column-oriented: the driver encodes column by column, about a third
+        # cheaper than transposing rows itself.
+        if payloads:
+            c.insert(f"{DB}.payloads", list(zip(*payloads)), column_names=PAYLOAD_COLUMNS,
+                     column_oriented=True)
+        if envelopes:
+            c.insert(f"{DB}.envelopes", list(zip(*envelopes)), column_names=ENVELOPE_COLUMNS,
+                     column_oriented=True)
+
+    def insert_checkpoint(self, chain_id: str, number: int, size: int, time_ns: int,
+                          text: str, frontier: Sequence[bytes]) -> None:
+        self.client.insert(f"{DB}.checkpoints",
+                           [[chain_id, number, size, _dt(time_ns), text,
+                             [h.hex() for h in frontier]]],
+                           column_names=CHECKPOINT_COLUMNS)
+
+    # ------------------------------------------------------------ reading
+    def checkpoints(self, chain_id: str) -> list[tuple[int, int, str, list[bytes]]]:
+        """(number, size, signed text, frontier) of every stored checkpoint, by number."""
+        rows = self.query(f"SELECT number, size, text, frontier FROM {DB}.checkpoints"
+                          " WHERE chain_id = {c:String} ORDER BY number", {"c": chain_id})
+        return [(int(n), int(s), t, [bytes.fromhex(h) for h in f])
+                for n, s, t, f in rows.result_rows]
+
+    def checkpoint_chains(self) -> list[str]:
+        rows = self.query(f"SELECT DISTINCT chain_id FROM {DB}.checkpoints ORDER BY chain_id")
+        return [r[0] for r in rows.result_rows]
+
+    def leaf_hashes(self, chain_id: str, first_seq: int, last_seq: int) -> list[bytes]:
+        """Stored leaf hashes of seq first..last, in seq order."""
+        rows = self.query(f"SELECT leaf_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+                          " AND seq >= {a:UInt64} AND seq <= {b:UInt64} ORDER BY seq",
+                          {"c": chain_id, "a": first_seq, "b": last_seq})
+        return [bytes(r[0]) for r in rows.result_rows]
+
+    def position(self, record_id: str) -> Optional[tuple[str, int]]:
+        """(chain_id, seq) of a stored record."""
+        rows = self.query(f"SELECT chain_id, seq FROM {DB}.envelopes"
+                          " WHERE record_id = {r:String} ORDER BY seq LIMIT 1",
+                          {"r": record_id}).result_rows
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def query(self, sql: str, parameters: Optional[dict] = None):
+        return self.client.query(sql, parameters=parameters or {})
+
+    def stream(self, sql: str, parameters: Optional[dict] = None) -> Iterator[tuple]:
+        """Rows as they come. Uses a client of its own, so the consumer may run other
+        queries (payloads for each chunk) while the stream is open."""
+        client = getattr(self._local, "stream_client", None)
+        if client is None:
+            client = self._local.stream_client = self._connect()
+        with client.query_rows_stream(sql, parameters=parameters or {}) as rows:
+            yield from rows
+
+    def stream_blocks(self, sql: str, parameters: Optional[dict] = None
+                      ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Column blocks as they come (one sequence per column), on the stream client."""
+        client = getattr(self._local, "stream_client", None)
+        if client is None:
+            client = self._local.stream_client = self._connect()
+        with client.query_column_block_stream(sql, parameters=parameters or {}) as blocks:
+            yield from blocks
+
+    def chains(self) -> list[str]:
+        rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
+        return [r[0] for r in rows.result_rows]
+
+    def iter_chain(self, chain_id: str, from_seq: int = 1) -> Iterator[tuple[Link, dict]]:
+        """Every row of one chain by seq (from ``from_seq``): its link and envelope fields."""
+        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+               " AND seq >= {s:UInt64} ORDER BY seq")
+        n_fields = len(FIELD_NAMES)
+        for row in self.stream(sql, {"c": chain_id, "s": from_seq}):
+            envelope = dict(zip(FIELD_NAMES, row[1:1 + n_fields]))
+            prev, leaf, chain = row[1 + n_fields:]
+            yield Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain)), envelope
+
+    def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
+        sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
+               " WHERE chain_id = {c:String} AND seq >= {s:UInt64} ORDER BY seq")
+        return [Link(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in self.stream(sql, {"c": chain_id, "s": from_seq})]
+
+    def payload_rows(self, chain_id: str, record_ids: Sequence[str],
+                     bounds: Optional[tuple[int, int]] = None) -> list[tuple]:
+        """(record_id, name, salt, content, commitment) rows of these records, read by
+        primary key. The caller holds the sealed commitments and checks each row
+        against them: the payload table alone is never trusted.
+
+        bounds: the records' (min, max) start_time in ns. The ledger writes a payload
+        row with its envelope's start_time, so this prunes the day partitions.
+        """
+        sql = (f"SELECT record_id, name, salt, content, commitment FROM {DB}.payloads"
+               " WHERE chain_id = {c:String} AND record_id IN {ids:Array(String)}")
+        params: dict[str, Any] = {"c": chain_id, "ids": list(record_ids)}
+        if bounds:
+            sql += (" AND start_time >= fromUnixTimestamp64Nano({lo:Int64})"
+                    " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})")
+            params.update(lo=bounds[0], hi=bounds[1])
+        return self.query(sql, params).result_rows
+
+    # ------------------------------------------------------------ erasing
+    def erase_payloads(self, chain_id: str, record_ids: Sequence[str],
+                       timeout_s: float = 30.0) -> int:
+        """Delete every payload row of these records, so that the bytes leave the disk.
+
+        The only way data leaves the payload table (DESIGN.md, "Sealing"). A mutation
+        rewrites the parts that hold the rows (a lightweight DELETE would only mask
+        them). The parts it replaced, content included, stay on disk as inactive parts
+        until the engine's cleanup runs, which embedded chDB may not do for minutes;
+        so the table keeps no inactive parts (old_parts_lifetime = 0; merged parts are
+        fsynced instead, which is what that lifetime guarded against) and the cleanup
+        is run here. Returns how many inactive parts are still on disk when
+        ``timeout_s`` ran out (a long-running query can pin one): 0 when all is gone.
+        """
+        c = self.client
+        c.command(f"ALTER TABLE {DB}.payloads MODIFY SETTING old_parts_lifetime = 0,"
+                  " min_compressed_bytes_to_fsync_after_merge = 1")
+        c.command(f"ALTER TABLE {DB}.payloads DELETE WHERE chain_id = {{c:String}}"
+                  " AND record_id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
+                  parameters={"c": chain_id, "ids": list(record_ids)})
+        return self._sweep_payload_parts(timeout_s)
+
+    def _sweep_payload_parts(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # Dropping a partition that cannot exist (toDate never gives 00000000)
+            # makes the engine remove the table's inactive parts there and then,
+            # without detaching the table under concurrent queries and inserts.
+            self.client.command(f"ALTER TABLE {DB}.payloads DROP PARTITION ID '00000000'")
+            left = int(self.query("SELECT count() FROM system.parts WHERE database = {db:String}"
+                                  " AND table = 'payloads' AND NOT active",
+                                  {"db": DB}).result_rows[0][0])
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.2)  # a part replaced in this very second is kept until the next
+
+    def close(self) -> None:
+        for name in ("client", "stream_client"):
+            client = getattr(self._local, name, None)
+            if client is not None:
+                try:
+                    client.close()
+                except (ClickHouseError, DatabaseError, OSError):
+                    pass
+                setattr(self._local, name, None)
+
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc)

@@ -1,0 +1,96 @@
+"""CSV export rendered by ClickHouse.
+
+Byte for byte what ``aitrail.record.csv_format.csv_lines`` writes for the same records
+(a test holds the two together), but the engine builds every line: ISO 8601
+times, formula-safe cells, RFC 4180 quoting, and each payload joined and checked
+against the commitment sealed in its envelope. Python only forwards the bytes,
+which is what makes an export of millions of rows fast (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
+from aitrail.verify.envelope import PAYLOAD_NAMES
+from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.schema import DB
+
+
+def _iso(col: str) -> str:
+    return (f"concat(formatDateTime({col}, '%Y-%m-%dT%H:%i:%S', 'UTC'), '.',"
+            f" leftPad(toString(intDiv(toUnixTimestamp64Nano({col}) % 1000000000, 1000)),"
+            " 6, '0'), 'Z')")
+
+
+def _safe(expr: str) -> str:
+    # csvfmt.csv_cell: text a spreadsheet would run as a formula gets a leading quote.
+    return (f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'),"
+            f" concat('''', {expr}), {expr})")
+
+
+def _map(col: str) -> str:
+    return (f"arrayStringConcat(arrayMap(kv -> concat(kv.1, '=', kv.2),"
+            f" arraySort(CAST({col}, 'Array(Tuple(String, String))'))), ';')")
+
+
+def _payload(name: str) -> str:
+    # The payload row whose name and commitment are the sealed ones; its content is
+    # re-hashed with its salt, so an edited row reads as tampered, never as data.
+    k = f"(indexOf(p.keys, concat('{name}:', e.commitments['{name}'])) AS k_{name})"
+    return (f"if(mapContains(e.commitments, '{name}'), if({k} = 0, '{ERASED}',"
+            f" if(p.ok[k_{name}], {_safe(f'p.contents[k_{name}]')}, '{TAMPERED}')), '')")
+
+
+def cells() -> list[str]:
+    """One SQL expression per RESULT_COLUMNS cell, each the text csv_cell writes."""
+    out = []
+    for col in RESULT_COLUMNS:
+        if col in ("time", "end_time", "received_time"):
+            out.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
+        elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
+            out.append(f"toString(e.{col})")
+        elif col == "confidence":
+            out.append("ifNull(toString(e.confidence), '')")
+        elif col in ("attributes", "parameters"):
+            out.append(_safe(_map(f"e.{col}")))
+        elif col in ("leaf_hash", "chain_hash"):
+            out.append(f"lower(hex(e.{col}))")
+        elif col in PAYLOAD_NAMES:
+            out.append(_payload(col))
+        else:
+            out.append(_safe(f"toString(e.{col})"))
+    return out
+
+
+def export_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
+    """One CSV line per matching record (Python csv's QUOTE_MINIMAL with CRLF)."""
+    where, params = filters.where()
+    exprs = cells()
+    quoted = [f"if(match(c{i}, '[,\"\\r\\n]'), concat('\"', replaceAll(c{i}, '\"', '\"\"'),"
+              f" '\"'), c{i})" for i in range(len(exprs))]
+    select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(exprs))
+    order = "DESC" if filters.order == "desc" else "ASC"
+    envelopes = f"(SELECT * FROM {DB}.envelopes{where})"
+    payloads = ("(SELECT record_id, groupArray(concat(name, ':', commitment)) AS keys,"
+                " groupArray(content) AS contents,"
+                " groupArray(lower(hex(SHA256(concat(unhex(salt), content)))) = commitment) AS ok"
+                f" FROM {DB}.payloads WHERE record_id IN (SELECT record_id FROM {DB}.envelopes"
+                f"{where}) GROUP BY record_id)")
+    inner = (f"SELECT {select} FROM {envelopes} AS e LEFT JOIN {payloads} AS p"
+             f" ON p.record_id = e.record_id"
+             f" ORDER BY e.{filters.sort} {order}, e.seq {order}")
+    if filters.limit is not None:
+        inner += " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+        params.update(limit=filters.limit, offset=filters.offset)
+    line = f"concat(arrayStringConcat([{', '.join(quoted)}], ','), '\\r\\n')"
+    return f"SELECT {line} AS line FROM ({inner})", params
+
+
+def export_csv(store: Store, filters: Filters) -> Iterator[bytes]:
+    """The header, then every matching record as CSV, streamed in engine blocks."""
+    yield next(csv_lines([])).encode("utf-8")
+    sql, params = export_sql(filters)
+    for block in store.stream_blocks(sql, params):
+        yield "".join(block[0]).encode("utf-8")

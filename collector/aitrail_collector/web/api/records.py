@@ -1,0 +1,64 @@
+"""Records: search, a task's timeline, CSV export, the summary. Every read is
+sealed as a data_access record."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from aitrail_collector.store import queries as query
+from aitrail_collector.web import audited
+from aitrail_collector.web.api.common import Who, filter_params, hide_payloads, parse_filters
+from aitrail_collector.web.auth.accounts import allowed
+from aitrail_collector.web.services import Services
+
+
+def mount(api: APIRouter, services: Services, who: Who) -> None:
+    store, access = services.store, services.access
+
+    @api.get("/records", tags=["records"])
+    def records(request: Request, params: dict = Depends(filter_params),
+                limit: str = Query("100", description=f"1..{query.MAX_LIMIT}, or 'all'"),
+                offset: str = "0") -> dict:
+        """Search: matching records (newest last unless order=desc), payloads included
+        for roles that may read them, and the total number of matches."""
+        principal = who("records")(request)
+        f = parse_filters(params, limit, offset)
+        found = query.search(store, f, payloads=allowed(principal.role, "payloads"))
+        hidden = hide_payloads(found, principal)
+        total = query.count(store, f)  # before this read's own data_access record
+        access.record(principal, "search", f.describe(), len(found), via="api")
+        return {"total": total, "filters": f.describe(),
+                "payloads_hidden": hidden, "records": found}
+
+    @api.get("/export.csv", tags=["records"], response_class=StreamingResponse)
+    def export_csv(request: Request, params: dict = Depends(filter_params)) -> StreamingResponse:
+        """Every matching record as CSV: a header, UTF-8, ISO 8601 times, formula-safe
+        cells; streamed. Auditors only (the file carries payloads)."""
+        principal = who("export")(request)
+        f = parse_filters(params, "all", "0")
+        return StreamingResponse(audited.export(services, principal, f, via="api"),
+                                 media_type="text/csv; charset=utf-8", headers={
+                                     "Content-Disposition":
+                                         'attachment; filename="aitrail-export.csv"'})
+
+    @api.get("/tasks/{task_id}/timeline", tags=["records"])
+    def timeline(request: Request, task_id: str) -> dict:
+        """Every event of one task, in order."""
+        principal = who("records")(request)
+        events = query.search(store, query.Filters(task=task_id, limit=None),
+                              payloads=allowed(principal.role, "payloads"))
+        hidden = hide_payloads(events, principal)
+        access.record(principal, f"timeline:{task_id}", {"task": task_id}, len(events),
+                      via="api")
+        if not events:
+            raise HTTPException(status_code=404, detail=f"no records for task {task_id!r}")
+        return {"task_id": task_id, "payloads_hidden": hidden, "events": events}
+
+    @api.get("/summary", tags=["aggregates"])
+    def summary(request: Request) -> dict:
+        """Records per type, reviews by decision, the override rate, chain heads."""
+        who("aggregates")(request)
+        return query.summary(store)
+
+

@@ -1,0 +1,23 @@
+"""Reads that leave a trace: an export streamed to the caller is sealed as a
+``data_access`` record once it ends (however it ends), with the rows it held.
+Shared by the JSON API and the console."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from aitrail_collector.store import queries as query
+from aitrail_collector.store.export import export_csv
+from aitrail_collector.web.auth.accounts import Principal
+from aitrail_collector.web.services import Services
+
+
+def export(services: Services, who: Principal, f: query.Filters,
+           via: str = "console") -> Iterator[bytes]:
+    rows = -1  # the header line
+    try:
+        for chunk in export_csv(services.store, f):
+            rows += chunk.count(b"\r\n")
+            yield chunk
+    finally:
+        services.access.record(who, "export", f.describe(), max(rows, 0), via=via)

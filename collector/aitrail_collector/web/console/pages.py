@@ -1,0 +1,365 @@
+"""The compliance console: server-rendered pages over the same query code as the API.
+
+For compliance officers and analysts, not engineers: search, a task's timeline,
+CSV export, charts, the integrity status, and (for admins) users and API tokens.
+Pages work without JavaScript; every form post carries the session's CSRF token;
+every search, timeline view and export is sealed into the ledger as a
+``data_access`` record (access_log.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint
+from aitrail.verify.envelope import PAYLOAD_NAMES
+from aitrail_collector.store import queries as query
+from aitrail_collector.web.console import charts
+from aitrail_collector.ledger.access_log import AccessLog
+from aitrail_collector.web.auth.accounts import ROLES, AccountError, Principal, allowed
+from aitrail_collector.store.export import export_csv
+from aitrail_collector.store.client import Store
+from aitrail_collector.store import checkpoints
+from aitrail_collector.web import audited
+from aitrail_collector.web.services import Services
+from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn, WebAuth
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+PRESETS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days",
+           "all": "All time", "custom": "Custom range"}
+EVENT_TYPES = ("model_call", "review", "escalation", "resolution", "task_created",
+               "data_access", "redaction")
+HIDDEN = "[hidden for your role]"
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def _ago(ns: int) -> str:
+    seconds = max(0, (time.time_ns() - ns) / 1e9)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+templates.env.filters["ago"] = _ago
+templates.env.globals["allowed"] = allowed
+
+
+class Console:
+    def __init__(self, services: Services):
+        self.services = services
+        self.store, self.auth, self.access = services.store, services.auth, services.access
+        self.last_verify: Optional[dict] = None
+
+    def render(self, request: Request, name: str, who: Optional[Principal], status: int = 200,
+               **context: Any) -> HTMLResponse:
+        session = self.auth.session(request)
+        return templates.TemplateResponse(request, name, {
+            "who": who, "csrf": session.csrf if session else "", "presets": PRESETS,
+            **context}, status_code=status)
+
+    # ------------------------------------------------------------ filters
+    def filters(self, request: Request, limit: Optional[int] = PAGE_SIZE) -> query.Filters:
+        qp = request.query_params
+        preset = qp.get("preset") or "7d"
+        if preset not in PRESETS:
+            raise HTTPException(400, f"period {preset!r}: choose one of {', '.join(PRESETS)}")
+        since, until = (qp.get("since"), qp.get("until")) if preset == "custom" else (
+            None if preset == "all" else preset, None)
+        page = _page(qp.get("page"))
+        try:
+            return query.Filters.parse(
+                task=qp.get("task"), reviewer=qp.get("reviewer"),
+                request_id=qp.get("request_id"), trace_id=qp.get("trace_id"),
+                types=qp.getlist("type"), since=since, until=until,
+                limit=str(limit) if limit else "all", offset=str((page - 1) * (limit or 0)),
+                sort=qp.get("sort") or "start_time", order=qp.get("order") or "desc")
+        except query.FilterError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    # ------------------------------------------------------------ pages
+    def search_page(self, request: Request) -> HTMLResponse:
+        who = self.auth.page(request, "records")
+        qp = request.query_params
+        error, rows, total, f = None, [], 0, None
+        try:
+            f = self.filters(request)
+            rows = query.search(self.store, f, payloads=False)
+            total = query.count(self.store, f)
+            self.access.record(who, "search", f.describe(), len(rows), via="console")
+        except HTTPException as exc:
+            error = exc.detail
+        args = [(k, v) for k, v in qp.multi_items() if k not in ("page", "sort", "order")]
+        return self.render(request, "search.html", who, status=400 if error else 200,
+                           error=error, rows=rows, total=total, filters=f, q=qp,
+                           event_types=EVENT_TYPES, page=_page(qp.get("page")),
+                           page_size=PAGE_SIZE, base_args=args, urlencode=urlencode)
+
+    def timeline_page(self, request: Request, task_id: str) -> HTMLResponse:
+        who = self.auth.page(request, "records")
+        show_payloads = allowed(who.role, "payloads")
+        events = query.search(self.store, query.Filters(task=task_id, limit=None,
+                                                        sort="start_time", order="asc"),
+                              payloads=show_payloads)
+        self.access.record(who, f"timeline:{task_id}", {"task": task_id}, len(events),
+                           via="console")
+        if not events:
+            raise HTTPException(404, f"No records for task {task_id!r}.")
+        if not show_payloads:
+            for e in events:
+                e.update({name: HIDDEN for name in PAYLOAD_NAMES})
+        covering = self._covering(events)
+        last_output = ""
+        for e in events:
+            e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
+            if e["event_type"] == "model_call" and show_payloads:
+                last_output = e.get("output", "")
+            if e["event_type"] == "review":
+                e["diff_lines"] = _diff_lines(e, last_output, show_payloads)
+        ids = {k: sorted({e[k] for e in events if e[k]}) for k in ("trace_id", "request_id")}
+        return self.render(request, "timeline.html", who, task_id=task_id, events=events,
+                           ids=ids, show_payloads=show_payloads)
+
+    def export(self, request: Request) -> StreamingResponse:
+        who = self.auth.page(request, "export")
+        f = self.filters(request, limit=None)
+        body = _with_bom(audited.export(self.services, who, f))
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="aitrail-export-{stamp}.csv"'})
+
+    def charts_page(self, request: Request) -> HTMLResponse:
+        who = self.auth.page(request, "aggregates")
+        days = request.query_params.get("days") or "30"
+        if days not in ("7", "30", "90", "365"):
+            raise HTTPException(400, "days: choose 7, 30, 90 or 365")
+        until = datetime.now(timezone.utc).date()  # both days included
+        since = until - timedelta(days=int(days) - 1)
+        return self.render(request, "charts.html", who, days=days,
+                           charts=charts.render_all(self.store, since, until))
+
+    def status_page(self, request: Request) -> HTMLResponse:
+        who = self.auth.page(request, "verify")
+        return self.render(request, "status.html", who, chains=self._chain_status(),
+                           last=self.last_verify)
+
+    def run_verify(self, request: Request, csrf: str, since: str, until: str) -> Response:
+        who = self.auth.page(request, "verify")
+        self.auth.check_form(request, csrf)
+        from aitrail_collector.audit.verify import verify_period
+        trust = self.services.trust()
+        try:
+            period = (_day(since, "from"), _day(until, "to"))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        report = verify_period(self.store, trust, *period)
+        self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
+                            "since": since or "the beginning", "until": until or "now"}
+        return RedirectResponse("/console/status", status_code=303)
+
+    # ------------------------------------------------------------ integrity
+    def _covering(self, events: list[dict]) -> dict[str, list[tuple[int, int, int]]]:
+        """Per chain, the checkpoints from the first covering the events' lowest seq up
+        to the first covering their highest."""
+        out: dict[str, list[tuple[int, int, int]]] = {}
+        for chain in {e["chain_id"] for e in events}:
+            seqs = [e["seq"] for e in events if e["chain_id"] == chain]
+            out[chain] = checkpoints.covering_range(self.store, chain, min(seqs), max(seqs))
+        return out
+
+    def _chain_status(self) -> list[dict]:
+        chains = []
+        for chain, count, newest in checkpoints.newest_per_chain(self.store):
+            number, size, t = newest
+            chains.append({"chain_id": chain, "number": number, "size": size, "time_ns": t,
+                           "age_s": (time.time_ns() - t) / 1e9, "count": count})
+        return chains
+
+
+def _with_bom(chunks):
+    # The console's download is opened by double-click in a spreadsheet, which reads a
+    # CSV as UTF-8 only when it starts with a byte order mark. The API's and the CLI's
+    # exports, read by programs, carry none.
+    yield b"\xef\xbb\xbf"
+    yield from chunks
+
+
+def _page(value: Optional[str]) -> int:
+    try:
+        return max(1, min(int(value or 1), 10**6))
+    except ValueError:
+        raise HTTPException(400, f"page {value!r}: expected a whole number") from None
+
+
+def _day(value: str, name: str) -> Optional[date]:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r}: expected a date like 2026-11-28") from None
+
+
+def _integrity(event: dict, checkpoints: list[tuple[int, int, int]]) -> dict:
+    for number, size, t in checkpoints:
+        if size >= event["seq"]:
+            return {"sealed": True, "checkpoint": number, "checkpoint_size": size,
+                    "checkpoint_time": t}
+    return {"sealed": True, "checkpoint": None}
+
+
+def _diff_lines(review: dict, model_output: str, show: bool) -> list[tuple[str, str]]:
+    """The reviewer's change as (kind, text) lines: the SDK's unified diff when it sent
+    one, else one computed here from the model's output and the reviewer's."""
+    if not show or review.get("decision") != "modify":
+        return []
+    text = review.get("diff") or ""
+    if not text or text.startswith("["):
+        new = review.get("modified_output") or ""
+        if not new or new.startswith("["):
+            return []
+        text = "\n".join(difflib.unified_diff(model_output.splitlines(), new.splitlines(),
+                                              "model output", "reviewer's output", lineterm=""))
+    out = []
+    for line in text.splitlines():
+        kind = ("meta" if line.startswith(("---", "+++", "@@")) else
+                "add" if line.startswith("+") else "del" if line.startswith("-") else "same")
+        out.append((kind, line))
+    return out
+
+
+# ---------------------------------------------------------------- routes
+
+def mount(app: FastAPI, console: Console) -> None:
+    app.mount("/console/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    auth = console.auth
+
+    @app.exception_handler(NotSignedIn)
+    async def _signin(request: Request, exc: NotSignedIn):
+        return RedirectResponse("/login?" + urlencode({"next": exc.next_url}), status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _error(request: Request, exc: StarletteHTTPException):
+        # Pages get a page a person can read; the JSON API keeps FastAPI's JSON errors.
+        if not request.url.path.startswith(("/console", "/login", "/logout")):
+            return await http_exception_handler(request, exc)
+        who = auth.principal(request)
+        return console.render(request, "error.html", who, status=exc.status_code,
+                              code=exc.status_code, message=exc.detail)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console/search", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/console/search", error: str = ""):
+        token = auth.new_login_csrf()
+        resp = console.render(request, "login.html", None, next=_safe_next(next), error=error,
+                              login_csrf=token, no_users=not auth.accounts.has_users())
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                        secure=auth.secure_cookies, path="/login")
+        return resp
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, username: str = Form(""), password: str = Form(""),
+              csrf: str = Form(""), next: str = Form("/console/search")):
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not expected or not _same(expected, csrf):
+            return login_form(request, next, "The sign-in form expired; please try again.")
+        who = auth.accounts.authenticate(username, password)
+        if who is None:
+            return login_form(request, next, "Wrong user name or password (or the account is "
+                                             "disabled or temporarily locked).")
+        session = auth.sessions.create(who)
+        resp = RedirectResponse(_safe_next(next), status_code=303)
+        resp.set_cookie(SESSION_COOKIE, session.id, httponly=True, samesite="strict",
+                        secure=auth.secure_cookies, path="/")
+        resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return resp
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: str = Form("")):
+        session = auth.check_form(request, csrf)
+        auth.sessions.revoke(session.id)
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    app.get("/console/search", include_in_schema=False)(console.search_page)
+    app.get("/console/tasks/{task_id}", include_in_schema=False)(console.timeline_page)
+    app.get("/console/export.csv", include_in_schema=False)(console.export)
+    app.get("/console/charts", include_in_schema=False)(console.charts_page)
+    app.get("/console/status", include_in_schema=False)(console.status_page)
+
+    @app.post("/console/verify", include_in_schema=False)
+    def verify(request: Request, csrf: str = Form(""), since: str = Form(""),
+               until: str = Form("")):
+        return console.run_verify(request, csrf, since, until)
+
+    _mount_admin(app, console)
+
+
+def _mount_admin(app: FastAPI, console: Console) -> None:
+    auth = console.auth
+
+    @app.get("/console/admin", include_in_schema=False)
+    def admin(request: Request, created_token: str = "", error: str = ""):
+        who = auth.page(request, "admin")
+        return console.render(request, "admin.html", who, users=auth.accounts.users(),
+                              tokens=auth.accounts.tokens(), roles=ROLES, error=error,
+                              created_token=created_token)
+
+    @app.post("/console/admin", include_in_schema=False)
+    def admin_action(request: Request, csrf: str = Form(""), action: str = Form(""),
+                     username: str = Form(""), password: str = Form(""),
+                     role: str = Form(""), name: str = Form(""), token_id: str = Form("")):
+        who = auth.page(request, "admin")
+        auth.check_form(request, csrf)
+        accounts = auth.accounts
+        actions = {
+            "add_user": lambda: accounts.add_user(username, password, role),
+            "set_role": lambda: accounts.set_role(username, role),
+            "disable": lambda: accounts.disable_user(username),
+            "enable": lambda: accounts.enable_user(username),
+            "remove": lambda: accounts.remove_user(username),
+            "create_token": lambda: accounts.create_token(name, role, who.name),
+            "revoke_token": lambda: accounts.revoke_token(token_id),
+        }
+        if action not in actions:
+            raise HTTPException(400, f"unknown action {action!r}")
+        try:
+            result = actions[action]()
+        except AccountError as exc:
+            return admin(request, error=str(exc))
+        if action in ("disable", "remove", "set_role"):
+            auth.sessions.revoke_user(username)
+        if action == "create_token":
+            # Shown once, on this response only; never stored or logged.
+            return admin(request, created_token=result[1])
+        return RedirectResponse("/console/admin", status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    # Only paths on this console: an open redirect would help phishing.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/console/search"
+    return target
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

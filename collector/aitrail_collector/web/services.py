@@ -1,0 +1,36 @@
+"""What the web layer is given: a typed bundle of the collector's parts.
+
+The JSON API and the console receive this object and nothing else, so they
+cannot reach into the collector. A store opened without a collector (tests,
+benchmarks) leaves the signing parts unset: what needs the chain's signer
+(proofs on demand, erasure, sealed reads) answers 503 then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from aitrail.verify.audit import Trust
+from aitrail_collector.ledger.access_log import AccessLog
+from aitrail_collector.ledger.checkpointer import Checkpointer
+from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.store.client import Store
+from aitrail_collector.web.auth.guard import WebAuth
+
+
+@dataclass
+class Services:
+    store: Store
+    auth: WebAuth
+    access: AccessLog
+    ledger: Optional[Ledger] = None
+    checkpointer: Optional[Checkpointer] = None
+    trust: Callable[[], Optional[Trust]] = lambda: None
+    public_key_pem: Optional[bytes] = None
+    info: dict[str, Any] = field(default_factory=dict)  # shown by /healthz
+
+    @property
+    def signs(self) -> bool:
+        """Whether this process seals the chain (a running collector)."""
+        return self.ledger is not None and self.checkpointer is not None

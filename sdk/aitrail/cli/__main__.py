@@ -1,0 +1,5 @@
+import sys
+
+from aitrail.cli.main import main
+
+sys.exit(main())

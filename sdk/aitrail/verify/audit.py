@@ -1,0 +1,284 @@
+"""Checking signed checkpoints against the records and against the anchor store.
+
+``verify`` streams a chain's rows by seq once; a ``CheckpointAudit`` rides along,
+rebuilding the Merkle tree from the stored leaf hashes and comparing it with
+every checkpoint at its size. Around that pass it checks what needs no rows:
+each checkpoint's signature, the ``prev`` digests and numbers that chain the
+checkpoints together, the anchor store's copies against the database's, and
+the consistency proofs between consecutive checkpoints.
+
+Finding kinds (CloudTrail-style, one per problem):
+
+* ``checkpoint_missing``   -- a number is absent from the database (or the anchor)
+* ``checkpoint_bad_signature`` -- does not parse, wrong key, or the signature fails
+* ``checkpoint_inconsistent`` -- broken prev link, shrinking size, failed consistency
+  proof, or the stored records do not rebuild its root / chain hash
+* ``checkpoint_differs_from_anchor`` -- database and anchor hold different texts
+* record ``missing`` -- a checkpoint covers records that are no longer stored
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from aitrail.verify import merkle
+from aitrail.verify.chain import MISSING, Finding
+from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, key_id, verify_signature
+from aitrail.verify.merkle import CompactRange, ProofError
+
+CP_MISSING = "checkpoint_missing"
+CP_BAD_SIGNATURE = "checkpoint_bad_signature"
+CP_INCONSISTENT = "checkpoint_inconsistent"
+CP_DIFFERS = "checkpoint_differs_from_anchor"
+# Holding every leaf hash in memory for consistency proofs costs 32 bytes per
+# record; past this many the rebuilt roots (which imply consistency) stand alone.
+MAX_PROOF_LEAVES = 20_000_000
+
+
+@dataclass
+class Trust:
+    """What the verifier trusts instead of the database."""
+    public_key: object = None          # Ed25519PublicKey; None: signatures unchecked
+    anchor: object = None              # AnchorStore; None: no anchor comparison
+    max_gap_s: float = 25 * 3600       # a longer silence between checkpoints is reported
+
+
+@dataclass
+class Known:
+    """One checkpoint as the verifier knows it: parsed, from where, checked or not."""
+    signed: SignedCheckpoint
+    source: str                        # "database" or "anchor"
+    frontier: list[bytes] = field(default_factory=list)
+    valid: bool = True                 # signature checked (or no key given)
+
+
+class CheckpointAudit:
+    def __init__(self, chain_id: str, db_rows: list, anchor_entries: Optional[list],
+                 trust: Trust, from_number: Optional[int] = None):
+        self.chain_id, self.trust = chain_id, trust
+        self.findings: list[Finding] = []
+        self.periods: list[dict] = []
+        self.warnings: list[str] = []
+        self._broken_anchor: set[int] = set()
+        self.db = self._parse_db(db_rows)
+        self.anchor = self._parse_anchor(anchor_entries) if anchor_entries is not None else None
+        self._compare_with_anchor()
+        self.by_number = {**(self.anchor or {}), **self.db}  # the database copy wins
+        self._check_links()
+        self.start = self._start_at(from_number)
+        self.tree = self._start_tree()
+        self.leaves: Optional[list[bytes]] = [] if self.start is None else None
+        # Every valid copy is held against the records: where the anchor's copy differs
+        # from the database's, each is checked, so a rewritten history shows in both.
+        copies = list(self.by_number.values()) + [
+            k for n, k in (self.anchor or {}).items()
+            if n in self.db and k.signed.text() != self.db[n].signed.text()]
+        self._pending = sorted((k for k in copies if k.valid),
+                               key=lambda k: (k.signed.checkpoint.size, k.signed.checkpoint.number))
+        if self.start is not None:
+            start_num = self.start.signed.checkpoint.number
+            self._pending = [k for k in self._pending if k.signed.checkpoint.number > start_num]
+        # Checkpoints at the starting size (the empty tree, or the start checkpoint's
+        # size) are settled before any row: compare them with the starting tree now.
+        while self._pending and self._pending[0].signed.checkpoint.size <= self.tree.size:
+            known = self._pending.pop(0)
+            if known.signed.checkpoint.size == self.tree.size:
+                self._compare(known, self.tree.root(), self.start_hash)
+
+    # ------------------------------------------------------------ parsing
+    def _finding(self, kind: str, number: int, detail: str, seq: int = 0) -> None:
+        self.findings.append(Finding(kind, self.chain_id, seq, "", f"checkpoint {number}: "
+                                     f"{detail}" if number else detail))
+
+    def _check(self, text: str, source: str, number: int, frontier=()) -> Optional[Known]:
+        try:
+            signed = SignedCheckpoint.parse(text)
+        except CheckpointError as exc:
+            self._finding(CP_BAD_SIGNATURE, number, f"the {source} copy does not parse: {exc}")
+            return None
+        known = Known(signed, source, list(frontier))
+        if signed.checkpoint.origin != self.chain_id:
+            self._finding(CP_BAD_SIGNATURE, number, f"the {source} copy is for chain "
+                          f"{signed.checkpoint.origin!r}")
+            known.valid = False
+        elif self.trust.public_key is not None:
+            try:
+                verify_signature(signed, self.trust.public_key)
+            except CheckpointError as exc:
+                self._finding(CP_BAD_SIGNATURE, number, f"the {source} copy: {exc}")
+                known.valid = False
+        return known
+
+    def _parse_db(self, rows: list) -> dict[int, Known]:
+        out = {}
+        for number, _size, text, frontier in rows:
+            known = self._check(text, "database", number, frontier)
+            if known is not None:
+                if known.signed.checkpoint.number != number:
+                    self._finding(CP_INCONSISTENT, number, "stored under another number "
+                                  f"than it states ({known.signed.checkpoint.number})")
+                    known.valid = False
+                out[number] = known
+        return out
+
+    def _parse_anchor(self, entries: list) -> dict[int, Known]:
+        """AnchorEntry objects (aitrail_collector.anchor.stores): a bad object is a finding."""
+        out = {}
+        for entry in entries:
+            if entry.number is None:
+                self.warnings.append(entry.error or f"foreign object {entry.name} in the anchor")
+                continue
+            if entry.error is not None:
+                kind = CP_BAD_SIGNATURE if entry.signed is None else CP_DIFFERS
+                self._finding(kind, entry.number, entry.error)
+                self._broken_anchor.add(entry.number)
+                continue
+            known = self._check(entry.text, "anchor", entry.number)
+            if known is not None:
+                out[entry.number] = known
+        return out
+
+    # ------------------------------------------------------------ without rows
+    def _compare_with_anchor(self) -> None:
+        if self.anchor is None:
+            if self.trust.anchor is None:
+                self.warnings.append("no anchor store given: the database's checkpoints were "
+                                     "not compared with an independent copy")
+            return
+        for number in sorted(set(self.db) | set(self.anchor) | self._broken_anchor):
+            in_db, in_anchor = self.db.get(number), self.anchor.get(number)
+            if in_db is None and in_anchor is None:
+                continue
+            if in_db and in_anchor:
+                if in_db.signed.text() != in_anchor.signed.text():
+                    self._finding(CP_DIFFERS, number, "the database and the anchor store hold "
+                                  "different texts (rewritten in one of them)")
+            elif number in self._broken_anchor:
+                continue  # already reported as a bad anchor object
+            elif in_anchor:
+                self._finding(CP_MISSING, number, "in the anchor store but deleted from the "
+                              "database")
+            else:
+                self._finding(CP_DIFFERS, number, "in the database but not in the anchor store")
+
+    def _check_links(self) -> None:
+        numbers = sorted(self.by_number)
+        for a, b in zip(numbers, numbers[1:]):
+            if b != a + 1:
+                for gone in range(a + 1, b):
+                    self._finding(CP_MISSING, gone, "absent from the database and the anchor "
+                                  f"(checkpoint {b} follows {a})")
+                continue
+            ka, kb = self.by_number[a], self.by_number[b]
+            ca, cb = ka.signed.checkpoint, kb.signed.checkpoint
+            if cb.prev != ka.signed.digest():
+                self._finding(CP_INCONSISTENT, b, f"its prev digest does not name checkpoint {a}")
+            if cb.size < ca.size:
+                self._finding(CP_INCONSISTENT, b, f"size {cb.size} is smaller than checkpoint "
+                              f"{a}'s {ca.size}")
+            gap = (cb.time_ns - ca.time_ns) / 1e9
+            if gap > self.trust.max_gap_s:
+                self.periods.append({"from": ca.time_ns, "to": cb.time_ns, "after": a,
+                                     "hours": round(gap / 3600, 1)})
+
+    def _start_at(self, number: Optional[int]) -> Optional[Known]:
+        if number is None:
+            return None
+        known = self.by_number.get(number)
+        if known is None or not known.valid:
+            raise ValueError(f"--from-checkpoint {number}: no valid checkpoint {number} "
+                             f"for chain {self.chain_id}")
+        return known
+
+    def _start_tree(self) -> CompactRange:
+        if self.start is None:
+            return CompactRange()
+        cp = self.start.signed.checkpoint
+        frontier = self.start.frontier or self.db.get(cp.number, self.start).frontier
+        try:
+            tree = CompactRange.from_hashes(cp.size, frontier)
+        except ValueError as exc:
+            raise ValueError(f"checkpoint {cp.number} has no usable frontier: {exc}") from None
+        if tree.root() != cp.root:
+            raise ValueError(f"checkpoint {cp.number}: its stored frontier does not give its "
+                             "signed root, so verification cannot start from it")
+        return tree
+
+    @property
+    def start_seq(self) -> int:
+        return 1 if self.start is None else self.start.signed.checkpoint.size + 1
+
+    @property
+    def start_hash(self) -> bytes:
+        return bytes(32) if self.start is None else self.start.signed.checkpoint.chain_hash
+
+    # ------------------------------------------------------------ along the rows
+    def add(self, leaf: bytes, chain_hash: bytes) -> None:
+        self.tree.append(leaf)
+        if self.leaves is not None:
+            if len(self.leaves) < MAX_PROOF_LEAVES:
+                self.leaves.append(leaf)
+            else:
+                self.leaves = None
+        while self._pending and self._pending[0].signed.checkpoint.size <= self.tree.size:
+            known = self._pending.pop(0)
+            self._compare(known, self.tree.root(), chain_hash)
+
+    def _compare(self, known: Known, root: bytes, chain_hash: bytes) -> None:
+        cp = known.signed.checkpoint
+        if root != cp.root or chain_hash != cp.chain_hash:
+            self._finding(CP_INCONSISTENT, cp.number, f"the stored records 1..{cp.size} do not "
+                          f"rebuild its signed root ({known.source} copy): records were "
+                          "changed, removed, added or reordered after it was signed")
+
+    def finish(self, head_seq: int) -> None:
+        """After the last row: checkpoints the rows never reached, and the proofs."""
+        for known in self._pending:
+            cp = known.signed.checkpoint
+            if head_seq >= cp.size:
+                # Rows are missing in the middle: the chain findings name them.
+                self._finding(CP_INCONSISTENT, cp.number, f"the stored records 1..{cp.size} "
+                              f"do not rebuild its signed root ({known.source} copy): only "
+                              f"{self.tree.size} of them are stored")
+            else:
+                self._finding(MISSING, cp.number, f"covers {cp.size} records but the chain "
+                              f"ends at seq {head_seq}: records {head_seq + 1}..{cp.size} "
+                              "were deleted", seq=head_seq + 1)
+        self._pending = []
+        self._consistency_proofs()
+
+    def _consistency_proofs(self) -> None:
+        if self.leaves is None:
+            if self.start is None:
+                self.warnings.append("too many records to hold for consistency proofs; the "
+                                     "rebuilt roots were checked instead")
+            return
+        chain = [self.by_number[n] for n in sorted(self.by_number) if self.by_number[n].valid]
+        for a, b in zip(chain, chain[1:]):
+            ca, cb = a.signed.checkpoint, b.signed.checkpoint
+            # The empty tree is a prefix of every tree: nothing to prove (RFC 9162).
+            if ca.size == 0 or cb.size > len(self.leaves) or cb.size < ca.size:
+                continue
+            proof = merkle.consistency_proof(self.leaves, ca.size, cb.size)
+            try:
+                merkle.verify_consistency(ca.size, cb.size, proof, ca.root, cb.root)
+            except ProofError as exc:
+                self._finding(CP_INCONSISTENT, cb.number, f"no consistency with checkpoint "
+                              f"{ca.number} ({exc})")
+
+    # ------------------------------------------------------------ report
+    def summary(self) -> dict:
+        last = max(self.by_number.values(), key=lambda k: k.signed.checkpoint.number,
+                   default=None)
+        key = self.trust.public_key
+        return {
+            "checkpoints": len(self.by_number),
+            "anchored": None if self.anchor is None else len(self.anchor),
+            "key_id": key_id(key) if key is not None else None,
+            "last": None if last is None else {
+                "number": last.signed.checkpoint.number, "size": last.signed.checkpoint.size,
+                "time_ns": last.signed.checkpoint.time_ns},
+            "from_checkpoint": None if self.start is None else self.start.signed.checkpoint.number,
+            "periods_without_checkpoint": self.periods,
+        }

@@ -1,0 +1,126 @@
+"""Proof bundles: one record, proven to be in a signed checkpoint, checkable offline.
+
+A bundle is a JSON document in one canonical form (sorted keys, two-space indent,
+UTF-8, a final newline; hashes as lowercase hex). ``verify_bundle`` insists on that
+form byte for byte, so any change to the file -- even one that JSON would read as
+the same value -- fails it. What it proves, with nothing but the collector's
+public key:
+
+1. the envelope's canonical encoding (docs/canonical-envelope.md) gives ``leaf_hash``;
+2. the inclusion proof places that leaf at ``leaf_index`` in a tree of ``tree_size``
+   whose root is the checkpoint's;
+3. the checkpoint is signed by the key, for the envelope's chain.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from aitrail.verify import merkle
+from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
+from aitrail.verify.envelope import FIELDS, canonical_bytes
+
+FORMAT = "aitrail-proof-bundle/v1"
+KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
+                  "tree_size", "inclusion_proof", "envelope", "checkpoint"})
+_FIELD_NAMES = [f.name for f in FIELDS]
+# JSON types per envelope field kind: exact, so `true` cannot stand in for 1.
+_TYPES = {
+    "str": lambda v: type(v) is str, "lstr": lambda v: type(v) is str,
+    "u64": lambda v: type(v) is int, "time": lambda v: type(v) is int,
+    "f64?": lambda v: v is None or type(v) is float,
+    "map": lambda v: type(v) is dict and all(type(x) is str for kv in v.items() for x in kv),
+}
+
+
+class BundleError(ValueError):
+    """The bundle is malformed or does not prove what it claims; the message says which."""
+
+
+def dumps(bundle: Mapping[str, Any]) -> str:
+    """The one canonical text of a bundle."""
+    return json.dumps(bundle, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def make_bundle(envelope: Mapping[str, Any], seq: int, leaf_hash: bytes,
+                proof: Sequence[bytes], signed: SignedCheckpoint) -> str:
+    cp = signed.checkpoint
+    return dumps({
+        "format": FORMAT, "chain_id": envelope["chain_id"], "record_id": envelope["record_id"],
+        "seq": seq, "leaf_index": seq - 1, "leaf_hash": leaf_hash.hex(),
+        "tree_size": cp.size, "inclusion_proof": [h.hex() for h in proof],
+        "envelope": {name: envelope[name] for name in _FIELD_NAMES},
+        "checkpoint": signed.text(),
+    })
+
+
+def _hex32(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 64 or value != value.lower():
+        raise BundleError(f"{what}: expected 64 lowercase hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BundleError(f"{what}: expected 64 lowercase hex digits") from None
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        bundle = json.loads(text)
+    except ValueError as exc:
+        raise BundleError(f"not JSON: {exc}") from None
+    if not isinstance(bundle, dict) or set(bundle) != KEYS:
+        raise BundleError(f"expected exactly the keys {', '.join(sorted(KEYS))}")
+    if bundle["format"] != FORMAT:
+        raise BundleError(f"format {bundle['format']!r}: expected {FORMAT!r}")
+    if dumps(bundle) != text:
+        raise BundleError("not in canonical form (sorted keys, 2-space indent, final newline): "
+                          "the file was edited")
+    return bundle
+
+
+def _envelope(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    env = bundle["envelope"]
+    if not isinstance(env, dict) or list(sorted(env)) != sorted(_FIELD_NAMES):
+        raise BundleError("envelope: expected exactly the canonical envelope fields")
+    for f in FIELDS:
+        if not _TYPES[f.kind](env[f.name]):
+            raise BundleError(f"envelope.{f.name}: wrong type for a {f.kind} field")
+    if env["chain_id"] != bundle["chain_id"] or env["record_id"] != bundle["record_id"]:
+        raise BundleError("envelope: chain_id / record_id differ from the bundle's")
+    return env
+
+
+def verify_bundle(text: str, public_key) -> dict[str, Any]:
+    """Check a bundle; returns it parsed. Raises BundleError (a ValueError) on any failure."""
+    bundle = _parse(text)
+    env = _envelope(bundle)
+    for key in ("seq", "leaf_index", "tree_size"):
+        if type(bundle[key]) is not int or bundle[key] < 0:
+            raise BundleError(f"{key}: expected a whole number")
+    if bundle["leaf_index"] != bundle["seq"] - 1:
+        raise BundleError("leaf_index must be seq - 1")
+    leaf = _hex32(bundle["leaf_hash"], "leaf_hash")
+    try:
+        computed = merkle.leaf_hash(canonical_bytes(env))
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise BundleError(f"envelope: cannot be encoded ({exc})") from None
+    if computed != leaf:
+        raise BundleError("the envelope does not give leaf_hash: the record was changed")
+    proof = bundle["inclusion_proof"]
+    if not isinstance(proof, list):
+        raise BundleError("inclusion_proof: expected a list of hashes")
+    path = [_hex32(h, f"inclusion_proof[{i}]") for i, h in enumerate(proof)]
+    try:
+        signed = SignedCheckpoint.parse(bundle["checkpoint"])
+        verify_signature(signed, public_key)
+    except (CheckpointError, TypeError) as exc:
+        raise BundleError(f"checkpoint: {exc}") from None
+    cp = signed.checkpoint
+    if cp.origin != env["chain_id"] or cp.size != bundle["tree_size"]:
+        raise BundleError("checkpoint: chain or tree size differ from the bundle's")
+    try:
+        merkle.verify_inclusion(leaf, bundle["leaf_index"], cp.size, path, cp.root)
+    except merkle.ProofError as exc:
+        raise BundleError(f"inclusion proof: {exc}") from None
+    return bundle

@@ -1,0 +1,193 @@
+"""The hash chain: how records are sealed, and how a stored chain is checked.
+
+For each accepted record, in order (DESIGN.md, "Sealing")::
+
+    leaf_hash  = SHA-256(0x00 || canonical_envelope_bytes)   # RFC 6962 leaf hash
+    chain_hash = SHA-256(prev_chain_hash || leaf_hash)
+
+The first record of a chain links to ``GENESIS`` (32 zero bytes).
+
+Verification works on rows as stored. Each row is checked on its own (does its
+content still give its leaf hash, do its hash columns agree with each other),
+then the rows are followed link by link -- each row names its predecessor by
+``prev_hash`` -- which tells a missing record from an inserted one and from a
+reordered pair. This module does no I/O: the store feeds it rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Optional
+
+from aitrail.verify.envelope import canonical_bytes
+
+GENESIS = bytes(32)
+
+MODIFIED = "modified"
+MISSING = "missing"
+INSERTED = "inserted"
+OUT_OF_ORDER = "out_of_order"
+
+
+def leaf_hash(canonical: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + canonical).digest()
+
+
+def chain_hash(prev: bytes, leaf: bytes) -> bytes:
+    return hashlib.sha256(prev + leaf).digest()
+
+
+@dataclass(frozen=True)
+class Link:
+    """The position and hash columns of one stored row."""
+
+    seq: int
+    record_id: str
+    prev_hash: bytes
+    leaf_hash: bytes
+    chain_hash: bytes
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # MODIFIED | MISSING | INSERTED | OUT_OF_ORDER
+    chain_id: str
+    seq: int
+    record_id: str  # empty when the record is gone
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chain_id": self.chain_id, "seq": self.seq,
+                "record_id": self.record_id, "detail": self.detail}
+
+    def __str__(self) -> str:
+        rid = self.record_id or "-"
+        return f"{self.kind:<12} chain={self.chain_id} seq={self.seq} record={rid}: {self.detail}"
+
+
+@dataclass
+class Report:
+    chain_id: str
+    records: int = 0
+    head_seq: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+class Sealer:
+    """Assigns seq and hashes; one per chain, owned by the collector."""
+
+    def __init__(self, chain_id: str, head_seq: int = 0, head_hash: bytes = GENESIS):
+        self.chain_id = chain_id
+        self.head_seq = head_seq
+        self.head_hash = head_hash
+
+    def seal(self, envelope: Mapping[str, Any]) -> Link:
+        leaf = leaf_hash(canonical_bytes(envelope))
+        link = Link(self.head_seq + 1, envelope["record_id"], self.head_hash, leaf,
+                    chain_hash(self.head_hash, leaf))
+        self.head_seq, self.head_hash = link.seq, link.chain_hash
+        return link
+
+
+def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) -> Iterator[Finding]:
+    """Per-row checks: content against leaf hash, hash columns against each other."""
+    for link, envelope in rows:
+        if leaf_hash(canonical_bytes(envelope)) != link.leaf_hash:
+            yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
+                          "envelope fields changed after sealing (leaf hash does not match)")
+        elif chain_hash(link.prev_hash, link.leaf_hash) != link.chain_hash:
+            yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
+                          "hash columns altered (chain hash does not match prev and leaf hash)")
+
+
+def links_intact(links: Iterable[Link], start_seq: int = 1, start_hash: bytes = GENESIS) -> bool:
+    """The fast path: True when every row follows its predecessor by seq and hash."""
+    seq, prev = start_seq, start_hash
+    for link in links:
+        if link.seq != seq or link.prev_hash != prev:
+            return False
+        seq, prev = seq + 1, link.chain_hash
+    return True
+
+
+def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
+                   start_hash: bytes = GENESIS, suspects: frozenset = frozenset()) -> list[Finding]:
+    """Explain a broken chain: which records are missing, inserted or out of order.
+
+    ``links`` are sorted by seq. The true order is rebuilt by following
+    ``prev_hash`` from ``start_hash``; where that walk stops short, the lowest
+    unvisited row either forks off a record we have (inserted) or continues
+    from a record we do not have (missing). ``suspects`` are (seq, record_id)
+    pairs whose content failed its own hash: where two rows claim the same
+    place, the one whose content still matches is taken as genuine.
+    """
+    findings: list[Finding] = []
+    by_prev: dict[bytes, list[Link]] = {}
+    for link in links:
+        by_prev.setdefault(link.prev_hash, []).append(link)
+    known = {link.chain_hash for link in links} | {start_hash}
+    visited: set[int] = set()
+    pending = iter(links)
+    pos, cur = start_seq, start_hash
+    last_seq = links[-1].seq if links else 0
+
+    def next_unvisited() -> Optional[Link]:
+        for link in pending:
+            if id(link) not in visited:
+                return link
+        return None
+
+    while True:
+        successor = _pick_successor(by_prev.get(cur, ()), visited, by_prev, pos, suspects)
+        if successor is not None:
+            visited.add(id(successor))
+            if successor.seq != pos:
+                findings.append(Finding(OUT_OF_ORDER, chain_id, successor.seq, successor.record_id,
+                                        f"stored at seq {successor.seq} but its hash links it to position {pos}"))
+            pos, cur = pos + 1, successor.chain_hash
+            continue
+        row = next_unvisited()
+        if row is None:
+            return findings
+        visited.add(id(row))
+        has_successor = row.chain_hash in by_prev
+        # A genuine row has a successor unless it is the head; a row whose
+        # predecessor we hold was never that predecessor's successor (a fork).
+        dead_end = not has_successor and (row.seq != last_seq or row.seq <= pos)
+        if row.prev_hash in known or dead_end:
+            findings.append(Finding(INSERTED, chain_id, row.seq, row.record_id,
+                                    "no sealed record links to this row: it was added outside the collector"))
+            continue
+        if row.seq > pos:
+            for gone in range(pos, row.seq):
+                findings.append(Finding(MISSING, chain_id, gone, "",
+                                        f"record at seq {gone} was deleted (seq {row.seq} links to a record "
+                                        "that is not stored)"))
+        else:
+            findings.append(Finding(MISSING, chain_id, row.seq, row.record_id,
+                                    f"the record before seq {row.seq} is not the one it was sealed after: "
+                                    "a record was deleted and later rows renumbered, or the previous row "
+                                    "was replaced"))
+        pos, cur = row.seq + 1, row.chain_hash
+
+
+def _pick_successor(candidates: Iterable[Link], visited: set[int],
+                    by_prev: Mapping[bytes, list[Link]], pos: int,
+                    suspects: frozenset) -> Optional[Link]:
+    # Where two rows claim the same predecessor (a fork), the genuine one is
+    # the one the rest of the chain builds on and whose content matches its
+    # hash; ties go to the expected seq.
+    best = None
+    for link in candidates:
+        if id(link) in visited:
+            continue
+        key = (link.chain_hash not in by_prev, (link.seq, link.record_id) in suspects,
+               link.seq != pos, link.seq)
+        if best is None or key < best[0]:
+            best = (key, link)
+    return best[1] if best else None

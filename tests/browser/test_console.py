@@ -1,0 +1,218 @@
+"""The console in a real headless Chromium (Debian's chromium, driven by Playwright).
+
+scripts/test installs chromium with apt-get; without it these tests fail and say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import os
+import re
+import urllib.parse
+
+import pytest
+
+from support import BULK_TASKS, CONSOLE_USERS, FORMULA
+
+CHROMIUM = os.environ.get("AITRAIL_CHROMIUM", "/usr/bin/chromium")
+# Flags for a machine with no network beyond loopback (see the machine notes).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    assert os.path.exists(CHROMIUM), (
+        f"{CHROMIUM} is missing: scripts/test installs Debian's chromium (apt-get install "
+        "chromium); set AITRAIL_CHROMIUM to use another binary")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def _sign_in(browser, site, user: str, next_path: str = "/console/search"):
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(site.url + next_path)
+    assert "/login" in page.url  # not signed in: sent to the sign-in form, keeping the target
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", CONSOLE_USERS[user][1])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("[data-testid=whoami]").inner_text().startswith(user)
+    return page
+
+
+def test_wrong_password_is_refused(browser, console_site):
+    page = browser.new_page()
+    page.goto(console_site.url + "/login")
+    page.fill("input[name=username]", "audrey")
+    page.fill("input[name=password]", "not the password at all")
+    page.click("button[type=submit]")
+    assert "Wrong user name or password" in page.locator("[role=alert]").inner_text()
+    page.goto(console_site.url + "/console/search")
+    assert "/login" in page.url
+    page.close()
+
+
+def test_auditor_searches_reads_the_timeline_and_exports(browser, console_site, tmp_path):
+    page = _sign_in(browser, console_site, "audrey")
+    # Search by task id.
+    page.fill("input[name=task]", "T-console-1")
+    page.select_option("select[name=preset]", "24h")
+    page.click("form#filters button[type=submit]")
+    assert page.locator("[data-testid=total]").inner_text() == "4 records match"
+    whats = page.locator("[data-testid=results] tbody tr td:nth-child(2)").all_inner_texts()
+    assert sorted(whats) == ["escalation", "model call", "resolution", "review"]
+
+    # Open the timeline: every event in order, the diff, the integrity line.
+    page.click("[data-testid=results] tbody tr >> nth=0 >> a")
+    assert page.locator("[data-testid=task-id]").inner_text() == "T-console-1"
+    events = page.locator("[data-testid=timeline] > li")
+    assert [events.nth(i).get_attribute("data-event-type") for i in range(events.count())] \
+        == ["model_call", "review", "escalation", "resolution"]
+    assert page.locator("[data-testid=input]").inner_text() == \
+        "Ticket: I was charged twice, please help"
+    assert page.locator("[data-testid=confidence]").inner_text() == "0.62"
+    diff = page.locator("[data-testid=diff]")
+    assert diff.locator(".del").inner_text() == "-category: billing"
+    assert diff.locator(".add").inner_text() == "+category: refund"
+    assert page.locator("[data-testid=rationale]").inner_text() == "double charge means a refund"
+    assert "refund above 500" in page.locator("[data-testid=escalation-reason]").inner_text()
+    assert page.locator("[data-testid=final-decision]").inner_text() == FORMULA
+    integrity = page.locator("[data-testid=integrity]").first.inner_text()
+    assert re.search(r"Sealed · seq \d+ of chain main", integrity), integrity
+    assert console_site.trace_id in page.locator("p.ids").inner_text()
+
+    # Change the filters: reviews only, all time, sorted by time spent; then page 2.
+    page.goto(console_site.url + "/console/search")
+    page.select_option("select[name=preset]", "all")
+    page.check("input[name=type][value=review]")
+    page.click("form#filters button[type=submit]")
+    assert page.locator("[data-testid=total]").inner_text() == f"{BULK_TASKS + 1} records match"
+    assert set(page.locator("[data-testid=results] tbody tr td:nth-child(2)").all_inner_texts()) \
+        == {"review"}
+    page.click("text=Next →")
+    assert page.locator("[data-testid=page]").inner_text() == "Page 2 of 3"
+    page.click("[data-testid=results] th >> text=Decision")
+    assert "sort=decision" in page.url
+
+    # Export: every matching row, not only the page shown.
+    with page.expect_download() as info:
+        page.click("[data-testid=export]")
+    path = tmp_path / "export.csv"
+    info.value.save_as(path)
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbftime,end_time,")  # a BOM, so spreadsheets read UTF-8
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert len(rows) == BULK_TASKS + 1 and {r["event_type"] for r in rows} == {"review"}
+    assert rows[0]["time"].endswith("Z") and "T" in rows[0]["time"]
+    page.context.close()
+
+
+def test_exported_cells_are_formula_safe(browser, console_site, tmp_path):
+    page = _sign_in(browser, console_site, "audrey",
+                    "/console/search?" + urllib.parse.urlencode({"task": "T-console-1",
+                                                                 "preset": "all"}))
+    with page.expect_download() as info:
+        page.click("[data-testid=export]")
+    info.value.save_as(tmp_path / "t.csv")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text("utf-8-sig"))))
+    assert [r["final_decision"] for r in rows if r["event_type"] == "resolution"] == [
+        "'" + FORMULA]
+    page.context.close()
+
+
+def test_charts_render(browser, console_site):
+    page = _sign_in(browser, console_site, "andy", "/console/charts?days=7")
+    for chart in ("override-daily", "override-model", "override-prompt", "review-times",
+                  "escalations", "volume"):
+        figure = page.locator(f"[data-testid=chart-{chart}]")
+        assert figure.locator("svg").count() == 1, chart
+        box = figure.locator("svg").bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, (chart, box)
+    # The known scenario (conftest.console_scenario): the detailed task's one review is
+    # a modify (100 %); the bulk tasks alternate v7 / v6 and every 5th is rejected,
+    # so each bulk prompt version has 12 overrides in 60 reviews.
+    rows = page.locator("[data-testid=chart-override-prompt] table tbody tr")
+    table = {rows.nth(i).locator("td").nth(0).inner_text():
+             rows.nth(i).locator("td").all_inner_texts()[1:] for i in range(rows.count())}
+    assert table == {"(none)@v7": ["60", "12", "20.0%"], "(none)@v6": ["60", "12", "20.0%"],
+                     "triage@v7": ["1", "1", "100.0%"]}
+    page.context.close()
+
+
+def test_analyst_sees_records_but_not_payloads_or_export(browser, console_site):
+    page = _sign_in(browser, console_site, "andy", "/console/tasks/T-console-1")
+    assert page.locator("[data-testid=input]").inner_text() == "[hidden for your role]"
+    assert page.locator("[data-testid=diff]").count() == 0
+    page.goto(console_site.url + "/console/search?preset=all&task=T-console-1")
+    assert page.locator("[data-testid=export]").count() == 0
+    resp = page.goto(console_site.url + "/console/export.csv?preset=all")
+    assert resp.status == 403
+    assert "may not export CSV" in page.locator("[data-testid=error]").inner_text()
+    resp = page.goto(console_site.url + "/console/admin")
+    assert resp.status == 403
+    page.context.close()
+    auditor = _sign_in(browser, console_site, "audrey", "/console/tasks/T-console-1")
+    assert auditor.locator("[data-testid=input]").inner_text().startswith("Ticket:")
+    auditor.context.close()
+
+
+def test_status_panel_runs_verification(browser, console_site):
+    page = _sign_in(browser, console_site, "audrey", "/console/status")
+    assert page.locator("[data-testid=checkpoints] tbody tr").count() >= 1
+    page.click("[data-testid=run-verify]")
+    page.wait_for_load_state()
+    assert page.locator("[data-testid=verify-result]").inner_text().startswith("OK: ")
+    # A period that starts after every checkpoint: verified from the chain's newest one.
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    page.fill("input[name=since]", tomorrow)
+    page.click("[data-testid=run-verify]")
+    page.wait_for_load_state()
+    result = page.locator("[data-testid=verify-result]").inner_text()
+    assert result.startswith("OK: ") and f"period {tomorrow} to now" in result
+    assert re.search(r"\(from checkpoint main #\d+\)", result), result
+    page.context.close()
+
+
+def test_admin_manages_users_and_tokens(browser, console_site):
+    page = _sign_in(browser, console_site, "ada", "/console/admin")
+    page.fill("form:has(button[value=add_user]) input[name=username]", "newbie")
+    page.fill("form:has(button[value=add_user]) input[name=password]", "short")
+    page.click("button[value=add_user]")
+    assert "12" in page.locator("[data-testid=error]").inner_text()  # password policy
+    page.fill("form:has(button[value=add_user]) input[name=username]", "newbie")
+    page.fill("form:has(button[value=add_user]) input[name=password]", "a-long-enough-password")
+    page.select_option("form:has(button[value=add_user]) select[name=role]", "analyst")
+    page.click("button[value=add_user]")
+    assert "newbie" in page.locator("[data-testid=users]").inner_text()
+    page.fill("form:has(button[value=create_token]) input[name=name]", "ci-export")
+    page.select_option("form:has(button[value=create_token]) select[name=role]", "auditor")
+    page.click("button[value=create_token]")
+    token = page.locator("[data-testid=new-token] code").inner_text()
+    assert token.startswith("aitk_")
+    assert console_site.api("/api/v1/records?limit=1", token=token)[0] == 200
+    # A form posted without the session's CSRF token is refused.
+    status = page.evaluate("""async () => {
+        const r = await fetch('/console/admin', {method: 'POST', headers:
+            {'Content-Type': 'application/x-www-form-urlencoded'},
+            body: 'action=remove&username=newbie&csrf=forged'});
+        return r.status; }""")
+    assert status == 403
+    page.reload()
+    assert "newbie" in page.locator("[data-testid=users]").inner_text()
+    page.context.close()
+
+
+def test_sign_out_ends_the_session(browser, console_site):
+    page = _sign_in(browser, console_site, "audrey")
+    page.click("text=Sign out")
+    page.wait_for_load_state()
+    page.goto(console_site.url + "/console/search")
+    assert "/login" in page.url
+    page.context.close()

@@ -1,0 +1,170 @@
+"""The canonical envelope encoding and the chain's verification logic (no store)."""
+
+import hashlib
+import struct
+
+import pytest
+
+from aitrail.verify import chain
+from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
+from aitrail.verify.envelope import FIELDS, canonical_bytes, commitment, empty_envelope
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">I", len(b)) + b
+
+
+def test_canonical_bytes_follow_the_documented_layout():
+    env = empty_envelope()
+    env.update(chain_id="c", record_id="r", start_time=5, confidence=0.5,
+               attributes={"b": "2", "a": "1"})
+    expected = [_str("aitrail.verify.envelope.v1")]
+    for f in FIELDS:
+        v = env[f.name]
+        if f.kind in ("str", "lstr"):
+            expected.append(_str(v))
+        elif f.kind in ("u64", "time"):
+            expected.append(struct.pack(">Q", v))
+        elif f.kind == "f64?":
+            expected.append(b"\x00" if v is None else b"\x01" + struct.pack(">d", v))
+        else:
+            items = sorted(v.items())
+            expected.append(struct.pack(">I", len(items)))
+            expected += [_str(k) + _str(x) for k, x in items]
+    assert canonical_bytes(env) == b"".join(expected)
+
+
+def test_canonical_bytes_do_not_depend_on_map_insertion_order():
+    a, b = empty_envelope(), empty_envelope()
+    a["attributes"] = {"x": "1", "y": "2"}
+    b["attributes"] = {"y": "2", "x": "1"}
+    assert canonical_bytes(a) == canonical_bytes(b)
+
+
+def test_field_boundaries_are_unambiguous():
+    a, b = empty_envelope(), empty_envelope()
+    a.update(task_id="ab", request_id="c")
+    b.update(task_id="a", request_id="bc")
+    assert canonical_bytes(a) != canonical_bytes(b)
+
+
+def test_non_finite_confidence_cannot_be_sealed():
+    env = empty_envelope()
+    env["confidence"] = float("nan")
+    with pytest.raises(ValueError):
+        canonical_bytes(env)
+
+
+def test_hashes_follow_rfc6962_leaf_and_the_chain_rule():
+    assert chain.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+    assert chain.chain_hash(b"p" * 32, b"l" * 32) == hashlib.sha256(b"p" * 32 + b"l" * 32).digest()
+
+
+def test_commitment_is_salted_sha256():
+    assert commitment(b"salt", "text") == hashlib.sha256(b"salttext").hexdigest()
+
+
+# ------------------------------------------------------------------ classification
+
+def _chain(n: int) -> tuple[list[Link], list[dict]]:
+    sealer = Sealer("c")
+    links, envs = [], []
+    for i in range(n):
+        env = empty_envelope()
+        env.update(chain_id="c", record_id=f"r{i + 1}", start_time=i + 1)
+        links.append(sealer.seal(env))
+        envs.append(env)
+    return links, envs
+
+
+def _kinds(findings):
+    return sorted((f.kind, f.seq) for f in findings)
+
+
+def test_intact_chain_has_no_findings():
+    links, envs = _chain(10)
+    assert chain.links_intact(links)
+    assert list(chain.check_rows("c", zip(links, envs))) == []
+    assert chain.classify_links("c", links) == []
+
+
+def test_a_changed_field_is_reported_as_modified():
+    links, envs = _chain(5)
+    envs[2]["model"] = "forged"
+    findings = list(chain.check_rows("c", zip(links, envs)))
+    assert [(f.kind, f.seq, f.record_id) for f in findings] == [(MODIFIED, 3, "r3")]
+
+
+def test_a_deleted_record_is_reported_missing_at_its_seq():
+    links, _ = _chain(8)
+    del links[4]
+    assert not chain.links_intact(links)
+    assert _kinds(chain.classify_links("c", links)) == [(MISSING, 5)]
+
+
+def test_deleting_the_second_to_last_record_is_missing_not_inserted():
+    links, _ = _chain(6)
+    del links[4]
+    assert _kinds(chain.classify_links("c", links)) == [(MISSING, 5)]
+
+
+def test_two_swapped_records_are_out_of_order_and_nothing_else():
+    links, _ = _chain(8)
+    a, b = links[3], links[4]
+    links[3] = Link(4, b.record_id, b.prev_hash, b.leaf_hash, b.chain_hash)
+    links[4] = Link(5, a.record_id, a.prev_hash, a.leaf_hash, a.chain_hash)
+    found = chain.classify_links("c", links)
+    assert _kinds(found) == [(OUT_OF_ORDER, 4), (OUT_OF_ORDER, 5)]
+    assert {f.record_id for f in found} == {"r4", "r5"}
+
+
+def test_a_forged_row_reusing_a_seq_is_inserted():
+    links, _ = _chain(6)
+    forged = Link(3, "forged", links[1].chain_hash, b"\x01" * 32,
+                  chain.chain_hash(links[1].chain_hash, b"\x01" * 32))
+    links.insert(3, forged)
+    found = chain.classify_links("c", links)
+    assert [(f.kind, f.record_id) for f in found] == [(INSERTED, "forged")]
+
+
+def test_a_forged_row_appended_with_garbage_hashes_is_inserted():
+    links, _ = _chain(4)
+    links.append(Link(5, "forged", b"\x07" * 32, b"\x08" * 32, b"\x09" * 32))
+    assert [(f.kind, f.record_id) for f in chain.classify_links("c", links)] == [(INSERTED, "forged")]
+
+
+def test_a_forged_row_with_renumbered_successors_is_inserted():
+    links, _ = _chain(6)
+    renumbered = [Link(l.seq + 1, l.record_id, l.prev_hash, l.leaf_hash, l.chain_hash)
+                  for l in links[3:]]
+    forged = Link(4, "forged", b"\x07" * 32, b"\x08" * 32, b"\x09" * 32)
+    found = chain.classify_links("c", links[:3] + [forged] + renumbered)
+    assert (INSERTED, "forged") in [(f.kind, f.record_id) for f in found]
+    assert all(f.kind != MISSING for f in found)
+
+
+def test_the_published_spec_lists_the_fields_in_sealing_order():
+    from pathlib import Path
+    import re
+    doc = (Path(__file__).resolve().parents[2] / "docs/canonical-envelope.md").read_text()
+    listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", doc, flags=re.M)
+    assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind) for f in FIELDS]
+
+
+from hypothesis import given, settings, strategies as st
+
+_text = st.text(max_size=20)
+_envelopes = st.fixed_dictionaries({
+    f.name: (_text if f.kind in ("str", "lstr") else
+             st.integers(0, 2**64 - 1) if f.kind in ("u64", "time") else
+             st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
+             if f.kind == "f64?" else st.dictionaries(_text, _text, max_size=4))
+    for f in FIELDS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_envelopes)
+def test_the_fast_encoder_matches_the_reference_encoding(env):
+    from aitrail.verify.envelope import canonical_bytes_reference
+    assert canonical_bytes(env) == canonical_bytes_reference(env)
