@@ -180,8 +180,8 @@ def test_checkpoint_case_names_are_unique():
 def test_valid_bundle(case):
     bundle = verify_bundle(case["text"], _public_key(BUNDLES["key"]))
     assert (bundle["leaf_index"], bundle["tree_size"]) == (case["leaf_index"], case["tree_size"])
-    # The bundle's record is the one of the same seq in envelopes.json's chain.
-    record = ENVELOPES["chain"][case["leaf_index"]]
+    # The bundle's record is the envelopes.json case it names.
+    record = {c["name"]: c for c in ENVELOPES["cases"] + ENVELOPES["chain"]}[case["envelope_case"]]
     assert bundle["envelope"] == record["envelope"]
     assert bundle["leaf_hash"] == record["leaf_hash"]
     assert bundle["checkpoint"] in {c["text"] for c in CHECKPOINTS["valid"]}
