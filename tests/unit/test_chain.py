@@ -19,7 +19,7 @@ def test_canonical_bytes_follow_the_documented_layout():
     env = empty_envelope()
     env.update(chain_id="c", record_id="r", start_time=5, confidence=0.5,
                attributes={"b": "2", "a": "1"})
-    expected = [_str("aitrail.verify.envelope.v1")]
+    expected = [_str("aitrail.envelope.v1")]
     for f in FIELDS:
         v = env[f.name]
         if f.kind in ("str", "lstr"):

@@ -25,7 +25,7 @@ import math
 import struct
 from typing import Any, Mapping, NamedTuple
 
-VERSION_TAG = b"aitrail.verify.envelope.v1"
+VERSION_TAG = b"aitrail.envelope.v1"
 
 
 class Field(NamedTuple):

@@ -18,16 +18,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # Project modules: one block, so that a module move is one edit here.
-from aitrail.chain import GENESIS, Sealer, chain_hash, leaf_hash
-from aitrail.checkpoint import (
+from aitrail.verify.chain import GENESIS, Sealer, chain_hash, leaf_hash
+from aitrail.verify.checkpoint import (
     CheckpointError, SignedCheckpoint, format_time, key_id, load_public_key, sign,
     verify_signature,
 )
-from aitrail.envelope import FIELD_NAMES, canonical_bytes, canonical_bytes_reference
-from aitrail.proof import BundleError, verify_bundle
+from aitrail.verify.envelope import FIELD_NAMES, canonical_bytes, canonical_bytes_reference
+from aitrail.verify.bundle import BundleError, verify_bundle
 
-TESTDATA = Path(__file__).resolve().parent / "testdata"
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make-vectors"
+TESTDATA = Path(__file__).resolve().parents[1] / "testdata"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-vectors"
 
 
 def _load(name: str) -> dict:
