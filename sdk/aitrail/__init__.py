@@ -33,7 +33,7 @@ from aitrail.api import (
     stats,
 )
 from aitrail.context import task
-from aitrail.transport import AuditUnavailable
+from aitrail.export import AuditUnavailable
 from aitrail.record import SDK_VERSION as __version__
 
 __all__ = [

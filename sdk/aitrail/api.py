@@ -28,7 +28,8 @@ from aitrail._ids import uuid7
 from aitrail.config import Config
 from aitrail.record import build_record
 from aitrail.redact import Redactor
-from aitrail.transport import STRICT, Ack, AuditUnavailable, BatchWorker, GrpcExporter
+from aitrail.export import STRICT, AuditUnavailable, BatchWorker, GrpcExporter
+from aitrail.export.delivery import Ack
 
 _time_ns = time.time_ns
 _scope = context.scope          # -> (task_id, request_id)
