@@ -32,8 +32,8 @@ from aitrail.instrument.api import (
     shutdown,
     stats,
 )
+from aitrail.export import AuditUnavailable
 from aitrail.instrument.context import task
-from aitrail.transport import AuditUnavailable
 from aitrail.version import SDK_VERSION as __version__
 
 __all__ = [

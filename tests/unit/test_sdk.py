@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import aitrail
-from aitrail.transport import GrpcExporter
+from aitrail.export import GrpcExporter
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.v1 import audit_pb2_grpc as pb_grpc
 

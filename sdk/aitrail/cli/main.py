@@ -28,6 +28,8 @@ def _add_plugins(sub: argparse._SubParsersAction) -> list[str]:
     """Commands from installed plugins; returns the names of those that could not load."""
     missing = []
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if ep.name in sub.choices:  # two installs of the same plugin: the first one wins
+            continue
         try:
             ep.load()(sub)
         except ImportError:

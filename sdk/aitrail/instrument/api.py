@@ -26,9 +26,10 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 from aitrail.instrument import context
 from aitrail.record.ids import uuid7
 from aitrail.config import Config
+from aitrail.export import STRICT, AuditUnavailable, BatchWorker, Exporter, GrpcExporter
+from aitrail.export.delivery import Ack
 from aitrail.record.build import build_record
 from aitrail.record.redact import Redactor
-from aitrail.transport import STRICT, Ack, AuditUnavailable, BatchWorker, GrpcExporter
 
 _time_ns = time.time_ns
 _scope = context.scope          # -> (task_id, request_id)
@@ -54,7 +55,7 @@ class _State:
 _state = _State()
 
 
-def configure(**options: Any) -> Config:
+def configure(*, exporter: Optional[Exporter] = None, **options: Any) -> Config:
     """Configure the SDK; unspecified options come from AITRAIL_* environment variables.
 
     Options: endpoint, service, service_version, environment, host, enabled,
@@ -63,6 +64,9 @@ def configure(**options: Any) -> Config:
     flush_interval, max_queue, export_timeout, retry_for, delivery
     (durable | best_effort | strict), spool_dir, spool_max_bytes, strict_timeout,
     api_key, tls, ca_cert, client_cert, client_key (see aitrail.config).
+
+    ``exporter``: send records through this ``aitrail.export.Exporter`` instead of
+    gRPC to ``endpoint`` (e.g. an ``InMemoryExporter`` in tests).
     """
     config = Config.from_env()
     known = {f.name for f in dataclasses.fields(Config)}
@@ -76,8 +80,9 @@ def configure(**options: Any) -> Config:
     config.validate()
     redactor = Redactor(config.redaction_key, config.redaction_policy, config.reference_store,
                         enabled=config.redaction)
-    exporter = GrpcExporter(config.endpoint, config.export_timeout, api_key=config.api_key,
-                            **config.read_tls())
+    if exporter is None:
+        exporter = GrpcExporter(config.endpoint, config.export_timeout, api_key=config.api_key,
+                                **config.read_tls())
     worker = BatchWorker(functools.partial(_build, config=config, redactor=redactor),
                          exporter, batch_size=config.batch_size,
                          flush_interval=config.flush_interval, max_queue=config.max_queue,
@@ -86,7 +91,8 @@ def configure(**options: Any) -> Config:
                          retry_for=(min(config.retry_for, config.strict_timeout)
                                     if config.delivery == STRICT else config.retry_for),
                          delivery=config.delivery,
-                         spool_dir=config.spool_dir, spool_max_bytes=config.spool_max_bytes)
+                         spool_dir=config.spool_dir, spool_max_bytes=config.spool_max_bytes,
+                         export_timeout=config.export_timeout)
     with _state.lock:
         old = _state.worker
         _state.config, _state.worker, _state.shut_down = config, worker, False

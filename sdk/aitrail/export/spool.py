@@ -13,11 +13,11 @@ first, so records survive an application restart.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import os
 import threading
 import uuid
-from typing import Optional
 
 SUFFIX = ".batch"
 
@@ -27,7 +27,7 @@ class SpoolFull(Exception):
 
 
 class Spool:
-    def __init__(self, root: str, max_bytes: int):
+    def __init__(self, root: str, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
         os.makedirs(root, exist_ok=True)
@@ -36,12 +36,15 @@ class Spool:
         self._lock_fds: list[int] = []
         self._next = 0
         self._bytes = 0
-        self._own = self._claim(os.path.join(root, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"))
+        own = os.path.join(root, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if self._claim(own) is None:  # a new directory: only a broken lockf gets here
+            raise OSError(f"cannot lock the spool directory {own}")
+        self._own = own
         self._adopt_orphans()
         self._dirs.append(self._own)
 
     # ------------------------------------------------------------ ownership
-    def _claim(self, path: str) -> Optional[str]:
+    def _claim(self, path: str) -> str | None:
         os.makedirs(path, exist_ok=True)
         fd = os.open(os.path.join(path, "owner.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -85,7 +88,7 @@ class Spool:
     def bytes(self) -> int:
         return self._bytes
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: builtins.bytes) -> None:
         """Durably add one batch; raises SpoolFull past ``max_bytes``."""
         with self._lock:
             if self._bytes + len(data) > self.max_bytes:
@@ -106,7 +109,7 @@ class Spool:
         files = self._files(self._own)
         return int(os.path.basename(files[-1])[: -len(SUFFIX)]) if files else 0
 
-    def oldest(self) -> Optional[tuple[str, bytes]]:
+    def oldest(self) -> tuple[str, builtins.bytes] | None:
         """The next batch to replay, as (handle, bytes), or None when empty."""
         with self._lock:
             for path in list(self._dirs):
