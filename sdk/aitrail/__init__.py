@@ -18,7 +18,7 @@ verification (``aitrail.verify.chain``, ``aitrail.verify.envelope``) live here t
 auditor can verify with this package alone.
 """
 
-from aitrail.instrument.api import (
+from aitrail.instrument import (
     Rationale,
     configure,
     current_call,

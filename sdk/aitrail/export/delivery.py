@@ -13,7 +13,7 @@ collector cannot take them:
     retried in memory for ``retry_for`` seconds, then dropped and counted.
 ``strict``
     like best_effort, and each emitting call waits for its own record's
-    acknowledgement (an :class:`Ack`; see ``aitrail.instrument.api``), raising
+    acknowledgement (an :class:`Ack`; see ``aitrail.instrument.setup``), raising
     :class:`AuditUnavailable` when it does not come.
 
 Failures arrive as :class:`~aitrail.export.exporter.ExportFailed`; this module
