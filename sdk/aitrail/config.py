@@ -37,7 +37,7 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, TypedDict
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -55,7 +55,7 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r}: expected one of on/off, true/false, 1/0")
 
 
-def _env_number(name: str, default: float, kind: type) -> float:
+def _env_number(name: str, default: float, kind: type[float]) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -66,6 +66,14 @@ def _env_number(name: str, default: float, kind: type) -> float:
     if value <= 0:
         raise ValueError(f"{name}={raw!r}: must be positive")
     return value
+
+
+class TlsSettings(TypedDict):
+    """:meth:`Config.read_tls`: the TLS keyword arguments of ``GrpcExporter``."""
+    tls: bool
+    ca_cert: Optional[bytes]
+    client_cert: Optional[bytes]
+    client_key: Optional[bytes]
 
 
 @dataclass
@@ -154,9 +162,9 @@ class Config:
                           "comparable across processes", RuntimeWarning, stacklevel=3)
             self.redaction_key = os.urandom(32)
 
-    def read_tls(self) -> dict:
+    def read_tls(self) -> TlsSettings:
         """The exporter's TLS settings, file contents read once at configure time."""
-        def read(path: str):
+        def read(path: str) -> Optional[bytes]:
             if not path:
                 return None
             with open(path, "rb") as fh:

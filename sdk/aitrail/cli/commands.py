@@ -82,7 +82,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
-def _check_key_id(report: dict, public_key_path: str) -> None:
+def _check_key_id(report: dict[str, Any], public_key_path: str) -> None:
     """A collector verified with its own key: it must be the key the user trusts."""
     try:
         want = key_id(load_public_key(public_key_path))

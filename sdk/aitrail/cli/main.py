@@ -24,7 +24,7 @@ from aitrail.errors import AitrailError
 COMMAND_GROUP = "aitrail.commands"
 
 
-def _add_plugins(sub: argparse._SubParsersAction) -> list[str]:
+def _add_plugins(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[str]:
     """Commands from installed plugins; returns the names of those that could not load."""
     missing = []
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):

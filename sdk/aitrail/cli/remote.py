@@ -6,11 +6,13 @@ CLI commands given ``--url`` use it, so querying a collector needs nothing but
 
 from __future__ import annotations
 
+import http.client
 import json
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, cast
 
 from aitrail.errors import AitrailError
 
@@ -21,6 +23,10 @@ class ClientError(AitrailError, RuntimeError):
 
 class NothingToErase(ClientError):
     """An erasure found nothing to erase: no such task or record, or already erased."""
+
+
+# No query parameters (dict() of it is {}, as it was of the former default, ()).
+_NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class HttpBackend:
@@ -34,14 +40,17 @@ class HttpBackend:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def _open(self, path: str, params: Mapping[str, Any] = ()):
+    def _open(self, path: str, params: Mapping[str, Any] = _NO_PARAMS) -> http.client.HTTPResponse:
         query = urllib.parse.urlencode(
             [(k, v) for k, vs in dict(params).items() if vs not in (None, "", [], ())
              for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
         try:
-            return urllib.request.urlopen(urllib.request.Request(url, headers=self._headers()),
-                                          timeout=self.timeout)  # noqa: S310 - user's URL
+            # typeshed types urlopen's result as Any; for an http(s) URL (checked in
+            # __init__) it is an HTTPResponse.
+            return cast(http.client.HTTPResponse, urllib.request.urlopen(
+                urllib.request.Request(url, headers=self._headers()),
+                timeout=self.timeout))  # noqa: S310 - user's URL
         except urllib.error.HTTPError as err:
             try:
                 detail = json.loads(err.read()).get("detail")
@@ -52,16 +61,18 @@ class HttpBackend:
             reason = getattr(err, "reason", err)
             raise ClientError(f"cannot reach the collector at {self.url}: {reason}") from None
 
-    def _json(self, path: str, params: Mapping[str, Any] = ()) -> Any:
+    def _json(self, path: str, params: Mapping[str, Any] = _NO_PARAMS) -> Any:
         with self._open(path, params) as resp:
             return json.load(resp)
 
-    def search(self, params: Mapping[str, Any]) -> dict:
-        return self._json("/api/v1/records", params)
+    def search(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("/api/v1/records", params)
+        return result
 
-    def timeline(self, task_id: str) -> list[dict]:
+    def timeline(self, task_id: str) -> list[dict[str, Any]]:
         path = "/api/v1/tasks/" + urllib.parse.quote(task_id, safe="") + "/timeline"
-        return self._json(path)["events"]
+        events: list[dict[str, Any]] = self._json(path)["events"]
+        return events
 
     def export_csv(self, params: Mapping[str, Any]) -> Iterator[bytes]:
         with self._open("/api/v1/export.csv", params) as resp:
@@ -72,24 +83,26 @@ class HttpBackend:
                 yield chunk
 
     def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,
-               anchor: Optional[str] = None) -> dict:
+               anchor: Optional[str] = None) -> dict[str, Any]:
         # The collector checks with its own key and anchor; the caller compares the
         # key id with the key it trusts (cli._check_key_id).
         if anchor:
             raise ClientError("--anchor applies to --data-dir; a collector compares with its "
                               "own anchor store")
-        return self._json("/api/v1/verify", {"from_checkpoint": from_checkpoint})
+        report: dict[str, Any] = self._json("/api/v1/verify", {"from_checkpoint": from_checkpoint})
+        return report
 
     def prove(self, record_id: str) -> str:
         path = "/api/v1/records/" + urllib.parse.quote(record_id, safe="") + "/proof"
         with self._open(path) as resp:
             return resp.read().decode("utf-8")
 
-    def summary(self) -> dict:
-        return self._json("/api/v1/summary")
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = self._json("/api/v1/summary")
+        return summary
 
     def erase(self, *, task: Optional[str] = None, record_id: Optional[str] = None,
-              reason: Optional[str] = None, actor: Optional[str] = None) -> dict:
+              reason: Optional[str] = None, actor: Optional[str] = None) -> dict[str, Any]:
         """POST /api/v1/erase. Raises NothingToErase (HTTP 404 or 409), else ClientError."""
         body = json.dumps({"task": task, "record_id": record_id, "reason": reason,
                            "actor": actor}).encode("utf-8")
@@ -98,7 +111,8 @@ class HttpBackend:
                                               **self._headers()})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                return json.load(resp)
+                result: dict[str, Any] = json.load(resp)
+                return result
         except urllib.error.HTTPError as err:
             try:
                 detail = json.loads(err.read()).get("detail")

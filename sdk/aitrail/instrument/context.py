@@ -10,7 +10,7 @@ one contextvar read each); turning the OpenTelemetry context into hex ids
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Optional
+from typing import Callable, Optional
 
 from opentelemetry import context as _otel_context
 from opentelemetry import trace
@@ -33,7 +33,7 @@ class task:
             raise ValueError("task_id must be a non-empty string")
         self.task_id = task_id
         self.request_id = request_id
-        self._tokens: list = []
+        self._tokens: list[contextvars.Token[tuple[Optional[str], Optional[str]]]] = []
 
     def __enter__(self) -> "task":
         # Without its own request_id a task keeps the enclosing one.
@@ -41,13 +41,13 @@ class task:
         self._tokens.append(_scope.set((self.task_id, request_id)))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         _scope.reset(self._tokens.pop())
 
     async def __aenter__(self) -> "task":
         return self.__enter__()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.__exit__(*exc)
 
 
@@ -59,7 +59,7 @@ def current_request_id() -> Optional[str]:
     return _scope.get()[1]
 
 
-def _otel_getter():
+def _otel_getter() -> Callable[[], _otel_context.Context]:
     # The default OpenTelemetry runtime context is one ContextVar holding an
     # immutable Context; read it directly (one C call). Any other runtime
     # context (OTEL_PYTHON_CONTEXT) goes through the public API.
@@ -72,10 +72,10 @@ def _otel_getter():
 
 #: ``otel_context()`` -> the current OpenTelemetry Context. A Context is immutable
 #: (setting a value makes a new one), so it can be read later, on another thread.
-otel_context = _otel_getter()
+otel_context: Callable[[], _otel_context.Context] = _otel_getter()
 
 
-def span_ids_of(ctx: Any) -> tuple[str, str, str]:
+def span_ids_of(ctx: Optional[_otel_context.Context]) -> tuple[str, str, str]:
     """(trace_id, span_id, parent_span_id), hex or empty strings, of the span that was
     active in a captured OpenTelemetry Context (None: no span)."""
     if ctx is None:

@@ -26,7 +26,7 @@ class _Draft:
                  "attributes", "fields")
 
     def __init__(self, event_type: str, task_id: Optional[str],
-                 attributes: Optional[Mapping[str, Any]], fields: dict) -> None:
+                 attributes: Optional[Mapping[str, Any]], fields: dict[str, Any]) -> None:
         self.event_type = event_type
         self.record_id: Optional[str] = None  # made on the worker unless the caller needs it
         self.scope = scope = _scope()
@@ -37,7 +37,7 @@ class _Draft:
         self.attributes = attributes
         self.fields = fields
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         record_id = self.record_id
         if record_id is None:
             self.record_id = record_id = uuid7(self.start)
@@ -69,7 +69,7 @@ def _as_text(value: Any) -> str:
         return repr(value)
 
 
-def _describe_args(args: tuple, kwargs: dict) -> str:
+def _describe_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     # Serialised now, on the caller's thread: a chat history list appended to
     # after the call must not change what was recorded as sent. (A str is
     # immutable, so the common single-str call keeps it as it is.)

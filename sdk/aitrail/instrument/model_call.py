@@ -7,7 +7,11 @@ import contextvars
 import functools
 import inspect
 import logging
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, TypeVar
+from types import TracebackType
+from typing import (Any, AsyncGenerator, AsyncIterator, Callable, Final, Generator, Iterator,
+                    Mapping, Optional, TypeVar, cast)
+
+from opentelemetry.context import Context
 
 from aitrail.export import AuditUnavailable
 from aitrail.instrument import context
@@ -31,9 +35,13 @@ def current_call() -> Optional["ModelCallRecord"]:
     return _current_call.get()
 
 
-# Positions in model_call._static (provider, model, model_version, prompt_template_id,
-# prompt_version, parameters, task_id, attributes): the spec's values as of the call.
-_S_TASK_ID, _S_ATTRIBUTES = 6, 7
+# model_call._static: (provider, model, model_version, prompt_template_id,
+# prompt_version, parameters, task_id, attributes), the spec's values as of the call.
+_Static = tuple[str, str, str, str, str, Optional[dict[str, Any]], Optional[str],
+                Optional[dict[str, Any]]]
+# Positions in it (Final, so mypy knows each position's type).
+_S_TASK_ID: Final = 6
+_S_ATTRIBUTES: Final = 7
 
 
 class ModelCallRecord:
@@ -46,6 +54,19 @@ class ModelCallRecord:
 
     __slots__ = ("_static", "_scope", "_otel", "_start", "_end", "_input", "_output",
                  "_extra", "_chunks", "_done", "_token", "_record_id")
+    # The slots' types, for mypy: annotations without values make no class attributes.
+    _static: _Static
+    _scope: tuple[Optional[str], Optional[str]]
+    _otel: Context
+    _start: int
+    _end: Optional[int]
+    _input: Optional[str]
+    _output: Optional[str]
+    _extra: Optional[dict[str, Any]]
+    _chunks: Optional[list[str]]
+    _done: bool
+    _token: Optional[contextvars.Token[Optional[ModelCallRecord]]]
+    _record_id: Optional[str]
 
     def __init__(self, spec: "model_call"):
         self._static = spec._static
@@ -58,7 +79,7 @@ class ModelCallRecord:
             self._token = self._record_id = None
         self._done = False
 
-    def _extras(self) -> dict:
+    def _extras(self) -> dict[str, Any]:
         extra = self._extra
         if extra is None:
             self._extra = extra = {}
@@ -123,7 +144,7 @@ class ModelCallRecord:
         else:
             _emit_slow(self)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """On the worker: the dict :func:`aitrail.record.build.build_record` reads."""
         (provider, model, model_version, prompt_template_id, prompt_version, parameters,
          _, attributes) = self._static
@@ -151,7 +172,8 @@ class ModelCallRecord:
 
 
 def _usage(usage: Any) -> tuple[int, int]:
-    get = usage.get if isinstance(usage, Mapping) else (lambda k: getattr(usage, k, None))
+    get: Callable[[str], Any] = (usage.get if isinstance(usage, Mapping)
+                                 else (lambda k: getattr(usage, k, None)))
     inp = get("input_tokens") or get("prompt_tokens") or 0
     out = get("output_tokens") or get("completion_tokens") or 0
     return int(inp), int(out)
@@ -162,9 +184,9 @@ def _spec_field(index: int, name: str) -> property:
         return self._static[index]
 
     def set(self: "model_call", value: Any) -> None:
-        values = list(self._static)
+        values: list[Any] = list(self._static)
         values[index] = value
-        self._static = tuple(values)
+        self._static = cast(_Static, tuple(values))  # the same shape, one value replaced
     return property(get, set, doc=f"The {name} recorded by calls made from now on.")
 
 
@@ -188,9 +210,10 @@ class model_call:
         # The record's fixed fields, one tuple that each call takes as it starts, so
         # a call records the spec as it was when the call was made; they read and
         # set as attributes (provider, model, ...: see _spec_field below).
-        self._static = (provider, model, model_version, prompt_template_id, prompt_version,
-                        dict(parameters) if parameters else None, task_id,
-                        dict(attributes) if attributes else None)
+        self._static: _Static = (
+            provider, model, model_version, prompt_template_id, prompt_version,
+            dict(parameters) if parameters else None, task_id,
+            dict(attributes) if attributes else None)
         self.capture_input = capture_input
         self.capture_output = capture_output
         self.input_from = input_from
@@ -212,28 +235,35 @@ class model_call:
         call._token = _set_call(call)
         return call
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        call = _current_call.get()
-        _reset_call(call._token)
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        # The call being exited is the current one, with the token __enter__ set:
+        # not checked at run time (an assert or cast is work on every call's path).
+        call: ModelCallRecord = _current_call.get()  # type: ignore[assignment]
+        _reset_call(call._token)  # type: ignore[arg-type]
         call._finish(exc)
 
     async def __aenter__(self) -> ModelCallRecord:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         self.__exit__(exc_type, exc, tb)
 
     # -- decorator
+    # Each wrapper takes fn's arguments and returns (or yields) what fn does, and
+    # functools.wraps gives it fn's metadata: it stands for fn, so it is cast to F
+    # (once, when decorating; not on the calls).
     def __call__(self, fn: F) -> F:
         if inspect.isasyncgenfunction(fn):
-            return self._wrap_async_gen(fn)
+            return cast(F, self._wrap_async_gen(fn))
         if inspect.isgeneratorfunction(fn):
-            return self._wrap_gen(fn)
+            return cast(F, self._wrap_gen(fn))
         if inspect.iscoroutinefunction(fn):
-            return self._wrap_async(fn)
-        return self._wrap_sync(fn)
+            return cast(F, self._wrap_async(fn))
+        return cast(F, self._wrap_sync(fn))
 
-    def _start(self, args: tuple, kwargs: dict) -> ModelCallRecord:
+    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ModelCallRecord:
         call = ModelCallRecord(self)
         if self.capture_input:
             call._input = (_as_text(self.input_from(*args, **kwargs)) if self.input_from
@@ -244,11 +274,11 @@ class model_call:
         if self.capture_output and call._output is None:
             call._output = _as_text(self.output_from(result) if self.output_from else result)
 
-    def _wrap_sync(self, fn):
+    def _wrap_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         spec = self
 
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             # _start and _set_result inlined for the common case: one str in, one out.
             call = ModelCallRecord(spec)
             if spec.capture_input:
@@ -276,9 +306,9 @@ class model_call:
             return result
         return wrapper
 
-    def _wrap_async(self, fn):
+    def _wrap_async(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        async def wrapper(*args, **kwargs):
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
             call = self._start(args, kwargs)
             token = _set_call(call)
             try:
@@ -293,9 +323,9 @@ class model_call:
             return result
         return wrapper
 
-    def _wrap_gen(self, fn):
+    def _wrap_gen(self, fn: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
             call = self._start(args, kwargs)
             error: Optional[BaseException] = None
             try:
@@ -311,9 +341,9 @@ class model_call:
                 call._finish(error)
         return wrapper
 
-    def _wrap_async_gen(self, fn):
+    def _wrap_async_gen(self, fn: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
         @functools.wraps(fn)
-        async def wrapper(*args, **kwargs):
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             call = self._start(args, kwargs)
             error: Optional[BaseException] = None
             try:
@@ -339,7 +369,7 @@ def _finish_failed(call: ModelCallRecord, exc: BaseException) -> None:
         log.error("aitrail: could not audit a failed model call: %s", audit_exc)
 
 
-def _with_current_call(call: ModelCallRecord, gen):
+def _with_current_call(call: ModelCallRecord, gen: Generator[Any, Any, Any]) -> Iterator[Any]:
     # A generator's body runs in its consumer's context, so the current call is
     # set around each step: the body can record confidence, logprobs, usage.
     try:
@@ -356,7 +386,8 @@ def _with_current_call(call: ModelCallRecord, gen):
         gen.close()
 
 
-async def _with_current_call_async(call: ModelCallRecord, agen):
+async def _with_current_call_async(call: ModelCallRecord,
+                                   agen: AsyncGenerator[Any, Any]) -> AsyncIterator[Any]:
     try:
         while True:
             token = _set_call(call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from types import TracebackType
 from typing import Any, Mapping, Optional, Union
 
 from aitrail.instrument.draft import _Draft, _as_text, _last_output, _time_ns
@@ -112,8 +113,11 @@ class review:
     def modify(self, output: Any, rationale: RationaleLike = None) -> None:
         self._decide("modify", rationale, output)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        draft = self._draft
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        # __enter__ has set the draft: a with block enters before it exits. Not
+        # checked at run time (an assert or cast is work on every review's path).
+        draft: _Draft = self._draft  # type: ignore[assignment]
         d = draft.fields
         if not d.get("decision"):
             d["decision"] = "none"
@@ -126,5 +130,6 @@ class review:
     async def __aenter__(self) -> "review":
         return self.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         self.__exit__(exc_type, exc, tb)

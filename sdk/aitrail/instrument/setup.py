@@ -96,7 +96,7 @@ def _worker() -> Optional[BatchWorker]:
     return worker if config is not None and config.enabled else None
 
 
-def _build(draft: Any, config: Config, redactor: Redactor):
+def _build(draft: Any, config: Config, redactor: Redactor) -> pb.AuditRecord:
     """On the worker: a draft (a dict, or a draft object with ``to_dict``) to a record."""
     return build_record(draft if type(draft) is dict else draft.to_dict(), config, redactor)
 

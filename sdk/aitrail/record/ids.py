@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 
-def uuid7(time_ns: Optional[int] = None, *, _now=time.time_ns, _urandom=os.urandom) -> str:
+def uuid7(time_ns: Optional[int] = None, *, _now: Callable[[], int] = time.time_ns,
+          _urandom: Callable[[int], bytes] = os.urandom) -> str:
     """A UUIDv7 string: 48-bit Unix milliseconds (of ``time_ns``, default now), then
     74 random bits from the OS CSPRNG, with the version and variant bits set.
 
