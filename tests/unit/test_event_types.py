@@ -362,3 +362,69 @@ def test_describe_event_equals_its_old_version_on_random_events():
     for _ in range(3000):
         ev = random_event(rng)
         assert describe_event(ev) == describe_event_reference(ev)
+
+
+# --------------------------------------------- build_record's part fields from the table
+
+class _Tagging:
+    """A redactor that shows which redaction field name each value went through."""
+
+    def apply(self, name: str, value: str) -> str:
+        return f"<{name}:{value}>"
+
+
+class _Config:
+    service, service_version, environment, host = "svc", "1", "test", "h"
+
+
+def _build_reference(kind: str, d: dict) -> pb.AuditRecord:
+    """The escalation / resolution / data_access branches of build_record before the
+    table (commit f948c26)."""
+    r = _Tagging().apply
+    rec = pb.AuditRecord()
+    if kind == "escalation":
+        rec.escalation.from_reviewer = r("reviewer_id", d["escalation_from"])
+        rec.escalation.to_reviewer = r("reviewer_id", d["escalation_to"])
+        rec.escalation.reason = r("escalation_reason", d.get("escalation_reason") or "")
+    elif kind == "resolution":
+        rec.resolution.outcome = d["resolution_outcome"]
+        rec.resolution.final_decision = r("final_decision", d.get("final_decision") or "")
+    elif kind == "data_access":
+        rec.data_access.actor = r("actor", d["actor"])
+        rec.data_access.resource = r("resource", d["resource"])
+        rec.data_access.purpose = d["purpose"]
+    return rec
+
+
+@pytest.mark.parametrize("kind,draft", [
+    ("escalation", {"escalation_from": "a", "escalation_to": "b", "escalation_reason": "why"}),
+    ("escalation", {"escalation_from": "a", "escalation_to": "b", "escalation_reason": None}),
+    ("escalation", {"escalation_from": "a", "escalation_to": "b"}),
+    ("resolution", {"resolution_outcome": "done", "final_decision": "ok"}),
+    ("resolution", {"resolution_outcome": "done"}),
+    ("data_access", {"actor": "u", "resource": "r", "purpose": "p"}),
+    ("task_created", {}),
+    ("custom.x", {"actor": "u"}),
+    ("redaction", {}),
+])
+def test_build_record_parts_equal_the_old_code(kind, draft):
+    from aitrail.record.build import build_record
+    d = dict(draft, record_id="id", event_type=kind, start=5)
+    rec = build_record(d, _Config(), _Tagging())
+    ref = _build_reference(kind, d)
+    for part in et.PART_NAMES:
+        assert getattr(rec, part) == getattr(ref, part), part
+        assert rec.HasField(part) == ref.HasField(part), part
+
+
+@pytest.mark.parametrize("kind,missing", [("escalation", "escalation_to"),
+                                          ("resolution", "resolution_outcome"),
+                                          ("data_access", "purpose")])
+def test_build_record_still_needs_required_draft_keys(kind, missing):
+    from aitrail.record.build import build_record
+    full = {"escalation": {"escalation_from": "a", "escalation_to": "b"},
+            "resolution": {"resolution_outcome": "done"},
+            "data_access": {"actor": "u", "resource": "r", "purpose": "p"}}[kind]
+    d = {k: v for k, v in full.items() if k != missing}
+    with pytest.raises(KeyError):
+        build_record(dict(d, record_id="id", event_type=kind, start=5), _Config(), _Tagging())
