@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from aitrail.verify.chain import Sealer
 from aitrail.verify.merkle import CompactRange
-from aitrail.record.event_types import ERROR_PLAN, RECORD_COLUMNS, SPLIT_PLANS
+from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
 from aitrail.verify.envelope import commitment, empty_envelope
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.errors import StoreError
@@ -43,19 +43,17 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
     (none for task_created and custom types). Empty payloads are not kept.
     """
     env = empty_envelope()
-    for name, column in RECORD_COLUMNS:
-        env[column] = getattr(rec, name)
+    env.update(zip(RECORD_PLAN.plain_columns, RECORD_PLAN.read_plain(rec)))
     env["end_time"] = rec.end_time_unix_nano or rec.start_time_unix_nano
     env["chain_id"] = chain_id
     env["received_time"] = received_ns
     env["attributes"] = dict(rec.attributes)
-    error = rec.error
-    for column, read in ERROR_PLAN.columns:
-        env[column] = read(error)
+    env.update(zip(ERROR_PLAN.plain_columns, ERROR_PLAN.read_plain(rec.error)))
     plan = SPLIT_PLANS.get(rec.event_type)
     if plan is None:
         return env, []
     part = getattr(rec, plan.part)
+    env.update(zip(plan.plain_columns, plan.read_plain(part)))
     for column, read in plan.columns:
         env[column] = read(part)
     payloads = []

@@ -286,20 +286,45 @@ def reader(f: PartField) -> Reader:
     return get
 
 
+def _tuple_getter(paths: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if not paths:
+        return lambda m: ()
+    if len(paths) == 1:
+        one = attrgetter(paths[0])
+        return lambda m: (one(m),)
+    many: Callable[[Any], tuple[Any, ...]] = attrgetter(*paths)
+    return many
+
+
 @dataclass(frozen=True)
 class SplitPlan:
-    """How to read one part into envelope columns and payloads."""
+    """How to read one part into envelope columns and payloads.
+
+    Columns sealed as they are (text, integers) are read by one getter; the others
+    (``Value.OPTIONAL_F64``, ``BOOL``, ``MAP``) each by its reader. Sealing reads
+    every record through this, so it is kept cheap.
+    """
     part: str
+    plain_columns: tuple[str, ...]
+    read_plain: Callable[[Any], tuple[Any, ...]]
     columns: tuple[tuple[str, Reader], ...]
     payloads: tuple[tuple[str, Reader], ...]
 
 
 def split_plan(part: Part) -> SplitPlan:
+    plain = tuple(f for f in part.fields
+                  if f.column and f.value in (Value.TEXT, Value.UINT))
     return SplitPlan(
         part.name,
-        tuple((f.column, reader(f)) for f in part.fields if f.column),
+        tuple(f.key for f in plain),
+        _tuple_getter(tuple(f.path for f in plain)),
+        tuple((f.column, reader(f)) for f in part.fields if f.column and f not in plain),
         tuple((f.payload, reader(f)) for f in part.fields if f.payload))
 
+
+RECORD_PLAN: SplitPlan = SplitPlan(
+    "", tuple(c for _, c in RECORD_COLUMNS),
+    _tuple_getter(tuple(n for n, _ in RECORD_COLUMNS)), (), ())
 
 SPLIT_PLANS: Mapping[str, SplitPlan] = {
     t.name: split_plan(PARTS_BY_NAME[t.part]) for t in EVENT_TYPES if t.part is not None}
