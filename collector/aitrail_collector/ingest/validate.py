@@ -8,21 +8,24 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Optional
+from operator import attrgetter
+from typing import Any, Callable, Optional
 
+from aitrail.record import event_types
+from aitrail.record.event_types import Limit, Part, PartField, Rule
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.config import Limits
 
-KNOWN_TYPES = ("model_call", "review", "escalation", "resolution", "task_created",
-               "data_access", "redaction")
-RESERVED_TYPES = ("redaction",)  # written by the collector itself (erasure)
-DECISIONS = ("approve", "reject", "modify", "none")
-_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+# From the table of event types (aitrail.record.event_types).
+KNOWN_TYPES = event_types.KNOWN_TYPES
+RESERVED_TYPES = event_types.RESERVED_TYPES  # written by the collector itself (erasure)
+DECISIONS = event_types.DECISIONS
+PART_NAMES = event_types.PART_NAMES
+_EVENT_TYPE = event_types.EVENT_TYPE_PATTERN
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
-_PARTS = ("model_call", "review", "escalation", "resolution", "data_access")
 
 
 class Invalid(ValueError):
@@ -58,8 +61,8 @@ def _validate(rec: pb.AuditRecord, now_ns: int, limits: Limits) -> None:
     for key, value in rec.attributes.items():
         _check_len(f"attribute key {key[:40]!r}", key, limits.max_name_chars)
         _check_len(f"attribute {key[:40]!r}", value, limits.max_attribute_chars)
-    _check_len("error.type", rec.error.type, limits.max_name_chars)
-    _check_len("error.message", rec.error.message, limits.max_text_chars)
+    for check in _CHECKS[event_types.ERROR_PART.name]:
+        check(rec.error, limits)
     _parts(rec, limits)
 
 
@@ -104,64 +107,101 @@ def _times(rec: pb.AuditRecord, now_ns: int, limits: Limits) -> None:
 
 def _parts(rec: pb.AuditRecord, limits: Limits) -> None:
     kind = rec.event_type
-    for part in _PARTS:
-        if rec.HasField(part) and part != kind:
-            raise Invalid(f"{part} fields are set on a {kind!r} record")
-    if kind == "model_call":
-        _model_call(rec.model_call, limits)
-    elif kind == "review":
-        _review(rec.review, limits)
-    elif kind == "escalation":
-        e = rec.escalation
-        if not e.from_reviewer or not e.to_reviewer:
-            raise Invalid("escalation needs from_reviewer and to_reviewer")
-        _check_len("escalation.from_reviewer", e.from_reviewer, limits.max_id_chars)
-        _check_len("escalation.to_reviewer", e.to_reviewer, limits.max_id_chars)
-        _check_len("escalation.reason", e.reason, limits.max_text_chars)
-    elif kind == "resolution":
-        if not rec.resolution.outcome:
-            raise Invalid("resolution needs an outcome")
-        _check_len("resolution.outcome", rec.resolution.outcome, limits.max_name_chars)
-        _check_len("resolution.final_decision", rec.resolution.final_decision,
-                   limits.max_text_chars)
-    elif kind == "data_access":
-        a = rec.data_access
-        if not (a.actor and a.resource and a.purpose):
-            raise Invalid("data_access needs actor, resource and purpose")
-        for name in ("actor", "resource", "purpose"):
-            _check_len(f"data_access.{name}", getattr(a, name), limits.max_name_chars)
+    part = event_types.part_of(kind)
+    for name in PART_NAMES:
+        if rec.HasField(name) and (part is None or name != part.name):
+            raise Invalid(f"{name} fields are set on a {kind!r} record")
+    if part is not None:
+        message = getattr(rec, part.name)
+        for required in _REQUIRED[part.name]:
+            if not required(message):
+                raise Invalid(part.missing)
+        for check in _CHECKS[part.name]:
+            check(message, limits)
 
 
-def _model_call(m: pb.ModelCall, limits: Limits) -> None:
-    if not m.model:
-        raise Invalid("model_call needs a model name")
-    for name in ("provider", "model", "model_version", "prompt_template_id", "prompt_version"):
-        _check_len(f"model_call.{name}", getattr(m, name), limits.max_name_chars)
-    if len(m.parameters) > limits.max_attributes:
-        raise Invalid(f"{len(m.parameters)} parameters; the limit is {limits.max_attributes}")
-    for key, value in m.parameters.items():
-        _check_len(f"parameter {key[:40]!r}", value, limits.max_attribute_chars)
-    _check_len("model_call.input", m.input, limits.max_text_chars)
-    _check_len("model_call.output", m.output, limits.max_text_chars)
-    if m.HasField("confidence") and not (math.isfinite(m.confidence) and 0 <= m.confidence <= 1):
-        raise Invalid(f"confidence {m.confidence!r} must be between 0 and 1")
-    if len(m.logprobs) > limits.max_logprobs:
-        raise Invalid(f"{len(m.logprobs)} logprobs; the limit is {limits.max_logprobs}")
-    for lp in m.logprobs:
-        if not math.isfinite(lp.logprob) or lp.logprob > 0:
-            raise Invalid(f"logprob {lp.logprob!r} must be a finite number <= 0")
+# ------------------------------------------------- checks derived from the event table
+
+_Check = Callable[[Any, Limits], None]
 
 
-def _review(v: pb.Review, limits: Limits) -> None:
-    if not v.reviewer_id:
-        raise Invalid("review needs a reviewer_id")
-    _check_len("review.reviewer_id", v.reviewer_id, limits.max_id_chars)
-    if v.decision not in DECISIONS:
-        raise Invalid(f"review.decision {v.decision[:40]!r} must be one of {', '.join(DECISIONS)}")
-    if v.decision == "modify" and not v.modified_output:
-        raise Invalid("a 'modify' review needs modified_output")
-    for name in ("modified_output", "diff"):
-        _check_len(f"review.{name}", getattr(v, name), limits.max_text_chars)
-    _check_len("review.rationale.text", v.rationale.text, limits.max_text_chars)
-    _check_len("review.rationale.reason_code", v.rationale.reason_code, limits.max_name_chars)
-    _check_len("review.rationale.policy_ref", v.rationale.policy_ref, limits.max_name_chars)
+def _length_check(label: str, read: Callable[[Any], Any], limit: Limit) -> _Check:
+    def check(m: Any, limits: Limits) -> None:
+        _check_len(label, read(m), getattr(limits, limit.value))
+    return check
+
+
+def _map_check(noun: str, read: Callable[[Any], Any]) -> _Check:
+    # Like the record's attributes: at most max_attributes entries, each value at most
+    # max_attribute_chars.
+    def check(m: Any, limits: Limits) -> None:
+        entries = read(m)
+        if len(entries) > limits.max_attributes:
+            raise Invalid(f"{len(entries)} {noun}s; the limit is {limits.max_attributes}")
+        for key, value in entries.items():
+            _check_len(f"{noun} {key[:40]!r}", value, limits.max_attribute_chars)
+    return check
+
+
+def _unit_interval(f: PartField) -> _Check:
+    def check(m: Any, limits: Limits) -> None:
+        if m.HasField(f.path):
+            x = getattr(m, f.path)
+            if not (math.isfinite(x) and 0 <= x <= 1):
+                raise Invalid(f"{f.path} {x!r} must be between 0 and 1")
+    return check
+
+
+def _logprobs(f: PartField) -> _Check:
+    read = attrgetter(f.path)
+
+    def check(m: Any, limits: Limits) -> None:
+        items = read(m)
+        if len(items) > limits.max_logprobs:
+            raise Invalid(f"{len(items)} logprobs; the limit is {limits.max_logprobs}")
+        for lp in items:
+            if not math.isfinite(lp.logprob) or lp.logprob > 0:
+                raise Invalid(f"logprob {lp.logprob!r} must be a finite number <= 0")
+    return check
+
+
+def _decision(part: str, f: PartField) -> _Check:
+    read = attrgetter(f.path)
+    modified = attrgetter(event_types.PARTS_BY_NAME[part].by_key("modified_output").path)
+
+    def check(m: Any, limits: Limits) -> None:
+        decision = read(m)
+        if decision not in DECISIONS:
+            raise Invalid(f"{part}.{f.path} {decision[:40]!r} must be one of "
+                          f"{', '.join(DECISIONS)}")
+        if decision == "modify" and not modified(m):
+            raise Invalid(f"a 'modify' {part} needs modified_output")
+    return check
+
+
+_RULES: dict[Rule, Callable[[str, PartField], _Check]] = {
+    Rule.UNIT_INTERVAL: lambda part, f: _unit_interval(f),
+    Rule.LOGPROBS: lambda part, f: _logprobs(f),
+    Rule.DECISION: _decision,
+}
+
+
+def _compile(part: Part) -> tuple[_Check, ...]:
+    """The checks of a part's fields, in table order (so the first failing one is the
+    reason given)."""
+    checks: list[_Check] = []
+    for f in part.fields:
+        read = attrgetter(f.path)
+        if f.limit is Limit.ATTRIBUTE:
+            checks.append(_map_check(f.label, read))
+        elif f.limit is not None:
+            checks.append(_length_check(f"{part.name}.{f.path}", read, f.limit))
+        if f.rule is not None:
+            checks.append(_RULES[f.rule](part.name, f))
+    return tuple(checks)
+
+
+_ALL_PARTS = event_types.PARTS + (event_types.ERROR_PART,)
+_CHECKS: dict[str, tuple[_Check, ...]] = {p.name: _compile(p) for p in _ALL_PARTS}
+_REQUIRED: dict[str, tuple[Callable[[Any], Any], ...]] = {
+    p.name: tuple(attrgetter(f.path) for f in p.required) for p in _ALL_PARTS}

@@ -7,7 +7,6 @@ stored and the in-memory head never runs ahead of what is durable.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -17,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from aitrail.verify.chain import Sealer
 from aitrail.verify.merkle import CompactRange
+from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
 from aitrail.verify.envelope import commitment, empty_envelope
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.errors import StoreError
@@ -36,55 +36,32 @@ class AppendResult:
 
 def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The envelope fields of a record, and its payloads as (name, content)."""
+    """The envelope fields of a record, and its payloads as (name, content).
+
+    What goes where is read from the table of event types (record/event_types.py):
+    the record's own fields, its error part, and the part its event type carries
+    (none for task_created and custom types). Empty payloads are not kept.
+    """
     env = empty_envelope()
-    env.update(
-        chain_id=chain_id, record_id=rec.record_id, event_type=rec.event_type,
-        task_id=rec.task_id, request_id=rec.request_id, trace_id=rec.trace_id,
-        span_id=rec.span_id, parent_span_id=rec.parent_span_id,
-        start_time=rec.start_time_unix_nano,
-        end_time=rec.end_time_unix_nano or rec.start_time_unix_nano,
-        received_time=received_ns, service=rec.service, service_version=rec.service_version,
-        environment=rec.environment, host=rec.host, sdk_version=rec.sdk_version,
-        error_type=rec.error.type, error_message=rec.error.message,
-        attributes=dict(rec.attributes),
-    )
-    payloads: list[tuple[str, str]] = []
-    kind = rec.event_type
-    if kind == "model_call":
-        m = rec.model_call
-        env.update(provider=m.provider, model=m.model, model_version=m.model_version,
-                   prompt_template_id=m.prompt_template_id, prompt_version=m.prompt_version,
-                   parameters=dict(m.parameters),
-                   confidence=m.confidence if m.HasField("confidence") else None,
-                   input_tokens=m.usage.input_tokens, output_tokens=m.usage.output_tokens,
-                   streamed=int(m.streamed))
-        payloads += [("input", m.input), ("output", m.output)]
-        if m.logprobs:
-            payloads.append(("logprobs", json.dumps([[lp.token, lp.logprob] for lp in m.logprobs],
-                                                    ensure_ascii=False)))
-    elif kind == "review":
-        v = rec.review
-        env.update(reviewer_id=v.reviewer_id, decision=v.decision, time_spent_ms=v.time_spent_ms,
-                   reason_code=v.rationale.reason_code, policy_ref=v.rationale.policy_ref)
-        payloads += [("modified_output", v.modified_output), ("diff", v.diff),
-                     ("rationale", v.rationale.text)]
-    elif kind == "escalation":
-        e = rec.escalation
-        env.update(escalation_from=e.from_reviewer, escalation_to=e.to_reviewer,
-                   escalation_reason=e.reason)
-    elif kind == "resolution":
-        env.update(resolution_outcome=rec.resolution.outcome,
-                   final_decision=rec.resolution.final_decision)
-    elif kind == "data_access":
-        a = rec.data_access
-        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
-    elif kind == "redaction":
-        # Made by the collector only (erasure.py); who asked, what, why travel in the
-        # data_access part, what was erased in attributes.
-        a = rec.data_access
-        env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
-    return env, [(name, content) for name, content in payloads if content]
+    env.update(zip(RECORD_PLAN.plain_columns, RECORD_PLAN.read_plain(rec)))
+    env["end_time"] = rec.end_time_unix_nano or rec.start_time_unix_nano
+    env["chain_id"] = chain_id
+    env["received_time"] = received_ns
+    env["attributes"] = dict(rec.attributes)
+    env.update(zip(ERROR_PLAN.plain_columns, ERROR_PLAN.read_plain(rec.error)))
+    plan = SPLIT_PLANS.get(rec.event_type)
+    if plan is None:
+        return env, []
+    part = getattr(rec, plan.part)
+    env.update(zip(plan.plain_columns, plan.read_plain(part)))
+    for column, read in plan.columns:
+        env[column] = read(part)
+    payloads = []
+    for name, read in plan.payloads:
+        content = read(part)
+        if content:
+            payloads.append((name, content))
+    return env, payloads
 
 
 @dataclass

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from typing import Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
+
+from aitrail.record import event_types
 
 
 TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
@@ -57,54 +59,72 @@ def _indent(label: str, text: str, width: int = 100) -> list[str]:
     return lines
 
 
+def _model_call_head(ev: dict) -> str:
+    head = f"  {ev.get('provider') or ''} {_model(ev)}".rstrip()
+    if ev.get("model_version"):
+        head += f" (version {ev['model_version']})"
+    if ev.get("confidence") is not None:
+        head += f"  confidence {ev['confidence']:.2f}"
+    return head
+
+
+def _review_head(ev: dict) -> str:
+    return (f"  {ev['reviewer_id']} decided {ev['decision'].upper()}"
+            f" after {ev['time_spent_ms'] / 1000:.1f} s")
+
+
+def _review_reason(ev: dict) -> list[str]:
+    why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
+                                f"policy {ev['policy_ref']}") if x)
+    return _indent("reason:", why) if why else []
+
+
+def _error(ev: dict) -> list[str]:
+    if not ev.get("error_type"):
+        return []
+    return _indent("error:", f"{ev['error_type']}: {ev.get('error_message', '')}")
+
+
+# Headlines and lines the table of event types cannot say as a template.
+_HEADS: dict[str, Callable[[dict], str]] = {"model_call": _model_call_head,
+                                            "review": _review_head}
+_BEFORE: dict[str, Callable[[dict], list[str]]] = {"review": _review_reason}
+_AFTER: dict[str, Callable[[dict], list[str]]] = {"model_call": _error}
+
+
 def describe_event(ev: dict) -> list[str]:
-    """A person-readable account of one event, for ``aitrail timeline``."""
+    """A person-readable account of one event, for ``aitrail timeline``.
+
+    The headline and the lines shown come from the table of event types
+    (aitrail.record.event_types); custom types show their attributes and ids.
+    """
     kind = ev["event_type"]
     head = f"{ev['time']}  #{ev['seq']:<6} {kind.upper().replace('_', ' ')}"
     body: list[str] = []
-    if kind == "model_call":
-        head += f"  {ev.get('provider') or ''} {_model(ev)}".rstrip()
-        if ev.get("model_version"):
-            head += f" (version {ev['model_version']})"
-        if ev.get("confidence") is not None:
-            head += f"  confidence {ev['confidence']:.2f}"
-        for name in ("input", "output"):
-            if ev.get(name):
-                body += _indent(name + ":", ev[name])
-        if ev.get("error_type"):
-            body += _indent("error:", f"{ev['error_type']}: {ev.get('error_message', '')}")
-    elif kind == "review":
-        head += f"  {ev['reviewer_id']} decided {ev['decision'].upper()}"
-        head += f" after {ev['time_spent_ms'] / 1000:.1f} s"
-        why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
-                                    f"policy {ev['policy_ref']}") if x)
-        if why:
-            body += _indent("reason:", why)
-        if ev.get("rationale"):
-            body += _indent("rationale:", ev["rationale"])
-        if ev.get("modified_output"):
-            body += _indent("new output:", ev["modified_output"])
-        if ev.get("diff"):
-            body += _indent("diff:", ev["diff"])
-    elif kind == "escalation":
-        head += f"  {ev['escalation_from']} -> {ev['escalation_to']}"
-        if ev.get("escalation_reason"):
-            body += _indent("reason:", ev["escalation_reason"])
-    elif kind == "resolution":
-        head += f"  {ev['resolution_outcome']}"
-        if ev.get("final_decision"):
-            body += _indent("final:", ev["final_decision"])
-    elif kind == "data_access":
-        head += f"  {ev['actor']} read {ev['resource']} ({ev['purpose']})"
-    elif kind == "redaction":
-        head += f"  {ev['actor']} erased payloads of {ev['resource']}"
-        body += _indent("reason:", ev["purpose"])
+    spec = event_types.BY_NAME.get(kind)
+    if spec is not None:
+        if kind in _HEADS:
+            head += _HEADS[kind](ev)
+        elif spec.summary:
+            head += "  " + spec.summary.format(**ev)
+        body += _BEFORE.get(kind, _no_lines)(ev)
+        part = event_types.part_of(kind)
+        for detail in spec.details:
+            assert part is not None, kind
+            field = part.field(detail.path)
+            if detail.always or ev.get(field.key):
+                body += _indent((detail.label or field.label) + ":", ev[field.key])
+        body += _AFTER.get(kind, _no_lines)(ev)
     if ev.get("attributes"):
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))
     ids = [f"{k}={ev[k]}" for k in ("request_id", "trace_id") if ev.get(k)]
     body.append("    " + "  ".join(ids + [f"record={ev['record_id']}"]))
     return [head] + body
+
+
+def _no_lines(ev: dict) -> list[str]:
+    return []
 
 
 def print_verify(report: dict) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from aitrail.record import event_types
+from aitrail.record.event_types import Part, Value
 from aitrail.record.redact import Redactor
 from aitrail.version import SDK_VERSION
 from aitrail.v1 import audit_pb2 as pb
@@ -56,18 +58,24 @@ def build_record(d: Mapping[str, Any], config: Any, redactor: Redactor) -> pb.Au
         _model_call(rec.model_call, d, r)
     elif kind == "review":
         _review(rec.review, d, r)
-    elif kind == "escalation":
-        rec.escalation.from_reviewer = r("reviewer_id", d["escalation_from"])
-        rec.escalation.to_reviewer = r("reviewer_id", d["escalation_to"])
-        rec.escalation.reason = r("escalation_reason", d.get("escalation_reason") or "")
-    elif kind == "resolution":
-        rec.resolution.outcome = d["resolution_outcome"]
-        rec.resolution.final_decision = r("final_decision", d.get("final_decision") or "")
-    elif kind == "data_access":
-        rec.data_access.actor = r("actor", d["actor"])
-        rec.data_access.resource = r("resource", d["resource"])
-        rec.data_access.purpose = d["purpose"]
+    elif kind in _TEXT_PARTS:
+        _text_part(getattr(rec, _TEXT_PARTS[kind].name), _TEXT_PARTS[kind], d, r)
     return rec
+
+
+# Event types whose part is text fields only (escalation, resolution, data_access): the
+# draft names each field by its envelope column; required ones must be in the draft.
+_TEXT_PARTS: dict[str, Part] = {
+    t.name: event_types.PARTS_BY_NAME[t.part] for t in event_types.EVENT_TYPES
+    if t.part is not None and not t.reserved and t.part not in ("model_call", "review")
+    and all(f.value is Value.TEXT for f in event_types.PARTS_BY_NAME[t.part].fields)}
+
+
+def _text_part(msg: Any, part: Part, d: Mapping[str, Any], r: Callable[[str, str], str]
+               ) -> None:
+    for f in part.fields:
+        value = d[f.key] if f.required else (d.get(f.key) or "")
+        setattr(msg, f.path, r(f.redact, value) if f.redact else value)
 
 
 def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r) -> None:

@@ -9,18 +9,14 @@ import csv
 import io
 from typing import Any, Iterable, Iterator
 
-from aitrail.verify.envelope import PAYLOAD_NAMES as PAYLOAD_COLUMNS
+from aitrail.record.event_types import payload_names, result_columns
 
-# The columns of a search result / CSV export, in order.
-RESULT_COLUMNS = (
-    "time", "end_time", "received_time", "seq", "chain_id", "record_id", "event_type", "task_id",
-    "request_id", "trace_id", "span_id", "parent_span_id", "service", "service_version",
-    "environment", "host", "provider", "model", "model_version", "prompt_template_id",
-    "prompt_version", "confidence", "input_tokens", "output_tokens", "streamed", "reviewer_id",
-    "decision", "time_spent_ms", "reason_code", "policy_ref", "escalation_from", "escalation_to",
-    "escalation_reason", "resolution_outcome", "final_decision", "actor", "resource", "purpose",
-    "error_type", "error_message", "attributes", "parameters",
-) + PAYLOAD_COLUMNS + ("leaf_hash", "chain_hash")
+PAYLOAD_COLUMNS: tuple[str, ...] = payload_names()  # equal to envelope.PAYLOAD_NAMES
+
+# The columns of a search result / CSV export, in order; derived from the table of
+# event types (see event_types.result_columns). The collector's SQL export writes
+# one expression per column, in this order.
+RESULT_COLUMNS: tuple[str, ...] = result_columns()
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

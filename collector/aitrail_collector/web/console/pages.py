@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aitrail.record.event_types import KNOWN_TYPES
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint
 from aitrail.verify.envelope import PAYLOAD_NAMES
 from aitrail_collector.store import queries as query
@@ -41,8 +42,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 PRESETS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days",
            "all": "All time", "custom": "Custom range"}
-EVENT_TYPES = ("model_call", "review", "escalation", "resolution", "task_created",
-               "data_access", "redaction")
+EVENT_TYPES = KNOWN_TYPES  # the table of event types (aitrail.record.event_types)
 HIDDEN = "[hidden for your role]"
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
