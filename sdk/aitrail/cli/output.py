@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from typing import Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from aitrail.record import event_types
 
@@ -15,19 +15,19 @@ TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
                  ("model", 24), ("decision", 8), ("confidence", 10), ("record_id", 36))
 
 
-def _who(rec: dict) -> str:
+def _who(rec: dict[str, Any]) -> str:
     return (rec.get("reviewer_id") or rec.get("escalation_from") and
             f"{rec['escalation_from']}>{rec['escalation_to']}" or rec.get("actor") or "")
 
 
-def _model(rec: dict) -> str:
+def _model(rec: dict[str, Any]) -> str:
     model = rec.get("model") or ""
     if model and rec.get("prompt_version"):
         model += f" @{rec['prompt_version']}"
     return model
 
 
-def _cell(rec: dict, col: str) -> str:
+def _cell(rec: dict[str, Any], col: str) -> str:
     if col == "who":
         return _who(rec)
     if col == "model":
@@ -40,7 +40,7 @@ def _cell(rec: dict, col: str) -> str:
     return "" if value is None else str(value)
 
 
-def print_table(records: Sequence[dict], out: TextIO = sys.stdout) -> None:
+def print_table(records: Sequence[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     def fit(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 1] + "…"
     out.write("  ".join(name.upper().ljust(w) for name, w in TABLE_COLUMNS).rstrip() + "\n")
@@ -59,7 +59,7 @@ def _indent(label: str, text: str, width: int = 100) -> list[str]:
     return lines
 
 
-def _model_call_head(ev: dict) -> str:
+def _model_call_head(ev: dict[str, Any]) -> str:
     head = f"  {ev.get('provider') or ''} {_model(ev)}".rstrip()
     if ev.get("model_version"):
         head += f" (version {ev['model_version']})"
@@ -68,31 +68,31 @@ def _model_call_head(ev: dict) -> str:
     return head
 
 
-def _review_head(ev: dict) -> str:
+def _review_head(ev: dict[str, Any]) -> str:
     return (f"  {ev['reviewer_id']} decided {ev['decision'].upper()}"
             f" after {ev['time_spent_ms'] / 1000:.1f} s")
 
 
-def _review_reason(ev: dict) -> list[str]:
+def _review_reason(ev: dict[str, Any]) -> list[str]:
     why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
                                 f"policy {ev['policy_ref']}") if x)
     return _indent("reason:", why) if why else []
 
 
-def _error(ev: dict) -> list[str]:
+def _error(ev: dict[str, Any]) -> list[str]:
     if not ev.get("error_type"):
         return []
     return _indent("error:", f"{ev['error_type']}: {ev.get('error_message', '')}")
 
 
 # Headlines and lines the table of event types cannot say as a template.
-_HEADS: dict[str, Callable[[dict], str]] = {"model_call": _model_call_head,
+_HEADS: dict[str, Callable[[dict[str, Any]], str]] = {"model_call": _model_call_head,
                                             "review": _review_head}
-_BEFORE: dict[str, Callable[[dict], list[str]]] = {"review": _review_reason}
-_AFTER: dict[str, Callable[[dict], list[str]]] = {"model_call": _error}
+_BEFORE: dict[str, Callable[[dict[str, Any]], list[str]]] = {"review": _review_reason}
+_AFTER: dict[str, Callable[[dict[str, Any]], list[str]]] = {"model_call": _error}
 
 
-def describe_event(ev: dict) -> list[str]:
+def describe_event(ev: dict[str, Any]) -> list[str]:
     """A person-readable account of one event, for ``aitrail timeline``.
 
     The headline and the lines shown come from the table of event types
@@ -123,11 +123,11 @@ def describe_event(ev: dict) -> list[str]:
     return [head] + body
 
 
-def _no_lines(ev: dict) -> list[str]:
+def _no_lines(ev: dict[str, Any]) -> list[str]:
     return []
 
 
-def print_verify(report: dict) -> None:
+def print_verify(report: dict[str, Any]) -> None:
     chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']}"
                        + _checkpoint_note(c.get("checkpoints")) + ")" for c in report["chains"])
     if report["ok"]:
@@ -148,7 +148,7 @@ def print_verify(report: dict) -> None:
     _print_erased(report.get("erased") or [])
 
 
-def _print_erased(erased: Sequence[dict], shown: int = 20) -> None:
+def _print_erased(erased: Sequence[dict[str, Any]], shown: int = 20) -> None:
     """Erased payloads are not failures: each is named by a sealed redaction record."""
     if not erased:
         return
@@ -163,7 +163,7 @@ def _print_erased(erased: Sequence[dict], shown: int = 20) -> None:
         print(f"    ... and {len(erased) - shown} more (--format json lists them all)")
 
 
-def _checkpoint_note(cps: Optional[dict]) -> str:
+def _checkpoint_note(cps: Optional[dict[str, Any]]) -> str:
     if not cps:
         return ""
     last = cps.get("last")

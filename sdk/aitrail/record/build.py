@@ -16,6 +16,8 @@ from aitrail.version import SDK_VERSION
 from aitrail.v1 import audit_pb2 as pb
 
 
+Redact = Callable[[str, str], str]  # (field, value) -> what is sent
+
 
 def unified_diff(original: str, changed: str) -> str:
     lines = difflib.unified_diff(original.splitlines(), changed.splitlines(),
@@ -78,7 +80,7 @@ def _text_part(msg: Any, part: Part, d: Mapping[str, Any], r: Callable[[str, str
         setattr(msg, f.path, r(f.redact, value) if f.redact else value)
 
 
-def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r) -> None:
+def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r: Redact) -> None:
     m.provider = d.get("provider") or ""
     m.model = d.get("model") or ""
     m.model_version = d.get("model_version") or ""
@@ -97,7 +99,7 @@ def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r) -> None:
     m.streamed = bool(d.get("streamed"))
 
 
-def _review(v: pb.Review, d: Mapping[str, Any], r) -> None:
+def _review(v: pb.Review, d: Mapping[str, Any], r: Redact) -> None:
     v.reviewer_id = r("reviewer_id", d["reviewer_id"])
     v.decision = d.get("decision") or "none"
     v.time_spent_ms = int(d.get("time_spent_ms") or 0)

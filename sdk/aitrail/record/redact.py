@@ -97,16 +97,17 @@ class Redactor:
             return "hmac-sha256:" + self.keyed_hash(value)
         if action == DROP:
             return ""
-        return self._reference_store(field, value)  # REFERENCE
+        store = self._reference_store  # __init__ refused REFERENCE without a store
+        return store(field, value) if store is not None else ""
 
     def scan(self, text: str) -> str:
         if not _CHEAP_FILTER.search(text):
             return text
         return _PATTERN.sub(self._token, text)
 
-    def _token(self, m: re.Match) -> str:
+    def _token(self, m: re.Match[str]) -> str:
         kind = m.lastgroup
-        value = m.group(0)
+        value: str = m.group(0)
         if kind == "CARD":
             digits = re.sub(r"\D", "", value)
             if not luhn_ok(digits):
