@@ -96,6 +96,20 @@ def test_a_changed_field_is_reported_as_modified():
     assert [(f.kind, f.seq, f.record_id) for f in findings] == [(MODIFIED, 3, "r3")]
 
 
+@pytest.mark.parametrize("field, value", [
+    ("confidence", float("nan")), ("confidence", float("inf")), ("confidence", "0.5"),
+    ("input_tokens", 2**64), ("start_time", -1), ("input_tokens", "7"),
+    ("attributes", {"k": 1}),
+])
+def test_a_stored_row_that_cannot_be_encoded_is_modified_not_an_error(field, value):
+    links, envs = _chain(5)
+    envs[2][field] = value
+    findings = list(chain.check_rows("c", zip(links, envs)))
+    assert [(f.kind, f.seq, f.record_id) for f in findings] == [(MODIFIED, 3, "r3")]
+    assert "cannot be encoded canonically" in findings[0].detail
+    assert "changed after sealing" in findings[0].detail
+
+
 def test_a_deleted_record_is_reported_missing_at_its_seq():
     links, _ = _chain(8)
     del links[4]

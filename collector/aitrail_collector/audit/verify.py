@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence, Union
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 
 from aitrail.verify.chain import GENESIS, INSERTED, Report, check_rows, classify_links
-from aitrail.verify.audit import CheckpointAudit, Trust
+from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store.client import Store
 
@@ -73,7 +73,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
-    chain it does not name is verified from its first record). Raises ValueError
+    chain it does not name is verified from its first record). Raises AuditError
     when it names no usable checkpoint.
     """
     started = time.perf_counter()
@@ -114,7 +114,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
     rest of the chain after ``until`` is checked too: it is what proves nothing in
     the period was changed later, and it costs little next to reading the period."""
     if since is not None and until is not None and since >= until:
-        raise ValueError("the period's start must be before its end")
+        raise AuditError("the period's start must be before its end")
     starts: dict[str, int] = {}
     if since is not None and trust is not None:
         start_ns = int(datetime(since.year, since.month, since.day,
@@ -125,7 +125,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
                 starts[chain] = number
     try:
         report = verify_store(store, trust=trust, from_checkpoint=starts)
-    except ValueError:  # a start the audit will not take: verify each chain whole
+    except AuditError:  # a start the audit will not take: verify each chain whole
         starts = {}
         report = verify_store(store, trust=trust)
     report["period"] = {"since": since.isoformat() if since else None,

@@ -22,10 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.chain import MISSING, Finding
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, key_id, verify_signature
-from aitrail.verify.merkle import CompactRange, ProofError
+from aitrail.verify.merkle import CompactRange, ProofError, TreeError
 
 CP_MISSING = "checkpoint_missing"
 CP_BAD_SIGNATURE = "checkpoint_bad_signature"
@@ -34,6 +35,11 @@ CP_DIFFERS = "checkpoint_differs_from_anchor"
 # Holding every leaf hash in memory for consistency proofs costs 32 bytes per
 # record; past this many the rebuilt roots (which imply consistency) stand alone.
 MAX_PROOF_LEAVES = 20_000_000
+
+
+class AuditError(AitrailError, ValueError):
+    """Verification cannot be done as asked: no usable checkpoint to start from, or a
+    period that ends before it starts. Not a finding: nothing was checked."""
 
 
 @dataclass
@@ -187,7 +193,7 @@ class CheckpointAudit:
             return None
         known = self.by_number.get(number)
         if known is None or not known.valid:
-            raise ValueError(f"--from-checkpoint {number}: no valid checkpoint {number} "
+            raise AuditError(f"--from-checkpoint {number}: no valid checkpoint {number} "
                              f"for chain {self.chain_id}")
         return known
 
@@ -198,10 +204,10 @@ class CheckpointAudit:
         frontier = self.start.frontier or self.db.get(cp.number, self.start).frontier
         try:
             tree = CompactRange.from_hashes(cp.size, frontier)
-        except ValueError as exc:
-            raise ValueError(f"checkpoint {cp.number} has no usable frontier: {exc}") from None
+        except TreeError as exc:
+            raise AuditError(f"checkpoint {cp.number} has no usable frontier: {exc}") from None
         if tree.root() != cp.root:
-            raise ValueError(f"checkpoint {cp.number}: its stored frontier does not give its "
+            raise AuditError(f"checkpoint {cp.number}: its stored frontier does not give its "
                              "signed root, so verification cannot start from it")
         return tree
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-from aitrail.verify.envelope import FIELDS, canonical_bytes
+from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes
 
 FORMAT = "aitrail-proof-bundle/v1"
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
@@ -103,7 +103,7 @@ def verify_bundle(text: str, public_key) -> dict[str, Any]:
     leaf = _hex32(bundle["leaf_hash"], "leaf_hash")
     try:
         computed = merkle.leaf_hash(canonical_bytes(env))
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+    except EncodingError as exc:
         raise BundleError(f"envelope: cannot be encoded ({exc})") from None
     if computed != leaf:
         raise BundleError("the envelope does not give leaf_hash: the record was changed")

@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from aitrail.verify.envelope import canonical_bytes
+from aitrail.verify.envelope import EncodingError, canonical_bytes
 
 GENESIS = bytes(32)
 
@@ -97,7 +97,16 @@ class Sealer:
 def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) -> Iterator[Finding]:
     """Per-row checks: content against leaf hash, hash columns against each other."""
     for link, envelope in rows:
-        if leaf_hash(canonical_bytes(envelope)) != link.leaf_hash:
+        try:
+            canonical = canonical_bytes(envelope)
+        except EncodingError as exc:
+            # The sealer encoded this row, so a stored value it cannot encode was
+            # put there afterwards (a NaN, an out-of-range number, a wrong type).
+            yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
+                          f"envelope fields cannot be encoded canonically ({exc}): "
+                          "changed after sealing")
+            continue
+        if leaf_hash(canonical) != link.leaf_hash:
             yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
                           "envelope fields changed after sealing (leaf hash does not match)")
         elif chain_hash(link.prev_hash, link.leaf_hash) != link.chain_hash:

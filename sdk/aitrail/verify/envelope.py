@@ -25,7 +25,15 @@ import math
 import struct
 from typing import Any, Mapping, NamedTuple
 
+from aitrail.errors import AitrailError
+
 VERSION_TAG = b"aitrail.verify.envelope.v1"
+
+
+class EncodingError(AitrailError, ValueError):
+    """Envelope values that have no canonical encoding (a non-finite confidence, a
+    number out of u64 range, a value of the wrong type, a missing field). Before
+    sealing that is bad input; in a stored row it means the row was changed."""
 
 
 class Field(NamedTuple):
@@ -108,7 +116,7 @@ def _put(out: list[bytes], kind: str, value: Any) -> None:
             out.append(b"\x00")
         else:
             if not math.isfinite(value):
-                raise ValueError("confidence must be a finite number")
+                raise EncodingError("confidence must be a finite number")
             out.append(b"\x01" + _F64.pack(value))
     elif kind == "map":
         items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-8"))
@@ -174,8 +182,33 @@ encode_values.__doc__ = "Canonical bytes of envelope values given in FIELDS orde
 
 
 def canonical_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The envelope's canonical encoding (the input of its leaf hash)."""
-    return encode_values([envelope[name] for name in FIELD_NAMES])
+    """The envelope's canonical encoding (the input of its leaf hash). Raises
+    EncodingError (a ValueError) when a value has none."""
+    try:
+        return encode_values([envelope[name] for name in FIELD_NAMES])
+    except Exception:  # noqa: BLE001 - located and explained field by field below
+        raise _encoding_error(envelope) from None
+
+
+def _encoding_error(envelope: Mapping[str, Any]) -> EncodingError:
+    # The fast encoder failed somewhere: name the first field the reference refuses.
+    for f in FIELDS:
+        if f.name not in envelope:
+            return EncodingError(f"{f.name}: missing")
+        try:
+            _put([], f.kind, envelope[f.name])
+        except (ValueError, TypeError, AttributeError, OverflowError, struct.error) as exc:
+            if isinstance(exc, EncodingError):
+                return exc
+            return EncodingError(f"{f.name}: {exc} ({f.kind} field holds "
+                                 f"{type(envelope[f.name]).__name__} "
+                                 f"{_short(envelope[f.name])})")
+    return EncodingError("values without a canonical encoding")  # pragma: no cover
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def commitment(salt: bytes, content: str) -> str:
