@@ -37,6 +37,7 @@ import grpc
 
 from aitrail.spool import Spool, SpoolFull
 from aitrail.v1 import audit_pb2 as pb
+from aitrail.errors import AitrailError
 
 log = logging.getLogger("aitrail")
 
@@ -52,7 +53,7 @@ _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
-class AuditUnavailable(RuntimeError):
+class AuditUnavailable(AitrailError, RuntimeError):
     """Strict delivery: the record was not durably acknowledged in time (or was refused)."""
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Optional
 
+from aitrail.errors import AitrailError
 from aitrail.verify.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, key_id, sign
 from aitrail_collector.anchor.stores import AnchorConflict, AnchorError, AnchorStore
 from aitrail_collector.ledger.group_commit import Ledger
@@ -24,6 +25,10 @@ from aitrail_collector.store.client import Store
 log = logging.getLogger("aitrail.collector")
 
 NO_PREV = bytes(32)
+
+
+class NotCovered(AitrailError, LookupError):
+    """No checkpoint holds the record, and none could be issued that does."""
 
 
 class Checkpointer:
@@ -104,7 +109,7 @@ class Checkpointer:
                 return SignedCheckpoint.parse(text)
         signed = self.issue(force=True)
         if signed is None or signed.checkpoint.size < seq:
-            raise LookupError(f"record seq {seq} is not sealed into chain {self.chain_id}")
+            raise NotCovered(f"record seq {seq} is not sealed into chain {self.chain_id}")
         return signed
 
     def _sync_anchor(self) -> None:

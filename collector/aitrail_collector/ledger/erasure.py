@@ -43,6 +43,7 @@ from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store.client import Store
 from aitrail_collector.store import payloads
 from aitrail_collector.config import Limits
+from aitrail.errors import AitrailError
 
 REDACTION = "redaction"
 ERASED_PREFIX = "erased:"
@@ -63,11 +64,11 @@ WINDOW_RECORDS = 500_000
 _lock = threading.Lock()  # one erasure at a time: a process owns its store
 
 
-class ErasureError(ValueError):
+class ErasureError(AitrailError, ValueError):
     """The request cannot be carried out as given; nothing was written."""
 
 
-class NothingToErase(LookupError):
+class NothingToErase(AitrailError, LookupError):
     """No such task or record, no payloads, or already erased; nothing was written."""
 
     def __init__(self, message: str, found: bool = True):

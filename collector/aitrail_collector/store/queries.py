@@ -15,6 +15,7 @@ from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import FIELDS, commitment
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, HASH_COLUMNS
+from aitrail.errors import AitrailError
 
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",
@@ -22,7 +23,7 @@ SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model"
 ERASED = "[erased]"
 TAMPERED = "[payload does not match its sealed commitment]"
 
-class FilterError(ValueError):
+class FilterError(AitrailError, ValueError):
     """A filter value is malformed; the message names it and says what is expected."""
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes
+from aitrail.errors import AitrailError
 
 FORMAT = "aitrail-proof-bundle/v1"
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
@@ -34,7 +35,7 @@ _TYPES = {
 }
 
 
-class BundleError(ValueError):
+class BundleError(AitrailError, ValueError):
     """The bundle is malformed or does not prove what it claims; the message says which."""
 
 

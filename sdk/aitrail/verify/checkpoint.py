@@ -27,6 +27,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from aitrail.errors import AitrailError
+
 HEADER = "aitrail-checkpoint/v1"
 SIG_PREFIX = "\u2014 sig "  # EM DASH, SPACE: as in C2SP signed notes, it cannot start a body line
 ZERO_HASH = bytes(32)
@@ -47,7 +49,7 @@ _FIELDS = ("origin", "number", "size", "root", "chain", "time", "prev", "key")
 PathOrPem = Union[str, "os.PathLike[str]", bytes]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AitrailError, ValueError):
     """A checkpoint is malformed, does not parse, or does not verify. The message says why."""
 
 
