@@ -5,9 +5,10 @@ import struct
 
 import pytest
 
-from aitrail.verify import chain
+from aitrail.verify import chain, hashes
 from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
-from aitrail.verify.envelope import FIELDS, canonical_bytes, commitment, empty_envelope
+from aitrail.verify.envelope import FIELDS, canonical_bytes, empty_envelope
+from aitrail.verify.hashes import commitment
 
 
 def _str(s: str) -> bytes:
@@ -57,8 +58,8 @@ def test_non_finite_confidence_cannot_be_sealed():
 
 
 def test_hashes_follow_rfc6962_leaf_and_the_chain_rule():
-    assert chain.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
-    assert chain.chain_hash(b"p" * 32, b"l" * 32) == hashlib.sha256(b"p" * 32 + b"l" * 32).digest()
+    assert hashes.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+    assert hashes.chain_hash(b"p" * 32, b"l" * 32) == hashlib.sha256(b"p" * 32 + b"l" * 32).digest()
 
 
 def test_commitment_is_salted_sha256():
@@ -136,7 +137,7 @@ def test_two_swapped_records_are_out_of_order_and_nothing_else():
 def test_a_forged_row_reusing_a_seq_is_inserted():
     links, _ = _chain(6)
     forged = Link(3, "forged", links[1].chain_hash, b"\x01" * 32,
-                  chain.chain_hash(links[1].chain_hash, b"\x01" * 32))
+                  hashes.chain_hash(links[1].chain_hash, b"\x01" * 32))
     links.insert(3, forged)
     found = chain.classify_links("c", links)
     assert [(f.kind, f.record_id) for f in found] == [(INSERTED, "forged")]

@@ -13,7 +13,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 
-from aitrail.verify.chain import GENESIS, INSERTED, Report, check_rows, classify_links
+from aitrail.verify.hashes import ZERO_HASH
+from aitrail.verify.chain import INSERTED, Report, check_rows, classify_links
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store.client import Store
@@ -23,7 +24,7 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
     and start where the audit says (``--from-checkpoint``)."""
     start_seq = audit.start_seq if audit else 1
-    start_hash = audit.start_hash if audit else GENESIS
+    start_hash = audit.start_hash if audit else ZERO_HASH
     report = Report(chain_id)
     expected_seq, prev = start_seq, start_hash
     linked = True

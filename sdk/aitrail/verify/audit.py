@@ -26,6 +26,7 @@ from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.chain import MISSING, Finding
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, key_id, verify_signature
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.merkle import CompactRange, ProofError, TreeError
 
 CP_MISSING = "checkpoint_missing"
@@ -217,7 +218,7 @@ class CheckpointAudit:
 
     @property
     def start_hash(self) -> bytes:
-        return bytes(32) if self.start is None else self.start.signed.checkpoint.chain_hash
+        return ZERO_HASH if self.start is None else self.start.signed.checkpoint.chain_hash
 
     # ------------------------------------------------------------ along the rows
     def add(self, leaf: bytes, chain_hash: bytes) -> None:

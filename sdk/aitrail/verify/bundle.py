@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
+from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes
-from aitrail.errors import AitrailError
+from aitrail.verify.hashes import leaf_hash
 
 FORMAT = "aitrail-proof-bundle/v1"
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
@@ -103,7 +104,7 @@ def verify_bundle(text: str, public_key) -> dict[str, Any]:
         raise BundleError("leaf_index must be seq - 1")
     leaf = _hex32(bundle["leaf_hash"], "leaf_hash")
     try:
-        computed = merkle.leaf_hash(canonical_bytes(env))
+        computed = leaf_hash(canonical_bytes(env))
     except EncodingError as exc:
         raise BundleError(f"envelope: cannot be encoded ({exc})") from None
     if computed != leaf:

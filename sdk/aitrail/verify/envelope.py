@@ -20,12 +20,12 @@ index it is a position, bound by the chain hash, not content.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 from typing import Any, Mapping, NamedTuple
 
 from aitrail.errors import AitrailError
+from aitrail.verify.hashes import commitment  # noqa: F401 - sealers take it from here too
 
 VERSION_TAG = b"aitrail.verify.envelope.v1"
 
@@ -209,11 +209,6 @@ def _encoding_error(envelope: Mapping[str, Any]) -> EncodingError:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def commitment(salt: bytes, content: str) -> str:
-    """Hex SHA-256(salt || content): what the envelope keeps of a payload."""
-    return hashlib.sha256(salt + content.encode("utf-8")).hexdigest()
 
 
 def empty_envelope() -> dict[str, Any]:

@@ -4,6 +4,8 @@
     node_hash(l, r) = SHA-256(0x01 || l || r)
     MTH({})         = SHA-256()                  (EMPTY_ROOT)
 
+(all three from aitrail.verify.hashes)
+
 The verifiers follow transparency-dev/merkle (proof/verify.go) decision for decision, so the
 shared vectors in ../shared/testdata/rfc6962 pass or fail here exactly as they do there. In
 particular a consistency proof *from* size 0 is an error, as in upstream since PR #236 and as
@@ -19,14 +21,10 @@ Pure functions, stdlib only, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable, Sequence
 
 from aitrail.errors import AitrailError
-
-HASH_SIZE = 32
-
-EMPTY_ROOT = hashlib.sha256(b"").digest()
+from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 
 
 class TreeError(AitrailError, ValueError):
@@ -36,15 +34,6 @@ class TreeError(AitrailError, ValueError):
 
 class ProofError(AitrailError, ValueError):
     """A proof did not verify. The message says which check failed."""
-
-
-def leaf_hash(data: bytes) -> bytes:
-    # The 0x00 / 0x01 prefixes keep a leaf from passing for an interior node (second preimage).
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 # --------------------------------------------------------------------------- compact range
@@ -174,8 +163,7 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> l
     """PROOF(size1, D[0:size2]) of RFC 6962 section 2.1.2 (empty when size1 == size2).
 
     Raises TreeError (a ValueError) unless 0 < size1 <= size2 <= len(leaf_hashes): a proof
-    from the empty
-    tree is meaningless (see the module docstring).
+    from the empty tree is meaningless (see the module docstring).
     """
     if not 0 <= size2 <= len(leaf_hashes):
         raise TreeError(f"size2 {size2} out of range for {len(leaf_hashes)} leaves")
