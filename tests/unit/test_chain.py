@@ -111,6 +111,15 @@ def test_a_stored_row_that_cannot_be_encoded_is_modified_not_an_error(field, val
     assert "changed after sealing" in findings[0].detail
 
 
+def test_the_incremental_link_checker_stays_broken_from_the_first_bad_link():
+    links, _ = _chain(6)
+    checker = chain.LinkChecker()
+    assert [checker.add(link) for link in links[:3]] == [True] * 3
+    assert [checker.add(link) for link in links[4:]] == [False, False]  # seq 4 is gone
+    assert not checker.intact and not chain.links_intact(links[:3] + links[4:])
+    assert chain.links_intact(links[3:], start_seq=4, start_hash=links[2].chain_hash)
+
+
 def test_a_deleted_record_is_reported_missing_at_its_seq():
     links, _ = _chain(8)
     del links[4]

@@ -11,11 +11,10 @@ import time
 from datetime import date, datetime, timezone
 from typing import Mapping, Optional, Sequence, Union
 
-from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-
-from aitrail.verify.hashes import ZERO_HASH
-from aitrail.verify.chain import INSERTED, Report, check_rows, classify_links
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
+from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
+from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store.client import Store
 
@@ -26,24 +25,20 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
     report = Report(chain_id)
-    expected_seq, prev = start_seq, start_hash
-    linked = True
+    links = LinkChecker(start_seq, start_hash)
 
     def rows():
-        nonlocal expected_seq, prev, linked
         for link, envelope in store.iter_chain(chain_id, start_seq):
             report.records += 1
             report.head_seq = link.seq
-            if link.seq != expected_seq or link.prev_hash != prev:
-                linked = False
-            expected_seq, prev = link.seq + 1, link.chain_hash
+            links.add(link)
             if audit is not None:
                 audit.add(link.leaf_hash, link.chain_hash)
             yield link, envelope
 
     modified = list(check_rows(chain_id, rows()))
     placed = []
-    if not linked:
+    if not links.intact:
         suspects = frozenset((f.seq, f.record_id) for f in modified)
         placed = classify_links(chain_id, store.links(chain_id, start_seq), start_seq,
                                 start_hash, suspects=suspects)

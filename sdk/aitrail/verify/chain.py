@@ -105,14 +105,26 @@ def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) ->
                           "hash columns altered (chain hash does not match prev and leaf hash)")
 
 
+class LinkChecker:
+    """Whether rows fed one at a time each follow their predecessor by seq and hash;
+    ``intact`` stays False from the first row that does not."""
+
+    __slots__ = ("seq", "prev", "intact")
+
+    def __init__(self, start_seq: int = 1, start_hash: bytes = ZERO_HASH):
+        self.seq, self.prev, self.intact = start_seq, start_hash, True
+
+    def add(self, link: Link) -> bool:
+        if link.seq != self.seq or link.prev_hash != self.prev:
+            self.intact = False
+        self.seq, self.prev = link.seq + 1, link.chain_hash
+        return self.intact
+
+
 def links_intact(links: Iterable[Link], start_seq: int = 1, start_hash: bytes = ZERO_HASH) -> bool:
     """The fast path: True when every row follows its predecessor by seq and hash."""
-    seq, prev = start_seq, start_hash
-    for link in links:
-        if link.seq != seq or link.prev_hash != prev:
-            return False
-        seq, prev = seq + 1, link.chain_hash
-    return True
+    checker = LinkChecker(start_seq, start_hash)
+    return all(checker.add(link) for link in links)
 
 
 def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
