@@ -156,7 +156,7 @@ def test_cli_needs_a_token_for_url_and_uses_the_local_one_for_the_data_dir(conso
     import os
     import stat
 
-    from conftest import cli
+    from support import cli
     site = console_site
     out = cli("query", "--url", site.url, "--task", "T-console-1", "--format", "json")
     assert out.returncode == 2 and "HTTP 401" in out.stderr, out.stderr
