@@ -22,7 +22,7 @@ import grpc
 
 from aitrail.record.ids import uuid7
 from aitrail.verify.chain import Sealer
-from aitrail.verify.envelope import commitment
+from aitrail.verify.hashes import commitment
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.v1 import audit_pb2_grpc as pb_grpc
 from aitrail_collector.ledger.group_commit import split_record

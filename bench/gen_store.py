@@ -42,7 +42,8 @@ from typing import Any
 
 from _common import ROOT, machine_line
 from aitrail.verify.chain import Sealer
-from aitrail.verify.envelope import FIELD_NAMES, commitment, empty_envelope
+from aitrail.verify.envelope import FIELD_NAMES, empty_envelope
+from aitrail.verify.hashes import commitment
 from aitrail_collector.demo import scenario as demo
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS

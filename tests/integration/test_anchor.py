@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aitrail.verify.checkpoint import ZERO_HASH, Checkpoint, SignedCheckpoint, key_id, sign
+from aitrail.verify.checkpoint import Checkpoint, SignedCheckpoint, key_id, sign
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.anchor.stores import (
     AnchorError,
     DirectoryAnchor,

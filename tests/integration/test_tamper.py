@@ -1,12 +1,14 @@
 """Tampering done with the engine directly on the stored rows: verify names each record."""
 
 import json
+from datetime import date, timedelta
 
 import pytest
 
-from support import cli, engine
+from aitrail.v1 import audit_pb2 as pb
+from support import CollectorProc, cli, engine, make_record, stub
 
-E = "aitrail.envelopes"
+E, C = "aitrail.envelopes", "aitrail.checkpoints"
 
 
 @pytest.fixture
@@ -81,3 +83,57 @@ def test_swapped_rows_are_found_out_of_order(sealed_store):
     rows = engine(data_dir, f"SELECT seq, record_id FROM {E} WHERE seq IN (3, 4) ORDER BY seq")[0]
     assert rows == [[3, ids[4]], [4, ids[3]]]
     assert _verify(data_dir) == (1, {("out_of_order", 3, ids[4]), ("out_of_order", 4, ids[3])})
+
+
+def _record_findings(report):
+    return {(f["kind"], f["chain_id"], f["seq"], f["record_id"]) for f in report["findings"]
+            if not f["kind"].startswith("checkpoint_")}
+
+
+def test_a_row_that_cannot_be_encoded_is_modified_everywhere(sealed_store):
+    """confidence edited to NaN or infinity cannot be encoded canonically: that is
+    tampering (exit 1, a modified finding naming chain, seq and record), not a usage
+    error, in the CLI, the HTTP API and period verification alike."""
+    data_dir, ids = sealed_store
+    engine(data_dir, f"ALTER TABLE {E} UPDATE confidence = nan WHERE seq = 3"
+                     " SETTINGS mutations_sync = 2",
+           f"ALTER TABLE {E} UPDATE confidence = inf WHERE seq = 5 SETTINGS mutations_sync = 2")
+    assert _verify(data_dir) == (1, {("modified", 3, ids[3]), ("modified", 5, ids[5])})
+    text = cli("verify", "--data-dir", str(data_dir))
+    assert text.returncode == 1, text.stderr
+    for seq in (3, 5):
+        assert f"modified     chain=main seq={seq} record={ids[seq]}: envelope fields cannot be " \
+               "encoded canonically" in text.stdout, text.stdout
+    assert "changed after sealing" in text.stdout
+
+    c = CollectorProc(data_dir).start()
+    try:
+        report = c.get("/api/v1/verify")  # urllib raises on a 400
+        assert report["ok"] is False
+        assert _record_findings(report) == {("modified", "main", 3, ids[3]),
+                                            ("modified", "main", 5, ids[5])}
+        # Two records sealed after the newest checkpoint; no closing checkpoint.
+        recs = [make_record(task_id=f"T-late-{i}") for i in range(2)]
+        assert stub(c.grpc).Export(pb.ExportRequest(records=recs), timeout=60).accepted == 2
+    finally:
+        c.kill()
+    (start, size), = engine(data_dir, f"SELECT max(number), argMax(size, number) FROM {C}")[0]
+    assert size == 8  # the newest checkpoint precedes the two late records
+    late = engine(data_dir, f"SELECT record_id FROM {E} WHERE seq = 10",
+                  f"ALTER TABLE {E} UPDATE confidence = nan WHERE seq = 10"
+                  " SETTINGS mutations_sync = 2")[0][0][0]
+    assert late == recs[1].record_id
+    # A collector of another chain serves the API: it signs nothing for "main", whose
+    # newest checkpoint stays the one before the two late records (a collector of
+    # "main" would sign one over them at start).
+    c = CollectorProc(data_dir, "--chain-id", "other").start()
+    try:
+        tomorrow = (date.today() + timedelta(days=1)).isoformat()
+        report = c.get(f"/api/v1/verify?since={tomorrow}")
+        assert report["period"]["from_checkpoint"]["main"] == start, report["period"]
+        assert report["ok"] is False
+        assert _record_findings(report) == {("modified", "main", 10, late)}
+        detail = next(f["detail"] for f in report["findings"] if f["kind"] == "modified")
+        assert "cannot be encoded canonically" in detail
+    finally:
+        c.stop()

@@ -5,9 +5,10 @@ import struct
 
 import pytest
 
-from aitrail.verify import chain
+from aitrail.verify import chain, hashes
 from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
-from aitrail.verify.envelope import FIELDS, canonical_bytes, commitment, empty_envelope
+from aitrail.verify.envelope import FIELDS, canonical_bytes, empty_envelope
+from aitrail.verify.hashes import commitment
 
 
 def _str(s: str) -> bytes:
@@ -57,8 +58,8 @@ def test_non_finite_confidence_cannot_be_sealed():
 
 
 def test_hashes_follow_rfc6962_leaf_and_the_chain_rule():
-    assert chain.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
-    assert chain.chain_hash(b"p" * 32, b"l" * 32) == hashlib.sha256(b"p" * 32 + b"l" * 32).digest()
+    assert hashes.leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+    assert hashes.chain_hash(b"p" * 32, b"l" * 32) == hashlib.sha256(b"p" * 32 + b"l" * 32).digest()
 
 
 def test_commitment_is_salted_sha256():
@@ -96,6 +97,29 @@ def test_a_changed_field_is_reported_as_modified():
     assert [(f.kind, f.seq, f.record_id) for f in findings] == [(MODIFIED, 3, "r3")]
 
 
+@pytest.mark.parametrize("field, value", [
+    ("confidence", float("nan")), ("confidence", float("inf")), ("confidence", "0.5"),
+    ("input_tokens", 2**64), ("start_time", -1), ("input_tokens", "7"),
+    ("attributes", {"k": 1}),
+])
+def test_a_stored_row_that_cannot_be_encoded_is_modified_not_an_error(field, value):
+    links, envs = _chain(5)
+    envs[2][field] = value
+    findings = list(chain.check_rows("c", zip(links, envs)))
+    assert [(f.kind, f.seq, f.record_id) for f in findings] == [(MODIFIED, 3, "r3")]
+    assert "cannot be encoded canonically" in findings[0].detail
+    assert "changed after sealing" in findings[0].detail
+
+
+def test_the_incremental_link_checker_stays_broken_from_the_first_bad_link():
+    links, _ = _chain(6)
+    checker = chain.LinkChecker()
+    assert [checker.add(link) for link in links[:3]] == [True] * 3
+    assert [checker.add(link) for link in links[4:]] == [False, False]  # seq 4 is gone
+    assert not checker.intact and not chain.links_intact(links[:3] + links[4:])
+    assert chain.links_intact(links[3:], start_seq=4, start_hash=links[2].chain_hash)
+
+
 def test_a_deleted_record_is_reported_missing_at_its_seq():
     links, _ = _chain(8)
     del links[4]
@@ -122,7 +146,7 @@ def test_two_swapped_records_are_out_of_order_and_nothing_else():
 def test_a_forged_row_reusing_a_seq_is_inserted():
     links, _ = _chain(6)
     forged = Link(3, "forged", links[1].chain_hash, b"\x01" * 32,
-                  chain.chain_hash(links[1].chain_hash, b"\x01" * 32))
+                  hashes.chain_hash(links[1].chain_hash, b"\x01" * 32))
     links.insert(3, forged)
     found = chain.classify_links("c", links)
     assert [(f.kind, f.record_id) for f in found] == [(INSERTED, "forged")]

@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aitrail.verify.hashes import EMPTY_ROOT, ZERO_HASH
 from aitrail.verify.checkpoint import (
-    EMPTY_ROOT,
-    ZERO_HASH,
     Checkpoint,
     CheckpointError,
     SignedCheckpoint,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from aitrail.verify import merkle
+from aitrail.verify import hashes, merkle
 from aitrail.verify.checkpoint import Checkpoint, key_id, load_private_key, generate_keypair, sign
 from aitrail.verify.audit import CheckpointAudit, Trust
 
@@ -13,7 +13,7 @@ T0 = 1_790_000_000 * 10**9
 
 
 def _leaves(n: int) -> list[bytes]:
-    return [merkle.leaf_hash(str(i).encode()) for i in range(n)]
+    return [hashes.leaf_hash(str(i).encode()) for i in range(n)]
 
 
 def _chain_hashes(leaves: list[bytes]) -> list[bytes]:

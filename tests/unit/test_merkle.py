@@ -15,14 +15,12 @@ from typing import Any, Sequence
 import pytest
 
 from aitrail.verify import merkle
+from aitrail.verify.hashes import EMPTY_ROOT, leaf_hash, node_hash
 from aitrail.verify.merkle import (
-    EMPTY_ROOT,
     CompactRange,
     ProofError,
     consistency_proof,
     inclusion_proof,
-    leaf_hash,
-    node_hash,
     root,
     verify_consistency,
     verify_inclusion,

@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # Project modules: one block, so that a module move is one edit here.
-from aitrail.verify.chain import GENESIS, Sealer, chain_hash, leaf_hash
+from aitrail.verify.chain import Sealer
+from aitrail.verify.hashes import ZERO_HASH as GENESIS
+from aitrail.verify.hashes import chain_hash, leaf_hash
 from aitrail.verify.checkpoint import (
     CheckpointError, SignedCheckpoint, format_time, key_id, load_public_key, sign,
     verify_signature,

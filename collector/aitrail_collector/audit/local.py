@@ -16,7 +16,7 @@ from aitrail_collector.audit import proofs
 from aitrail_collector.store import queries as query
 from aitrail_collector.anchor import AnchorError, open_anchor
 from aitrail_collector.config import DataDir, default_data_dir, dsn_for
-from aitrail.verify.audit import Trust
+from aitrail.verify.audit import AuditError, Trust
 from aitrail_collector.store.export import export_csv as render_csv
 from aitrail_collector.errors import StoreError
 from aitrail_collector.store.client import Store
@@ -65,7 +65,7 @@ class LocalBackend:
         try:
             return verify_store(self.store, trust=self._trust(public_key, anchor),
                                 from_checkpoint=from_checkpoint)
-        except ValueError as exc:
+        except AuditError as exc:
             raise ClientError(str(exc)) from None
 
     def _trust(self, public_key: Optional[str], anchor: Optional[str]) -> Trust:

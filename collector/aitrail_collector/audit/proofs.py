@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import SignedCheckpoint
 from aitrail.verify.bundle import make_bundle
-from aitrail_collector.ledger.checkpointer import Checkpointer
+from aitrail_collector.ledger.checkpointer import Checkpointer, NotCovered
 from aitrail_collector.store.client import Store
 
 
-class ProofRequestError(LookupError):
+class ProofRequestError(AitrailError, LookupError):
     """Nothing to prove: unknown record, or sizes outside the stored chain."""
 
 
@@ -51,7 +52,10 @@ def record_bundle(store: Store, checkpointer: Optional[Checkpointer], record_id:
         raise ProofRequestError(f"record {record_id!r} is on chain {chain_id!r}, which this "
                                 "collector does not sign")
     else:
-        signed = checkpointer.covering(seq)
+        try:
+            signed = checkpointer.covering(seq)
+        except NotCovered as exc:
+            raise ProofRequestError(str(exc)) from None
     leaves = _leaves(store, chain_id, signed.checkpoint.size)
     link, envelope = next(iter(store.iter_chain(chain_id, seq)))
     proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size)

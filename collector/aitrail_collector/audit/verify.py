@@ -11,10 +11,10 @@ import time
 from datetime import date, datetime, timezone
 from typing import Mapping, Optional, Sequence, Union
 
+from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
+from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-
-from aitrail.verify.chain import GENESIS, INSERTED, Report, check_rows, classify_links
-from aitrail.verify.audit import CheckpointAudit, Trust
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store.client import Store
 
@@ -23,26 +23,22 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
     and start where the audit says (``--from-checkpoint``)."""
     start_seq = audit.start_seq if audit else 1
-    start_hash = audit.start_hash if audit else GENESIS
+    start_hash = audit.start_hash if audit else ZERO_HASH
     report = Report(chain_id)
-    expected_seq, prev = start_seq, start_hash
-    linked = True
+    links = LinkChecker(start_seq, start_hash)
 
     def rows():
-        nonlocal expected_seq, prev, linked
         for link, envelope in store.iter_chain(chain_id, start_seq):
             report.records += 1
             report.head_seq = link.seq
-            if link.seq != expected_seq or link.prev_hash != prev:
-                linked = False
-            expected_seq, prev = link.seq + 1, link.chain_hash
+            links.add(link)
             if audit is not None:
                 audit.add(link.leaf_hash, link.chain_hash)
             yield link, envelope
 
     modified = list(check_rows(chain_id, rows()))
     placed = []
-    if not linked:
+    if not links.intact:
         suspects = frozenset((f.seq, f.record_id) for f in modified)
         placed = classify_links(chain_id, store.links(chain_id, start_seq), start_seq,
                                 start_hash, suspects=suspects)
@@ -73,7 +69,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
-    chain it does not name is verified from its first record). Raises ValueError
+    chain it does not name is verified from its first record). Raises AuditError
     when it names no usable checkpoint.
     """
     started = time.perf_counter()
@@ -114,7 +110,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
     rest of the chain after ``until`` is checked too: it is what proves nothing in
     the period was changed later, and it costs little next to reading the period."""
     if since is not None and until is not None and since >= until:
-        raise ValueError("the period's start must be before its end")
+        raise AuditError("the period's start must be before its end")
     starts: dict[str, int] = {}
     if since is not None and trust is not None:
         start_ns = int(datetime(since.year, since.month, since.day,
@@ -125,7 +121,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
                 starts[chain] = number
     try:
         report = verify_store(store, trust=trust, from_checkpoint=starts)
-    except ValueError:  # a start the audit will not take: verify each chain whole
+    except AuditError:  # a start the audit will not take: verify each chain whole
         starts = {}
         report = verify_store(store, trust=trust)
     report["period"] = {"since": since.isoformat() if since else None,

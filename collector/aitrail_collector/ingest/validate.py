@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from aitrail.record import event_types
 from aitrail.record.event_types import Limit, Part, PartField, Rule
+from aitrail.errors import AitrailError
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.config import Limits
 
@@ -28,7 +29,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
 
 
-class Invalid(ValueError):
+class Invalid(AitrailError, ValueError):
     pass
 
 

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Optional
 
+from aitrail.errors import AitrailError
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, key_id, sign
 from aitrail_collector.anchor.stores import AnchorConflict, AnchorError, AnchorStore
 from aitrail_collector.ledger.group_commit import Ledger
@@ -23,7 +25,10 @@ from aitrail_collector.store.client import Store
 
 log = logging.getLogger("aitrail.collector")
 
-NO_PREV = bytes(32)
+
+
+class NotCovered(AitrailError, LookupError):
+    """No checkpoint holds the record, and none could be issued that does."""
 
 
 class Checkpointer:
@@ -86,7 +91,7 @@ class Checkpointer:
             cp = Checkpoint(origin=self.chain_id,
                             number=last.checkpoint.number + 1 if last else 1,
                             size=size, root=root, chain_hash=head_hash, time_ns=now,
-                            prev=last.digest() if last else NO_PREV, key_id=self.key_id)
+                            prev=last.digest() if last else ZERO_HASH, key_id=self.key_id)
             signed = sign(cp, self._key)
             self.store.insert_checkpoint(self.chain_id, cp.number, size, now, signed.text(),
                                          frontier)
@@ -104,7 +109,7 @@ class Checkpointer:
                 return SignedCheckpoint.parse(text)
         signed = self.issue(force=True)
         if signed is None or signed.checkpoint.size < seq:
-            raise LookupError(f"record seq {seq} is not sealed into chain {self.chain_id}")
+            raise NotCovered(f"record seq {seq} is not sealed into chain {self.chain_id}")
         return signed
 
     def _sync_anchor(self) -> None:

@@ -36,13 +36,14 @@ from typing import Any, Callable, Optional, Sequence
 
 from aitrail.record.ids import uuid7
 from aitrail.verify.chain import Finding
-from aitrail.verify.envelope import commitment
+from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail.version import SDK_VERSION
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store.client import Store
 from aitrail_collector.store import payloads
 from aitrail_collector.config import Limits
+from aitrail.errors import AitrailError
 
 REDACTION = "redaction"
 ERASED_PREFIX = "erased:"
@@ -63,11 +64,11 @@ WINDOW_RECORDS = 500_000
 _lock = threading.Lock()  # one erasure at a time: a process owns its store
 
 
-class ErasureError(ValueError):
+class ErasureError(AitrailError, ValueError):
     """The request cannot be carried out as given; nothing was written."""
 
 
-class NothingToErase(LookupError):
+class NothingToErase(AitrailError, LookupError):
     """No such task or record, no payloads, or already erased; nothing was written."""
 
     def __init__(self, message: str, found: bool = True):
@@ -179,7 +180,7 @@ def _plan(store: Store, chain_id: str, targets: list[_Target]) -> _Plan:
         if expected is None:
             continue  # not a sealed payload (stray row): deleted, not named
         present.setdefault(rid, set()).add(name)
-        if commitment(_salt(salt), content) != expected:
+        if commitment(salt_bytes(salt), content) != expected:
             changed.setdefault(rid, set()).add(name)
     for rid, names in present.items():
         fresh = sorted(n for n in names if (rid, n) not in named)
@@ -191,13 +192,6 @@ def _plan(store: Store, chain_id: str, targets: list[_Target]) -> _Plan:
         else:
             plan.completing.append(rid)
     return plan
-
-
-def _salt(salt_hex: str) -> bytes:
-    try:
-        return bytes.fromhex(salt_hex)
-    except ValueError:  # an edited salt: the commitment check then fails
-        return b""
 
 
 def _nothing_message(what: str, plans: Sequence[_Plan], store: Store) -> str:

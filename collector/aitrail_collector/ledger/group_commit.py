@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 from aitrail.verify.chain import Sealer
 from aitrail.verify.merkle import CompactRange
 from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
-from aitrail.verify.envelope import commitment, empty_envelope
+from aitrail.verify.envelope import empty_envelope
+from aitrail.verify.hashes import commitment
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.errors import StoreError
 from aitrail_collector.store.client import Store

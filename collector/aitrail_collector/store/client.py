@@ -27,7 +27,8 @@ from typing import Any, Iterator, Optional, Sequence
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
-from aitrail.verify.chain import GENESIS, Link
+from aitrail.verify.chain import Link
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.envelope import FIELD_NAMES
 from aitrail_collector.config import CollectorConfig, DataDir
 from aitrail_collector.errors import StoreError
@@ -81,7 +82,7 @@ class Store:
             f"SELECT seq, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
             " ORDER BY seq DESC LIMIT 1", parameters={"c": chain_id}).result_rows
         if not rows:
-            return 0, GENESIS
+            return 0, ZERO_HASH
         return int(rows[0][0]), bytes(rows[0][1])
 
     def existing_ids(self, record_ids: Sequence[str]) -> set[str]:

@@ -12,9 +12,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
-from aitrail.verify.envelope import FIELDS, commitment
+from aitrail.verify.envelope import FIELDS
+from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, HASH_COLUMNS
+from aitrail.errors import AitrailError
 
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",
@@ -22,7 +24,7 @@ SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model"
 ERASED = "[erased]"
 TAMPERED = "[payload does not match its sealed commitment]"
 
-class FilterError(ValueError):
+class FilterError(AitrailError, ValueError):
     """A filter value is malformed; the message names it and says what is expected."""
 
 
@@ -183,7 +185,7 @@ def _attach_payloads(store: Store, records: list[dict[str, Any]],
             expected = sealed[rid].get(name)
             if expected is None or digest != expected:
                 continue
-            ok = commitment(_salt(salt), content) == expected
+            ok = commitment(salt_bytes(salt), content) == expected
             found.setdefault(rid, {})[name] = content if ok else None
     for rec in records:
         content = found.get(rec["record_id"], {})
@@ -194,13 +196,6 @@ def _attach_payloads(store: Store, records: list[dict[str, Any]],
             else:
                 rec[name] = ""
         del rec["_commitments"]
-
-
-def _salt(salt_hex: str) -> bytes:
-    try:
-        return bytes.fromhex(salt_hex)
-    except ValueError:  # an edited salt: the commitment check then fails
-        return b""
 
 
 _START = 1 + _FIELD_NAMES.index("start_time")

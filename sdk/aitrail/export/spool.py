@@ -19,10 +19,12 @@ import os
 import threading
 import uuid
 
+from aitrail.errors import AitrailError
+
 SUFFIX = ".batch"
 
 
-class SpoolFull(Exception):
+class SpoolFull(AitrailError):
     pass
 
 

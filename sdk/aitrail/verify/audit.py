@@ -20,12 +20,16 @@ Finding kinds (CloudTrail-style, one per problem):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Protocol, Sequence
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.chain import MISSING, Finding
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, key_id, verify_signature
-from aitrail.verify.merkle import CompactRange, ProofError
+from aitrail.verify.hashes import ZERO_HASH
+from aitrail.verify.merkle import CompactRange, ProofError, TreeError
 
 CP_MISSING = "checkpoint_missing"
 CP_BAD_SIGNATURE = "checkpoint_bad_signature"
@@ -36,11 +40,35 @@ CP_DIFFERS = "checkpoint_differs_from_anchor"
 MAX_PROOF_LEAVES = 20_000_000
 
 
+class AuditError(AitrailError, ValueError):
+    """Verification cannot be done as asked: no usable checkpoint to start from, or a
+    period that ends before it starts. Not a finding: nothing was checked."""
+
+
+class AnchorEntryLike(Protocol):
+    """One object read from an anchor store (the collector's ``anchor.AnchorEntry``)."""
+    name: str
+    number: Optional[int]
+    text: Optional[str]
+    signed: Optional[SignedCheckpoint]
+    error: Optional[str]
+
+
+class AnchorLike(Protocol):
+    """An anchor store, as far as verification reads it."""
+    def entries(self, chain_id: str) -> Sequence[AnchorEntryLike]: ...
+    def describe(self) -> str: ...
+
+
+# A stored checkpoint row: (number, size, signed text, frontier).
+CheckpointRow = tuple[int, int, str, Sequence[bytes]]
+
+
 @dataclass
 class Trust:
     """What the verifier trusts instead of the database."""
-    public_key: object = None          # Ed25519PublicKey; None: signatures unchecked
-    anchor: object = None              # AnchorStore; None: no anchor comparison
+    public_key: Optional[Ed25519PublicKey] = None  # None: signatures unchecked
+    anchor: Optional[AnchorLike] = None            # None: no anchor comparison
     max_gap_s: float = 25 * 3600       # a longer silence between checkpoints is reported
 
 
@@ -54,11 +82,12 @@ class Known:
 
 
 class CheckpointAudit:
-    def __init__(self, chain_id: str, db_rows: list, anchor_entries: Optional[list],
+    def __init__(self, chain_id: str, db_rows: Sequence[CheckpointRow],
+                 anchor_entries: Optional[Sequence[AnchorEntryLike]],
                  trust: Trust, from_number: Optional[int] = None):
         self.chain_id, self.trust = chain_id, trust
         self.findings: list[Finding] = []
-        self.periods: list[dict] = []
+        self.periods: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self._broken_anchor: set[int] = set()
         self.db = self._parse_db(db_rows)
@@ -91,7 +120,8 @@ class CheckpointAudit:
         self.findings.append(Finding(kind, self.chain_id, seq, "", f"checkpoint {number}: "
                                      f"{detail}" if number else detail))
 
-    def _check(self, text: str, source: str, number: int, frontier=()) -> Optional[Known]:
+    def _check(self, text: str, source: str, number: int,
+               frontier: Sequence[bytes] = ()) -> Optional[Known]:
         try:
             signed = SignedCheckpoint.parse(text)
         except CheckpointError as exc:
@@ -110,7 +140,7 @@ class CheckpointAudit:
                 known.valid = False
         return known
 
-    def _parse_db(self, rows: list) -> dict[int, Known]:
+    def _parse_db(self, rows: Sequence[CheckpointRow]) -> dict[int, Known]:
         out = {}
         for number, _size, text, frontier in rows:
             known = self._check(text, "database", number, frontier)
@@ -122,7 +152,7 @@ class CheckpointAudit:
                 out[number] = known
         return out
 
-    def _parse_anchor(self, entries: list) -> dict[int, Known]:
+    def _parse_anchor(self, entries: Sequence[AnchorEntryLike]) -> dict[int, Known]:
         """AnchorEntry objects (aitrail_collector.anchor.stores): a bad object is a finding."""
         out = {}
         for entry in entries:
@@ -134,7 +164,7 @@ class CheckpointAudit:
                 self._finding(kind, entry.number, entry.error)
                 self._broken_anchor.add(entry.number)
                 continue
-            known = self._check(entry.text, "anchor", entry.number)
+            known = self._check(entry.text or "", "anchor", entry.number)
             if known is not None:
                 out[entry.number] = known
         return out
@@ -187,7 +217,7 @@ class CheckpointAudit:
             return None
         known = self.by_number.get(number)
         if known is None or not known.valid:
-            raise ValueError(f"--from-checkpoint {number}: no valid checkpoint {number} "
+            raise AuditError(f"--from-checkpoint {number}: no valid checkpoint {number} "
                              f"for chain {self.chain_id}")
         return known
 
@@ -198,10 +228,10 @@ class CheckpointAudit:
         frontier = self.start.frontier or self.db.get(cp.number, self.start).frontier
         try:
             tree = CompactRange.from_hashes(cp.size, frontier)
-        except ValueError as exc:
-            raise ValueError(f"checkpoint {cp.number} has no usable frontier: {exc}") from None
+        except TreeError as exc:
+            raise AuditError(f"checkpoint {cp.number} has no usable frontier: {exc}") from None
         if tree.root() != cp.root:
-            raise ValueError(f"checkpoint {cp.number}: its stored frontier does not give its "
+            raise AuditError(f"checkpoint {cp.number}: its stored frontier does not give its "
                              "signed root, so verification cannot start from it")
         return tree
 
@@ -211,7 +241,7 @@ class CheckpointAudit:
 
     @property
     def start_hash(self) -> bytes:
-        return bytes(32) if self.start is None else self.start.signed.checkpoint.chain_hash
+        return ZERO_HASH if self.start is None else self.start.signed.checkpoint.chain_hash
 
     # ------------------------------------------------------------ along the rows
     def add(self, leaf: bytes, chain_hash: bytes) -> None:
@@ -268,7 +298,7 @@ class CheckpointAudit:
                               f"{ca.number} ({exc})")
 
     # ------------------------------------------------------------ report
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         last = max(self.by_number.values(), key=lambda k: k.signed.checkpoint.number,
                    default=None)
         key = self.trust.public_key

@@ -17,9 +17,13 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
+from aitrail.errors import AitrailError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-from aitrail.verify.envelope import FIELDS, canonical_bytes
+from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes
+from aitrail.verify.hashes import leaf_hash
 
 FORMAT = "aitrail-proof-bundle/v1"
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
@@ -34,7 +38,7 @@ _TYPES = {
 }
 
 
-class BundleError(ValueError):
+class BundleError(AitrailError, ValueError):
     """The bundle is malformed or does not prove what it claims; the message says which."""
 
 
@@ -91,7 +95,7 @@ def _envelope(bundle: Mapping[str, Any]) -> dict[str, Any]:
     return env
 
 
-def verify_bundle(text: str, public_key) -> dict[str, Any]:
+def verify_bundle(text: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
     """Check a bundle; returns it parsed. Raises BundleError (a ValueError) on any failure."""
     bundle = _parse(text)
     env = _envelope(bundle)
@@ -102,8 +106,8 @@ def verify_bundle(text: str, public_key) -> dict[str, Any]:
         raise BundleError("leaf_index must be seq - 1")
     leaf = _hex32(bundle["leaf_hash"], "leaf_hash")
     try:
-        computed = merkle.leaf_hash(canonical_bytes(env))
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        computed = leaf_hash(canonical_bytes(env))
+    except EncodingError as exc:
         raise BundleError(f"envelope: cannot be encoded ({exc})") from None
     if computed != leaf:
         raise BundleError("the envelope does not give leaf_hash: the record was changed")

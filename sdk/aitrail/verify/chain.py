@@ -5,7 +5,8 @@ For each accepted record, in order (DESIGN.md, "Sealing")::
     leaf_hash  = SHA-256(0x00 || canonical_envelope_bytes)   # RFC 6962 leaf hash
     chain_hash = SHA-256(prev_chain_hash || leaf_hash)
 
-The first record of a chain links to ``GENESIS`` (32 zero bytes).
+The first record of a chain links to ``ZERO_HASH`` (32 zero bytes). The hash
+functions and constants are in ``aitrail.verify.hashes``.
 
 Verification works on rows as stored. Each row is checked on its own (does its
 content still give its leaf hash, do its hash columns agree with each other),
@@ -16,26 +17,16 @@ reordered pair. This module does no I/O: the store feeds it rows.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from aitrail.verify.envelope import canonical_bytes
-
-GENESIS = bytes(32)
+from aitrail.verify.envelope import EncodingError, canonical_bytes
+from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
 
 MODIFIED = "modified"
 MISSING = "missing"
 INSERTED = "inserted"
 OUT_OF_ORDER = "out_of_order"
-
-
-def leaf_hash(canonical: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + canonical).digest()
-
-
-def chain_hash(prev: bytes, leaf: bytes) -> bytes:
-    return hashlib.sha256(prev + leaf).digest()
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class Report:
 class Sealer:
     """Assigns seq and hashes; one per chain, owned by the collector."""
 
-    def __init__(self, chain_id: str, head_seq: int = 0, head_hash: bytes = GENESIS):
+    def __init__(self, chain_id: str, head_seq: int = 0, head_hash: bytes = ZERO_HASH):
         self.chain_id = chain_id
         self.head_seq = head_seq
         self.head_hash = head_hash
@@ -97,7 +88,16 @@ class Sealer:
 def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) -> Iterator[Finding]:
     """Per-row checks: content against leaf hash, hash columns against each other."""
     for link, envelope in rows:
-        if leaf_hash(canonical_bytes(envelope)) != link.leaf_hash:
+        try:
+            canonical = canonical_bytes(envelope)
+        except EncodingError as exc:
+            # The sealer encoded this row, so a stored value it cannot encode was
+            # put there afterwards (a NaN, an out-of-range number, a wrong type).
+            yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
+                          f"envelope fields cannot be encoded canonically ({exc}): "
+                          "changed after sealing")
+            continue
+        if leaf_hash(canonical) != link.leaf_hash:
             yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
                           "envelope fields changed after sealing (leaf hash does not match)")
         elif chain_hash(link.prev_hash, link.leaf_hash) != link.chain_hash:
@@ -105,18 +105,31 @@ def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) ->
                           "hash columns altered (chain hash does not match prev and leaf hash)")
 
 
-def links_intact(links: Iterable[Link], start_seq: int = 1, start_hash: bytes = GENESIS) -> bool:
+class LinkChecker:
+    """Whether rows fed one at a time each follow their predecessor by seq and hash;
+    ``intact`` stays False from the first row that does not."""
+
+    __slots__ = ("seq", "prev", "intact")
+
+    def __init__(self, start_seq: int = 1, start_hash: bytes = ZERO_HASH):
+        self.seq, self.prev, self.intact = start_seq, start_hash, True
+
+    def add(self, link: Link) -> bool:
+        if link.seq != self.seq or link.prev_hash != self.prev:
+            self.intact = False
+        self.seq, self.prev = link.seq + 1, link.chain_hash
+        return self.intact
+
+
+def links_intact(links: Iterable[Link], start_seq: int = 1, start_hash: bytes = ZERO_HASH) -> bool:
     """The fast path: True when every row follows its predecessor by seq and hash."""
-    seq, prev = start_seq, start_hash
-    for link in links:
-        if link.seq != seq or link.prev_hash != prev:
-            return False
-        seq, prev = seq + 1, link.chain_hash
-    return True
+    checker = LinkChecker(start_seq, start_hash)
+    return all(checker.add(link) for link in links)
 
 
 def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
-                   start_hash: bytes = GENESIS, suspects: frozenset = frozenset()) -> list[Finding]:
+                   start_hash: bytes = ZERO_HASH, suspects: frozenset[tuple[int, str]] = frozenset()
+                   ) -> list[Finding]:
     """Explain a broken chain: which records are missing, inserted or out of order.
 
     ``links`` are sorted by seq. The true order is rebuilt by following
@@ -178,7 +191,7 @@ def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
 
 def _pick_successor(candidates: Iterable[Link], visited: set[int],
                     by_prev: Mapping[bytes, list[Link]], pos: int,
-                    suspects: frozenset) -> Optional[Link]:
+                    suspects: frozenset[tuple[int, str]]) -> Optional[Link]:
     # Where two rows claim the same predecessor (a fork), the genuine one is
     # the one the rest of the chain builds on and whose content matches its
     # hash; ties go to the expected seq.

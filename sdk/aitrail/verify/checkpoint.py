@@ -27,10 +27,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from aitrail.errors import AitrailError
+from aitrail.verify.hashes import EMPTY_ROOT, ZERO_HASH
+
 HEADER = "aitrail-checkpoint/v1"
 SIG_PREFIX = "\u2014 sig "  # EM DASH, SPACE: as in C2SP signed notes, it cannot start a body line
-ZERO_HASH = bytes(32)
-EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962 root of the empty tree
 MAX_U64 = 2**64 - 1  # sizes and numbers are UInt64 in the store
 # Times are 1970-01-01 .. 9999-12-31: the text form has a four-digit year and no sign.
 MAX_TIME_NS = 253402300800 * 10**9 - 1
@@ -47,7 +48,7 @@ _FIELDS = ("origin", "number", "size", "root", "chain", "time", "prev", "key")
 PathOrPem = Union[str, "os.PathLike[str]", bytes]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AitrailError, ValueError):
     """A checkpoint is malformed, does not parse, or does not verify. The message says why."""
 
 

@@ -20,12 +20,19 @@ index it is a position, bound by the chain hash, not content.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+from aitrail.errors import AitrailError
 
 VERSION_TAG = b"aitrail.envelope.v1"
+
+
+class EncodingError(AitrailError, ValueError):
+    """Envelope values that have no canonical encoding (a non-finite confidence, a
+    number out of u64 range, a value of the wrong type, a missing field). Before
+    sealing that is bad input; in a stored row it means the row was changed."""
 
 
 class Field(NamedTuple):
@@ -108,7 +115,7 @@ def _put(out: list[bytes], kind: str, value: Any) -> None:
             out.append(b"\x00")
         else:
             if not math.isfinite(value):
-                raise ValueError("confidence must be a finite number")
+                raise EncodingError("confidence must be a finite number")
             out.append(b"\x01" + _F64.pack(value))
     elif kind == "map":
         items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-8"))
@@ -142,7 +149,7 @@ def _f64_bytes(value: Any) -> bytes:
     return b"".join(out)
 
 
-def _compile_encoder():
+def _compile_encoder() -> Callable[[Sequence[Any]], bytes]:
     # Sealing and verification encode every record, so the encoder is one
     # straight-line function generated from FIELDS: no per-field dispatch.
     # Empty strings and maps, the common case, cost a constant.
@@ -163,10 +170,11 @@ def _compile_encoder():
         else:
             lines.append(f"    a(MAP(v[{i}]) if v[{i}] else ZERO32)")
     lines.append("    return b''.join(out)")
-    scope = {"TAG": _U32.pack(len(tag)) + tag, "U32": _U32.pack, "U64": _U64.pack,
+    scope: dict[str, Any] = {"TAG": _U32.pack(len(tag)) + tag, "U32": _U32.pack, "U64": _U64.pack,
              "F64": _f64_bytes, "MAP": _map_bytes, "ZERO32": b"\x00\x00\x00\x00"}
     exec("\n".join(lines), scope)  # noqa: S102 - code built from FIELDS above only
-    return scope["encode"]
+    encode: Callable[[Sequence[Any]], bytes] = scope["encode"]
+    return encode
 
 
 encode_values = _compile_encoder()
@@ -174,13 +182,34 @@ encode_values.__doc__ = "Canonical bytes of envelope values given in FIELDS orde
 
 
 def canonical_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The envelope's canonical encoding (the input of its leaf hash)."""
-    return encode_values([envelope[name] for name in FIELD_NAMES])
+    """The envelope's canonical encoding (the input of its leaf hash). Raises
+    EncodingError (a ValueError) when a value has none."""
+    try:
+        encoded: bytes = encode_values([envelope[name] for name in FIELD_NAMES])
+        return encoded
+    except Exception:  # noqa: BLE001 - located and explained field by field below
+        raise _encoding_error(envelope) from None
 
 
-def commitment(salt: bytes, content: str) -> str:
-    """Hex SHA-256(salt || content): what the envelope keeps of a payload."""
-    return hashlib.sha256(salt + content.encode("utf-8")).hexdigest()
+def _encoding_error(envelope: Mapping[str, Any]) -> EncodingError:
+    # The fast encoder failed somewhere: name the first field the reference refuses.
+    for f in FIELDS:
+        if f.name not in envelope:
+            return EncodingError(f"{f.name}: missing")
+        try:
+            _put([], f.kind, envelope[f.name])
+        except (ValueError, TypeError, AttributeError, OverflowError, struct.error) as exc:
+            if isinstance(exc, EncodingError):
+                return exc
+            return EncodingError(f"{f.name}: {exc} ({f.kind} field holds "
+                                 f"{type(envelope[f.name]).__name__} "
+                                 f"{_short(envelope[f.name])})")
+    return EncodingError("values without a canonical encoding")  # pragma: no cover
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def empty_envelope() -> dict[str, Any]:

@@ -4,6 +4,8 @@
     node_hash(l, r) = SHA-256(0x01 || l || r)
     MTH({})         = SHA-256()                  (EMPTY_ROOT)
 
+(all three from aitrail.verify.hashes)
+
 The verifiers follow transparency-dev/merkle (proof/verify.go) decision for decision, so the
 shared vectors in ../shared/testdata/rfc6962 pass or fail here exactly as they do there. In
 particular a consistency proof *from* size 0 is an error, as in upstream since PR #236 and as
@@ -19,25 +21,19 @@ Pure functions, stdlib only, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable, Sequence
 
-HASH_SIZE = 32
+from aitrail.errors import AitrailError
+from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 
-EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+class TreeError(AitrailError, ValueError):
+    """Tree arguments that do not fit together: a size or index out of range, a saved
+    compact range that does not match its size, a hash of the wrong length."""
 
 
-class ProofError(ValueError):
+class ProofError(AitrailError, ValueError):
     """A proof did not verify. The message says which check failed."""
-
-
-def leaf_hash(data: bytes) -> bytes:
-    # The 0x00 / 0x01 prefixes keep a leaf from passing for an interior node (second preimage).
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 # --------------------------------------------------------------------------- compact range
@@ -60,16 +56,16 @@ class CompactRange:
 
     @classmethod
     def from_hashes(cls, size: int, hashes: Iterable[bytes]) -> CompactRange:
-        """Rebuild a range saved as (``size``, ``hashes``); raises ValueError if they disagree."""
+        """Rebuild a range saved as (``size``, ``hashes``); raises TreeError if they disagree."""
         hashes = [bytes(h) for h in hashes]
         if size < 0:
-            raise ValueError(f"tree size {size} is negative")
+            raise TreeError(f"tree size {size} is negative")
         if len(hashes) != size.bit_count():
-            raise ValueError(
+            raise TreeError(
                 f"a compact range of size {size} has {size.bit_count()} hashes, got {len(hashes)}"
             )
         for i, h in enumerate(hashes):
-            _check_hash_size(h, f"hash {i}", ValueError)
+            _check_hash_size(h, f"hash {i}", TreeError)
         cr = cls()
         cr._size, cr._hashes = size, hashes
         return cr
@@ -83,7 +79,7 @@ class CompactRange:
         return list(self._hashes)  # a copy: the caller must not be able to corrupt the state
 
     def append(self, leaf_hash: bytes) -> None:
-        _check_hash_size(leaf_hash, "leaf hash", ValueError)
+        _check_hash_size(leaf_hash, "leaf hash", TreeError)
         h = bytes(leaf_hash)
         # Each trailing 1 bit of the old size is a perfect subtree the same height as the one
         # being carried up; merge with it, exactly like incrementing a binary counter.
@@ -140,14 +136,14 @@ def inclusion_proof(
 ) -> list[bytes]:
     """PATH(index, D[0:tree_size]) of RFC 6962 section 2.1.1, bottom-up.
 
-    Raises ValueError unless 0 <= index < tree_size <= len(leaf_hashes).
+    Raises TreeError (a ValueError) unless 0 <= index < tree_size <= len(leaf_hashes).
     """
     if tree_size is None:
         tree_size = len(leaf_hashes)
     if not 0 <= tree_size <= len(leaf_hashes):
-        raise ValueError(f"tree size {tree_size} out of range for {len(leaf_hashes)} leaves")
+        raise TreeError(f"tree size {tree_size} out of range for {len(leaf_hashes)} leaves")
     if not 0 <= index < tree_size:
-        raise ValueError(f"leaf index {index} out of range for tree size {tree_size}")
+        raise TreeError(f"leaf index {index} out of range for tree size {tree_size}")
     # Walk from the root down to the leaf; each step records the sibling subtree's root.
     top_down: list[bytes] = []
     begin, end = 0, tree_size
@@ -166,13 +162,13 @@ def inclusion_proof(
 def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
     """PROOF(size1, D[0:size2]) of RFC 6962 section 2.1.2 (empty when size1 == size2).
 
-    Raises ValueError unless 0 < size1 <= size2 <= len(leaf_hashes): a proof from the empty
-    tree is meaningless (see the module docstring).
+    Raises TreeError (a ValueError) unless 0 < size1 <= size2 <= len(leaf_hashes): a proof
+    from the empty tree is meaningless (see the module docstring).
     """
     if not 0 <= size2 <= len(leaf_hashes):
-        raise ValueError(f"size2 {size2} out of range for {len(leaf_hashes)} leaves")
+        raise TreeError(f"size2 {size2} out of range for {len(leaf_hashes)} leaves")
     if not 0 < size1 <= size2:
-        raise ValueError(f"need 0 < size1 <= size2, got size1={size1}, size2={size2}")
+        raise TreeError(f"need 0 < size1 <= size2, got size1={size1}, size2={size2}")
     # SUBPROOF(m, D[begin:end], b), unrolled: every step appends one subtree root *after*
     # the rest of the proof, so collect them in reverse and flip at the end.
     reversed_proof: list[bytes] = []

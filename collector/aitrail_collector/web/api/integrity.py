@@ -9,6 +9,7 @@ from typing import Callable, Optional
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from aitrail.verify.audit import AuditError
 from aitrail_collector.audit import proofs
 from aitrail_collector.audit.verify import verify_period, verify_store
 from aitrail_collector.ledger.checkpointer import Checkpointer
@@ -44,7 +45,7 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
             if since or until:
                 return verify_period(store, trust, since, until)
             return verify_store(store, trust=trust, from_checkpoint=from_checkpoint)
-        except ValueError as exc:
+        except AuditError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
 
     @api.get("/records/{record_id}/proof", tags=["integrity"])

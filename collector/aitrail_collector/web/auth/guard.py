@@ -20,13 +20,14 @@ from typing import Optional
 from fastapi import HTTPException, Request
 
 from aitrail_collector.web.auth.accounts import Accounts, Principal, Session, Sessions, allowed
+from aitrail.errors import AitrailError
 
 SESSION_COOKIE = "aitrail_session"
 LOGIN_CSRF_COOKIE = "aitrail_login_csrf"
 LOCAL = Principal(name="local", role="auditor", kind="local")
 
 
-class NotSignedIn(Exception):
+class NotSignedIn(AitrailError):
     """Raised by console dependencies: the page redirects to the sign-in form."""
 
     def __init__(self, next_url: str):
