@@ -24,10 +24,23 @@ _DEFAULTS = CollectorConfig(dsn="")
 _LIMITS = Limits()
 
 
+_EXTRA_MODULES = ("clickhouse_connect", "chdb", "fastapi", "uvicorn")
+
+
+def _extra_missing() -> bool:
+    return any(importlib.util.find_spec(m) is None for m in _EXTRA_MODULES)
+
+
 def _need_collector_extra(what: str) -> None:
-    for module in ("clickhouse_connect", "chdb", "fastapi", "uvicorn"):
-        if importlib.util.find_spec(module) is None:
-            raise UsageError(f"{what} needs the collector extra: {COLLECTOR_EXTRA}")
+    if _extra_missing():
+        raise UsageError(f"{what} needs the collector extra: {COLLECTOR_EXTRA}")
+
+
+def _help(text: str, needs_extra: bool = True) -> str:
+    """A command's one-line help; says how to get it when the extra is missing."""
+    if needs_extra and _extra_missing():
+        return f"{text} [needs {COLLECTOR_EXTRA}]"
+    return text
 
 
 # ------------------------------------------------------------------ collector, demo
@@ -152,14 +165,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_collector(sub: Any) -> None:
-    p = sub.add_parser("collector", help="run the collector (gRPC ingest + HTTP query API)")
+    p = sub.add_parser("collector", help=_help("run the collector (gRPC ingest + HTTP query "
+                                               "API)"))
     _add_server(p)
     p.set_defaults(func=cmd_collector)
 
 
 def add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run a collector and a realistic support-ticket triage "
-                                    "scenario")
+    p = sub.add_parser("demo", help=_help("run a collector and a realistic support-ticket "
+                                          "triage scenario"))
     _add_server(p)
     p.add_argument("--tasks", type=int, default=240, help="number of tickets (default 240)")
     p.add_argument("--seed", type=int, default=7)
@@ -283,7 +297,8 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def add_user(sub: Any) -> None:
-    p = sub.add_parser("user", help="manage console users (roles, passwords) and JSON API tokens")
+    p = sub.add_parser("user", help=_help("manage console users (roles, passwords) and JSON "
+                                          "API tokens"))
     p.add_argument("action", choices=("add", "passwd", "role", "disable", "enable", "remove",
                                       "list", "token-create", "token-revoke", "tokens"))
     p.add_argument("target", nargs="?", help="USERNAME; with token-create the token's NAME; "
