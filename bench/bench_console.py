@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_store
 from _common import machine_line, percentile, print_table
+
 from aitrail_collector.store import queries as query
-from aitrail_collector.store.queries import Filters
 from aitrail_collector.store.client import Store
+from aitrail_collector.store.queries import Filters
 from aitrail_collector.store.schema import DB
 
 

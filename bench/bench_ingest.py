@@ -19,17 +19,16 @@ import threading
 import time
 
 import grpc
+from _common import CollectorProcess, machine_line, print_table, run_verify
 
 from aitrail.record.ids import uuid7
-from aitrail.verify.chain import Sealer
-from aitrail.verify.hashes import commitment
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.v1 import audit_pb2_grpc as pb_grpc
+from aitrail.verify.chain import Sealer
+from aitrail.verify.hashes import commitment
+from aitrail_collector.ingest.validate import Limits, validate
 from aitrail_collector.ledger.group_commit import split_record
 from aitrail_collector.store.client import Store
-from aitrail_collector.ingest.validate import Limits, validate
-
-from _common import CollectorProcess, machine_line, print_table, run_verify
 
 WORDS = ("the customer invoice charge refund account billing order shipping delivery "
          "late damaged wrong item support ticket urgent please help thanks regarding "

@@ -68,14 +68,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_store
 from _common import machine_line, percentile, print_table
+
 from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import PAYLOAD_NAMES
 from aitrail.verify.hashes import commitment
 from aitrail_collector.store import export
 from aitrail_collector.store import queries as query
+from aitrail_collector.store.client import Store
 from aitrail_collector.store.export import cells as export_cells
 from aitrail_collector.store.queries import Filters
-from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT
 
 DAY_NS = 86_400 * 10**9

@@ -21,11 +21,11 @@ import tempfile
 import time
 from typing import Callable, Optional
 
-import aitrail
+from _common import CollectorProcess, free_port, machine_line, percentile, print_table
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from _common import CollectorProcess, free_port, machine_line, percentile, print_table
+import aitrail
 
 
 class DiscardExporter(SpanExporter):

@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_store
 from _common import machine_line, print_table
+from bench_query import VARIANTS
+
 from aitrail.verify.envelope import FIELD_NAMES
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB
-from bench_query import VARIANTS
 
 TIME_FIELDS = ("start_time", "end_time", "received_time")
 

@@ -13,15 +13,15 @@ import os
 import tempfile
 import time
 
-from aitrail.verify.chain import check_rows
-from aitrail.verify.envelope import canonical_bytes
-from aitrail.v1 import audit_pb2 as pb
-from aitrail_collector.ledger.group_commit import Ledger
-from aitrail_collector.store.client import Store
-from aitrail_collector.audit.verify import verify_store
-
 from _common import machine_line, print_table
 from bench_ingest import make_batches
+
+from aitrail.v1 import audit_pb2 as pb
+from aitrail.verify.chain import check_rows
+from aitrail.verify.envelope import canonical_bytes
+from aitrail_collector.audit.verify import verify_store
+from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.store.client import Store
 
 
 def fill(store: Store, total: int, batch: int) -> float:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, machine_line
+
 from aitrail.verify.chain import Sealer
 from aitrail.verify.envelope import FIELD_NAMES, empty_envelope
 from aitrail.verify.hashes import commitment

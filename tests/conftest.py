@@ -3,11 +3,7 @@ they use are in support.py (tests/ is on the path: pyproject's pytest settings).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import pytest
-
 from support import CONSOLE_USERS, CollectorProc, ConsoleSite, console_scenario
 
 

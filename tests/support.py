@@ -117,6 +117,7 @@ def make_record(event_type: str = "resolution", **fields: Any):
 
 def stub(endpoint: str):
     import grpc
+
     from aitrail.v1 import audit_pb2_grpc
     return audit_pb2_grpc.AuditServiceStub(grpc.insecure_channel(endpoint))
 

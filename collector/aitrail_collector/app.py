@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from aitrail.verify.audit import Trust
 from aitrail.verify.checkpoint import load_private_key, write_keypair
 from aitrail_collector.anchor import open_anchor
-from aitrail_collector.config import CollectorConfig, ConfigError, DataDir
+from aitrail_collector.config import CollectorConfig, ConfigError
+from aitrail_collector.credentials import write_secret
 from aitrail_collector.ingest.apikeys import KeyRing
 from aitrail_collector.ingest.service import ExportHandler, start_grpc
 from aitrail_collector.ledger.access_log import AccessLog
@@ -34,7 +35,6 @@ from aitrail_collector.store.client import Store
 from aitrail_collector.web.app import create_app
 from aitrail_collector.web.auth.accounts import Accounts, Sessions
 from aitrail_collector.web.auth.guard import WebAuth, is_loopback
-from aitrail_collector.credentials import write_secret
 from aitrail_collector.web.services import Services
 
 log = logging.getLogger("aitrail.collector")

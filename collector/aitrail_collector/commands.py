@@ -16,8 +16,15 @@ import logging
 import sys
 from typing import Any
 
-from aitrail.cli.base import (COLLECTOR_EXTRA, EXIT_FAILED, EXIT_OK, UsageError, add_target,
-                              backend, os_user)
+from aitrail.cli.base import (
+    COLLECTOR_EXTRA,
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_target,
+    backend,
+    os_user,
+)
 from aitrail_collector.config import CollectorConfig, Limits
 
 _DEFAULTS = CollectorConfig(dsn="")

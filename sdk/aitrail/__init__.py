@@ -18,6 +18,7 @@ verification (``aitrail.verify.chain``, ``aitrail.verify.envelope``) live here t
 auditor can verify with this package alone.
 """
 
+from aitrail.export import AuditUnavailable
 from aitrail.instrument import (
     Rationale,
     configure,
@@ -32,7 +33,6 @@ from aitrail.instrument import (
     shutdown,
     stats,
 )
-from aitrail.export import AuditUnavailable
 from aitrail.instrument.context import task
 from aitrail.version import SDK_VERSION as __version__
 

@@ -13,7 +13,6 @@ import re
 import urllib.parse
 
 import pytest
-
 from support import BULK_TASKS, CONSOLE_USERS, FORMULA
 
 CHROMIUM = os.environ.get("AITRAIL_CHROMIUM", "/usr/bin/chromium")

@@ -13,7 +13,14 @@ from argon2 import PasswordHasher
 from support import PY, cli
 
 from aitrail_collector.web.auth.accounts import (
-    PERMISSIONS, ROLES, AccountError, Accounts, Principal, Sessions, allowed)
+    PERMISSIONS,
+    ROLES,
+    AccountError,
+    Accounts,
+    Principal,
+    Sessions,
+    allowed,
+)
 
 # Cheap argon2 parameters keep the unit tests fast; the CLI tests use the defaults.
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

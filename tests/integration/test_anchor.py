@@ -303,6 +303,7 @@ def test_collector_anchors_checkpoints_in_s3_and_verify_compares_them(s3, tmp_pa
     """A real collector process anchoring to the S3 server: every checkpoint it signs is
     an Object-Locked object, and verify --anchor s3://... holds the database to them."""
     from support import CollectorProc, cli, engine, make_record, stub
+
     from aitrail.v1 import audit_pb2 as pb
 
     bucket = new_bucket(s3, locked=True)

@@ -8,7 +8,6 @@ import io
 import urllib.parse
 
 import pytest
-
 from support import BULK_TASKS, FORMULA
 
 

@@ -4,9 +4,9 @@ import time
 
 import grpc
 import pytest
+from support import CollectorProc, count_records, make_record, stub
 
 from aitrail.v1 import audit_pb2 as pb
-from support import CollectorProc, count_records, make_record, stub
 
 NASTY = ["'; DROP TABLE aitrail.envelopes; --", "\\' OR 1=1 --", "{task:String}", "`x`",
          "\"quoted\"", "a\x00b", "ünïcødé ✓ 漢字", "%s %d {0}", "\n\r\t", "$(rm -rf /)"]

@@ -17,13 +17,20 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-
-from aitrail.verify import merkle
-from aitrail.verify.checkpoint import (Checkpoint, SignedCheckpoint, generate_keypair, key_id,
-                                load_private_key, load_public_key, sign)
-from aitrail.verify.bundle import BundleError, verify_bundle
-from aitrail.v1 import audit_pb2 as pb
 from support import PY, CollectorProc, cli, engine, make_record, stub
+
+from aitrail.v1 import audit_pb2 as pb
+from aitrail.verify import merkle
+from aitrail.verify.bundle import BundleError, verify_bundle
+from aitrail.verify.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
+    sign,
+)
 
 E, C = "aitrail.envelopes", "aitrail.checkpoints"
 DAY_NS = 86_400 * 10**9

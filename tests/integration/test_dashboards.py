@@ -18,7 +18,6 @@ from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
-
 from support import PY, ROOT, CollectorProc, engine, make_record, stub
 
 SQL_DIR = ROOT / "dashboards" / "sql"

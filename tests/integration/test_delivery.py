@@ -11,9 +11,9 @@ import time
 
 import grpc
 import pytest
+from support import PY, CollectorProc, cli, count_records, make_record, stub
 
 from aitrail.v1 import audit_pb2 as pb
-from support import PY, CollectorProc, cli, count_records, make_record, stub
 
 
 def test_a_batch_sent_twice_lands_once(collector):

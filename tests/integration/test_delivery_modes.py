@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support import PY, TESTS, CollectorProc, cli, count_records, make_record, stub
 
 import aitrail
 from aitrail.v1 import audit_pb2 as pb
-from support import PY, TESTS, CollectorProc, cli, count_records, make_record, stub
 
 CLIENT = str(TESTS / "chaos_client.py")
 

@@ -15,9 +15,10 @@ import signal
 import subprocess
 
 import pytest
+from support import PY
+from support import cli as _cli
 
 from aitrail_collector.demo.scenario import SENIORS, make_tickets  # imports only; opens no store
-from support import PY, cli as _cli
 
 TASKS, SEED = 200, 7
 

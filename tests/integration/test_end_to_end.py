@@ -6,7 +6,6 @@ import json
 import urllib.parse
 
 from opentelemetry.sdk.trace import TracerProvider
-
 from support import cli
 
 
@@ -114,8 +113,9 @@ def test_csv_export_neutralises_formulas(sdk, collector):
 
 
 def test_export_streams_every_row_of_a_large_result(collector, tmp_path):
-    from aitrail.v1 import audit_pb2 as pb
     from support import make_record, stub
+
+    from aitrail.v1 import audit_pb2 as pb
     client = stub(collector.grpc)
     for b in range(5):  # more rows than one payload chunk of the stream (2000)
         batch = [make_record(event_type="model_call", task_id=f"T-{b}-{i}",
@@ -143,8 +143,9 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
     """The export is rendered by ClickHouse (aitrail_collector.store.export); it must write
     exactly what aitrail.record.csv_format.csv_lines writes for the same records, including
     quoting, formula-safe cells, unicode, maps, and payloads erased or tampered with."""
-    from aitrail.record.csv_format import csv_lines
     from support import engine
+
+    from aitrail.record.csv_format import csv_lines
 
     _emit_scenario(sdk, TracerProvider().get_tracer("test"))
     with sdk.task("=SUM(A1)", request_id='quote " and, comma'):

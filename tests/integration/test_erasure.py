@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from support import CollectorProc, cli, engine, make_record, stub
 
 REASON = "GDPR Art. 17 request #42 from the data subject"

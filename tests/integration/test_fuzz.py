@@ -24,9 +24,9 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CollectorProc, cli, count_records, engine, make_record
 
 from aitrail.v1 import audit_pb2 as pb
-from support import CollectorProc, cli, count_records, engine, make_record
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

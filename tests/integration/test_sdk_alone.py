@@ -10,7 +10,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from support import ROOT, cli
 
 pytestmark = pytest.mark.slow

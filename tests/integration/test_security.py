@@ -30,12 +30,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import CollectorProc, cli, count_records, free_port, make_record, stub
 
 import aitrail
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.v1 import audit_pb2_grpc
-
-from support import CollectorProc, cli, count_records, free_port, make_record, stub
 
 TIMEOUT = 5  # seconds per raw RPC: a failure must not hang the suite
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from support import ROOT
 
 SECONDS = 60

@@ -4,9 +4,9 @@ import json
 from datetime import date, timedelta
 
 import pytest
+from support import CollectorProc, cli, engine, make_record, stub
 
 from aitrail.v1 import audit_pb2 as pb
-from support import CollectorProc, cli, engine, make_record, stub
 
 E, C = "aitrail.envelopes", "aitrail.checkpoints"
 

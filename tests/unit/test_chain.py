@@ -169,14 +169,15 @@ def test_a_forged_row_with_renumbered_successors_is_inserted():
 
 
 def test_the_published_spec_lists_the_fields_in_sealing_order():
-    from pathlib import Path
     import re
+    from pathlib import Path
     doc = (Path(__file__).resolve().parents[2] / "docs/canonical-envelope.md").read_text()
     listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", doc, flags=re.M)
     assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind) for f in FIELDS]
 
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 _text = st.text(max_size=20)
 _envelopes = st.fixed_dictionaries({

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aitrail.verify.hashes import EMPTY_ROOT, ZERO_HASH
 from aitrail.verify.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -27,6 +26,7 @@ from aitrail.verify.checkpoint import (
     verify_signature,
     write_keypair,
 )
+from aitrail.verify.hashes import EMPTY_ROOT, ZERO_HASH
 
 # A fixed key, so the golden text below (signature included) is reproducible.
 SEED_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

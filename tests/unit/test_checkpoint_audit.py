@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from aitrail.verify import hashes, merkle
-from aitrail.verify.checkpoint import Checkpoint, key_id, load_private_key, generate_keypair, sign
 from aitrail.verify.audit import CheckpointAudit, Trust
+from aitrail.verify.checkpoint import Checkpoint, generate_keypair, key_id, load_private_key, sign
 
 HOUR_NS = 3600 * 10**9
 T0 = 1_790_000_000 * 10**9

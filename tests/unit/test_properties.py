@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.ingest.validate import Limits, validate
 from aitrail_collector.store import queries as query
 from aitrail_collector.store.queries import MAX_LIMIT, SORTABLE, FilterError, Filters
-from aitrail_collector.ingest.validate import Limits, validate
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

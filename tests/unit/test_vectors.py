@@ -17,16 +17,22 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aitrail.verify.bundle import BundleError, verify_bundle
+
 # Project modules: one block, so that a module move is one edit here.
 from aitrail.verify.chain import Sealer
-from aitrail.verify.hashes import ZERO_HASH as GENESIS
-from aitrail.verify.hashes import chain_hash, leaf_hash
 from aitrail.verify.checkpoint import (
-    CheckpointError, SignedCheckpoint, format_time, key_id, load_public_key, sign,
+    CheckpointError,
+    SignedCheckpoint,
+    format_time,
+    key_id,
+    load_public_key,
+    sign,
     verify_signature,
 )
 from aitrail.verify.envelope import FIELD_NAMES, canonical_bytes, canonical_bytes_reference
-from aitrail.verify.bundle import BundleError, verify_bundle
+from aitrail.verify.hashes import ZERO_HASH as GENESIS
+from aitrail.verify.hashes import chain_hash, leaf_hash
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata"
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-vectors"

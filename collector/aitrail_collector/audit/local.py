@@ -11,16 +11,16 @@ import os
 from typing import Any, Iterator, Mapping, Optional, Union
 
 from aitrail.cli.remote import ClientError, HttpBackend
-from aitrail.verify.checkpoint import CheckpointError, load_public_key
-from aitrail_collector.audit import proofs
-from aitrail_collector.store import queries as query
-from aitrail_collector.anchor import AnchorError, open_anchor
-from aitrail_collector.config import DataDir, default_data_dir, dsn_for
 from aitrail.verify.audit import AuditError, Trust
-from aitrail_collector.store.export import export_csv as render_csv
-from aitrail_collector.errors import StoreError
-from aitrail_collector.store.client import Store
+from aitrail.verify.checkpoint import CheckpointError, load_public_key
+from aitrail_collector.anchor import AnchorError, open_anchor
+from aitrail_collector.audit import proofs
 from aitrail_collector.audit.verify import verify_store
+from aitrail_collector.config import DataDir, default_data_dir, dsn_for
+from aitrail_collector.errors import StoreError
+from aitrail_collector.store import queries as query
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.export import export_csv as render_csv
 
 
 class LocalBackend:

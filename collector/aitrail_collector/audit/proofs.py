@@ -11,8 +11,8 @@ from typing import Any, Callable, Optional
 
 from aitrail.errors import AitrailError
 from aitrail.verify import merkle
-from aitrail.verify.checkpoint import SignedCheckpoint
 from aitrail.verify.bundle import make_bundle
+from aitrail.verify.checkpoint import SignedCheckpoint
 from aitrail_collector.ledger.checkpointer import Checkpointer, NotCovered
 from aitrail_collector.store.client import Store
 

@@ -24,13 +24,21 @@ import aitrail
 from aitrail_collector.app import Collector, stop_on_signals
 from aitrail_collector.audit.verify import verify_store
 from aitrail_collector.commands import start_from_args
-from aitrail_collector.demo.scenario import (DEMO_REDACTION_KEY, PROMPT_TEMPLATE_ID, SERVICE,
-                                             SERVICE_VERSION, VARIANTS, Outcome, Ticket,
-                                             _model_functions, handle_ticket, make_tickets)
+from aitrail_collector.demo.scenario import (
+    DEMO_REDACTION_KEY,
+    PROMPT_TEMPLATE_ID,
+    SERVICE,
+    SERVICE_VERSION,
+    VARIANTS,
+    Outcome,
+    Ticket,
+    _model_functions,
+    handle_ticket,
+    make_tickets,
+)
 from aitrail_collector.store import dashboards
 from aitrail_collector.store import queries as query
 from aitrail_collector.store.client import Store
-
 
 # ------------------------------------------------------------------ running it
 

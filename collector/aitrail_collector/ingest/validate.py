@@ -11,9 +11,9 @@ import uuid
 from operator import attrgetter
 from typing import Any, Callable, Optional
 
+from aitrail.errors import AitrailError
 from aitrail.record import event_types
 from aitrail.record.event_types import Limit, Part, PartField, Rule
-from aitrail.errors import AitrailError
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.config import Limits
 

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional
 
 from aitrail.record.ids import uuid7
 from aitrail.v1 import audit_pb2 as pb
-from aitrail_collector.web.auth.accounts import Principal
 from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.web.auth.accounts import Principal
 
 log = logging.getLogger("aitrail.collector")
 SERVICE = "aitrail-collector"

@@ -16,11 +16,11 @@ import time
 from typing import Optional
 
 from aitrail.errors import AitrailError
-from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, key_id, sign
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.anchor.stores import AnchorConflict, AnchorError, AnchorStore
-from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.errors import StoreError
+from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store.client import Store
 
 log = logging.getLogger("aitrail.collector")

@@ -31,19 +31,18 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
+from aitrail.errors import AitrailError
 from aitrail.record.ids import uuid7
+from aitrail.v1 import audit_pb2 as pb
 from aitrail.verify.chain import Finding
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail.version import SDK_VERSION
-from aitrail.v1 import audit_pb2 as pb
-from aitrail_collector.ledger.group_commit import Ledger
-from aitrail_collector.store.client import Store
-from aitrail_collector.store import payloads
 from aitrail_collector.config import Limits
-from aitrail.errors import AitrailError
+from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.store import payloads
+from aitrail_collector.store.client import Store
 
 REDACTION = "redaction"
 ERASED_PREFIX = "erased:"

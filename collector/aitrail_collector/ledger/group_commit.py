@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from aitrail.verify.chain import Sealer
-from aitrail.verify.merkle import CompactRange
 from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
+from aitrail.v1 import audit_pb2 as pb
+from aitrail.verify.chain import Sealer
 from aitrail.verify.envelope import empty_envelope
 from aitrail.verify.hashes import commitment
-from aitrail.v1 import audit_pb2 as pb
+from aitrail.verify.merkle import CompactRange
 from aitrail_collector.errors import StoreError
-from aitrail_collector.store.client import Store
 from aitrail_collector.ingest.validate import Limits, validate
+from aitrail_collector.store.client import Store
 
 log = logging.getLogger("aitrail.collector")
 

@@ -28,12 +28,19 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from aitrail.verify.chain import Link
-from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.envelope import FIELD_NAMES
+from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.config import CollectorConfig, DataDir
 from aitrail_collector.errors import StoreError
 from aitrail_collector.store import schema
-from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, ENVELOPE_SELECT, PAYLOAD_COLUMNS, CHECKPOINT_COLUMNS
+from aitrail_collector.store.schema import (
+    CHECKPOINT_COLUMNS,
+    DB,
+    ENVELOPE_COLUMNS,
+    ENVELOPE_SELECT,
+    PAYLOAD_COLUMNS,
+)
+
 
 class Store:
     def __init__(self, dsn: str, retention_days: int = CollectorConfig.retention_days):

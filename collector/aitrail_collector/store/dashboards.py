@@ -21,7 +21,6 @@ from typing import Any, Optional
 
 from aitrail_collector.store.client import Store
 
-
 # ---------------------------------------------------------------- console queries
 
 # The period filter every query shares: both ends inclusive, whole UTC days.

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import PAYLOAD_NAMES
-from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
 from aitrail_collector.store.client import Store
+from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
 from aitrail_collector.store.schema import DB
 
 

@@ -5,7 +5,6 @@ exceptions reach Python. (``Store.erase_payloads`` deletes the rows.)"""
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any
 
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
+from aitrail.errors import AitrailError
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import FIELDS
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, HASH_COLUMNS
-from aitrail.errors import AitrailError
 
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",

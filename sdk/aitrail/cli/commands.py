@@ -10,13 +10,19 @@ import os
 import sys
 from typing import Any
 
-from aitrail.cli.base import (EXIT_FAILED, EXIT_OK, UsageError, add_filters, add_target,
-                              backend, filter_params)
+from aitrail.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_filters,
+    add_target,
+    backend,
+    filter_params,
+)
 from aitrail.cli.output import describe_event, print_table, print_verify
 from aitrail.record.csv_format import csv_lines
 from aitrail.verify.bundle import BundleError, verify_bundle
-from aitrail.verify.checkpoint import (CheckpointError, key_id, load_public_key,
-                                       write_keypair)
+from aitrail.verify.checkpoint import CheckpointError, key_id, load_public_key, write_keypair
 
 
 def cmd_query(args: argparse.Namespace) -> int:

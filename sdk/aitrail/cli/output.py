@@ -10,7 +10,6 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 from aitrail.record import event_types
 
-
 TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
                  ("model", 24), ("decision", 8), ("confidence", 10), ("record_id", 36))
 

@@ -8,15 +8,33 @@ import functools
 import inspect
 import logging
 from types import TracebackType
-from typing import (Any, AsyncGenerator, AsyncIterator, Callable, Final, Generator, Iterator,
-                    Mapping, Optional, TypeVar, cast)
+from typing import (
+    Any,
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Final,
+    Generator,
+    Iterator,
+    Mapping,
+    Optional,
+    TypeVar,
+    cast,
+)
 
 from opentelemetry.context import Context
 
 from aitrail.export import AuditUnavailable
 from aitrail.instrument import context
-from aitrail.instrument.draft import (_LAST_OUTPUT_MAX, _as_text, _describe_args, _last_output,
-                                      _otel, _scope, _time_ns)
+from aitrail.instrument.draft import (
+    _LAST_OUTPUT_MAX,
+    _as_text,
+    _describe_args,
+    _last_output,
+    _otel,
+    _scope,
+    _time_ns,
+)
 from aitrail.instrument.setup import _emit_slow, _state
 from aitrail.record.ids import uuid7
 

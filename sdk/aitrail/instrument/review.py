@@ -8,7 +8,7 @@ import time
 from types import TracebackType
 from typing import Any, Mapping, Optional, Union
 
-from aitrail.instrument.draft import _Draft, _as_text, _last_output, _time_ns
+from aitrail.instrument.draft import _as_text, _Draft, _last_output, _time_ns
 from aitrail.instrument.setup import _emit
 
 DECISIONS = ("approve", "reject", "modify")

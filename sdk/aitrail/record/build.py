@@ -12,9 +12,8 @@ from typing import Any, Callable, Mapping
 from aitrail.record import event_types
 from aitrail.record.event_types import Part, Value
 from aitrail.record.redact import Redactor
-from aitrail.version import SDK_VERSION
 from aitrail.v1 import audit_pb2 as pb
-
+from aitrail.version import SDK_VERSION
 
 Redact = Callable[[str, str], str]  # (field, value) -> what is sent
 

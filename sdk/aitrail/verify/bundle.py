@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from aitrail.errors import AitrailError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes

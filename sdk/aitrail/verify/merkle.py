@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from aitrail.errors import AitrailError
-from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
+from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, node_hash
 
 
 class TreeError(AitrailError, ValueError):

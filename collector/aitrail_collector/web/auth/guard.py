@@ -19,8 +19,8 @@ from typing import Optional
 
 from fastapi import HTTPException, Request
 
-from aitrail_collector.web.auth.accounts import Accounts, Principal, Session, Sessions, allowed
 from aitrail.errors import AitrailError
+from aitrail_collector.web.auth.accounts import Accounts, Principal, Session, Sessions, allowed
 
 SESSION_COOKIE = "aitrail_session"
 LOGIN_CSRF_COOKIE = "aitrail_login_csrf"

@@ -14,29 +14,25 @@ import hmac
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitrail.record.event_types import KNOWN_TYPES
-from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint
 from aitrail.verify.envelope import PAYLOAD_NAMES
-from aitrail_collector.store import queries as query
-from aitrail_collector.web.console import charts
-from aitrail_collector.ledger.access_log import AccessLog
-from aitrail_collector.web.auth.accounts import ROLES, AccountError, Principal, allowed
-from aitrail_collector.store.export import export_csv
-from aitrail_collector.store.client import Store
 from aitrail_collector.store import checkpoints
+from aitrail_collector.store import queries as query
 from aitrail_collector.web import audited
+from aitrail_collector.web.auth.accounts import ROLES, AccountError, Principal, allowed
+from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn
+from aitrail_collector.web.console import charts
 from aitrail_collector.web.services import Services
-from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn, WebAuth
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
