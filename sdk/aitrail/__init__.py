@@ -37,6 +37,7 @@ from aitrail.instrument.context import task
 from aitrail.version import SDK_VERSION as __version__
 
 __all__ = [
-    "AuditUnavailable", "Rationale", "configure", "current_call", "data_access", "escalate", "event", "flush",
+    "AuditUnavailable", "Rationale", "configure", "current_call", "data_access", "escalate",
+    "event", "flush",
     "model_call", "resolve", "review", "shutdown", "stats", "task", "__version__",
 ]

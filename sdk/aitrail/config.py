@@ -16,14 +16,17 @@ max_queue                      AITRAIL_MAX_QUEUE                       100000
 export_timeout (s)             AITRAIL_EXPORT_TIMEOUT                  10
 retry_for (s)                  AITRAIL_RETRY_FOR                       60
 delivery                       AITRAIL_DELIVERY                        durable
-spool_dir                      AITRAIL_SPOOL_DIR                       ~/.local/state/aitrail/spool/<service>
+spool_dir                      AITRAIL_SPOOL_DIR                       (see below)
 spool_max_bytes                AITRAIL_SPOOL_MAX_BYTES                 268435456 (256 MiB)
 strict_timeout (s)             AITRAIL_STRICT_TIMEOUT                  5
 api_key                        AITRAIL_API_KEY                         none
-tls                            AITRAIL_TLS                             off (on when a CA or client cert is set)
+tls                            AITRAIL_TLS                             off (on with a CA/cert)
 ca_cert (path)                 AITRAIL_CA_CERT                         system roots
 client_cert, client_key        AITRAIL_CLIENT_CERT, AITRAIL_CLIENT_KEY none (mutual TLS)
 =============================  ======================================  =================
+
+The spool directory defaults to ``~/.local/state/aitrail/spool/<service>`` (or
+``$XDG_STATE_HOME/aitrail/spool/<service>``).
 
 ``delivery`` is ``durable`` (spool to disk when the collector cannot take a
 batch), ``best_effort`` (never touch the disk; drop and count) or ``strict``

@@ -57,7 +57,8 @@ class ExportHandler:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{n} records in one request; the limit is {self.max_records}")
         if not self._admit(n):
-            context.set_trailing_metadata((("grpc-retry-pushback-ms", str(self.retry_pushback_ms)),))
+            pushback = str(self.retry_pushback_ms)
+            context.set_trailing_metadata((("grpc-retry-pushback-ms", pushback),))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"collector overloaded ({self._pending} records waiting to be sealed); "
                           f"retry in {self.retry_pushback_ms} ms")
@@ -95,7 +96,8 @@ def start_grpc(handler: ExportHandler, listen: str, *,
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", max_message_bytes),
                                   ("grpc.max_send_message_length", max_message_bytes)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": rpc}),))
+    handlers = grpc.method_handlers_generic_handler(SERVICE, {"Export": rpc})
+    server.add_generic_rpc_handlers((handlers,))
     if tls is not None:
         port = server.add_secure_port(listen, tls.credentials())
     else:

@@ -104,7 +104,7 @@ class Checkpointer:
     def covering(self, seq: int) -> SignedCheckpoint:
         """The first stored checkpoint whose tree holds record ``seq``; issues one
         when the record is newer than every checkpoint."""
-        for number, size, text, _ in self.store.checkpoints(self.chain_id):
+        for _, size, text, _ in self.store.checkpoints(self.chain_id):
             if size >= seq:
                 return SignedCheckpoint.parse(text)
         signed = self.issue(force=True)

@@ -53,7 +53,7 @@ class Store:
         self.embedded = self.data_dir is not None
         if self.data_dir is not None:
             os.makedirs(self.data_dir.root, exist_ok=True)
-        self.client  # open now, so a held or unreachable store fails here, clearly
+        _ = self.client  # open now, so a held or unreachable store fails here, clearly
 
     @property
     def client(self):
@@ -185,7 +185,8 @@ class Store:
         for row in self.stream(sql, {"c": chain_id, "s": from_seq}):
             envelope = dict(zip(FIELD_NAMES, row[1:1 + n_fields]))
             prev, leaf, chain = row[1 + n_fields:]
-            yield Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain)), envelope
+            link = Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain))
+            yield link, envelope
 
     def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
         sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"

@@ -75,7 +75,8 @@ def envelope_ddl(retention_days: int) -> str:
 def payload_ddl(retention_days: int) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {DB}.payloads (\n"
             "  chain_id LowCardinality(String), record_id String, name LowCardinality(String),\n"
-            "  start_time DateTime64(9, 'UTC'), salt String /* hex */, content String, commitment String,\n"
+            "  start_time DateTime64(9, 'UTC'), salt String /* hex */, content String,"
+            " commitment String,\n"
             "  INDEX idx_record record_id TYPE bloom_filter(0.001) GRANULARITY 1\n)"
             " ENGINE = MergeTree"
             " PARTITION BY toDate(start_time)"

@@ -74,7 +74,8 @@ def filter_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def backend(args: argparse.Namespace) -> Backend:
     """The ledger the command reads: a collector over HTTP, or a store directly."""
-    url = args.url or (None if (args.data_dir or args.clickhouse) else os.environ.get("AITRAIL_URL"))
+    direct = args.data_dir or args.clickhouse
+    url = args.url or (None if direct else os.environ.get("AITRAIL_URL"))
     token = args.token or os.environ.get("AITRAIL_TOKEN")
     if url:
         return HttpBackend(url, token=token)

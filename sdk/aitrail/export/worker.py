@@ -113,7 +113,8 @@ class BatchWorker:
     def _start(self) -> None:
         with self._start_lock:
             if self._thread is None and not self._stopping:
-                self._thread = threading.Thread(target=self._run, name="aitrail-export", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="aitrail-export",
+                                                daemon=True)
                 self._thread.start()
 
     # ------------------------------------------------------------ worker side

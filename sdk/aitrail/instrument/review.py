@@ -81,7 +81,8 @@ class review:
         self._t0 = time.monotonic_ns()
         return self
 
-    def _decide(self, decision: str, rationale: RationaleLike, output: Optional[str] = None) -> None:
+    def _decide(self, decision: str, rationale: RationaleLike,
+                output: Optional[str] = None) -> None:
         draft = self._draft
         if draft is None:
             raise RuntimeError("review: decide inside the 'with' block")

@@ -86,7 +86,8 @@ def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r: Redact) -> None:
     m.prompt_template_id = d.get("prompt_template_id") or ""
     m.prompt_version = d.get("prompt_version") or ""
     for key, value in (d.get("parameters") or {}).items():
-        m.parameters[str(key)] = value if isinstance(value, str) else json.dumps(value, default=repr)
+        text = value if isinstance(value, str) else json.dumps(value, default=repr)
+        m.parameters[str(key)] = text
     m.input = r("input", d.get("input") or "")
     m.output = r("output", d.get("output") or "")
     if d.get("confidence") is not None:

@@ -160,8 +160,9 @@ def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
         if successor is not None:
             visited.add(id(successor))
             if successor.seq != pos:
-                findings.append(Finding(OUT_OF_ORDER, chain_id, successor.seq, successor.record_id,
-                                        f"stored at seq {successor.seq} but its hash links it to position {pos}"))
+                findings.append(Finding(
+                    OUT_OF_ORDER, chain_id, successor.seq, successor.record_id,
+                    f"stored at seq {successor.seq} but its hash links it to position {pos}"))
             pos, cur = pos + 1, successor.chain_hash
             continue
         row = next_unvisited()
@@ -173,19 +174,22 @@ def classify_links(chain_id: str, links: list[Link], start_seq: int = 1,
         # predecessor we hold was never that predecessor's successor (a fork).
         dead_end = not has_successor and (row.seq != last_seq or row.seq <= pos)
         if row.prev_hash in known or dead_end:
-            findings.append(Finding(INSERTED, chain_id, row.seq, row.record_id,
-                                    "no sealed record links to this row: it was added outside the collector"))
+            findings.append(Finding(
+                INSERTED, chain_id, row.seq, row.record_id,
+                "no sealed record links to this row: it was added outside the collector"))
             continue
         if row.seq > pos:
             for gone in range(pos, row.seq):
-                findings.append(Finding(MISSING, chain_id, gone, "",
-                                        f"record at seq {gone} was deleted (seq {row.seq} links to a record "
-                                        "that is not stored)"))
+                findings.append(Finding(
+                    MISSING, chain_id, gone, "",
+                    f"record at seq {gone} was deleted (seq {row.seq} links to a record "
+                    "that is not stored)"))
         else:
-            findings.append(Finding(MISSING, chain_id, row.seq, row.record_id,
-                                    f"the record before seq {row.seq} is not the one it was sealed after: "
-                                    "a record was deleted and later rows renumbered, or the previous row "
-                                    "was replaced"))
+            findings.append(Finding(
+                MISSING, chain_id, row.seq, row.record_id,
+                f"the record before seq {row.seq} is not the one it was sealed after: "
+                "a record was deleted and later rows renumbered, or the previous row "
+                "was replaced"))
         pos, cur = row.seq + 1, row.chain_hash
 
 

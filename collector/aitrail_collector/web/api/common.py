@@ -35,7 +35,8 @@ def filter_params(task: Optional[str] = None,
                   sort: str = Query("start_time", description=", ".join(query.SORTABLE)),
                   order: str = Query("asc", description="asc or desc")) -> dict[str, Any]:
     return {"task": task, "reviewer": reviewer, "request_id": request_id, "trace_id": trace_id,
-            "record_id": record_id, "service": service, "types": type or (), "since": since, "until": until,
+            "record_id": record_id, "service": service, "types": type or (), "since": since,
+            "until": until,
             "sort": sort, "order": order}
 
 

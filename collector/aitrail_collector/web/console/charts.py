@@ -20,7 +20,8 @@ from aitrail_collector.store.client import Store
 STYLE = Style(background="white", plot_background="white", foreground="#1d2330",
               foreground_strong="#1d2330", foreground_subtle="#687185",
               colors=("#2456a6", "#b3261e", "#1f7a3f", "#9a6700", "#6b3fa0", "#00838f"),
-              font_family="system-ui, sans-serif", title_font_size=14, label_font_size=12, major_label_font_size=12,
+              font_family="system-ui, sans-serif", title_font_size=14, label_font_size=12,
+              major_label_font_size=12,
               legend_font_size=13)
 OPTIONS = dict(style=STYLE, width=760, height=340, js=[], disable_xml_declaration=True,
                explicit_size=False, print_values=False, show_legend=True,
@@ -73,7 +74,8 @@ def _override_bars(rows: list[dict], label, title: str, chart_id: str, what: str
 
 def override_by_model(store: Store, since: date, until: date) -> dict:
     return _override_bars(dashboards.override_by_model(store, since, until),
-                          lambda r: f"{r['model'] or '(no model call)'} {r['model_version']}".strip(),
+                          lambda r: f"{r['model'] or '(no model call)'} "
+                                    f"{r['model_version']}".strip(),
                           "Override rate by model", "override-model", "model")
 
 
