@@ -166,8 +166,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _need_collector_extra("the demo")
+    if args.tasks < 1:
+        raise UsageError("--tasks must be at least 1")
     from aitrail_collector.demo.run import run_demo
-    code: int = run_demo(args)
+    code: int = run_demo(start_from_args(args), args)
     return code
 
 

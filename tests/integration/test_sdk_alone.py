@@ -4,6 +4,7 @@ needs the collector with a clear message instead of a traceback."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,8 +21,12 @@ def sdk_venv(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("sdk-venv")
     venv.EnvBuilder(with_pip=True).create(where)
     py = where / "bin" / "python"
+    # A copy: building from the work tree would leave build/ in it.
+    src = where / "src"
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "aitrail-data", "__pycache__", "bench", "tests"))
     out = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                          str(ROOT)], capture_output=True, text=True, timeout=600)
+                          str(src)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return where
 

@@ -12,7 +12,6 @@ import argparse
 import os
 import random
 import shlex
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -23,7 +22,6 @@ from opentelemetry.trace import Tracer
 import aitrail
 from aitrail_collector.app import Collector, stop_on_signals
 from aitrail_collector.audit.verify import verify_store
-from aitrail_collector.commands import start_from_args
 from aitrail_collector.demo.scenario import (
     DEMO_REDACTION_KEY,
     PROMPT_TEMPLATE_ID,
@@ -164,11 +162,9 @@ def _example_ticket(outcomes: Sequence[Outcome]) -> Outcome:
 
 # ------------------------------------------------------------------ entry point
 
-def run_demo(args: argparse.Namespace) -> int:
-    if args.tasks < 1:
-        sys.stderr.write("aitrail demo: --tasks must be at least 1\n")
-        return 2
-    collector = start_from_args(args)
+def run_demo(collector: Collector, args: argparse.Namespace) -> int:
+    """Run the scenario against ``collector`` (started by the ``demo`` command), print
+    what the ledger holds, then serve until a signal unless ``--no-serve``."""
     try:
         return _run(collector, args)
     except BaseException:
