@@ -23,6 +23,8 @@ import secrets
 import tempfile
 from typing import Any, Iterator, Optional
 
+from aitrail.files import fsync_dir
+
 try:  # POSIX: serialise writers in different processes
     import fcntl
 except ImportError:  # pragma: no cover - Windows: one writer at a time is up to the operator
@@ -70,6 +72,7 @@ def write_secret(path: str, text: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
+        fsync_dir(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -31,6 +31,7 @@ from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 
 from aitrail.errors import AitrailError
+from aitrail.files import fsync_dir
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, check_origin
 from aitrail_collector.config import CollectorConfig
 
@@ -176,7 +177,7 @@ class DirectoryAnchor(AnchorStore):
                 os.link(tmp, final)
             finally:
                 os.unlink(tmp)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except FileExistsError:
             return False
         except OSError as e:
@@ -188,7 +189,7 @@ class DirectoryAnchor(AnchorStore):
             return
         self.root.mkdir(parents=True, exist_ok=True)
         chain_dir.mkdir(exist_ok=True)
-        _fsync_dir(self.root)  # the new directory entry must survive a crash too
+        fsync_dir(self.root)  # the new directory entry must survive a crash too
 
     def entries(self, chain_id: str) -> list[AnchorEntry]:
         chain_dir = self.root / check_origin(chain_id)
@@ -214,13 +215,6 @@ class DirectoryAnchor(AnchorStore):
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _is_origin(p.name))
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_origin(name: str) -> bool:

@@ -20,6 +20,7 @@ import threading
 import uuid
 
 from aitrail.errors import AitrailError
+from aitrail.files import fsync_dir
 
 SUFFIX = ".batch"
 
@@ -104,7 +105,7 @@ class Spool:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.rename(tmp, final)
-            _fsync_dir(self._own)
+            fsync_dir(self._own)
             self._bytes += len(data)
 
     def _last_number(self) -> int:
@@ -145,10 +146,3 @@ class Spool:
             os.close(fd)
         self._lock_fds = []
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
