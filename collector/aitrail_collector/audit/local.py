@@ -57,7 +57,7 @@ class LocalBackend:
         return events
 
     def export_csv(self, params: Mapping[str, Any]) -> Iterator[bytes]:
-        f = self._filters(params, limit="all", offset="0")
+        f = self._filters(params, limit=None, offset="0")
         yield from render_csv(self.store, f)
 
     def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,

@@ -30,27 +30,42 @@ class FilterError(AitrailError, ValueError):
 
 _RELATIVE = re.compile(r"(\d+)\s*(s|m|h|d|w)")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# What start_time can hold: Int64 nanoseconds since 1970 (ClickHouse DateTime64(9)),
+# so at most 2**63 - 1 ns, 2262-04-11T23:47:16.854775807Z (here to the microsecond).
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=timezone.utc)
 
 
 def parse_time(value: str, name: str, now: Optional[datetime] = None) -> datetime:
-    """ISO 8601 (date or date-time; naive means UTC), ``now``, or a span ago: 30m, 24h, 7d."""
+    """ISO 8601 (date or date-time; naive means UTC), ``now``, or a span ago: 30m, 24h, 7d.
+    Times the store cannot hold (before 1970, after 2262-04-11) are refused."""
     text = value.strip()
     now = now or datetime.now(timezone.utc)
+    out_of_range = FilterError(f"{name} {value!r}: outside the times the store holds "
+                               f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}, UTC)")
     if text == "now":
         return now
     m = _RELATIVE.fullmatch(text)
     if m:
         try:
-            return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+            parsed = now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
         except OverflowError:
-            raise FilterError(f"{name} {value!r}: that is before the year 1") from None
+            raise out_of_range from None
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise FilterError(f"{name} {value!r}: expected an ISO 8601 date or time "
+                              "(2026-11-28, 2026-11-28T09:30:00Z), 'now', or a span ago like "
+                              "30m, 24h, 7d") from None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(f"{name} {value!r}: expected an ISO 8601 date or time "
-                          "(2026-11-28, 2026-11-28T09:30:00Z), 'now', or a span ago like "
-                          "30m, 24h, 7d") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # a time zone offset past the year 1 or 9999
+        raise out_of_range from None
+    if not EARLIEST <= parsed <= LATEST:
+        raise out_of_range
+    return parsed
 
 
 def _ns(dt: datetime) -> int:
@@ -87,7 +102,15 @@ class Filters:
         f.until = parse_time(until, "until") if until else None
         if f.since and f.until and f.since > f.until:
             raise FilterError("since is after until")
-        f.limit = None if limit in (None, "", "all", "0", 0) else _int(limit, "limit", 1, MAX_LIMIT)
+        # No limit is only for callers that stream everything (the export), never a
+        # value a user gives: "all" and 0 are refused like any other out-of-range limit.
+        if limit is None:
+            f.limit = None
+        elif str(limit).strip().lower() == "all":
+            raise FilterError(f"limit {limit!r}: expected 1..{MAX_LIMIT}; page with offset, "
+                              "or export to get every matching record")
+        else:
+            f.limit = _int("100" if limit == "" else limit, "limit", 1, MAX_LIMIT)
         f.offset = _int(offset or 0, "offset", 0, 10**12)
         if sort not in SORTABLE:
             raise FilterError(f"sort {sort!r}: expected one of {', '.join(SORTABLE)}")

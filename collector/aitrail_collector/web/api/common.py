@@ -40,7 +40,7 @@ def filter_params(task: Optional[str] = None,
             "sort": sort, "order": order}
 
 
-def parse_filters(params: dict[str, Any], limit: str, offset: str) -> query.Filters:
+def parse_filters(params: dict[str, Any], limit: Optional[str], offset: str) -> query.Filters:
     try:
         return query.Filters.parse(**params, limit=limit, offset=offset)
     except query.FilterError as exc:

@@ -18,7 +18,8 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
 
     @api.get("/records", tags=["records"])
     def records(request: Request, params: dict = Depends(filter_params),
-                limit: str = Query("100", description=f"1..{query.MAX_LIMIT}, or 'all'"),
+                limit: str = Query("100", description=f"1..{query.MAX_LIMIT} (for more, page with "
+                                   "offset, or use the export)"),
                 offset: str = "0") -> dict:
         """Search: matching records (newest last unless order=desc), payloads included
         for roles that may read them, and the total number of matches."""
@@ -36,7 +37,7 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
         """Every matching record as CSV: a header, UTF-8, ISO 8601 times, formula-safe
         cells; streamed. Auditors only (the file carries payloads)."""
         principal = who("export")(request)
-        f = parse_filters(params, "all", "0")
+        f = parse_filters(params, None, "0")
         return StreamingResponse(audited.export(services, principal, f, via="api"),
                                  media_type="text/csv; charset=utf-8", headers={
                                      "Content-Disposition":

@@ -83,7 +83,7 @@ class Console:
                 task=qp.get("task"), reviewer=qp.get("reviewer"),
                 request_id=qp.get("request_id"), trace_id=qp.get("trace_id"),
                 types=qp.getlist("type"), since=since, until=until,
-                limit=str(limit) if limit else "all", offset=str((page - 1) * (limit or 0)),
+                limit=str(limit) if limit else None, offset=str((page - 1) * (limit or 0)),
                 sort=qp.get("sort") or "start_time", order=qp.get("order") or "desc")
         except query.FilterError as exc:
             raise HTTPException(400, str(exc)) from None
