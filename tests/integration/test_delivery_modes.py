@@ -19,7 +19,7 @@ CLIENT = str(TESTS / "chaos_client.py")
 def _stored(collector) -> list[dict]:
     """The clients' records, by seq (the collector's own data_access records of the
     test's reads are left out)."""
-    return [r for r in collector.get("/api/v1/records?limit=all&sort=seq")["records"]
+    return [r for r in collector.get("/api/v1/records?limit=10000&sort=seq")["records"]
             if r["service"] != "aitrail-collector"]
 
 
@@ -118,7 +118,7 @@ def test_strict_mode_raises_without_a_collector_and_returns_with_one(down_collec
         assert answer("second") == "42"
         # Acknowledged means stored: visible at once, without a flush.
         inputs = [r["input"] for r in
-                  down_collector.get("/api/v1/records?type=model_call&limit=all")["records"]]
+                  down_collector.get("/api/v1/records?type=model_call&limit=10000")["records"]]
         assert "second" in inputs
     finally:
         aitrail.shutdown()
@@ -228,7 +228,7 @@ def test_chaos_kills_and_a_store_outage_lose_nothing_and_duplicate_nothing(colle
             if c.poll() is None:
                 c.kill()
     emitted = [line for n in range(3) for line in (tmp_path / f"{n}.ids").read_text().split()]
-    everything = collector.get("/api/v1/records?limit=all&sort=seq")["records"]
+    everything = collector.get("/api/v1/records?limit=10000&sort=seq")["records"]
     stored = [r["record_id"] for r in everything if r["service"] != "aitrail-collector"]
     assert len(emitted) == 4500
     missing, extra = set(emitted) - set(stored), set(stored) - set(emitted)

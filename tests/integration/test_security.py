@@ -169,7 +169,7 @@ def _bearer(key: str):
 
 
 def _stored_ids(collector: CollectorProc, **filters: str) -> set[str]:
-    query = urllib.parse.urlencode(dict(filters, limit="all"))
+    query = urllib.parse.urlencode(dict(filters, limit="10000"))
     return {r["record_id"] for r in collector.get(f"/api/v1/records?{query}")["records"]}
 
 
@@ -355,7 +355,7 @@ def test_sdk_with_api_key_delivers_and_wrong_service_is_rejected(keyed):
         ids = [aitrail.resolve("T-sdk-key", resolution="closed") for _ in range(3)]
         stats = _wait_sdk()
         assert (stats["sent"], stats["rejected"], stats["dropped"]) == (3, 0, 0)
-        rows = keyed.get("/api/v1/records?limit=all&task=T-sdk-key")["records"]
+        rows = keyed.get("/api/v1/records?limit=10000&task=T-sdk-key")["records"]
         assert {r["record_id"] for r in rows} == set(ids)
         assert {r["service"] for r in rows} == {"svc-a"}
 
