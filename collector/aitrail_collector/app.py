@@ -32,7 +32,7 @@ from aitrail_collector.ledger.access_log import AccessLog
 from aitrail_collector.ledger.checkpointer import Checkpointer
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store.client import Store
-from aitrail_collector.web.app import create_app
+from aitrail_collector.web.app import asgi_app, create_app
 from aitrail_collector.web.auth.accounts import Accounts, Sessions
 from aitrail_collector.web.auth.guard import WebAuth, is_loopback
 from aitrail_collector.web.services import Services
@@ -67,7 +67,9 @@ class Collector:
             raise ConfigError("a ClickHouse server store needs --users (the console accounts file)")
         self.accounts = Accounts(users)
         self.auth = WebAuth(self.accounts, Sessions(idle_timeout_s=config.session_idle_s,
-                                                    accounts=self.accounts))
+                                                    accounts=self.accounts),
+                            secure_cookies=config.http_tls is not None,
+                            trusted_proxies=config.trusted_proxies)
         self.grpc_port = 0
         self.http_port = 0
         self._grpc = None
@@ -109,7 +111,8 @@ class Collector:
     def url(self) -> Optional[str]:
         if not self.http_port:
             return None
-        return f"http://{_split(self.config.http_listen)[0]}:{self.http_port}"
+        scheme = "https" if self.config.http_tls else "http"
+        return f"{scheme}://{_split(self.config.http_listen)[0]}:{self.http_port}"
 
     def start(self) -> "Collector":
         cfg = self.config
@@ -135,8 +138,15 @@ class Collector:
             # sign-in (webauth.py); it must never be reachable from elsewhere like that.
             raise ConfigError(f"--http-listen {self.config.http_listen}: create a console user "
                              "first (aitrail user add NAME --role admin), or listen on 127.0.0.1")
-        cfg = uvicorn.Config(create_app(self.services()), host=host, port=port,
-                             log_level="warning", access_log=False)
+        tls = self.config.http_tls
+        # uvicorn's own proxy handling is off: by default it believes X-Forwarded-For
+        # from 127.0.0.1, which would let any local proxy decide who is "local".
+        # asgi_app applies it for --trusted-proxies only, keeping the real peer.
+        cfg = uvicorn.Config(asgi_app(create_app(self.services()), self.config.trusted_proxies),
+                             host=host, port=port, log_level="warning", access_log=False,
+                             proxy_headers=False, server_header=False,
+                             ssl_certfile=tls.cert if tls else None,
+                             ssl_keyfile=tls.key if tls else None)
         self._http = uvicorn.Server(cfg)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()

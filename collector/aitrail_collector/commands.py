@@ -88,6 +88,13 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-key", metavar="PEM", help="and this private key")
     g.add_argument("--tls-client-ca", metavar="PEM",
                    help="require client certificates signed by this CA (mutual TLS)")
+    g.add_argument("--http-tls-cert", metavar="PEM",
+                   help="serve the console and the JSON API over https with this certificate")
+    g.add_argument("--http-tls-key", metavar="PEM", help="and this private key")
+    g.add_argument("--trusted-proxies", metavar="ADDR[,ADDR...]", default="",
+                   help="reverse proxies in front of the HTTP side (addresses or networks); "
+                        "their X-Forwarded-For names the client, and they are never trusted "
+                        "as callers on this machine (default: none)")
     g = p.add_argument_group("limits (hostile input and overload)")
     g.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
                    help="largest gRPC request accepted (default 64 MiB)")
@@ -118,6 +125,8 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if bool(args.http_tls_cert) != bool(args.http_tls_key):
+        raise ConfigError("--http-tls-cert and --http-tls-key go together")
     limits = Limits(max_record_bytes=args.max_record_bytes, max_text_chars=args.max_text_chars,
                     max_attributes=args.max_attributes, future_skew_s=args.max_clock_skew,
                     max_age_s=int(args.max_record_age_days * 86400))
@@ -131,7 +140,9 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
-        if args.tls_cert else None)
+        if args.tls_cert else None,
+        http_tls=TlsFiles(args.http_tls_cert, args.http_tls_key) if args.http_tls_cert else None,
+        trusted_proxies=tuple(p.strip() for p in args.trusted_proxies.split(",") if p.strip()))
     config.validate()
     return config
 

@@ -8,6 +8,7 @@ parts the composition root (``app.py``) builds get their values from it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ class CollectorConfig:
     grpc_workers: int = 8
     api_keys: Optional[str] = None       # keys file; set: every request needs a valid key
     tls: Optional[TlsFiles] = None
+    http_tls: Optional[TlsFiles] = None  # set: the console and API serve https only
+    # Reverse proxies in front of the HTTP side (addresses or networks). A request from
+    # one is never a loopback caller, whatever it forwards (README: The console).
+    trusted_proxies: tuple[str, ...] = ()
     signing_key: Optional[str] = None    # Ed25519 private key (PEM); default DataDir.signing_key
     anchor: Optional[str] = None         # directory or s3://bucket/prefix; default DataDir.anchor
     checkpoint_interval: float = 300.0
@@ -82,10 +87,16 @@ class CollectorConfig:
             raise ConfigError("--retention-days must be at least one day")
         if self.checkpoint_interval <= 0 or self.checkpoint_max_quiet <= 0:
             raise ConfigError("--checkpoint-interval and --checkpoint-max-quiet must be positive")
-        if self.tls is not None:
-            paths = [self.tls.cert, self.tls.key, self.tls.client_ca]
-        else:
-            paths = []
+        paths = []
+        for tls in (self.tls, self.http_tls):
+            if tls is not None:
+                paths += [tls.cert, tls.key, tls.client_ca]
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"--trusted-proxies {proxy!r}: expected an IP address or "
+                                  "network (127.0.0.1, 10.0.0.0/8)") from None
         for path in paths + [self.api_keys, self.signing_key]:
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{path}: no such file")

@@ -125,7 +125,8 @@ class LocalBackend:
 
 
 def open_backend(data_dir: Optional[str] = None, clickhouse: Optional[str] = None,
-                 token: Optional[str] = None) -> Union[LocalBackend, HttpBackend]:
+                 token: Optional[str] = None,
+                 ca_cert: Optional[str] = None) -> Union[LocalBackend, HttpBackend]:
     """The ledger at ``--clickhouse`` or ``--data-dir`` (default: $AITRAIL_DATA_DIR, else
     ./aitrail-data); a directory a running collector holds is read through it."""
     if clickhouse:
@@ -138,5 +139,6 @@ def open_backend(data_dir: Optional[str] = None, clickhouse: Optional[str] = Non
     if held and held.get("url"):
         # Whoever can read the store's directory may read the store: the collector
         # leaves a token there (mode 0600) for the CLI, which then acts as "local".
-        return HttpBackend(held["url"], token=token or directory.read_local_token())
+        return HttpBackend(held["url"], token=token or directory.read_local_token(),
+                           ca_cert=ca_cert)
     return LocalBackend(directory.dsn)

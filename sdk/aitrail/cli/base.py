@@ -51,6 +51,9 @@ def add_target(p: argparse.ArgumentParser) -> None:
     x.add_argument("--clickhouse", metavar="DSN", help="a ClickHouse DSN (http://host:8123, chdb:///dir)")
     g.add_argument("--token", metavar="TOKEN",
                    help="API token for --url (default $AITRAIL_TOKEN; `aitrail user token-create`)")
+    g.add_argument("--ca-cert", metavar="PEM",
+                   help="for an https collector: trust this CA certificate (default "
+                        "$AITRAIL_CA_CERT, else the system's CAs)")
 
 
 def add_filters(p: argparse.ArgumentParser) -> None:
@@ -77,8 +80,9 @@ def backend(args: argparse.Namespace) -> Backend:
     direct = args.data_dir or args.clickhouse
     url = args.url or (None if direct else os.environ.get("AITRAIL_URL"))
     token = args.token or os.environ.get("AITRAIL_TOKEN")
+    ca_cert = getattr(args, "ca_cert", None) or os.environ.get("AITRAIL_CA_CERT") or None
     if url:
-        return HttpBackend(url, token=token)
+        return HttpBackend(url, token=token, ca_cert=ca_cert)
     found = entry_points(group=BACKEND_GROUP, name="store")
     try:
         open_store = next(iter(found)).load()
@@ -86,7 +90,7 @@ def backend(args: argparse.Namespace) -> Backend:
         raise UsageError(f"reading a store directly needs the collector extra: "
                          f"{COLLECTOR_EXTRA} (or pass --url)") from None
     backend_: Backend = open_store(data_dir=args.data_dir, clickhouse=args.clickhouse,
-                                   token=token)
+                                   token=token, ca_cert=ca_cert)
     return backend_
 
 

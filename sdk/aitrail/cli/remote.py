@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import types
 import urllib.error
 import urllib.parse
@@ -30,12 +31,20 @@ _NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class HttpBackend:
-    def __init__(self, url: str, timeout: float = 120.0, token: Optional[str] = None):
+    def __init__(self, url: str, timeout: float = 120.0, token: Optional[str] = None,
+                 ca_cert: Optional[str] = None):
         if not url.startswith(("http://", "https://")):
             raise ClientError(f"--url {url!r}: expected http://host:port")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token
+        # https: the system's CAs, or only ``ca_cert`` (a private CA, a self-signed cert).
+        self.context: Optional[ssl.SSLContext] = None
+        if ca_cert:
+            try:
+                self.context = ssl.create_default_context(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(f"--ca-cert {ca_cert}: {exc}") from None
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -50,7 +59,7 @@ class HttpBackend:
             # __init__) it is an HTTPResponse.
             return cast(http.client.HTTPResponse, urllib.request.urlopen(
                 urllib.request.Request(url, headers=self._headers()),
-                timeout=self.timeout))  # noqa: S310 - user's URL
+                timeout=self.timeout, context=self.context))  # noqa: S310 - user's URL
         except urllib.error.HTTPError as err:
             try:
                 detail = json.loads(err.read()).get("detail")
@@ -70,8 +79,8 @@ class HttpBackend:
         return result
 
     def timeline(self, task_id: str) -> list[dict[str, Any]]:
-        path = "/api/v1/tasks/" + urllib.parse.quote(task_id, safe="") + "/timeline"
-        events: list[dict[str, Any]] = self._json(path)["events"]
+        # A query value, not a path segment: ids like "..", "a/b" survive every proxy.
+        events: list[dict[str, Any]] = self._json("/api/v1/timeline", {"task": task_id})["events"]
         return events
 
     def export_csv(self, params: Mapping[str, Any]) -> Iterator[bytes]:
@@ -110,7 +119,8 @@ class HttpBackend:
                                      headers={"Content-Type": "application/json",
                                               **self._headers()})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=self.timeout,  # noqa: S310
+                                        context=self.context) as resp:
                 result: dict[str, Any] = json.load(resp)
                 return result
         except urllib.error.HTTPError as err:

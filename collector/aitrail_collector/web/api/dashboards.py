@@ -8,8 +8,8 @@ from typing import Optional
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from aitrail_collector.store import dashboards
-from aitrail_collector.store.client import Store
 from aitrail_collector.web.api.common import Who
+from aitrail_collector.web.services import Services
 
 
 def _period(since: Optional[date], until: Optional[date]) -> tuple[date, date]:
@@ -20,7 +20,8 @@ def _period(since: Optional[date], until: Optional[date]) -> tuple[date, date]:
     return since, until
 
 
-def mount(api: APIRouter, store: Store, who: Who) -> None:
+def mount(api: APIRouter, services: Services, who: Who) -> None:
+    store = services.store
     figures = {
         "override-daily": dashboards.override_daily,
         "override-by-model": dashboards.override_by_model,
@@ -39,10 +40,14 @@ def mount(api: APIRouter, store: Store, who: Who) -> None:
         """The figures the console charts (the dashboards/sql views), over whole UTC days:
         override-daily, override-by-model, override-by-prompt-version, review-times,
         escalations-daily, volume-by-type."""
-        who("aggregates")(request)
+        principal = who("aggregates")(request)
         if figure not in figures:
             raise HTTPException(status_code=404, detail=f"no figure {figure!r}; choose one of "
                                 f"{', '.join(figures)}")
         since, until = _period(since, until)
+        rows = figures[figure](store, since, until)
+        services.access.record(principal, f"dashboard:{figure}",
+                               {"since": since.isoformat(), "until": until.isoformat()},
+                               len(rows), via="api")
         return {"figure": figure, "since": since.isoformat(), "until": until.isoformat(),
-                "rows": figures[figure](store, since, until)}
+                "rows": rows}

@@ -51,11 +51,13 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
     @api.get("/records/{record_id}/proof", tags=["integrity"])
     def record_proof(request: Request, record_id: str) -> Response:
         """A self-contained proof bundle; check it offline with `aitrail verify-proof`."""
-        who("records")(request)
+        principal = who("records")(request)
         try:
             text = proofs.record_bundle(store, checkpointer(), record_id)
         except proofs.ProofRequestError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
+        services.access.record(principal, f"proof:{record_id}", {"record_id": record_id}, 1,
+                               via="api")
         return Response(text, media_type="application/json")
 
     @api.get("/proofs/inclusion", tags=["integrity"])

@@ -43,9 +43,7 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
                                      "Content-Disposition":
                                          'attachment; filename="aitrail-export.csv"'})
 
-    @api.get("/tasks/{task_id}/timeline", tags=["records"])
     def timeline(request: Request, task_id: str) -> dict:
-        """Every event of one task, in order."""
         principal = who("records")(request)
         events = query.search(store, query.Filters(task=task_id, limit=None),
                               payloads=allowed(principal.role, "payloads"))
@@ -56,10 +54,21 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
             raise HTTPException(status_code=404, detail=f"no records for task {task_id!r}")
         return {"task_id": task_id, "payloads_hidden": hidden, "events": events}
 
+    @api.get("/timeline", tags=["records"])
+    def timeline_of(request: Request, task: str = Query(..., description="the task id")) -> dict:
+        """Every event of one task, in order. Takes any task id, including ids with
+        ``/``, ``..``, ``?`` or ``#`` that a path cannot carry through every proxy."""
+        return timeline(request, task)
+
+    @api.get("/tasks/{task_id:path}/timeline", tags=["records"])
+    def task_timeline(request: Request, task_id: str) -> dict:
+        """Every event of one task, in order (the task id percent-encoded, ``/`` too)."""
+        return timeline(request, task_id)
+
     @api.get("/summary", tags=["aggregates"])
     def summary(request: Request) -> dict:
         """Records per type, reviews by decision, the override rate, chain heads."""
-        who("aggregates")(request)
-        return query.summary(store)
-
-
+        principal = who("aggregates")(request)
+        result = query.summary(store)
+        access.record(principal, "summary", {}, len(result["by_type"]), via="api")
+        return result

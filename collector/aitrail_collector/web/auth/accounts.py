@@ -483,6 +483,8 @@ class Session:
     created: float
     last_seen: float
     stamp: Optional[str] = field(default=None, repr=False)  # None: not checked against accounts
+    # Messages for the next page this session sees, shown once (console: admin page).
+    flash: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
 
 class Sessions:

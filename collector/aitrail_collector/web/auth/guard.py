@@ -8,6 +8,11 @@ Before anyone has an account (a fresh store), requests from this machine
 the CLI and scripts keep working out of the box; anything from another host is
 refused, and the collector refuses to listen beyond loopback in that state. Once
 a user exists, every request needs a session or a token.
+
+"From this machine" is the TCP peer's address, never a header: X-Forwarded-For,
+X-Real-IP and Forwarded are written by whoever sends the request. A peer listed in
+``--trusted-proxies`` is a reverse proxy relaying other people's requests, so it
+is never a local caller either (the CLI on this machine uses the local token).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 from fastapi import HTTPException, Request
 
@@ -23,7 +28,9 @@ from aitrail.errors import AitrailError
 from aitrail_collector.web.auth.accounts import Accounts, Principal, Session, Sessions, allowed
 
 SESSION_COOKIE = "aitrail_session"
+PEER = "aitrail.peer"  # the ASGI scope key asgi_app stores the TCP peer under
 LOGIN_CSRF_COOKIE = "aitrail_login_csrf"
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 LOCAL = Principal(name="local", role="auditor", kind="local")
 
 
@@ -41,12 +48,17 @@ def is_loopback(host: Optional[str]) -> bool:
         return False
 
 
+def _networks(addresses: Sequence[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(a, strict=False) for a in addresses)
+
+
 class WebAuth:
     def __init__(self, accounts: Accounts, sessions: Optional[Sessions] = None,
-                 secure_cookies: bool = False):
+                 secure_cookies: bool = False, trusted_proxies: Sequence[str] = ()):
         self.accounts = accounts
         self.sessions = sessions or Sessions()
         self.secure_cookies = secure_cookies
+        self.trusted_proxies = _networks(trusted_proxies)
         # The CLI's credential on this machine (server.py writes it into the data dir).
         self.local_token = "aitl_" + secrets.token_urlsafe(32)
 
@@ -68,9 +80,18 @@ class WebAuth:
         session = self.session(request)
         if session is not None:
             return session.principal
-        if not self.accounts.has_users() and is_loopback(request.client and request.client.host):
+        if not self.accounts.has_users() and self.is_local(request):
             return LOCAL
         return None
+
+    def is_local(self, request: Request) -> bool:
+        """Whether the TCP peer is this machine and not a proxy relaying for others."""
+        peer = request.scope.get(PEER, request.scope.get("client"))
+        host = peer[0] if peer else None
+        if not is_loopback(host):
+            return False
+        address = ipaddress.ip_address(host)
+        return not any(address in net for net in self.trusted_proxies)
 
     # ------------------------------------------------------------ guarding
     def api(self, request: Request, permission: str) -> Principal:

@@ -52,7 +52,15 @@ def _ago(ns: int) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def task_href(task_id: str) -> str:
+    """The console's link to a task's timeline. The id travels as a query value, fully
+    encoded, so no id (``../admin``, ``a/b``, ``..``, ``x?y``, ``x#y``) can make the
+    link point anywhere else: a path segment could be resolved as a directory."""
+    return "/console/tasks?" + urlencode({"task": task_id})
+
+
 templates.env.filters["ago"] = _ago
+templates.env.filters["task_href"] = task_href
 templates.env.globals["allowed"] = allowed
 
 
@@ -146,8 +154,11 @@ class Console:
             raise HTTPException(400, "days: choose 7, 30, 90 or 365")
         until = datetime.now(timezone.utc).date()  # both days included
         since = until - timedelta(days=int(days) - 1)
-        return self.render(request, "charts.html", who, days=days,
-                           charts=charts.render_all(self.store, since, until))
+        rendered = charts.render_all(self.store, since, until)
+        self.access.record(who, f"charts:{days}", {"since": since.isoformat(),
+                                                   "until": until.isoformat()},
+                           len(rendered), via="console")
+        return self.render(request, "charts.html", who, days=days, charts=rendered)
 
     def status_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "verify")
@@ -263,7 +274,10 @@ def mount(app: FastAPI, console: Console) -> None:
         return RedirectResponse("/console/search", status_code=303)
 
     @app.get("/login", include_in_schema=False)
-    def login_form(request: Request, next: str = "/console/search", error: str = ""):
+    def login_page(request: Request, next: str = "/console/search"):
+        return login_form(request, next)  # no message from the URL (see render_admin)
+
+    def login_form(request: Request, next: str, error: str = ""):
         token = auth.new_login_csrf()
         resp = console.render(request, "login.html", None, next=_safe_next(next), error=error,
                               login_csrf=token, no_users=not auth.accounts.has_users())
@@ -297,7 +311,15 @@ def mount(app: FastAPI, console: Console) -> None:
         return resp
 
     app.get("/console/search", include_in_schema=False)(console.search_page)
-    app.get("/console/tasks/{task_id}", include_in_schema=False)(console.timeline_page)
+
+    @app.get("/console/tasks", include_in_schema=False)
+    def timeline_of(request: Request, task: str = ""):
+        if not task:
+            raise HTTPException(400, "Which task? Give its id: /console/tasks?task=T-00042")
+        return console.timeline_page(request, task)
+
+    # Also reachable as a path (any id, ``/`` or ``%2F`` included); links use the query.
+    app.get("/console/tasks/{task_id:path}", include_in_schema=False)(console.timeline_page)
     app.get("/console/export.csv", include_in_schema=False)(console.export)
     app.get("/console/charts", include_in_schema=False)(console.charts_page)
     app.get("/console/status", include_in_schema=False)(console.status_page)
@@ -313,12 +335,25 @@ def mount(app: FastAPI, console: Console) -> None:
 def _mount_admin(app: FastAPI, console: Console) -> None:
     auth = console.auth
 
-    @app.get("/console/admin", include_in_schema=False)
-    def admin(request: Request, created_token: str = "", error: str = ""):
-        who = auth.page(request, "admin")
+    # Messages come from this server only, never from the URL (a crafted link to
+    # ?error=... or ?created_token=aitk_... must show nothing): an error is kept in the
+    # session and shown once on the next page; a new token is shown on the answer to
+    # the form post that made it, and kept nowhere.
+    def render_admin(request: Request, who: Principal, created_token: str = "",
+                     error: str = "") -> HTMLResponse:
         return console.render(request, "admin.html", who, users=auth.accounts.users(),
                               tokens=auth.accounts.tokens(), roles=ROLES, error=error,
                               created_token=created_token)
+
+    @app.get("/console/admin", include_in_schema=False)
+    def admin(request: Request):
+        who = auth.page(request, "admin")
+        session = auth.session(request)
+        flash, error = (session.flash if session else []), ""
+        if flash:
+            error = " ".join(text for kind, text in flash if kind == "error")
+            flash.clear()
+        return render_admin(request, who, error=error)
 
     @app.post("/console/admin", include_in_schema=False)
     def admin_action(request: Request, csrf: str = Form(""), action: str = Form(""),
@@ -341,12 +376,16 @@ def _mount_admin(app: FastAPI, console: Console) -> None:
         try:
             result = actions[action]()
         except AccountError as exc:
-            return admin(request, error=str(exc))
+            session = auth.session(request)
+            if session is None:  # an admin token, not a sign-in: say it on this answer
+                return render_admin(request, who, error=str(exc))
+            session.flash.append(("error", str(exc)))
+            return RedirectResponse("/console/admin", status_code=303)
         if action in ("disable", "remove", "set_role"):
             auth.sessions.revoke_user(username)
         if action == "create_token":
             # Shown once, on this response only; never stored or logged.
-            return admin(request, created_token=result[1])
+            return render_admin(request, who, created_token=result[1])
         return RedirectResponse("/console/admin", status_code=303)
 
 
