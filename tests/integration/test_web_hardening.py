@@ -214,11 +214,12 @@ def test_trusted_proxies_must_be_addresses(tmp_path):
 # ---------------------------------------------------------------- finding 14: TLS
 
 def _self_signed(directory: Path) -> tuple[str, str]:
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
