@@ -215,3 +215,71 @@ def test_sign_out_ends_the_session(browser, console_site):
     page.goto(console_site.url + "/console/search")
     assert "/login" in page.url
     page.context.close()
+
+
+def test_admin_page_shows_no_message_taken_from_the_url(browser, console_site):
+    page = _sign_in(browser, console_site, "ada", "/console/admin")
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for query in ("?error=%3Cscript%3Ealert(1)%3C/script%3EYour+account+is+locked",
+                  "?created_token=aitk_fake_token_from_a_link",
+                  "?error=Call+the+helpdesk&created_token=aitk_fake"):
+        page.goto(console_site.url + "/console/admin" + query)
+        assert page.locator("[data-testid=error]").count() == 0
+        assert page.locator("[data-testid=new-token]").count() == 0
+        body = page.content()
+        assert "aitk_fake" not in body and "helpdesk" not in body and "locked" not in body
+    page.goto(console_site.url + "/login?error=Your+password+expired")
+    assert "expired" not in page.content()
+    assert dialogs == []
+    # A real error is shown once, from the session, after the form post's redirect.
+    page.goto(console_site.url + "/console/admin")
+    page.fill("form:has(button[value=add_user]) input[name=username]", "shorty")
+    page.fill("form:has(button[value=add_user]) input[name=password]", "short")
+    page.click("button[value=add_user]")
+    assert "12" in page.locator("[data-testid=error]").inner_text()
+    assert "error" not in page.url and "?" not in page.url
+    page.reload()
+    assert page.locator("[data-testid=error]").count() == 0
+    page.context.close()
+
+
+def test_charts_render_under_the_content_security_policy(browser, console_site):
+    page = _sign_in(browser, console_site, "andy")
+    violations = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text or "Refused to" in m.text else None)
+    resp = page.goto(console_site.url + "/console/charts?days=30")
+    assert "default-src 'self'" in resp.headers["content-security-policy"]
+    for chart in ("override-daily", "review-times", "volume"):
+        box = page.locator(f"[data-testid=chart-{chart}] svg").bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, (chart, box)
+    for path in ("/console/search?preset=all", "/console/tasks?task=T-console-1",
+                 "/console/status"):
+        page.goto(console_site.url + path)
+    assert violations == []
+    page.context.close()
+
+
+ODD_TASKS = ["../../console/admin", "..", "T/slash", "T%2Fenc", "T?x=1", "T#frag"]
+
+
+def test_odd_task_ids_open_their_own_timeline_from_search(browser, console_site):
+    from support import make_record, stub
+
+    from aitrail.v1 import audit_pb2 as pb
+    records = [make_record("resolution", task_id=t, **{"resolution.outcome": f"odd-{i}"})
+               for i, t in enumerate(ODD_TASKS)]
+    assert stub(console_site.grpc).Export(pb.ExportRequest(records=records),
+                                          timeout=60).accepted == len(records)
+    page = _sign_in(browser, console_site, "audrey")
+    for task in ODD_TASKS:
+        page.goto(console_site.url + "/console/search?" + urllib.parse.urlencode(
+            {"preset": "all", "task": task}))
+        link = page.locator("[data-testid=results] tbody a", has_text=task).first
+        link.click()
+        page.wait_for_load_state()
+        assert urllib.parse.urlsplit(page.url).path == "/console/tasks", (task, page.url)
+        assert page.locator("[data-testid=task-id]").inner_text() == task
+        assert page.locator("[data-testid=timeline] li").count() == 1
+    page.context.close()

@@ -8,6 +8,7 @@ says how to read it and, where exact numbers matter, a table.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any, Optional
 
@@ -33,8 +34,13 @@ def _pct(rate: Optional[float]) -> Optional[float]:
     return None if rate is None else round(rate * 100, 1)
 
 
+_SCRIPT = re.compile(r"<script\b.*?</script\s*>", re.S | re.I)
+
+
 def _svg(chart: Any) -> str:
-    return chart.render(is_unicode=True)
+    # pygal writes its tooltip configuration as an inline <script> even without its
+    # tooltip script (js=[]): the console's CSP would refuse it, and nothing uses it.
+    return _SCRIPT.sub("", chart.render(is_unicode=True))
 
 
 def override_daily(store: Store, since: date, until: date) -> dict:
