@@ -7,8 +7,7 @@ import pytest
 
 from aitrail.verify import chain, hashes
 from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
-from aitrail.verify.envelope import (VERSION_FIELDS, VERSION_TAGS, canonical_bytes,
-                                     empty_envelope)
+from aitrail.verify.envelope import VERSION_FIELDS, VERSION_TAGS, canonical_bytes, empty_envelope
 from aitrail.verify.hashes import commitment
 
 

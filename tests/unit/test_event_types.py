@@ -15,8 +15,12 @@ from aitrail.cli.output import describe_event
 from aitrail.record import event_types as et
 from aitrail.record.csv_format import RESULT_COLUMNS
 from aitrail.v1 import audit_pb2 as pb
-from aitrail.verify.envelope import (FIELD_NAMES_V1, PAYLOAD_NAMES, STORED_FIELD_NAMES,
-                                     empty_envelope)
+from aitrail.verify.envelope import (
+    FIELD_NAMES_V1,
+    PAYLOAD_NAMES,
+    STORED_FIELD_NAMES,
+    empty_envelope,
+)
 from aitrail_collector.ingest import validate
 from aitrail_collector.ledger.group_commit import Sender, as_v1, split_record
 from aitrail_collector.web.console import pages

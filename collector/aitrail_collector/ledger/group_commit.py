@@ -17,8 +17,14 @@ from typing import Any, Mapping, Optional, Sequence
 from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.verify.chain import Sealer
-from aitrail.verify.envelope import (CURRENT_VERSION, STORED_FIELD_NAMES, STORED_FIELDS,
-                                     V1_ENVELOPE_TEXT, empty_envelope, zero_value)
+from aitrail.verify.envelope import (
+    CURRENT_VERSION,
+    STORED_FIELD_NAMES,
+    STORED_FIELDS,
+    V1_ENVELOPE_TEXT,
+    empty_envelope,
+    zero_value,
+)
 from aitrail.verify.hashes import commitment
 from aitrail.verify.merkle import CompactRange
 from aitrail_collector.errors import StoreError

@@ -37,8 +37,8 @@ from aitrail_collector.store.schema import (
     DB,
     ENVELOPE_COLUMNS,
     ENVELOPE_SELECT,
-    split_row,
     PAYLOAD_COLUMNS,
+    split_row,
 )
 
 

@@ -16,8 +16,13 @@ from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import V1_ENVELOPE_TEXT
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
-from aitrail_collector.store.schema import (DB, ENVELOPE_SELECT, FIELD_POSITION, HASH_COLUMNS,
-                                           split_row)
+from aitrail_collector.store.schema import (
+    DB,
+    ENVELOPE_SELECT,
+    FIELD_POSITION,
+    HASH_COLUMNS,
+    split_row,
+)
 
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",

@@ -22,8 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-from aitrail.verify.envelope import (VERSION_FIELDS, EncodingError, canonical_bytes,
-                                     canonical_envelope, version_of)
+from aitrail.verify.envelope import (
+    VERSION_FIELDS,
+    EncodingError,
+    canonical_bytes,
+    canonical_envelope,
+    version_of,
+)
 from aitrail.verify.hashes import leaf_hash
 
 # The bundle format names the envelope's encoding: v1 bundles carry v1 envelopes

@@ -35,7 +35,6 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 from aitrail.errors import AitrailError
 
 
-
 class EncodingError(AitrailError, ValueError):
     """Envelope values that have no canonical encoding (a non-finite confidence, a
     number out of u64 range, a value of the wrong type, a missing field). Before

@@ -52,7 +52,21 @@ def _ago(ns: int) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def principal_text(rec: dict) -> str:
+    """Which credential delivered a record, as a person reads it (envelope v2 seals
+    it; v1 records did not record it)."""
+    kind, ident = rec.get("principal_kind") or "", rec.get("principal_id") or ""
+    if not kind:
+        return "not recorded (sealed before envelope v2)"
+    label = {"apikey": "API key", "mtls": "client certificate",
+             "apikey+mtls": "API key and client certificate",
+             "unauthenticated": "no credential", "collector": "the collector itself"}
+    text = label.get(kind, kind)
+    return f"{text} {ident}" if ident else text
+
+
 templates.env.filters["ago"] = _ago
+templates.env.filters["principal"] = principal_text
 templates.env.globals["allowed"] = allowed
 
 
