@@ -55,7 +55,8 @@ class Collector:
         self.store.ensure_schema()
         # Everything that can refuse the configuration comes before anything is written.
         self.keys = KeyRing(config.api_keys) if config.api_keys else None
-        self.ledger = Ledger(self.store, config.chain_id, config.limits)
+        self.ledger = Ledger(self.store, config.chain_id, config.limits,
+                             envelope_version=config.envelope_version)
         key_path, anchor_url = self._signing_paths()
         self.private_key = load_private_key(key_path)
         # Object Lock keeps each anchored checkpoint at least as long as the records.

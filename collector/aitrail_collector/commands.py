@@ -109,6 +109,11 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="older records are refused rather than creating old partitions")
     g.add_argument("--max-pending-records", type=int, default=d.max_pending_records,
                    help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
+    g = p.add_argument_group("compatibility")
+    g.add_argument("--envelope-version", type=int, choices=(1, 2), default=d.envelope_version,
+                   help="seal new records under this canonical encoding (default %(default)s; "
+                        "1 only for verifiers that predate v2: it seals free text and no "
+                        "principal in the envelope)")
 
 
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
@@ -139,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         signing_key=args.signing_key, anchor=args.anchor,
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
+        envelope_version=args.envelope_version,
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
         if args.tls_cert else None,
         http_tls=TlsFiles(args.http_tls_cert, args.http_tls_key) if args.http_tls_cert else None,
@@ -210,7 +216,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         if args.action == "create":
             if not args.service:
                 raise UsageError("create needs --service")
-            key = apikeys.create_key(args.keys_file, args.service)
+            key = apikeys.create_key(args.keys_file, args.service, args.task_prefix or ())
             print(key)
             sys.stderr.write("Store this key now: only its hash is kept.\n")
         elif args.action == "revoke":
@@ -220,7 +226,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             print(f"revoked {args.key_id}")
         else:
             for k in apikeys.load_keys(args.keys_file).values():
-                print(f"{k.key_id}  {k.service:<24} created {k.created}"
+                scope = (f"  tasks {', '.join(k.task_prefixes)}*" if k.task_prefixes else "")
+                print(f"{k.key_id}  {k.service:<24} created {k.created}{scope}"
                       + ("  REVOKED" if k.revoked else ""))
     except apikeys.KeysFileError as exc:
         raise UsageError(str(exc)) from None
@@ -233,6 +240,9 @@ def add_apikey(sub: Any) -> None:
     p.add_argument("key_id", nargs="?", help="with revoke: the key's id")
     p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
     p.add_argument("--service", help="with create: the service the key may write as")
+    p.add_argument("--task-prefix", action="append", metavar="PREFIX",
+                   help="with create: the key may only write records whose task id starts "
+                        "with PREFIX (repeatable; default: any task)")
     p.set_defaults(func=cmd_apikey)
 
 

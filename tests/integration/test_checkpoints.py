@@ -163,13 +163,14 @@ def test_rewritten_history_with_recomputed_hashes_is_caught_by_the_checkpoints(s
     sealer = Sealer("main")
     updates = []
     for row in rows:
-        env = dict(zip(names, row[1:]))
+        env = dict(zip(names, row[1:]), envelope_version=2)
         env["confidence"] = None
         if row[0] == 4:
-            env["final_decision"] = "approve everything"
+            env["resolution_outcome"] = "approved everything"
         link = sealer.seal(env)
         if row[0] >= 4:
-            updates.append(f"ALTER TABLE {E} UPDATE final_decision = '{env['final_decision']}',"
+            updates.append(f"ALTER TABLE {E} UPDATE resolution_outcome ="
+                           f" '{env['resolution_outcome']}',"
                            f" prev_hash = unhex('{link.prev_hash.hex()}'),"
                            f" leaf_hash = unhex('{link.leaf_hash.hex()}'),"
                            f" chain_hash = unhex('{link.chain_hash.hex()}')"

@@ -7,7 +7,7 @@ import pytest
 
 from aitrail.verify import chain, hashes
 from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
-from aitrail.verify.envelope import FIELDS, canonical_bytes, empty_envelope
+from aitrail.verify.envelope import VERSION_FIELDS, VERSION_TAGS, canonical_bytes, empty_envelope
 from aitrail.verify.hashes import commitment
 
 
@@ -16,12 +16,14 @@ def _str(s: str) -> bytes:
     return struct.pack(">I", len(b)) + b
 
 
-def test_canonical_bytes_follow_the_documented_layout():
-    env = empty_envelope()
+@pytest.mark.parametrize("version", [1, 2])
+def test_canonical_bytes_follow_the_documented_layout(version):
+    env = empty_envelope(version)
     env.update(chain_id="c", record_id="r", start_time=5, confidence=0.5,
                attributes={"b": "2", "a": "1"})
-    expected = [_str("aitrail.envelope.v1")]
-    for f in FIELDS:
+    expected = [_str(f"aitrail.envelope.v{version}")]
+    assert VERSION_TAGS[version] == f"aitrail.envelope.v{version}".encode()
+    for f in VERSION_FIELDS[version]:
         v = env[f.name]
         if f.kind in ("str", "lstr"):
             expected.append(_str(v))
@@ -168,24 +170,34 @@ def test_a_forged_row_with_renumbered_successors_is_inserted():
     assert all(f.kind != MISSING for f in found)
 
 
-def test_the_published_spec_lists_the_fields_in_sealing_order():
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_published_spec_lists_the_fields_in_sealing_order(version):
     import re
     from pathlib import Path
     doc = (Path(__file__).resolve().parents[2] / "docs/canonical-envelope.md").read_text()
-    listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", doc, flags=re.M)
-    assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind) for f in FIELDS]
+    # Each version's table follows its heading "## Fields, version N".
+    section = doc.split(f"## Fields, version {version}\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| \d+ \| `(\w+)` \| (\w+\??) \|", section, flags=re.M)
+    assert listed == [(f.name, "str" if f.kind == "lstr" else f.kind)
+                      for f in VERSION_FIELDS[version]]
 
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 _text = st.text(max_size=20)
-_envelopes = st.fixed_dictionaries({
-    f.name: (_text if f.kind in ("str", "lstr") else
-             st.integers(0, 2**64 - 1) if f.kind in ("u64", "time") else
-             st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
-             if f.kind == "f64?" else st.dictionaries(_text, _text, max_size=4))
-    for f in FIELDS})
+def _envelope_of(version):
+    fields = {
+        f.name: (_text if f.kind in ("str", "lstr") else
+                 st.integers(0, 2**64 - 1) if f.kind in ("u64", "time") else
+                 st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False))
+                 if f.kind == "f64?" else st.dictionaries(_text, _text, max_size=4))
+        for f in VERSION_FIELDS[version]}
+    fields["envelope_version"] = st.just(version)
+    return st.fixed_dictionaries(fields)
+
+
+_envelopes = st.one_of(_envelope_of(1), _envelope_of(2))
 
 
 @settings(max_examples=300, deadline=None)

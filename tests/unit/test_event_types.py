@@ -15,9 +15,14 @@ from aitrail.cli.output import describe_event
 from aitrail.record import event_types as et
 from aitrail.record.csv_format import RESULT_COLUMNS
 from aitrail.v1 import audit_pb2 as pb
-from aitrail.verify.envelope import FIELD_NAMES, PAYLOAD_NAMES, empty_envelope
+from aitrail.verify.envelope import (
+    FIELD_NAMES_V1,
+    PAYLOAD_NAMES,
+    STORED_FIELD_NAMES,
+    empty_envelope,
+)
 from aitrail_collector.ingest import validate
-from aitrail_collector.ledger.group_commit import split_record
+from aitrail_collector.ledger.group_commit import Sender, as_v1, split_record
 from aitrail_collector.web.console import pages
 
 RECORD = pb.AuditRecord.DESCRIPTOR
@@ -88,7 +93,7 @@ def test_every_field_goes_to_one_envelope_column_or_one_payload():
     columns = [f.column for p in et.PARTS_BY_NAME.values() for f in p.fields if f.column]
     columns += [column for _, column in et.RECORD_COLUMNS]
     assert len(columns) == len(set(columns))
-    assert set(columns) <= set(FIELD_NAMES)
+    assert set(columns) <= set(STORED_FIELD_NAMES)
     for p in et.PARTS_BY_NAME.values():
         for f in p.fields:
             assert (f.column is None) != (f.payload is None), f
@@ -112,19 +117,22 @@ def test_derived_lists():
             assert part is not None and part.field(d.path)
 
 
-def test_result_columns_unchanged():
+def test_result_columns():
     # The CSV export, the SQL export (store/export.py) and stored exports depend on this.
+    # Envelope v2 added the principal after host and the erase_reason payload; the
+    # payloads that v1 sealed as columns kept their columns' places.
     assert RESULT_COLUMNS == (
         "time", "end_time", "received_time", "seq", "chain_id", "record_id", "event_type",
         "task_id", "request_id", "trace_id", "span_id", "parent_span_id", "service",
-        "service_version", "environment", "host", "provider", "model", "model_version",
+        "service_version", "environment", "host", "principal_kind", "principal_id",
+        "provider", "model", "model_version",
         "prompt_template_id", "prompt_version", "confidence", "input_tokens",
         "output_tokens", "streamed", "reviewer_id", "decision", "time_spent_ms",
         "reason_code", "policy_ref", "escalation_from", "escalation_to",
         "escalation_reason", "resolution_outcome", "final_decision", "actor", "resource",
         "purpose", "error_type", "error_message", "attributes", "parameters",
         "input", "output", "logprobs", "modified_output", "diff", "rationale",
-        "leaf_hash", "chain_hash")
+        "erase_reason", "leaf_hash", "chain_hash")
 
 
 # --------------------------------------------------- split_record against its old version
@@ -132,7 +140,7 @@ def test_result_columns_unchanged():
 def split_record_reference(rec: pb.AuditRecord, chain_id: str, received_ns: int
                            ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """split_record as it was before the table of event types (commit f948c26)."""
-    env = empty_envelope()
+    env = empty_envelope(1)
     env.update(
         chain_id=chain_id, record_id=rec.record_id, event_type=rec.event_type,
         task_id=rec.task_id, request_id=rec.request_id, trace_id=rec.trace_id,
@@ -247,9 +255,11 @@ def test_split_record_equals_its_old_version_on_random_records():
     for _ in range(5000):
         rec = random_record(rng)
         received = rng.randrange(2**64)
-        env, payloads = split_record(rec, "chain-1", received)
+        # As envelope v1 seals it (--envelope-version 1): exactly the old split.
+        env, payloads = as_v1(*split_record(rec, "chain-1", received))
+        assert env.pop("envelope_version") == 1
         ref_env, ref_payloads = split_record_reference(rec, "chain-1", received)
-        assert list(env) == list(FIELD_NAMES)
+        assert list(env) == list(FIELD_NAMES_V1)
         assert env == ref_env
         assert [type(v) for v in env.values()] == [type(v) for v in ref_env.values()]
         assert payloads == ref_payloads
@@ -260,7 +270,8 @@ def test_split_record_of_each_type():
     seen = set()
     for _ in range(2000):
         rec = random_record(rng)
-        env, payloads = split_record(rec, "c", 1)
+        env, payloads = as_v1(*split_record(rec, "c", 1))
+        env.pop("envelope_version")
         assert (env, payloads) == split_record_reference(rec, "c", 1)
         seen.add(rec.event_type)
         if rec.event_type == "model_call" and rec.model_call.logprobs:
@@ -342,18 +353,20 @@ def random_event(rng: random.Random) -> dict:
     """A timeline event as the collector's API returns it: envelope columns and
     payloads by name (payloads sometimes missing, as when erased or hidden)."""
     rec = random_record(rng)
-    env, payloads = split_record(rec, "c", 5)
+    env, payloads = as_v1(*split_record(rec, "c", 5))
     ev = dict(env, seq=rng.randrange(10**7), time="2026-05-28T10:00:00.000000Z")
     ev.update(payloads)
     if rng.random() < 0.3:
         ev.pop(rng.choice(PAYLOAD_NAMES), None)
     for key in ("error_message", "request_id", "trace_id"):
         if rng.random() < 0.1:
-            ev.pop(key)
+            ev.pop(key, None)
     if rng.random() < 0.2:
         ev["text"] = "x " * rng.randint(0, 120)  # long lines: wrapping
         for name in ("input", "rationale", "escalation_reason", "purpose"):
             ev[name] = ev["text"]
+    if ev["event_type"] == "redaction":  # the API reads a v1 redaction's reason so
+        ev["erase_reason"] = ev["purpose"]
     return ev
 
 
@@ -528,3 +541,31 @@ def test_part_validation_equals_its_old_version_on_random_records():
         reasons.add(got)
     # every kind of refusal was reached
     assert len(reasons) > 40
+
+
+def test_v2_seals_no_free_text_and_names_the_principal():
+    """Envelope v2: the escalation reason, the final decision, the error message and an
+    erasure's reason are payloads (erasable); the sender is sealed."""
+    rec = pb.AuditRecord(record_id="r", event_type="escalation", start_time_unix_nano=1,
+                         service="s")
+    rec.escalation.from_reviewer, rec.escalation.to_reviewer = "a", "b"
+    rec.escalation.reason = "customer Bob called twice"
+    rec.error.type, rec.error.message = "Timeout", "user bob@example.com waited"
+    env, payloads = split_record(rec, "c", 1, Sender("apikey", "0123abcd", "s"))
+    assert env["envelope_version"] == 2
+    assert "escalation_reason" not in env and "error_message" not in env
+    assert dict(payloads) == {"escalation_reason": "customer Bob called twice",
+                              "error_message": "user bob@example.com waited"}
+    assert (env["principal_kind"], env["principal_id"]) == ("apikey", "0123abcd")
+    res = pb.AuditRecord(record_id="r2", event_type="resolution", start_time_unix_nano=1,
+                         service="s")
+    res.resolution.outcome, res.resolution.final_decision = "refunded", "refund Bob $40"
+    env, payloads = split_record(res, "c", 1)
+    assert dict(payloads) == {"final_decision": "refund Bob $40"}
+    assert env["principal_kind"] == "unauthenticated"
+    red = pb.AuditRecord(record_id="r3", event_type="redaction", start_time_unix_nano=1,
+                         service="aitrail-collector")
+    red.data_access.actor, red.data_access.resource = "dpo", "task:T-1"
+    red.data_access.purpose = "GDPR request REQ-7"
+    env, payloads = split_record(red, "c", 1)
+    assert env["purpose"] == "" and dict(payloads) == {"erase_reason": "GDPR request REQ-7"}

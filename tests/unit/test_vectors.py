@@ -30,7 +30,7 @@ from aitrail.verify.checkpoint import (
     sign,
     verify_signature,
 )
-from aitrail.verify.envelope import FIELD_NAMES, canonical_bytes, canonical_bytes_reference
+from aitrail.verify.envelope import VERSION_FIELDS, canonical_bytes, canonical_bytes_reference
 from aitrail.verify.hashes import ZERO_HASH as GENESIS
 from aitrail.verify.hashes import chain_hash, leaf_hash
 
@@ -59,7 +59,7 @@ def test_envelope_vectors_cover_what_they_should():
     for needed in ("zero", "model_call", "review", "map_key_order", "confidence_absent",
                    "confidence_0", "confidence_1", "confidence_half", "confidence_0_1",
                    "confidence_negative_zero", "unicode_text", "nul_character",
-                   "combining_decomposed", "max_u64"):
+                   "combining_decomposed", "max_u64", "v2_zero", "v2_apikey_and_mtls"):
         assert needed in names
     assert len(names) == len(ENVELOPES["cases"]), "case names must be unique"
 
@@ -68,7 +68,9 @@ def test_envelope_vectors_cover_what_they_should():
                          ids=_ids(ENVELOPES["cases"] + ENVELOPES["chain"]))
 def test_envelope_case(case):
     env = case["envelope"]
-    assert list(env) == list(FIELD_NAMES)
+    version = env.get("envelope_version", 1)
+    names = [f.name for f in VERSION_FIELDS[version]]
+    assert list(env) == names + (["envelope_version"] if version != 1 else [])
     canonical = canonical_bytes(env)
     assert canonical.hex() == case["canonical_hex"]
     assert canonical_bytes_reference(env) == canonical
@@ -150,7 +152,7 @@ def test_valid_checkpoint(case):
 
 def test_valid_checkpoints_link_and_cover_the_envelope_chain():
     by_name = {c["name"]: c for c in CHECKPOINTS["valid"]}
-    cps = [by_name[f"vectors_{n}"] for n in (1, 2, 3)]
+    cps = [by_name[f"vectors_{n}"] for n in (1, 2, 3, 4)]
     assert cps[0]["checkpoint"]["prev"] == "00" * 32
     for before, after in zip(cps, cps[1:]):
         assert after["checkpoint"]["prev"] == before["digest"]
@@ -195,8 +197,16 @@ def test_valid_bundle(case):
     assert bundle["checkpoint"] in {c["text"] for c in CHECKPOINTS["valid"]}
 
 
-def test_valid_bundles_cover_trees_of_size_1_2_and_7():
-    assert {c["tree_size"] for c in BUNDLES["valid"]} == {1, 2, 7}
+def test_valid_bundles_cover_trees_of_size_1_2_7_and_10():
+    assert {c["tree_size"] for c in BUNDLES["valid"]} == {1, 2, 7, 10}
+
+
+def test_the_chain_changes_envelope_version_and_verifies_across_it():
+    """Records 1..7 are v1, 8..10 v2, in one chain: a store sealed before v2 goes on."""
+    versions = [c["envelope"].get("envelope_version", 1) for c in ENVELOPES["chain"]]
+    assert versions == [1] * 7 + [2] * 3
+    formats = {json.loads(c["text"])["format"] for c in BUNDLES["valid"]}
+    assert formats == {"aitrail-proof-bundle/v1", "aitrail-proof-bundle/v2"}
 
 
 @pytest.mark.parametrize("case", BUNDLES["invalid"], ids=_ids(BUNDLES["invalid"]))

@@ -10,12 +10,13 @@ metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail_collector import credentials
@@ -39,6 +40,9 @@ class ApiKey:
     sha256: str
     created: str
     revoked: bool = False
+    # The task ids it may write: records whose task_id starts with one of these;
+    # empty: any task. (Keys files written before this field read as empty.)
+    task_prefixes: tuple[str, ...] = ()
 
 
 def load_keys(path: str) -> dict[str, ApiKey]:
@@ -50,26 +54,33 @@ def load_keys(path: str) -> dict[str, ApiKey]:
     except ValueError as exc:
         raise KeysFileError(f"{path}: not a valid keys file: {exc}") from None
     try:
-        return {k["key_id"]: ApiKey(**k) for k in raw.get("keys", [])}
+        return {k["key_id"]: ApiKey(**{**k, "task_prefixes": tuple(k.get("task_prefixes", ()))})
+                for k in raw.get("keys", [])}
     except (AttributeError, KeyError, TypeError) as exc:
         raise KeysFileError(f"{path}: not a valid keys file: {exc}") from None
 
 
 def save_keys(path: str, keys: dict[str, ApiKey]) -> None:
     """Atomically, mode 0600 (credentials.write_json); callers hold ``credentials.locked``."""
-    credentials.write_json(path, {"keys": [k.__dict__ for k in keys.values()]})
+    credentials.write_json(path, {"keys": [{**k.__dict__, "task_prefixes": list(k.task_prefixes)}
+                                           for k in keys.values()]})
 
 
-def create_key(path: str, service: str) -> str:
-    """Adds a key for ``service``; returns the key text (shown once, never stored)."""
+def create_key(path: str, service: str, task_prefixes: Sequence[str] = ()) -> str:
+    """Adds a key for ``service`` (limited to task ids starting with one of
+    ``task_prefixes``, when given); returns the key text (shown once, never stored)."""
     if not service:
         raise KeysFileError("a key needs a service name")
+    prefixes = tuple(task_prefixes)
+    if any(not p or len(p) > 256 or not p.isprintable() for p in prefixes):
+        raise KeysFileError("a task prefix must be 1 to 256 printable characters")
     key_id, token = credentials.new_token(PREFIX)
     secret = token[len(PREFIX) + len(key_id) + 1:]
     with credentials.locked(path):
         keys = load_keys(path)
         keys[key_id] = ApiKey(key_id, service, credentials.digest(secret),
-                              datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                              datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              task_prefixes=prefixes)
         save_keys(path, keys)
     return token
 
@@ -80,7 +91,7 @@ def revoke_key(path: str, key_id: str) -> None:
         if key_id not in keys:
             raise KeysFileError(f"no key with id {key_id!r} in {path}")
         k = keys[key_id]
-        keys[key_id] = ApiKey(k.key_id, k.service, k.sha256, k.created, revoked=True)
+        keys[key_id] = dataclasses.replace(k, revoked=True)
         save_keys(path, keys)
 
 
@@ -110,6 +121,10 @@ class KeyRing:
 
     def service_for(self, metadata) -> str:
         """The service the request's key may write as; raises AuthError."""
+        return self.key_for(metadata).service
+
+    def key_for(self, metadata) -> ApiKey:
+        """The valid, unrevoked key the request carries; raises AuthError."""
         self._refresh()
         token = ""
         for key, value in metadata or ():
@@ -125,4 +140,4 @@ class KeyRing:
             raise AuthError("unknown API key")
         if key.revoked:
             raise AuthError(f"API key {key_id} has been revoked")
-        return key.service
+        return key

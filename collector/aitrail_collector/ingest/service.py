@@ -10,22 +10,39 @@ the answer is RESOURCE_EXHAUSTED with a retry hint, not an ever-growing queue).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent import futures
 from typing import Optional
 
 import grpc
+from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.config import TlsFiles
 from aitrail_collector.ingest.apikeys import AuthError, KeyRing
-from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.ledger.group_commit import UNAUTHENTICATED, Ledger, Sender
 
 log = logging.getLogger("aitrail.collector")
 
 SERVICE = "aitrail.v1.AuditService"
+
+
+def with_client_certificate(sender: Sender, context: grpc.ServicerContext) -> Sender:
+    """``sender`` with the mutual-TLS client certificate's subject, when there is one:
+    the collector seals which credential delivered each record."""
+    pem = (context.auth_context() or {}).get("x509_pem_cert")
+    if not pem:
+        return sender
+    try:
+        subject = x509.load_pem_x509_certificate(pem[0]).subject.rfc4514_string()
+    except ValueError:  # grpc verified it; a subject we cannot read is still a client
+        subject = "unreadable certificate subject"
+    if sender.kind == "apikey":
+        return dataclasses.replace(sender, kind="apikey+mtls", id=f"{sender.id} {subject}")
+    return dataclasses.replace(sender, kind="mtls", id=subject)
 
 
 class ExportHandler:
@@ -40,12 +57,14 @@ class ExportHandler:
         self._pending_lock = threading.Lock()
 
     def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        service = None
+        sender = UNAUTHENTICATED
         if self.keys is not None:
             try:
-                service = self.keys.service_for(context.invocation_metadata())
+                key = self.keys.key_for(context.invocation_metadata())
             except AuthError as exc:
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            sender = Sender("apikey", key.key_id, key.service, key.task_prefixes)
+        sender = with_client_certificate(sender, context)
         try:
             request = pb.ExportRequest.FromString(raw)
         except DecodeError as exc:
@@ -63,7 +82,7 @@ class ExportHandler:
                           f"collector overloaded ({self._pending} records waiting to be sealed); "
                           f"retry in {self.retry_pushback_ms} ms")
         try:
-            result = self.ledger.append(request.records, service=service)
+            result = self.ledger.append(request.records, sender)
         except Exception as exc:  # noqa: BLE001 - the store failed: nothing was acknowledged
             log.exception("store write failed")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the store did not accept the batch: {exc}")

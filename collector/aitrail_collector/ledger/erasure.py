@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.record.ids import uuid7
+from aitrail.record.redact import find_pii
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.verify.chain import Finding
 from aitrail.verify.hashes import commitment, salt_bytes
@@ -45,6 +46,8 @@ from aitrail_collector.store import payloads
 from aitrail_collector.store.client import Store
 
 REDACTION = "redaction"
+REASON_PAYLOAD = "erase_reason"   # envelope v2: the reason is free text, so a payload
+ERASED_TEXT = "[erased]"
 ERASED_PREFIX = "erased:"
 MODIFIED_PREFIX = "modified:"
 SERVICE = "aitrail-collector"
@@ -90,9 +93,27 @@ class Redaction:
 def redactions(store: Store, chain_id: str) -> list[Redaction]:
     """Every redaction record of a chain, by seq (event_type leads the sort key)."""
     rows = payloads.records_of_type(store, chain_id, REDACTION)
-    return [Redaction(chain_id, int(seq), rid, actor, purpose, _names(attrs, ERASED_PREFIX),
-                      _names(attrs, MODIFIED_PREFIX))
-            for seq, rid, actor, purpose, attrs in rows]
+    reasons = _sealed_reasons(store, chain_id, rows)
+    return [Redaction(chain_id, int(seq), rid, actor,
+                      purpose if version == 1 else reasons.get(rid, ERASED_TEXT),
+                      _names(attrs, ERASED_PREFIX), _names(attrs, MODIFIED_PREFIX))
+            for seq, rid, actor, purpose, attrs, version, _ in rows]
+
+
+def _sealed_reasons(store: Store, chain_id: str, rows: Sequence[tuple]) -> dict[str, str]:
+    """The erase reasons of envelope-v2 redactions: payloads, each checked against its
+    sealed commitment (an erased or altered one is left out)."""
+    sealed = {rid: dict(commitments).get(REASON_PAYLOAD)
+              for _, rid, _, _, _, version, commitments in rows if version != 1}
+    wanted = [rid for rid, digest in sealed.items() if digest]
+    if not wanted:
+        return {}
+    out = {}
+    for rid, name, salt, content, digest in store.payload_rows(chain_id, wanted):
+        if name == REASON_PAYLOAD and digest == sealed[rid] and \
+                commitment(salt_bytes(salt), content) == digest:
+            out[rid] = content
+    return out
 
 
 def _names(attributes: dict[str, str], prefix: str) -> dict[str, tuple[str, ...]]:
@@ -149,8 +170,13 @@ def _request(task: Optional[str], record_id: Optional[str], reason: Optional[str
         raise ErasureError("give exactly one of task and record_id")
     column = "task_id" if task is not None else "record_id"
     value = _clean(column, task if task is not None else record_id, limits.max_id_chars)
-    return (column, value, _clean("reason", reason, limits.max_name_chars),
-            _clean("actor", actor, limits.max_name_chars))
+    why = _clean("reason", reason, limits.max_name_chars)
+    found = find_pii(why)
+    if found:
+        raise ErasureError(f"the reason contains what looks like personal data "
+                           f"({', '.join(found)}); it is kept with the erasure record, so "
+                           "give the reason without it (a ticket or request number, say)")
+    return column, value, why, _clean("actor", actor, limits.max_name_chars)
 
 
 def _targets(store: Store, column: str, value: str) -> list[_Target]:

@@ -12,12 +12,19 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from aitrail.record.event_types import ERROR_PLAN, RECORD_PLAN, SPLIT_PLANS
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.verify.chain import Sealer
-from aitrail.verify.envelope import empty_envelope
+from aitrail.verify.envelope import (
+    CURRENT_VERSION,
+    STORED_FIELD_NAMES,
+    STORED_FIELDS,
+    V1_ENVELOPE_TEXT,
+    empty_envelope,
+    zero_value,
+)
 from aitrail.verify.hashes import commitment
 from aitrail.verify.merkle import CompactRange
 from aitrail_collector.errors import StoreError
@@ -35,9 +42,36 @@ class AppendResult:
     head_seq: int = 0
 
 
-def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
+@dataclass(frozen=True)
+class Sender:
+    """Who delivered a batch; sealed with each of its records (envelope v2's
+    principal_kind / principal_id), and what that credential may write."""
+    kind: str = "unauthenticated"       # apikey, mtls, apikey+mtls, unauthenticated, collector
+    id: str = ""                        # the API key id and/or the certificate subject
+    service: Optional[str] = None       # an API key's service: the only one it may write as
+    task_prefixes: tuple[str, ...] = ()  # an API key's scope: task ids it may write; () any
+
+    def refuses(self, rec: pb.AuditRecord) -> Optional[str]:
+        """Why this credential may not write ``rec``, or None."""
+        if self.service is not None and rec.service != self.service:
+            return (f"service {rec.service[:64]!r} does not match the API key's service "
+                    f"{self.service!r}")
+        if self.task_prefixes and not rec.task_id.startswith(self.task_prefixes):
+            allowed = ", ".join(repr(p) for p in self.task_prefixes)
+            return (f"task_id {rec.task_id[:64]!r} is outside the API key's scope (task ids "
+                    f"starting with {allowed})")
+        return None
+
+
+UNAUTHENTICATED = Sender()
+COLLECTOR = Sender("collector")
+
+
+def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int,
+                 sender: Sender = UNAUTHENTICATED
                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The envelope fields of a record, and its payloads as (name, content).
+    """The envelope fields of a record (current envelope version), and its payloads
+    as (name, content).
 
     What goes where is read from the table of event types (record/event_types.py):
     the record's own fields, its error part, and the part its event type carries
@@ -49,15 +83,20 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
     env["chain_id"] = chain_id
     env["received_time"] = received_ns
     env["attributes"] = dict(rec.attributes)
+    env["principal_kind"], env["principal_id"] = sender.kind, sender.id
     env.update(zip(ERROR_PLAN.plain_columns, ERROR_PLAN.read_plain(rec.error)))
+    payloads = []
+    for name, read in ERROR_PLAN.payloads:
+        content = read(rec.error)
+        if content:
+            payloads.append((name, content))
     plan = SPLIT_PLANS.get(rec.event_type)
     if plan is None:
-        return env, []
+        return env, payloads
     part = getattr(rec, plan.part)
     env.update(zip(plan.plain_columns, plan.read_plain(part)))
     for column, read in plan.columns:
         env[column] = read(part)
-    payloads = []
     for name, read in plan.payloads:
         content = read(part)
         if content:
@@ -65,20 +104,53 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int
     return env, payloads
 
 
+def as_v1(env: Mapping[str, Any], payloads: Sequence[tuple[str, str]]
+          ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The same record as envelope v1 seals it: its free text in the envelope (a
+    redaction's reason in purpose), no principal. For ``--envelope-version 1``."""
+    out = empty_envelope(1)
+    out.update((k, v) for k, v in env.items() if k in out)
+    kept = []
+    for name, content in payloads:
+        if name in V1_ENVELOPE_TEXT:
+            out[name] = content
+        elif name == "erase_reason":
+            out["purpose"] = content
+        else:
+            kept.append((name, content))
+    out["envelope_version"] = 1
+    return out, kept
+
+
+def stored_row(seq: int, env: Mapping[str, Any], prev: bytes, leaf: bytes,
+               chain: bytes) -> tuple[Any, ...]:
+    """A row of ``aitrail.envelopes`` (schema.ENVELOPE_COLUMNS order): the version's
+    fields, the other version's columns at their zero value."""
+    return (seq, env["envelope_version"],
+            *[env[name] if name in env else _ZEROS[name] for name in STORED_FIELD_NAMES],
+            prev, leaf, chain)
+
+
+_ZEROS = {f.name: zero_value(f) for f in STORED_FIELDS}
+
+
 @dataclass
 class _Pending:
     """One caller's batch, waiting for a group commit."""
     result: AppendResult
+    sender: Sender = UNAUTHENTICATED
     records: list = field(default_factory=list)
     done: bool = False
     error: Optional[BaseException] = None
 
 
 class Ledger:
-    def __init__(self, store: Store, chain_id: str, limits: Limits = Limits()):
+    def __init__(self, store: Store, chain_id: str, limits: Limits = Limits(),
+                 envelope_version: int = CURRENT_VERSION):
         self.store = store
         self.chain_id = chain_id
         self.limits = limits
+        self.envelope_version = envelope_version
         self._lock = threading.Lock()        # held by the one thread committing
         self._queue_lock = threading.Lock()  # guards _waiting
         self._waiting: list[_Pending] = []
@@ -127,23 +199,21 @@ class Ledger:
         return self._sealer.head_seq
 
     def append(self, records: Sequence[pb.AuditRecord],
-               service: Optional[str] = None) -> AppendResult:
+               sender: Sender = UNAUTHENTICATED) -> AppendResult:
         """Validate, deduplicate, seal and store; returns once the insert returned.
 
-        ``service``, when the caller authenticated with an API key, is the only
-        service its records may name. Concurrent calls are committed together
+        ``sender`` is who delivered the batch: it is sealed with each record, and an
+        API key's service and task scope bound what it may write (a record outside
+        them is refused with the reason). Concurrent calls are committed together
         (group commit): whichever caller gets the commit lock seals and stores
         every batch waiting at that moment in one insert, so the fixed cost of
         an insert is shared instead of paid per request.
         """
-        pending = _Pending(AppendResult())
+        pending = _Pending(AppendResult(), sender)
         now = time.time_ns()
         seen: set[str] = set()
         for index, rec in enumerate(records):
-            reason = validate(rec, now, self.limits)
-            if reason is None and service is not None and rec.service != service:
-                reason = (f"service {rec.service[:64]!r} does not match the API key's service "
-                          f"{service!r}")
+            reason = validate(rec, now, self.limits) or sender.refuses(rec)
             if reason is not None:
                 pending.result.rejected.append((index, rec.record_id[:64], reason))
             elif rec.record_id in seen:
@@ -163,7 +233,7 @@ class Ledger:
         else is the path of every record: the commit lock, the duplicate check,
         sealing, the insert and the Merkle tree.
         """
-        pending = _Pending(AppendResult(), [rec])
+        pending = _Pending(AppendResult(), COLLECTOR, [rec])
         self._commit(pending)
         pending.result.head_seq = self._sealer.head_seq
         return pending.result
@@ -188,23 +258,26 @@ class Ledger:
 
     def _commit_group(self, group: Sequence["_Pending"]) -> None:
         existing = self.store.existing_ids([r.record_id for p in group for r in p.records])
-        fresh: list[pb.AuditRecord] = []
+        fresh: list[tuple[pb.AuditRecord, Sender]] = []
         for p in group:
             accepted = [r for r in p.records if r.record_id not in existing]
             # The same id in two batches of one group: the first one is sealed.
             existing.update(r.record_id for r in accepted)
             p.result.duplicates += len(p.records) - len(accepted)
             p.result.accepted = len(accepted)
-            fresh += accepted
+            fresh += [(r, p.sender) for r in accepted]
         if fresh:
             self._seal_and_store(fresh, time.time_ns())
 
-    def _seal_and_store(self, records: Sequence[pb.AuditRecord], received_ns: int) -> None:
+    def _seal_and_store(self, records: Sequence[tuple[pb.AuditRecord, Sender]],
+                        received_ns: int) -> None:
         sealer = self._sealer
         saved = (sealer.head_seq, sealer.head_hash)
         envelopes, payload_rows = [], []
-        for rec in records:
-            env, payloads = split_record(rec, self.chain_id, received_ns)
+        for rec, sender in records:
+            env, payloads = split_record(rec, self.chain_id, received_ns, sender)
+            if self.envelope_version == 1:
+                env, payloads = as_v1(env, payloads)
             for name, content in payloads:
                 salt = os.urandom(16)
                 digest = commitment(salt, content)
@@ -212,8 +285,8 @@ class Ledger:
                 payload_rows.append((self.chain_id, rec.record_id, name, env["start_time"],
                                      salt.hex(), content, digest))
             link = sealer.seal(env)
-            envelopes.append((link.seq, *env.values(), link.prev_hash, link.leaf_hash,
-                              link.chain_hash))
+            envelopes.append(stored_row(link.seq, env, link.prev_hash, link.leaf_hash,
+                                        link.chain_hash))
         try:
             self.store.insert(envelopes, payload_rows)
         except Exception:

@@ -6,7 +6,7 @@ bound parameter or through the insert protocol, never by string formatting.
 
 Tables (database ``aitrail``):
 
-* ``envelopes`` -- the sealed records: every ``aitrail.verify.envelope.FIELDS`` column
+* ``envelopes`` -- the sealed records: every ``aitrail.verify.envelope.STORED_FIELDS`` column
   plus ``seq``, ``prev_hash``, ``leaf_hash``, ``chain_hash``. Append-only.
 * ``payloads`` -- large or personal content, one row per (record, name), with
   its salt. The envelope's ``commitments`` map binds each one.
@@ -28,7 +28,6 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from aitrail.verify.chain import Link
-from aitrail.verify.envelope import FIELD_NAMES
 from aitrail.verify.hashes import ZERO_HASH
 from aitrail_collector.config import CollectorConfig, DataDir
 from aitrail_collector.errors import StoreError
@@ -39,6 +38,7 @@ from aitrail_collector.store.schema import (
     ENVELOPE_COLUMNS,
     ENVELOPE_SELECT,
     PAYLOAD_COLUMNS,
+    split_row,
 )
 
 
@@ -178,15 +178,13 @@ class Store:
         return [r[0] for r in rows.result_rows]
 
     def iter_chain(self, chain_id: str, from_seq: int = 1) -> Iterator[tuple[Link, dict]]:
-        """Every row of one chain by seq (from ``from_seq``): its link and envelope fields."""
+        """Every row of one chain by seq (from ``from_seq``): its link and envelope (every
+        stored field, and its envelope_version)."""
         sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
                " AND seq >= {s:UInt64} ORDER BY seq")
-        n_fields = len(FIELD_NAMES)
         for row in self.stream(sql, {"c": chain_id, "s": from_seq}):
-            envelope = dict(zip(FIELD_NAMES, row[1:1 + n_fields]))
-            prev, leaf, chain = row[1 + n_fields:]
-            link = Link(row[0], envelope["record_id"], bytes(prev), bytes(leaf), bytes(chain))
-            yield link, envelope
+            seq, envelope, prev, leaf, chain = split_row(row)
+            yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
 
     def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
         sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
-from aitrail.verify.envelope import PAYLOAD_NAMES
+from aitrail.verify.envelope import PAYLOAD_NAMES, V1_ENVELOPE_TEXT
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
 from aitrail_collector.store.schema import DB
@@ -35,12 +35,24 @@ def _map(col: str) -> str:
             f" arraySort(CAST({col}, 'Array(Tuple(String, String))'))), ';')")
 
 
+def _unsealed(name: str) -> str:
+    # queries._unsealed_value: a v1 row holds this free text in its envelope (a v1
+    # redaction its reason in purpose); otherwise a missing payload is empty.
+    if name in V1_ENVELOPE_TEXT:
+        return f"if(e.envelope_version = 1, {_safe(f'toString(e.{name})')}, '')"
+    if name == "erase_reason":
+        return (f"if(e.envelope_version = 1 AND e.event_type = 'redaction',"
+                f" {_safe('toString(e.purpose)')}, '')")
+    return "''"
+
+
 def _payload(name: str) -> str:
     # The payload row whose name and commitment are the sealed ones; its content is
     # re-hashed with its salt, so an edited row reads as tampered, never as data.
     k = f"(indexOf(p.keys, concat('{name}:', e.commitments['{name}'])) AS k_{name})"
     return (f"if(mapContains(e.commitments, '{name}'), if({k} = 0, '{ERASED}',"
-            f" if(p.ok[k_{name}], {_safe(f'p.contents[k_{name}]')}, '{TAMPERED}')), '')")
+            f" if(p.ok[k_{name}], {_safe(f'p.contents[k_{name}]')}, '{TAMPERED}')),"
+            f" {_unsealed(name)})")
 
 
 def cells() -> list[str]:

@@ -14,10 +14,11 @@ _ID_COLUMNS = ("task_id", "record_id")
 
 
 def records_of_type(store: Store, chain_id: str, event_type: str) -> list[tuple]:
-    """(seq, record_id, actor, purpose, attributes) of every record of a type, by seq
-    (event_type leads the sort key)."""
+    """(seq, record_id, actor, purpose, attributes, envelope_version, commitments) of
+    every record of a type, by seq (event_type leads the sort key)."""
     return store.query(
-        f"SELECT seq, record_id, actor, purpose, attributes FROM {DB}.envelopes"
+        f"SELECT seq, record_id, actor, purpose, attributes, envelope_version, commitments"
+        f" FROM {DB}.envelopes"
         " WHERE chain_id = {c:String} AND event_type = {t:String} ORDER BY seq",
         {"c": chain_id, "t": event_type}).result_rows
 

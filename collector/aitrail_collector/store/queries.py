@@ -13,10 +13,16 @@ from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
-from aitrail.verify.envelope import FIELDS
+from aitrail.verify.envelope import V1_ENVELOPE_TEXT
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
-from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, HASH_COLUMNS
+from aitrail_collector.store.schema import (
+    DB,
+    ENVELOPE_SELECT,
+    FIELD_POSITION,
+    HASH_COLUMNS,
+    split_row,
+)
 
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",
@@ -173,22 +179,33 @@ def iso(ns: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns % 10**9 // 1000:06d}Z"
 
 
-_FIELD_NAMES = [f.name for f in FIELDS]
+_NOT_SHOWN = ("start_time", "end_time", "received_time", "commitments")
 
 
 def _row_to_record(row: Sequence[Any]) -> dict[str, Any]:
-    env = dict(zip(_FIELD_NAMES, row[1:1 + len(_FIELD_NAMES)]))
-    leaf, chain = row[-2], row[-1]
+    seq, env, _, leaf, chain = split_row(row)
     rec: dict[str, Any] = {
         "time": iso(env["start_time"]), "end_time": iso(env["end_time"]),
-        "received_time": iso(env["received_time"]), "seq": row[0],
+        "received_time": iso(env["received_time"]), "seq": seq,
     }
-    for name in _FIELD_NAMES:
-        if name not in ("start_time", "end_time", "received_time", "commitments"):
-            rec[name] = env[name]
-    rec["leaf_hash"], rec["chain_hash"] = bytes(leaf).hex(), bytes(chain).hex()
+    for name, value in env.items():
+        if name not in _NOT_SHOWN:
+            rec[name] = value
+    rec["leaf_hash"], rec["chain_hash"] = leaf.hex(), chain.hex()
     rec["_commitments"] = env["commitments"]
     return rec
+
+
+def _unsealed_value(rec: dict[str, Any], name: str) -> str:
+    """A payload column of a record that has no such payload: a v1 row holds its
+    free text (escalation reason, final decision, error message) in the envelope,
+    and a v1 redaction its reason in ``purpose``; anything else is empty."""
+    if rec["envelope_version"] == 1:
+        if name in V1_ENVELOPE_TEXT:
+            return str(rec.get(name) or "")
+        if name == "erase_reason" and rec["event_type"] == "redaction":
+            return str(rec.get("purpose") or "")
+    return ""
 
 
 def _attach_payloads(store: Store, records: list[dict[str, Any]],
@@ -217,11 +234,11 @@ def _attach_payloads(store: Store, records: list[dict[str, Any]],
                 value = content.get(name, ERASED)
                 rec[name] = TAMPERED if value is None else value
             else:
-                rec[name] = ""
+                rec[name] = _unsealed_value(rec, name)
         del rec["_commitments"]
 
 
-_START = 1 + _FIELD_NAMES.index("start_time")
+_START = FIELD_POSITION["start_time"]
 
 
 def _bounds(rows: Sequence[Sequence[Any]]) -> Optional[tuple[int, int]]:

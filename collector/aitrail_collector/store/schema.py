@@ -22,7 +22,7 @@ from typing import Any
 
 from clickhouse_connect.driver import options as clickhouse_options
 
-from aitrail.verify.envelope import FIELD_NAMES, FIELDS
+from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS
 from aitrail_collector.errors import StoreError
 
 DB = "aitrail"
@@ -37,7 +37,10 @@ _CH_TYPES = {
 }
 LOOKUP_COLUMNS = ("record_id", "task_id", "request_id", "trace_id", "reviewer_id")
 HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
-ENVELOPE_COLUMNS = ("seq",) + FIELD_NAMES + HASH_COLUMNS
+# envelope_version: which canonical encoding the row was sealed under (1 or 2); the
+# row has every column of every version (envelope.STORED_FIELDS), the other
+# version's at their zero value.
+ENVELOPE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES + HASH_COLUMNS
 PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
 
 
@@ -47,8 +50,21 @@ def _read_expr(name: str, kind: str) -> str:
     return f"toUnixTimestamp64Nano({name}) AS {name}_ns" if kind == "time" else name
 
 
-ENVELOPE_SELECT = ", ".join(["seq"] + [_read_expr(f.name, f.kind) for f in FIELDS]
+ENVELOPE_SELECT = ", ".join(["seq", "envelope_version"]
+                            + [_read_expr(f.name, f.kind) for f in STORED_FIELDS]
                             + list(HASH_COLUMNS))
+_N_FIELDS = len(STORED_FIELD_NAMES)
+# Position of a stored field in a row read with ENVELOPE_SELECT.
+FIELD_POSITION = {name: 2 + i for i, name in enumerate(STORED_FIELD_NAMES)}
+
+
+def split_row(row: Any) -> tuple[int, dict[str, Any], bytes, bytes, bytes]:
+    """(seq, envelope, prev_hash, leaf_hash, chain_hash) of a row read with
+    ENVELOPE_SELECT; the envelope has every stored field and its envelope_version."""
+    envelope = dict(zip(STORED_FIELD_NAMES, row[2:2 + _N_FIELDS]))
+    envelope["envelope_version"] = int(row[1])
+    prev, leaf, chain = row[2 + _N_FIELDS:]
+    return int(row[0]), envelope, bytes(prev), bytes(leaf), bytes(chain)
 
 
 # ClickHouse's own insert deduplication is off (window 0). Its log records a block
@@ -60,7 +76,8 @@ DEDUP_OFF = "non_replicated_deduplication_window = 0"
 
 
 def envelope_ddl(retention_days: int) -> str:
-    cols = ["seq UInt64"] + [f"{f.name} {_CH_TYPES[f.kind]}" for f in FIELDS]
+    cols = ["seq UInt64", "envelope_version UInt8 DEFAULT 1"]
+    cols += [f"{f.name} {_CH_TYPES[f.kind]}" for f in STORED_FIELDS]
     cols += [f"{h} FixedString(32)" for h in HASH_COLUMNS]
     cols += [f"INDEX idx_{c} {c} TYPE bloom_filter(0.001) GRANULARITY 1" for c in LOOKUP_COLUMNS]
     return (f"CREATE TABLE IF NOT EXISTS {DB}.envelopes (\n  " + ",\n  ".join(cols) + "\n)"
@@ -148,4 +165,11 @@ def ensure_schema(client: Any, retention_days: int) -> None:
     client.command(checkpoint_ddl())
     for table in ("envelopes", "payloads"):  # stores made before the window was 0
         client.command(f"ALTER TABLE {DB}.{table} MODIFY SETTING {DEDUP_OFF}")
+    # Stores made before envelope v2: their rows are v1 (the default), and gain v2's
+    # columns empty. Metadata only: no part is rewritten.
+    client.command(f"ALTER TABLE {DB}.envelopes"
+                   " ADD COLUMN IF NOT EXISTS envelope_version UInt8 DEFAULT 1 AFTER seq,"
+                   " ADD COLUMN IF NOT EXISTS principal_kind LowCardinality(String)"
+                   " AFTER sdk_version,"
+                   " ADD COLUMN IF NOT EXISTS principal_id String AFTER principal_kind")
     create_views(client)

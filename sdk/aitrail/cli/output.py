@@ -112,7 +112,7 @@ def describe_event(ev: dict[str, Any]) -> list[str]:
             assert part is not None, kind
             field = part.field(detail.path)
             if detail.always or ev.get(field.key):
-                body += _indent((detail.label or field.label) + ":", ev[field.key])
+                body += _indent((detail.label or field.label) + ":", ev.get(field.key) or "")
         body += _AFTER.get(kind, _no_lines)(ev)
     if ev.get("attributes"):
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in

@@ -77,6 +77,7 @@ class PartField:
     required: bool = False           # the part is refused without it
     rule: Optional[Rule] = None
     redact: Optional[str] = None     # the SDK redaction field name applied to it
+    v1_column: bool = False          # a payload that envelope v1 sealed as a column
 
     @property
     def key(self) -> str:
@@ -124,6 +125,7 @@ class EventType:
     name: str
     part: Optional[str] = None       # the AuditRecord part it carries, if any
     reserved: bool = False           # written by the collector only
+    layout: Optional[Part] = None    # what its part's fields mean, when not the part's own
     summary: str = ""                # CLI headline after the type, format() of the record
     details: tuple[Detail, ...] = ()
 
@@ -174,13 +176,13 @@ PARTS: tuple[Part, ...] = (
                   redact="reviewer_id"),
         PartField("to_reviewer", "to", column="escalation_to", limit=_I, required=True,
                   redact="reviewer_id"),
-        PartField("reason", "reason", column="escalation_reason", limit=_T,
-                  redact="escalation_reason"),
+        PartField("reason", "reason", payload="escalation_reason", limit=_T,
+                  redact="escalation_reason", v1_column=True),
     )),
     Part("resolution", missing="resolution needs an outcome", fields=(
         PartField("outcome", "outcome", column="resolution_outcome", limit=_N, required=True),
-        PartField("final_decision", "final", column="final_decision", limit=_T,
-                  redact="final_decision"),
+        PartField("final_decision", "final", payload="final_decision", limit=_T,
+                  redact="final_decision", v1_column=True),
     )),
     Part("data_access", missing="data_access needs actor, resource and purpose", fields=(
         PartField("actor", "actor", column="actor", limit=_N, required=True, redact="actor"),
@@ -190,11 +192,20 @@ PARTS: tuple[Part, ...] = (
     )),
 )
 
+# A redaction (made by the collector only, ledger/erasure.py) travels in the
+# data_access part: who asked, what, and why; the reason is free text, so from
+# envelope v2 on it is a payload (erasable), not the envelope's purpose.
+REDACTION_LAYOUT = Part("data_access", fields=(
+    PartField("actor", "actor", column="actor", limit=_N, required=True),
+    PartField("resource", "resource", column="resource", limit=_N, required=True),
+    PartField("purpose", "reason", payload="erase_reason", limit=_N, required=True),
+))
+
 # Set on a record of any event type (a failed call, ...), not matched to event_type.
 ERROR_PART = Part("error", fields=(
     PartField("type", "error", column="error_type", limit=_N),
-    PartField("message", "error message", column="error_message", limit=_T,
-              redact="error_message"),
+    PartField("message", "error message", payload="error_message", limit=_T,
+              redact="error_message", v1_column=True),
 ))
 
 EVENT_TYPES: tuple[EventType, ...] = (
@@ -211,7 +222,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("data_access", part="data_access", summary="{actor} read {resource} ({purpose})"),
     # Made by the collector only (ledger/erasure.py): who asked, what and why travel in
     # the data_access part, what was erased in attributes.
-    EventType("redaction", part="data_access", reserved=True,
+    EventType("redaction", part="data_access", reserved=True, layout=REDACTION_LAYOUT,
               summary="{actor} erased payloads of {resource}",
               details=(Detail("purpose", "reason", always=True),)),
 )
@@ -236,14 +247,24 @@ RECORD_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def part_of(event_type: str) -> Optional[Part]:
-    """The part an event type carries; None for task_created and custom types."""
+    """What the part an event type carries means; None for task_created and custom
+    types."""
     t = BY_NAME.get(event_type)
-    return PARTS_BY_NAME[t.part] if t is not None and t.part is not None else None
+    if t is None or t.part is None:
+        return None
+    return t.layout or PARTS_BY_NAME[t.part]
+
+
+def _all_parts() -> tuple[Part, ...]:
+    return PARTS + (ERROR_PART, REDACTION_LAYOUT)
 
 
 def payload_names() -> tuple[str, ...]:
     """Every payload, in table order (equal to envelope.PAYLOAD_NAMES)."""
-    return tuple(f.payload for p in PARTS for f in p.fields if f.payload)
+    seen: list[str] = []
+    for p in _all_parts():
+        seen += [f.payload for f in p.fields if f.payload and f.payload not in seen]
+    return tuple(seen)
 
 
 # ------------------------------------------------------------ proto -> envelope values
@@ -327,7 +348,8 @@ RECORD_PLAN: SplitPlan = SplitPlan(
     _tuple_getter(tuple(n for n, _ in RECORD_COLUMNS)), (), ())
 
 SPLIT_PLANS: Mapping[str, SplitPlan] = {
-    t.name: split_plan(PARTS_BY_NAME[t.part]) for t in EVENT_TYPES if t.part is not None}
+    t.name: split_plan(t.layout or PARTS_BY_NAME[t.part]) for t in EVENT_TYPES
+    if t.part is not None}
 ERROR_PLAN: SplitPlan = split_plan(ERROR_PART)
 
 
@@ -340,6 +362,7 @@ _LEAD_COLUMNS: tuple[str, ...] = (
     "service_version", "environment", "host",
 )
 HASH_COLUMNS: tuple[str, ...] = ("leaf_hash", "chain_hash")
+PRINCIPAL_COLUMNS: tuple[str, ...] = ("principal_kind", "principal_id")
 
 
 def result_columns() -> tuple[str, ...]:
@@ -347,8 +370,12 @@ def result_columns() -> tuple[str, ...]:
     scalar columns (in table order, the error part last), attributes, the parts'
     map columns, the payloads and the hashes."""
     parts = PARTS + (ERROR_PART,)
-    scalar = tuple(f.column for p in parts for f in p.fields
-                   if f.column and f.value is not Value.MAP)
+    # A payload that v1 sealed as a column keeps that column's place (one column for
+    # both versions); the principal (v2) follows who sent the record.
+    scalar = tuple(f.key for p in parts for f in p.fields
+                   if (f.column or f.v1_column) and f.value is not Value.MAP)
     maps = tuple(f.column for p in parts for f in p.fields
                  if f.column and f.value is Value.MAP)
-    return _LEAD_COLUMNS + scalar + ("attributes",) + maps + payload_names() + HASH_COLUMNS
+    payloads = tuple(n for n in payload_names() if n not in scalar)
+    return (_LEAD_COLUMNS + PRINCIPAL_COLUMNS + scalar + ("attributes",) + maps + payloads
+            + HASH_COLUMNS)

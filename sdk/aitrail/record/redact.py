@@ -51,6 +51,21 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def find_pii(text: str) -> list[str]:
+    """The kinds of personal data the detectors find in ``text`` (EMAIL, PHONE, SSN,
+    CARD), in order of appearance, each once; empty when none."""
+    kinds: list[str] = []
+    if not _CHEAP_FILTER.search(text):
+        return kinds
+    for m in _PATTERN.finditer(text):
+        kind = m.lastgroup or ""
+        if kind == "CARD" and not luhn_ok(re.sub(r"\D", "", m.group(0))):
+            continue
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
 class Redactor:
     """Applies a redaction policy to the fields of a record."""
 

@@ -22,13 +22,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
-from aitrail.verify.envelope import FIELDS, EncodingError, canonical_bytes
+from aitrail.verify.envelope import (
+    VERSION_FIELDS,
+    EncodingError,
+    canonical_bytes,
+    canonical_envelope,
+    version_of,
+)
 from aitrail.verify.hashes import leaf_hash
 
-FORMAT = "aitrail-proof-bundle/v1"
+# The bundle format names the envelope's encoding: v1 bundles carry v1 envelopes
+# (and stay valid); v2 bundles carry v2 envelopes with "envelope_version": 2.
+FORMATS = {"aitrail-proof-bundle/v1": 1, "aitrail-proof-bundle/v2": 2}
+FORMAT_OF = {version: name for name, version in FORMATS.items()}
+FORMAT = FORMAT_OF[2]
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
                   "tree_size", "inclusion_proof", "envelope", "checkpoint"})
-_FIELD_NAMES = [f.name for f in FIELDS]
 # JSON types per envelope field kind: exact, so `true` cannot stand in for 1.
 _TYPES = {
     "str": lambda v: type(v) is str, "lstr": lambda v: type(v) is str,
@@ -49,12 +58,14 @@ def dumps(bundle: Mapping[str, Any]) -> str:
 
 def make_bundle(envelope: Mapping[str, Any], seq: int, leaf_hash: bytes,
                 proof: Sequence[bytes], signed: SignedCheckpoint) -> str:
+    """The bundle of one record: ``envelope`` is the stored row's (any version)."""
     cp = signed.checkpoint
     return dumps({
-        "format": FORMAT, "chain_id": envelope["chain_id"], "record_id": envelope["record_id"],
+        "format": FORMAT_OF[version_of(envelope)], "chain_id": envelope["chain_id"],
+        "record_id": envelope["record_id"],
         "seq": seq, "leaf_index": seq - 1, "leaf_hash": leaf_hash.hex(),
         "tree_size": cp.size, "inclusion_proof": [h.hex() for h in proof],
-        "envelope": {name: envelope[name] for name in _FIELD_NAMES},
+        "envelope": canonical_envelope(envelope),
         "checkpoint": signed.text(),
     })
 
@@ -75,8 +86,9 @@ def _parse(text: str) -> dict[str, Any]:
         raise BundleError(f"not JSON: {exc}") from None
     if not isinstance(bundle, dict) or set(bundle) != KEYS:
         raise BundleError(f"expected exactly the keys {', '.join(sorted(KEYS))}")
-    if bundle["format"] != FORMAT:
-        raise BundleError(f"format {bundle['format']!r}: expected {FORMAT!r}")
+    if bundle["format"] not in FORMATS:
+        raise BundleError(f"format {bundle['format']!r}: expected one of "
+                          f"{', '.join(repr(f) for f in FORMATS)}")
     if dumps(bundle) != text:
         raise BundleError("not in canonical form (sorted keys, 2-space indent, final newline): "
                           "the file was edited")
@@ -85,9 +97,16 @@ def _parse(text: str) -> dict[str, Any]:
 
 def _envelope(bundle: Mapping[str, Any]) -> dict[str, Any]:
     env = bundle["envelope"]
-    if not isinstance(env, dict) or list(sorted(env)) != sorted(_FIELD_NAMES):
-        raise BundleError("envelope: expected exactly the canonical envelope fields")
-    for f in FIELDS:
+    version = FORMATS[bundle["format"]]
+    fields = VERSION_FIELDS[version]
+    names = [f.name for f in fields] + (["envelope_version"] if version != 1 else [])
+    if not isinstance(env, dict) or sorted(env) != sorted(names):
+        raise BundleError(f"envelope: expected exactly the canonical envelope fields of "
+                          f"version {version}")
+    if version != 1 and (type(env["envelope_version"]) is not int
+                         or env["envelope_version"] != version):
+        raise BundleError(f"envelope.envelope_version: expected {version} (the format's)")
+    for f in fields:
         if not _TYPES[f.kind](env[f.name]):
             raise BundleError(f"envelope.{f.name}: wrong type for a {f.kind} field")
     if env["chain_id"] != bundle["chain_id"] or env["record_id"] != bundle["record_id"]:

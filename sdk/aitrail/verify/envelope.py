@@ -1,11 +1,19 @@
 """The sealed envelope: its fields, their order, and their canonical bytes.
 
 This module is the one place that says what a sealed record consists of. The
-collector builds its ClickHouse table from ``FIELDS``; the verifier recomputes
-leaf hashes with ``canonical_bytes``. The encoding is specified, byte for byte,
-in docs/canonical-envelope.md so that a verifier in any language can rebuild it.
+collector builds its ClickHouse table from ``STORED_FIELDS``; the verifier
+recomputes leaf hashes with ``canonical_bytes``. The encoding is specified,
+byte for byte, in docs/canonical-envelope.md so that a verifier in any language
+can rebuild it.
 
-Encoding, in ``FIELDS`` order after a version tag:
+Two encoding versions exist. Records are sealed under the current one, v2
+(``FIELDS``); records sealed under v1 (``FIELDS_V1``) keep verifying. v2 holds
+no free text: the escalation reason, the final decision, the error message and
+an erasure's reason are payloads (erasable), and it seals who delivered the
+record (``principal_kind``, ``principal_id``). A stored row, a proof bundle and
+an envelope dict say their version in ``envelope_version`` (absent: 1).
+
+Encoding, in the version's field order after its version tag:
 
 * ``str``  -- unsigned 32-bit big-endian byte length, then the UTF-8 bytes
 * ``u64`` / ``time`` -- unsigned 64-bit big-endian integer (times: ns since epoch)
@@ -26,8 +34,6 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from aitrail.errors import AitrailError
 
-VERSION_TAG = b"aitrail.envelope.v1"
-
 
 class EncodingError(AitrailError, ValueError):
     """Envelope values that have no canonical encoding (a non-finite confidence, a
@@ -41,7 +47,7 @@ class Field(NamedTuple):
     doc: str
 
 
-FIELDS: tuple[Field, ...] = (
+FIELDS_V1: tuple[Field, ...] = (
     Field("chain_id", "lstr", "the chain this record was sealed into"),
     Field("record_id", "str", "UUIDv7 made by the SDK; the idempotency key"),
     Field("event_type", "lstr", "model_call, review, escalation, resolution, ..."),
@@ -87,12 +93,53 @@ FIELDS: tuple[Field, ...] = (
     Field("commitments", "map", "payload name -> hex SHA-256(salt || content)"),
 )
 
+
+FIELD_NAMES_V1: tuple[str, ...] = tuple(f.name for f in FIELDS_V1)
+
+# v2: free text leaves the envelope (it is a payload now, see PAYLOAD_NAMES), and
+# the credential that delivered the record is sealed with it.
+_MOVED_TO_PAYLOADS = ("error_message", "escalation_reason", "final_decision")
+_PRINCIPAL = (
+    Field("principal_kind", "lstr", "what delivered it: apikey, mtls, apikey+mtls, "
+          "unauthenticated or collector"),
+    Field("principal_id", "str", "which: the API key id and/or the client certificate's "
+          "subject; empty when unauthenticated"),
+)
+
+
+def _v2_fields() -> tuple[Field, ...]:
+    out: list[Field] = []
+    for f in FIELDS_V1:
+        if f.name in _MOVED_TO_PAYLOADS:
+            continue
+        out.append(f)
+        if f.name == "sdk_version":
+            out.extend(_PRINCIPAL)
+    return tuple(out)
+
+
+FIELDS_V2: tuple[Field, ...] = _v2_fields()
+CURRENT_VERSION = 2
+FIELDS: tuple[Field, ...] = FIELDS_V2      # what is sealed now
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 
-# Content held apart from the envelope so that it can be erased.
+VERSION_TAGS: Mapping[int, bytes] = {1: b"aitrail.envelope.v1", 2: b"aitrail.envelope.v2"}
+VERSION_FIELDS: Mapping[int, tuple[Field, ...]] = {1: FIELDS_V1, 2: FIELDS_V2}
+
+# Every column a stored row has, whatever its version: v1's, with v2's principal
+# after sdk_version. A row's fields of the other version hold their zero value.
+STORED_FIELDS: tuple[Field, ...] = tuple(
+    f for v1 in FIELDS_V1 for f in ((v1,) + (_PRINCIPAL if v1.name == "sdk_version" else ())))
+STORED_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in STORED_FIELDS)
+
+# Content held apart from the envelope so that it can be erased; the last four are
+# payloads from v2 on (v1 sealed the first three of them as envelope fields).
 PAYLOAD_NAMES: tuple[str, ...] = (
     "input", "output", "logprobs", "modified_output", "diff", "rationale",
+    "escalation_reason", "final_decision", "error_message", "erase_reason",
 )
+# Payloads that were envelope fields under v1: a v1 row holds them in its columns.
+V1_ENVELOPE_TEXT: tuple[str, ...] = _MOVED_TO_PAYLOADS
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -127,12 +174,22 @@ def _put(out: list[bytes], kind: str, value: Any) -> None:
         raise AssertionError(kind)
 
 
+def version_of(envelope: Mapping[str, Any]) -> int:
+    """The encoding version an envelope says it was sealed under (absent: 1)."""
+    version = envelope.get("envelope_version", 1)
+    if version not in VERSION_FIELDS:
+        raise EncodingError(f"envelope_version {version!r}: expected one of "
+                            f"{', '.join(map(str, VERSION_FIELDS))}")
+    return int(version)
+
+
 def canonical_bytes_reference(envelope: Mapping[str, Any]) -> bytes:
     """The encoding written the plain way, field by field: the specification
     ``canonical_bytes`` is tested against."""
+    version = version_of(envelope)
     out: list[bytes] = []
-    _put_str(out, VERSION_TAG.decode())
-    for f in FIELDS:
+    _put_str(out, VERSION_TAGS[version].decode())
+    for f in VERSION_FIELDS[version]:
         _put(out, f.kind, envelope[f.name])
     return b"".join(out)
 
@@ -149,13 +206,13 @@ def _f64_bytes(value: Any) -> bytes:
     return b"".join(out)
 
 
-def _compile_encoder() -> Callable[[Sequence[Any]], bytes]:
+def _compile_encoder(version: int) -> Callable[[Sequence[Any]], bytes]:
     # Sealing and verification encode every record, so the encoder is one
-    # straight-line function generated from FIELDS: no per-field dispatch.
-    # Empty strings and maps, the common case, cost a constant.
-    tag = VERSION_TAG
+    # straight-line function generated from the version's fields: no per-field
+    # dispatch. Empty strings and maps, the common case, cost a constant.
+    tag = VERSION_TAGS[version]
     lines = ["def encode(v):", "    out = [TAG]", "    a = out.append"]
-    for i, f in enumerate(FIELDS):
+    for i, f in enumerate(VERSION_FIELDS[version]):
         if f.kind in ("str", "lstr"):
             lines += [f"    x = v[{i}]",
                       "    if x:",
@@ -177,23 +234,28 @@ def _compile_encoder() -> Callable[[Sequence[Any]], bytes]:
     return encode
 
 
-encode_values = _compile_encoder()
-encode_values.__doc__ = "Canonical bytes of envelope values given in FIELDS order."
+ENCODERS: Mapping[int, Callable[[Sequence[Any]], bytes]] = {
+    v: _compile_encoder(v) for v in VERSION_FIELDS}
+_NAMES: Mapping[int, tuple[str, ...]] = {
+    v: tuple(f.name for f in fs) for v, fs in VERSION_FIELDS.items()}
+encode_values = ENCODERS[CURRENT_VERSION]
+encode_values.__doc__ = "Canonical bytes of current-version envelope values, in FIELDS order."
 
 
 def canonical_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The envelope's canonical encoding (the input of its leaf hash). Raises
-    EncodingError (a ValueError) when a value has none."""
+    """The envelope's canonical encoding (the input of its leaf hash), under the
+    version it names. Raises EncodingError (a ValueError) when a value has none."""
+    version = version_of(envelope)
     try:
-        encoded: bytes = encode_values([envelope[name] for name in FIELD_NAMES])
+        encoded: bytes = ENCODERS[version]([envelope[name] for name in _NAMES[version]])
         return encoded
     except Exception:  # noqa: BLE001 - located and explained field by field below
-        raise _encoding_error(envelope) from None
+        raise _encoding_error(envelope, version) from None
 
 
-def _encoding_error(envelope: Mapping[str, Any]) -> EncodingError:
+def _encoding_error(envelope: Mapping[str, Any], version: int) -> EncodingError:
     # The fast encoder failed somewhere: name the first field the reference refuses.
-    for f in FIELDS:
+    for f in VERSION_FIELDS[version]:
         if f.name not in envelope:
             return EncodingError(f"{f.name}: missing")
         try:
@@ -212,7 +274,26 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def empty_envelope() -> dict[str, Any]:
-    """An envelope with every field at its zero value."""
-    zero = {"str": "", "lstr": "", "u64": 0, "time": 0, "f64?": None}
-    return {f.name: ({} if f.kind == "map" else zero[f.kind]) for f in FIELDS}
+_ZERO = {"str": "", "lstr": "", "u64": 0, "time": 0, "f64?": None}
+
+
+def zero_value(f: Field) -> Any:
+    return {} if f.kind == "map" else _ZERO[f.kind]
+
+
+def empty_envelope(version: int = CURRENT_VERSION) -> dict[str, Any]:
+    """An envelope of ``version`` with every field at its zero value."""
+    env = {f.name: zero_value(f) for f in VERSION_FIELDS[version]}
+    if version != 1:
+        env["envelope_version"] = version
+    return env
+
+
+def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """Exactly the fields its version seals, plus envelope_version from v2 on: what a
+    proof bundle carries of a stored row (which has every STORED_FIELDS column)."""
+    version = version_of(envelope)
+    out = {name: envelope[name] for name in _NAMES[version]}
+    if version != 1:
+        out["envelope_version"] = version
+    return out

@@ -52,6 +52,19 @@ def _ago(ns: int) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def principal_text(rec: dict) -> str:
+    """Which credential delivered a record, as a person reads it (envelope v2 seals
+    it; v1 records did not record it)."""
+    kind, ident = rec.get("principal_kind") or "", rec.get("principal_id") or ""
+    if not kind:
+        return "not recorded (sealed before envelope v2)"
+    label = {"apikey": "API key", "mtls": "client certificate",
+             "apikey+mtls": "API key and client certificate",
+             "unauthenticated": "no credential", "collector": "the collector itself"}
+    text = label.get(kind, kind)
+    return f"{text} {ident}" if ident else text
+
+
 def task_href(task_id: str) -> str:
     """The console's link to a task's timeline. The id travels as a query value, fully
     encoded, so no id (``../admin``, ``a/b``, ``..``, ``x?y``, ``x#y``) can make the
@@ -61,6 +74,7 @@ def task_href(task_id: str) -> str:
 
 templates.env.filters["ago"] = _ago
 templates.env.filters["task_href"] = task_href
+templates.env.filters["principal"] = principal_text
 templates.env.globals["allowed"] = allowed
 
 
