@@ -9,6 +9,7 @@ import re
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from support import CollectorProc
 
@@ -22,12 +23,15 @@ def _vm_rss_mib(pid: int) -> float:
 
 
 def _request(port: int, method: str, path: str, body: str = "", headers=None,
-             source: str = "127.0.0.1") -> tuple[int, dict, str]:
+             source: str = "127.0.0.1") -> tuple[int, dict[str, Any], str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read().decode()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        headers["cookies"] = [v.split(";", 1)[0] for k, v in resp.getheaders()
+                              if k.lower() == "set-cookie"]
+        return resp.status, headers, resp.read().decode()
     finally:
         conn.close()
 
@@ -35,7 +39,7 @@ def _request(port: int, method: str, path: str, body: str = "", headers=None,
 def _login_form(port: int, source: str) -> tuple[str, str]:
     """(cookie header, CSRF token) of a fresh sign-in form."""
     _, headers, text = _request(port, "GET", "/login", source=source)
-    cookie = headers["set-cookie"].split(";", 1)[0]
+    cookie = headers["cookies"][0]
     token = re.search(r'name="csrf" value="([^"]+)"', text).group(1)  # type: ignore[union-attr]
     return cookie, token
 
