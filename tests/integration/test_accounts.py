@@ -563,6 +563,7 @@ def test_sign_in_rate_limit_per_name(path):
 
 def test_concurrent_hashes_are_bounded(path):
     import threading
+
     from aitrail_collector.web.auth import accounts as mod
     acc = Accounts(path, hasher=FAST)
     acc.add_user("ada", PW, "auditor")
