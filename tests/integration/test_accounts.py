@@ -418,6 +418,11 @@ def test_cli_default_file_is_in_the_data_dir(tmp_path):
     (("passwd", "ghost", "--password-stdin"), PW, "no user 'ghost'"),
     (("role", "ghost"), "", "role needs USERNAME ROLE"),
     (("token-revoke", "nope"), "", "no token with id 'nope'"),
+    (("token-create", "ci", "--role", "auditor"), "", "token-create needs --owner"),
+    (("token-create", "ci", "--role", "auditor", "--owner", "ghost"), "",
+     "token owner 'ghost' is not an existing enabled user"),
+    (("token-create", "ci", "--role", "auditor", "--owner", "x", "--expires-days", "0"), "",
+     "invalid token expiry 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, stdin, message):
     out = _cli_in(stdin, "user", *args, "--users", str(tmp_path / "users.json"))
