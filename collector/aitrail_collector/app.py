@@ -67,7 +67,8 @@ class Collector:
         if users is None:
             raise ConfigError("a ClickHouse server store needs --users (the console accounts file)")
         self.accounts = Accounts(users)
-        self.admin_queue = AdminQueue(self.ledger, queue_path(users))  # `aitrail user` changes
+        self.admin_queue = AdminQueue(self.ledger, queue_path(users),  # CLI admin actions
+                                      *([queue_path(config.api_keys)] if config.api_keys else []))
         self.auth = WebAuth(self.accounts, Sessions(idle_timeout_s=config.session_idle_s,
                                                     accounts=self.accounts))
         self.grpc_port = 0

@@ -200,9 +200,10 @@ def _users_path(args: argparse.Namespace) -> str:
 
 def _seal_later(args: argparse.Namespace, what: str, target: str, **details: Any) -> None:
     """Queue an admin action for the collector to seal (ledger/admin_log.py): within
-    seconds when one runs on this data dir, else at its next start."""
+    seconds when one runs on this users (or keys) file, else at its next start."""
     from aitrail_collector.ledger import admin_log
-    path = admin_log.queue_path(_users_path(args))
+    path = admin_log.queue_path(args.keys_file if args.command == "apikey"
+                                else _users_path(args))
     try:
         admin_log.enqueue(path, admin_log.action(os_user(), "local", what, target, details,
                                                  via="cli"))
@@ -211,10 +212,6 @@ def _seal_later(args: argparse.Namespace, what: str, target: str, **details: Any
                          f"sealing in {path}: {exc}\n")
 
 
-def _add_queue_flags(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--users", metavar="FILE", help=f"the users file (default <data dir>/"
-                   f"console-users.json){what}")
-    p.add_argument("--data-dir", help="default $AITRAIL_DATA_DIR, else ./aitrail-data")
 
 
 # ------------------------------------------------------------------ apikey
@@ -249,10 +246,9 @@ def add_apikey(sub: Any) -> None:
     p = sub.add_parser("apikey", help="create, revoke and list ingest API keys")
     p.add_argument("action", choices=("create", "revoke", "list"))
     p.add_argument("key_id", nargs="?", help="with revoke: the key's id")
-    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
+    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file; "
+                   "create and revoke are sealed as admin actions by the collector using it")
     p.add_argument("--service", help="with create: the service the key may write as")
-    _add_queue_flags(p, "; create and revoke are sealed as admin actions by the collector "
-                        "that uses it")
     p.set_defaults(func=cmd_apikey)
 
 
@@ -368,7 +364,9 @@ def add_user(sub: Any) -> None:
                    "removed")
     p.add_argument("--expires-days", type=int, metavar="N",
                    help="with token-create: the token expires after N days (default 90)")
-    _add_queue_flags(p, "; every change is sealed as an admin action by the collector on it")
+    p.add_argument("--users", metavar="FILE",
+                   help="the users file (default <data dir>/console-users.json)")
+    p.add_argument("--data-dir", help="default $AITRAIL_DATA_DIR, else ./aitrail-data")
     p.set_defaults(func=cmd_user)
 
 

@@ -104,7 +104,7 @@ def test_admin_actions_are_sealed_from_the_console_and_the_cli(tmp_path):
         r = _wait_for(proc, reader, "role_changed", "user:aud")
         assert r["attributes"]["via"] == "cli" and r["attributes"]["detail.role"] == "analyst"
         out = cli("apikey", "create", "--keys-file", str(tmp_path / "keys.json"),
-                  "--service", "svc", "--users", str(users))
+                  "--service", "svc")
         assert out.returncode == 0, out.stderr
         _wait_for(proc, reader, "apikey_created",
                   "apikey:" + out.stdout.strip()[len("ait_"):].split("_", 1)[0])

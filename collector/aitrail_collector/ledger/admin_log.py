@@ -13,9 +13,10 @@ Two paths lead into the chain:
   change;
 * ``aitrail user`` and ``aitrail apikey`` change files, not the store, and cannot
   open the store while a collector holds it. They append the action to the
-  *admin queue*, ``admin-actions.jsonl`` next to the users file (0600, one JSON
-  object a line, appended under ``<file>.lock``). The collector drains that
-  queue at start and then every ``POLL_S`` seconds, so a CLI change is sealed
+  *admin queue*, ``admin-actions.jsonl`` next to the users file (``aitrail
+  apikey``: next to the keys file), 0600, one JSON object a line, appended under
+  ``<file>.lock``. The collector drains the queues next to its users file and its
+  ``--api-keys`` file at start and then every ``POLL_S`` seconds, so a CLI change is sealed
   within seconds when a collector runs, and at its next start when none does.
 
 A file queue rather than a call to the running collector's API: it is the one
@@ -101,8 +102,9 @@ class AdminQueue:
     """Seals what ``aitrail user`` / ``aitrail apikey`` queued: at start, then
     every ``poll_s`` seconds while the collector runs."""
 
-    def __init__(self, ledger: Any, path: str, poll_s: float = POLL_S):
+    def __init__(self, ledger: Any, path: str, *more: str, poll_s: float = POLL_S):
         self.ledger, self.path, self.poll_s = ledger, path, poll_s
+        self.paths = list(dict.fromkeys([path, *more]))  # each once
         self.host = socket.gethostname()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -130,10 +132,13 @@ class AdminQueue:
         """Seals every queued action, in order; returns how many. What cannot be
         sealed now (the store is unavailable) stays queued for the next drain; a
         line that is not an action is logged and dropped."""
-        if not os.path.exists(self.path):
+        return sum(self._drain(path) for path in self.paths)
+
+    def _drain(self, path: str) -> int:
+        if not os.path.exists(path):
             return 0
-        with credentials.locked(self.path):
-            with open(self.path, encoding="utf-8") as fh:
+        with credentials.locked(path):
+            with open(path, encoding="utf-8") as fh:
                 lines = [line for line in fh.read().splitlines() if line.strip()]
             if not lines:
                 return 0
@@ -142,7 +147,7 @@ class AdminQueue:
                 try:
                     rec = to_record(json.loads(line), self.host)
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    log.error("dropping a malformed line of %s: %s", self.path, exc)
+                    log.error("dropping a malformed line of %s: %s", path, exc)
                     continue
                 try:
                     self.ledger.append_own(rec)
@@ -151,7 +156,7 @@ class AdminQueue:
                     left = lines[i:]
                     break
                 sealed += 1
-            credentials.write_secret(self.path, "".join(line + "\n" for line in left))
+            credentials.write_secret(path, "".join(line + "\n" for line in left))
         if sealed:
-            log.info("sealed %d queued admin action(s) from %s", sealed, self.path)
+            log.info("sealed %d queued admin action(s) from %s", sealed, path)
         return sealed
