@@ -182,7 +182,7 @@ class ConsoleSite:
     def token(self, role: str) -> str:
         from aitrail_collector.web.auth.accounts import Accounts
         return Accounts(str(self.users_file)).create_token(f"test-{role}-{time.time_ns()}",
-                                                           role, "test")[1]
+                                                           role, "ada")[1]
 
 
 def console_scenario(grpc_endpoint: str, trace_id: str) -> None:

@@ -29,6 +29,7 @@ from aitrail_collector.credentials import write_secret
 from aitrail_collector.ingest.apikeys import KeyRing
 from aitrail_collector.ingest.service import ExportHandler, start_grpc
 from aitrail_collector.ledger.access_log import AccessLog
+from aitrail_collector.ledger.admin_log import AdminQueue, queue_path
 from aitrail_collector.ledger.checkpointer import Checkpointer
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store.client import Store
@@ -67,6 +68,8 @@ class Collector:
         if users is None:
             raise ConfigError("a ClickHouse server store needs --users (the console accounts file)")
         self.accounts = Accounts(users)
+        self.admin_queue = AdminQueue(self.ledger, queue_path(users),  # CLI admin actions
+                                      *([queue_path(config.api_keys)] if config.api_keys else []))
         self.auth = WebAuth(self.accounts, Sessions(idle_timeout_s=config.session_idle_s,
                                                     accounts=self.accounts),
                             secure_cookies=config.http_tls is not None,
@@ -118,6 +121,7 @@ class Collector:
     def start(self) -> "Collector":
         cfg = self.config
         self.checkpointer.start()
+        self.admin_queue.start()
         handler = ExportHandler(self.ledger, keys=self.keys,
                                 max_records=cfg.max_records_per_batch,
                                 max_pending=cfg.max_pending_records,
@@ -161,7 +165,8 @@ class Collector:
         """What the web layer may use of this collector."""
         pem = self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return Services(store=self.store, auth=self.auth, access=AccessLog(self.ledger),
+        access = AccessLog(self.ledger, self.admin_queue.path)
+        return Services(store=self.store, auth=self.auth, access=access,
                         ledger=self.ledger, checkpointer=self.checkpointer, trust=self.trust,
                         public_key_pem=pem,
                         info={"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint})
@@ -196,6 +201,7 @@ class Collector:
             if self._http_thread:
                 self._http_thread.join(grace)
             log.info("stopping: HTTP closed after %.2f s", time.monotonic() - started)
+        self.admin_queue.stop()
         self.checkpointer.stop()  # the closing checkpoint covers everything stored
         log.info("stopping: closing checkpoint after %.2f s", time.monotonic() - started)
         if self.store.data_dir is not None:

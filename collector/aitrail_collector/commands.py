@@ -208,6 +208,29 @@ def add_demo(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+# ------------------------------------------------------------------ admin actions
+
+def _users_path(args: argparse.Namespace) -> str:
+    from aitrail_collector.config import DataDir, default_data_dir
+    return str(args.users or DataDir(args.data_dir or default_data_dir()).users)
+
+
+def _seal_later(args: argparse.Namespace, what: str, target: str, **details: Any) -> None:
+    """Queue an admin action for the collector to seal (ledger/admin_log.py): within
+    seconds when one runs on this users (or keys) file, else at its next start."""
+    from aitrail_collector.ledger import admin_log
+    path = admin_log.queue_path(args.keys_file if args.command == "apikey"
+                                else _users_path(args))
+    try:
+        admin_log.enqueue(path, admin_log.action(os_user(), "local", what, target, details,
+                                                 via="cli"))
+    except OSError as exc:
+        sys.stderr.write(f"aitrail {args.command}: done, but could not queue the change for "
+                         f"sealing in {path}: {exc}\n")
+
+
+
+
 # ------------------------------------------------------------------ apikey
 
 def cmd_apikey(args: argparse.Namespace) -> int:
@@ -217,13 +240,16 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             if not args.service:
                 raise UsageError("create needs --service")
             key = apikeys.create_key(args.keys_file, args.service, args.task_prefix or ())
+            key_id = key[len(apikeys.PREFIX):].split("_", 1)[0]
             print(key)
             sys.stderr.write("Store this key now: only its hash is kept.\n")
+            _seal_later(args, "apikey_created", f"apikey:{key_id}", service=args.service)
         elif args.action == "revoke":
             if not args.key_id:
                 raise UsageError("revoke needs the key's id (see `aitrail apikey list`)")
             apikeys.revoke_key(args.keys_file, args.key_id)
             print(f"revoked {args.key_id}")
+            _seal_later(args, "apikey_revoked", f"apikey:{args.key_id}")
         else:
             for k in apikeys.load_keys(args.keys_file).values():
                 scope = (f"  tasks {', '.join(k.task_prefixes)}*" if k.task_prefixes else "")
@@ -238,7 +264,8 @@ def add_apikey(sub: Any) -> None:
     p = sub.add_parser("apikey", help="create, revoke and list ingest API keys")
     p.add_argument("action", choices=("create", "revoke", "list"))
     p.add_argument("key_id", nargs="?", help="with revoke: the key's id")
-    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file")
+    p.add_argument("--keys-file", required=True, help="the collector's --api-keys file; "
+                   "create and revoke are sealed as admin actions by the collector using it")
     p.add_argument("--service", help="with create: the service the key may write as")
     p.add_argument("--task-prefix", action="append", metavar="PREFIX",
                    help="with create: the key may only write records whose task id starts "
@@ -262,13 +289,15 @@ def _check_user_args(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.action} takes one argument, not {args.value!r}")
     if args.action in ("add", "token-create") and not args.role:
         raise UsageError(f"{args.action} needs --role (auditor, analyst or admin)")
+    if args.action == "token-create" and not args.owner:
+        raise UsageError("token-create needs --owner (the existing console user the token "
+                         "acts for)")
 
 
 def cmd_user(args: argparse.Namespace) -> int:
     _need_collector_extra("managing console users")
-    from aitrail_collector.config import DataDir, default_data_dir
     from aitrail_collector.web.auth.accounts import AccountError, Accounts
-    path = args.users or DataDir(args.data_dir or default_data_dir()).users
+    path = _users_path(args)
     _check_user_args(args)
     try:
         _user_action(Accounts(path), args, path)
@@ -282,31 +311,45 @@ def _user_action(accounts: Any, args: argparse.Namespace, path: str) -> None:
     if a == "add":
         accounts.add_user(name, _new_password(args), args.role)
         print(f"added {name} ({args.role}) to {path}")
+        _seal_later(args, "user_added", f"user:{name}", role=args.role)
     elif a == "passwd":
         accounts.set_password(name, _new_password(args))
         print(f"changed the password of {name}; their console sessions end")
+        _seal_later(args, "password_changed", f"user:{name}")
     elif a == "role":
         accounts.set_role(name, args.value)
         print(f"{name} is now {args.value}")
+        _seal_later(args, "role_changed", f"user:{name}", role=args.value)
     elif a in ("disable", "enable", "remove"):
-        getattr(accounts, f"{a}_user")(name)
-        print(f"{a}d {name}")
+        revoked = getattr(accounts, f"{a}_user")(name)
+        print(f"{a}d {name}" + (f"; revoked their token(s) {', '.join(revoked)}"
+                                if revoked else ""))
+        _seal_later(args, {"disable": "user_disabled", "enable": "user_enabled",
+                           "remove": "user_removed"}[a], f"user:{name}",
+                    **({"tokens_revoked": ",".join(revoked)} if revoked else {}))
     elif a == "list":
         for u in accounts.users():
             print(f"{u['username']:<24} {u['role']:<8} created {u['created']}"
                   + ("  DISABLED" if u["disabled"] else ""))
     elif a == "token-create":
-        token_id, secret = accounts.create_token(name, args.role, args.owner or os_user())
+        days = {} if args.expires_days is None else {"expires_days": args.expires_days}
+        token_id, secret = accounts.create_token(name, args.role, args.owner, **days)
+        expires = next(t["expires"] for t in accounts.tokens() if t["token_id"] == token_id)
         print(secret)
-        sys.stderr.write(f"Token {token_id} ({args.role}): store it now, only its hash "
-                         "is kept.\n")
+        sys.stderr.write(f"Token {token_id} ({args.role}, for {args.owner}, expires "
+                         f"{expires}): store it now, only its hash is kept.\n")
+        _seal_later(args, "token_created", f"token:{token_id}", name=name, role=args.role,
+                    owner=args.owner, expires=expires)
     elif a == "token-revoke":
         accounts.revoke_token(name)
         print(f"revoked token {name}")
+        _seal_later(args, "token_revoked", f"token:{name}")
     else:
         for t in accounts.tokens():
+            state = ("  REVOKED" if t["revoked"] else "  EXPIRED" if t["expired"] else
+                     "  OWNER DISABLED" if not t["owner_active"] else "")
             print(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
-                  f"created {t['created']}" + ("  REVOKED" if t["revoked"] else ""))
+                  f"created {t['created']} expires {t['expires']}{state}")
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -337,8 +380,11 @@ def add_user(sub: Any) -> None:
     p.add_argument("--role", help="with add and token-create: auditor, analyst or admin")
     p.add_argument("--password-stdin", action="store_true",
                    help="with add and passwd: read the password from the first line of stdin")
-    p.add_argument("--owner", help="with token-create: who the token is for (default: your "
-                   "login name)")
+    p.add_argument("--owner", help="with token-create (required): the existing, enabled "
+                   "console user the token acts for; it is refused once they are disabled or "
+                   "removed")
+    p.add_argument("--expires-days", type=int, metavar="N",
+                   help="with token-create: the token expires after N days (default 90)")
     p.add_argument("--users", metavar="FILE",
                    help="the users file (default <data dir>/console-users.json)")
     p.add_argument("--data-dir", help="default $AITRAIL_DATA_DIR, else ./aitrail-data")

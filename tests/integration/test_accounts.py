@@ -249,13 +249,23 @@ def test_unknown_names_lock_out_too(path):
 
 # ------------------------------------------------------------------ tokens
 
-def test_tokens_create_look_up_revoke(acc):
+@pytest.fixture
+def acc_ada(acc):
+    acc.add_user("ada", PW, "admin")  # a token's owner must be an existing user
+    return acc
+
+
+def test_tokens_create_look_up_revoke(acc_ada):
+    acc = acc_ada
     token_id, secret = acc.create_token("nightly-export", "auditor", "ada")
     assert secret.startswith(f"aitk_{token_id}_") and len(secret) > 40
-    assert acc.principal_for_token(secret) == Principal("nightly-export", "auditor", "token")
+    assert acc.principal_for_token(secret) == Principal("ada", "auditor", "token",
+                                                        token_id=token_id, token_owner="ada")
     listed = acc.tokens()
     assert listed == [{"token_id": token_id, "name": "nightly-export", "role": "auditor",
-                       "owner": "ada", "created": listed[0]["created"], "revoked": False}]
+                       "owner": "ada", "created": listed[0]["created"], "revoked": False,
+                       "expires": listed[0]["expires"], "expired": False,
+                       "owner_active": True}]
     acc.revoke_token(token_id)
     assert acc.principal_for_token(secret) is None
     assert acc.tokens()[0]["revoked"] is True
@@ -264,7 +274,8 @@ def test_tokens_create_look_up_revoke(acc):
         acc.revoke_token("nope")
 
 
-def test_tampered_or_malformed_tokens_fail(acc):
+def test_tampered_or_malformed_tokens_fail(acc_ada):
+    acc = acc_ada
     token_id, secret = acc.create_token("ci", "analyst", "ada")
     other_id, _ = acc.create_token("other", "auditor", "ada")
     tampered = secret[:-1] + ("A" if secret[-1] != "A" else "B")
@@ -275,7 +286,8 @@ def test_tampered_or_malformed_tokens_fail(acc):
     assert acc.principal_for_token(secret) is not None
 
 
-def test_token_input_is_checked(acc):
+def test_token_input_is_checked(acc_ada):
+    acc = acc_ada
     with pytest.raises(AccountError, match="unknown role"):
         acc.create_token("ci", "root", "ada")
     with pytest.raises(AccountError, match="invalid token name"):
@@ -378,8 +390,9 @@ def test_cli_users_and_tokens(tmp_path):
     assert secret.startswith("aitk_") and "only its hash is kept" in out.stderr
     assert secret not in open(users).read()
     token_id = secret[len("aitk_"):].split("_", 1)[0]
-    assert Accounts(users).principal_for_token(secret) == Principal("nightly", "auditor",
-                                                                    "token")
+    token_id = secret[len("aitk_"):].split("_", 1)[0]
+    assert Accounts(users).principal_for_token(secret) == Principal(
+        "ada", "auditor", "token", token_id=token_id, token_owner="ada")
     listing = cli("user", "tokens", "--users", users)
     assert token_id in listing.stdout and secret not in listing.stdout
     out = cli("user", "token-revoke", token_id, "--users", users)
@@ -405,9 +418,260 @@ def test_cli_default_file_is_in_the_data_dir(tmp_path):
     (("passwd", "ghost", "--password-stdin"), PW, "no user 'ghost'"),
     (("role", "ghost"), "", "role needs USERNAME ROLE"),
     (("token-revoke", "nope"), "", "no token with id 'nope'"),
+    (("token-create", "ci", "--role", "auditor"), "", "token-create needs --owner"),
+    (("token-create", "ci", "--role", "auditor", "--owner", "ghost"), "",
+     "token owner 'ghost' is not an existing enabled user"),
+    (("token-create", "ci", "--role", "auditor", "--owner", "x", "--expires-days", "0"), "",
+     "invalid token expiry 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, stdin, message):
     out = _cli_in(stdin, "user", *args, "--users", str(tmp_path / "users.json"))
     assert out.returncode == 2, out
     assert message in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ red-team findings 7, 8, 11
+
+def test_token_owner_must_be_an_existing_enabled_user(acc):
+    acc.add_user("ada", PW, "admin")
+    acc.add_user("bob", PW, "analyst")
+    for owner in ("ghost", "", None, "ADA"):
+        with pytest.raises(AccountError, match="not an existing enabled user"):
+            acc.create_token("ci", "auditor", owner)  # type: ignore[arg-type]
+    acc.disable_user("bob")
+    with pytest.raises(AccountError, match="'bob' is not an existing enabled user"):
+        acc.create_token("ci", "auditor", "bob")
+    assert acc.tokens() == []
+
+
+def test_a_token_named_as_another_user_acts_for_its_owner(acc):
+    acc.add_user("ada", PW, "admin")
+    acc.add_user("bob", PW, "auditor")
+    token_id, secret = acc.create_token("bob", "auditor", "ada")  # named as bob, owned by ada
+    who = acc.principal_for_token(secret)
+    assert who == Principal("ada", "auditor", "token", token_id=token_id, token_owner="ada")
+
+
+def test_a_token_dies_with_its_owner(acc, path):
+    acc.add_user("ada", PW, "admin")
+    acc.add_user("bob", PW, "auditor")
+    _, first = acc.create_token("ci", "auditor", "bob")
+    _, second = acc.create_token("ci2", "auditor", "bob")
+    assert acc.principal_for_token(first) is not None
+    # Disabled by hand in the file (no revocation): refused at once, at use.
+    raw = _raw(path)
+    raw["users"] = [dict(u, disabled=u["username"] == "bob") for u in raw["users"]]
+    with open(path, "w") as fh:
+        json.dump(raw, fh)
+    assert acc.principal_for_token(first) is None
+    raw["users"] = [dict(u, disabled=False) for u in raw["users"]]
+    with open(path, "w") as fh:
+        json.dump(raw, fh)
+    assert acc.principal_for_token(first) is not None
+    # Disabled through Accounts: revoked, and enabling again brings none back.
+    revoked = acc.disable_user("bob")
+    assert sorted(revoked) == sorted(t["token_id"] for t in acc.tokens())
+    acc.enable_user("bob")
+    assert acc.principal_for_token(first) is None and acc.principal_for_token(second) is None
+    # Removed, then a user of the same name added: the new bob gets no old token.
+    _, third = acc.create_token("ci3", "auditor", "bob")
+    assert acc.remove_user("bob") != []
+    acc.add_user("bob", PW, "auditor")
+    assert acc.principal_for_token(third) is None
+
+
+def test_tokens_expire(acc, path):
+    from datetime import datetime, timedelta, timezone
+    acc.add_user("ada", PW, "admin")
+    token_id, secret = acc.create_token("ci", "auditor", "ada")
+    listed = acc.tokens()[0]
+    expires = datetime.fromisoformat(listed["expires"])
+    assert abs(expires - datetime.now(timezone.utc) - timedelta(days=90)) < timedelta(minutes=1)
+    assert listed["expired"] is False
+    short_id, short = acc.create_token("short", "auditor", "ada", expires_days=1)
+    for bad in (0, -1, 3651, "7", 1.5, True):
+        with pytest.raises(AccountError, match="invalid token expiry"):
+            acc.create_token("x", "auditor", "ada", expires_days=bad)  # type: ignore[arg-type]
+    # Past its expiry: refused. Old tokens without one expire 90 days after created.
+    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    old = (datetime.now(timezone.utc) - timedelta(days=91)).isoformat()
+    recent = (datetime.now(timezone.utc) - timedelta(days=89)).isoformat()
+    _, old_secret = acc.create_token("old", "auditor", "ada")
+    _, recent_secret = acc.create_token("recent", "auditor", "ada")
+    raw = _raw(path)
+    for t in raw["tokens"]:
+        if t["token_id"] == short_id:
+            t["expires"] = past
+        if t["name"] in ("old", "recent"):  # the stored form before tokens expired
+            del t["expires"]
+            t["created"] = old if t["name"] == "old" else recent
+    with open(path, "w") as fh:
+        json.dump(raw, fh)
+    assert acc.principal_for_token(short) is None
+    assert acc.principal_for_token(old_secret) is None
+    assert acc.principal_for_token(recent_secret) is not None
+    assert acc.principal_for_token(secret) is not None
+    by_name = {t["name"]: t for t in acc.tokens()}
+    assert by_name["short"]["expired"] and by_name["old"]["expired"]
+    assert not by_name["recent"]["expired"]
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self):
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verified = 0
+
+    def verify(self, hash, password):  # type: ignore[override]
+        self.verified += 1
+        return super().verify(hash, password)
+
+
+def test_sign_in_rate_limit_per_address_comes_before_any_hash(path):
+    from aitrail_collector.web.auth import accounts as mod
+    clock, hasher = Clock(), CountingHasher()
+    acc = Accounts(path, hasher=hasher, clock=clock)
+    acc.add_user("ada", PW, "auditor")
+    for i in range(mod.ADDRESS_ATTEMPTS):
+        assert acc.authenticate(f"spray{i}", "wrong password!", "203.0.113.9") is None
+    hashed = hasher.verified
+    with pytest.raises(mod.SignInThrottled) as exc:
+        acc.authenticate("ada", PW, "203.0.113.9")
+    assert exc.value.status == 429 and 0 < exc.value.retry_after <= mod.ATTEMPT_WINDOW_S
+    assert hasher.verified == hashed  # refused before hashing
+    # Another address is not limited; an IPv6 client counts by its /64.
+    assert acc.authenticate("ada", PW, "198.51.100.7") is not None
+    for i in range(mod.ADDRESS_ATTEMPTS):
+        acc.authenticate(f"v6{i}", "wrong password!", f"2001:db8::{i + 1:x}")
+    with pytest.raises(mod.SignInThrottled):
+        acc.authenticate("ada", PW, "2001:db8::ffff")
+    clock.now += mod.ATTEMPT_WINDOW_S + 1
+    assert acc.authenticate("ada", PW, "203.0.113.9") is not None
+
+
+def test_sign_in_rate_limit_per_name(path):
+    from aitrail_collector.web.auth import accounts as mod
+    clock, hasher = Clock(), CountingHasher()
+    acc = Accounts(path, hasher=hasher, clock=clock)
+    acc.add_user("bob", PW, "auditor")
+    for i in range(mod.NAME_ATTEMPTS):  # right password each time: no lockout, still limited
+        assert acc.authenticate("bob", PW, f"198.51.100.{i}") is not None
+    with pytest.raises(mod.SignInThrottled, match="this user name"):
+        acc.authenticate("bob", PW, "198.51.100.200")
+    # A locked-out name is refused without a hash.
+    for i in range(5):
+        acc.authenticate("eve", "wrong password!", f"192.0.2.{i}")
+    hashed = hasher.verified
+    assert acc.authenticate("eve", "wrong password!", "192.0.2.99") is None
+    assert hasher.verified == hashed
+
+
+def test_concurrent_hashes_are_bounded(path):
+    import threading
+
+    from aitrail_collector.web.auth import accounts as mod
+    acc = Accounts(path, hasher=FAST)
+    acc.add_user("ada", PW, "auditor")
+    acc._slots.wait_s = 0.05
+    for _ in range(mod.HASH_SLOTS):
+        assert acc._slots.acquire()  # every slot busy
+    try:
+        with pytest.raises(mod.SignInThrottled) as exc:
+            acc.authenticate("ada", PW, "198.51.100.7")
+        assert exc.value.status == 503
+    finally:
+        for _ in range(mod.HASH_SLOTS):
+            acc._slots.release()
+    assert acc.authenticate("ada", PW, "198.51.100.7") is not None
+    # Under a burst, never more than HASH_SLOTS verifications run at once.
+    running, peak, lock = [0], [0], threading.Lock()
+    verify = acc._verify
+
+    def counted(encoded, password):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return verify(encoded, password)
+        finally:
+            with lock:
+                running[0] -= 1
+    acc._verify = counted  # type: ignore[method-assign]
+    acc._slots.wait_s = 5
+    threads = [threading.Thread(target=acc.authenticate, args=(f"n{i}", "wrong password!",
+                                                               f"192.0.2.{i}"))
+               for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= peak[0] <= mod.HASH_SLOTS
+
+
+def test_an_outsider_cannot_lock_out_an_admin(path):
+    acc = Accounts(path, hasher=FAST, clock=Clock())
+    acc.add_user("ada", PW, "admin")
+    acc.add_user("bob", PW, "auditor")
+    for name in ("ada", "bob"):
+        for _ in range(5):
+            assert acc.authenticate(name, "wrong password!", "203.0.113.9") is None
+    # From the attacker's address both are locked, even with the right password ...
+    assert acc.authenticate("ada", PW, "203.0.113.9") is None
+    assert acc.authenticate("bob", PW, "203.0.113.9") is None
+    # ... but the admin still signs in from anywhere else; other users stay locked.
+    assert acc.authenticate("ada", PW, "198.51.100.7") is not None
+    assert acc.authenticate("bob", PW, "198.51.100.7") is None
+
+
+class FakeLedger:
+    def __init__(self, fail_after: int = 10**9):
+        self.records: list = []
+        self.fail_after = fail_after
+
+    def append_own(self, rec):
+        if len(self.records) >= self.fail_after:
+            raise OSError("store unavailable")
+        self.records.append(rec)
+
+
+def test_access_log_names_the_token_and_its_owner():
+    from aitrail_collector.ledger.access_log import AccessLog
+    ledger = FakeLedger()
+    log = AccessLog(ledger)  # type: ignore[arg-type]
+    log.record(Principal("ada", "auditor", "token", token_id="a1b2c3d4e5f6", token_owner="ada"),
+               "timeline:T-1", {"task": "T-1"}, 3, via="api")
+    rec = ledger.records[0]
+    assert rec.data_access.actor == "ada"
+    assert rec.attributes["token_id"] == "a1b2c3d4e5f6"
+    assert rec.attributes["token_owner"] == "ada"
+    assert rec.attributes["principal_kind"] == "token"
+
+
+def test_admin_actions_are_sealed_or_queued(tmp_path):
+    from aitrail_collector.ledger import admin_log
+    from aitrail_collector.ledger.access_log import AccessLog
+    queue = str(tmp_path / admin_log.QUEUE_NAME)
+    ledger = FakeLedger()
+    log = AccessLog(ledger, queue)  # type: ignore[arg-type]
+    ada = Principal("ada", "admin", "user")
+    log.admin(ada, "user_added", "user:bob", {"role": "auditor", "password": "hunter2hunter2"})
+    rec = ledger.records[0]
+    assert (rec.event_type, rec.data_access.actor, rec.data_access.purpose,
+            rec.data_access.resource) == ("admin_action", "ada", "user_added", "user:bob")
+    assert rec.attributes["detail.role"] == "auditor"
+    assert "hunter2" not in str(rec)
+    with pytest.raises(ValueError, match="unknown admin action"):
+        log.admin(ada, "made_coffee", "user:bob")
+    # The store unavailable: the action is queued, and sealed by the next drain.
+    ledger.fail_after = 1
+    log.admin(ada, "user_removed", "user:bob")
+    log.admin(ada, "token_revoked", "token:a1b2c3d4e5f6")
+    assert len(ledger.records) == 1 and stat.S_IMODE(os.stat(queue).st_mode) == 0o600
+    drain = admin_log.AdminQueue(ledger, queue)
+    assert drain.drain() == 0  # still failing: nothing lost
+    ledger.fail_after = 2
+    assert drain.drain() == 1  # the first sealed, the second kept
+    ledger.fail_after = 10**9
+    assert drain.drain() == 1 and drain.drain() == 0
+    assert [r.data_access.purpose for r in ledger.records] == [
+        "user_added", "user_removed", "token_revoked"]

@@ -132,7 +132,9 @@ def test_each_read_is_sealed_as_a_data_access_record(console_site):
     reads = _accesses(site, token)[before + 1:]
     assert [r["resource"] for r in reads[:3]] == ["search", "timeline:T-console-1", "export"]
     for r in reads[:3]:
-        assert r["actor"].startswith("test-auditor-")  # the token's name: who read
+        # Who read: the token's owner, and which token (finding 7: not its name).
+        assert r["actor"] == "ada" and r["attributes"]["token_owner"] == "ada"
+        assert r["attributes"]["token_id"] == token[len("aitk_"):].split("_", 1)[0]
         assert r["attributes"]["role"] == "auditor" and r["attributes"]["via"] == "api"
         assert '"task": "T-console-1"' in r["attributes"]["filters"]
     assert [r["attributes"]["rows"] for r in reads[:3]] == ["4", "4", "4"]

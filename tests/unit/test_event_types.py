@@ -104,9 +104,9 @@ def test_every_field_goes_to_one_envelope_column_or_one_payload():
 
 def test_derived_lists():
     assert et.KNOWN_TYPES == ("model_call", "review", "escalation", "resolution",
-                              "task_created", "data_access", "redaction")
+                              "task_created", "data_access", "redaction", "admin_action")
     assert validate.KNOWN_TYPES == pages.EVENT_TYPES == et.KNOWN_TYPES
-    assert validate.RESERVED_TYPES == ("redaction",)
+    assert validate.RESERVED_TYPES == ("redaction", "admin_action")
     assert validate.DECISIONS == ("approve", "reject", "modify", "none")
     assert et.PART_NAMES == ("model_call", "review", "escalation", "resolution",
                              "data_access")
@@ -182,7 +182,7 @@ def split_record_reference(rec: pb.AuditRecord, chain_id: str, received_ns: int
     elif kind == "data_access":
         a = rec.data_access
         env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
-    elif kind == "redaction":
+    elif kind in ("redaction", "admin_action"):
         a = rec.data_access
         env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
     return env, [(name, content) for name, content in payloads if content]
@@ -341,6 +341,8 @@ def describe_event_reference(ev: dict) -> list[str]:
     elif kind == "redaction":
         head += f"  {ev['actor']} erased payloads of {ev['resource']}"
         body += _indent("reason:", ev["purpose"])
+    elif kind == "admin_action":
+        head += f"  {ev['actor']}: {ev['purpose']} {ev['resource']}"
     if ev.get("attributes"):
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))

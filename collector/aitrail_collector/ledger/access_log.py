@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 
 from aitrail.record.ids import uuid7
 from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.ledger import admin_log
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.web.auth.accounts import Principal
 
@@ -24,8 +25,9 @@ MAX_FILTER_CHARS = 4000
 
 
 class AccessLog:
-    def __init__(self, ledger: Optional[Ledger]):
+    def __init__(self, ledger: Optional[Ledger], admin_queue: Optional[str] = None):
         self.ledger = ledger
+        self.admin_queue = admin_queue  # where an admin action goes when it cannot be sealed
         self.host = socket.gethostname()
 
     def record(self, who: Principal, resource: str, filters: Mapping[str, Any], rows: int,
@@ -40,14 +42,17 @@ class AccessLog:
             return None
         described = json.dumps(filters, sort_keys=True, default=str)[:MAX_FILTER_CHARS]
         now = time.time_ns()
+        attributes = {"role": who.role, "principal_kind": who.kind, "via": via,
+                      "filters": described, "rows": str(rows)}
+        if who.kind == "token":  # the actor is the token's owner; which token, here
+            attributes.update(token_id=who.token_id, token_owner=who.token_owner)
         rec = pb.AuditRecord(
             record_id=uuid7(), event_type="data_access",
             start_time_unix_nano=now, end_time_unix_nano=now, service=SERVICE,
             environment="collector", host=self.host,
             data_access=pb.DataAccess(actor=who.name, resource=resource,
                                       purpose=f"{via} read"),
-            attributes={"role": who.role, "principal_kind": who.kind, "via": via,
-                        "filters": described, "rows": str(rows)})
+            attributes=attributes)
         try:
             self.ledger.append_own(rec)
         except Exception:  # noqa: BLE001 - see docstring
@@ -55,3 +60,30 @@ class AccessLog:
                           who.name, resource)
             return None
         return rec.record_id
+
+    def admin(self, who: Principal, what: str, target: str,
+              details: Optional[Mapping[str, Any]] = None, via: str = "console") -> None:
+        """Seal one admin action (admin_log.py) made by ``who``. Unlike a read, the
+        change is already made: when it cannot be sealed now it is queued for the
+        collector to seal later (the admin queue), and only if that fails too is it
+        lost, loudly."""
+        entry = admin_log.action(who.name, who.kind, what, target, details, via=via)
+        if who.kind == "token":
+            entry["details"].update(token_id=who.token_id)
+        try:
+            if self.ledger is None:
+                raise RuntimeError("no ledger in this process")
+            self.ledger.append_own(admin_log.to_record(entry, self.host))
+            return
+        except Exception:  # noqa: BLE001 - see docstring
+            if self.admin_queue is None:
+                log.exception("could not seal the admin action %s %s of %s", what, target,
+                              who.name)
+                return
+            log.warning("admin action %s %s of %s not sealed now; queued in %s", what,
+                        target, who.name, self.admin_queue, exc_info=True)
+        try:
+            admin_log.enqueue(self.admin_queue, entry)
+        except OSError:
+            log.exception("could not queue the admin action %s %s of %s", what, target,
+                          who.name)

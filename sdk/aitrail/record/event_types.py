@@ -225,6 +225,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("redaction", part="data_access", reserved=True, layout=REDACTION_LAYOUT,
               summary="{actor} erased payloads of {resource}",
               details=(Detail("purpose", "reason", always=True),)),
+    # Made by the collector only (ledger/admin_log.py): an admin's change to users, tokens
+    # or API keys; the admin in actor, what was done in purpose, its target in resource.
+    EventType("admin_action", part="data_access", reserved=True,
+              summary="{actor}: {purpose} {resource}"),
 )
 
 BY_NAME: Mapping[str, EventType] = {t.name: t for t in EVENT_TYPES}

@@ -14,7 +14,10 @@ atomically, reread when it changes on disk, like the ingest keys file of
                  "stamp": "9f2c..."}],
      "tokens": [{"token_id": "a1b2c3d4e5f6", "name": "nightly-export",
                  "role": "auditor", "owner": "ada", "sha256": "<hex>",
-                 "created": "2025-01-01T00:00:00+00:00", "revoked": false}]}
+                 "created": "2025-01-01T00:00:00+00:00", "revoked": false,
+                 "expires": "2025-04-01T00:00:00+00:00"}]}
+
+Fields are only ever added, with defaults, so older files keep loading.
 
 Writers (the console, ``aitrail user``) take ``<file>.lock`` (flock) for each
 read-change-write, so one process does not undo another's change.
@@ -26,11 +29,31 @@ looked up by id. ``stamp`` changes whenever a user's password, role or
 disabled flag changes; sessions made with ``Sessions(accounts=...)`` end when
 it does, even when the change came from ``aitrail user`` in another process.
 
+A token acts for its ``owner``, an existing enabled user named at creation and
+never changed: its Principal carries the owner as its name (what the access log
+seals as the actor) and the token's id. A token is refused as soon as its owner is
+disabled or removed (checked at every use, on the file as it is now; disabling or
+removing a user also revokes their tokens, so enabling them again, or adding a
+user of the same name, brings none back), and after ``expires``, set at creation
+(``DEFAULT_TOKEN_DAYS``, 90 days, unless told otherwise). A token stored before
+tokens had an expiry expires ``DEFAULT_TOKEN_DAYS`` after its ``created``.
+
 Sign-in lockout (in memory, per process): after ``LOCKOUT_FAILURES`` (5) failed
 attempts for one username within ``LOCKOUT_WINDOW_S`` (15 minutes),
 ``authenticate`` refuses that username, even with the right password, for
-``LOCKOUT_S`` (15 minutes). Unknown usernames are counted the same way, so the
-lockout does not tell which names exist. A restart clears it.
+``LOCKOUT_S`` (15 minutes), without computing a hash. Unknown usernames are
+counted the same way, so the lockout does not tell which names exist. A restart
+clears it. For an enabled admin, failures (and the per-name rate limit below)
+count per username *and client address*: an outsider who fails five times locks
+the admin out from the outsider's own address only, so nobody outside can lock
+the last admin out of the console.
+
+Sign-in work is bounded (throttle.py), checked before any hash is computed: at
+most ``ADDRESS_ATTEMPTS`` attempts per client address (the socket peer) and
+``NAME_ATTEMPTS`` per username within ``ATTEMPT_WINDOW_S``, else
+``SignInThrottled`` (HTTP 429 with Retry-After); and at most ``HASH_SLOTS``
+argon2 computations at a time (64 MiB each), an attempt waiting at most
+``HASH_WAIT_S`` for one, else ``SignInThrottled`` with status 503.
 """
 
 from __future__ import annotations
@@ -46,7 +69,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator, Optional
 
 from argon2 import PasswordHasher
@@ -54,6 +77,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from aitrail.errors import AitrailError
 from aitrail_collector import credentials
+from aitrail_collector.web.auth.throttle import HashSlots, SlidingWindow, address_key
 
 log = logging.getLogger("aitrail.collector")
 
@@ -77,6 +101,13 @@ MAX_PASSWORD_CHARS = 1024  # argon2 takes any length; this only bounds the work 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW_S = 15 * 60
 LOCKOUT_S = 15 * 60
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 3650
+ATTEMPT_WINDOW_S = 60
+ADDRESS_ATTEMPTS = 20   # per client address within ATTEMPT_WINDOW_S
+NAME_ATTEMPTS = 10      # per username within ATTEMPT_WINDOW_S
+HASH_SLOTS = 2          # concurrent argon2 computations (64 MiB each)
+HASH_WAIT_S = 2.0       # how long an attempt waits for a slot
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _TOKEN_ID = re.compile(r"[0-9a-f]{12}")
 _MAX_TRACKED_NAMES = 10_000  # bounds the lockout table under a spray of made-up names
@@ -102,12 +133,23 @@ class AccountError(AitrailError, ValueError):
     """A request about accounts that cannot be done; the text says why."""
 
 
+class SignInThrottled(AccountError):
+    """Too many sign-in attempts (status 429) or too many at once (503); try again
+    after ``retry_after`` seconds. Raised before any password hash is computed."""
+
+    def __init__(self, message: str, retry_after: float, status: int = 429):
+        super().__init__(message)
+        self.retry_after, self.status = retry_after, status
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: a signed-in user, an API token, or the local operator."""
     name: str
     role: str
     kind: str  # "user", "token" or "local"
+    token_id: str = ""     # with kind "token": which token (name is its owner)
+    token_owner: str = ""  # with kind "token": the user it acts for
 
 
 @dataclass(frozen=True)
@@ -129,6 +171,13 @@ class ApiToken:
     sha256: str
     created: str
     revoked: bool = False
+    expires: str = ""  # ISO 8601; "" (stored before expiry existed): DEFAULT_TOKEN_DAYS
+    #                    after created
+
+    def expiry(self) -> datetime:
+        when = datetime.fromisoformat(self.expires) if self.expires else \
+            datetime.fromisoformat(self.created) + timedelta(days=DEFAULT_TOKEN_DAYS)
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _now() -> str:
@@ -183,6 +232,11 @@ def load_accounts(path: str) -> tuple[dict[str, User], dict[str, ApiToken]]:
     for t in tokens.values():
         if t.role not in ROLES:
             raise ValueError(f"{path}: token {t.token_id!r} has an unknown role")
+        try:
+            t.expiry()
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: token {t.token_id!r} has a bad created or expires "
+                             "time") from None
     return users, tokens
 
 
@@ -200,7 +254,7 @@ class Accounts:
     """Users and API tokens in one JSON file, reread whenever it changes on disk.
 
     ``hasher`` and ``clock`` are for tests: cheaper argon2 parameters, and a
-    fake clock for the lockout.
+    fake clock for the lockout and the rate limits.
     """
 
     def __init__(self, path: str, *, hasher: Optional[PasswordHasher] = None,
@@ -211,8 +265,11 @@ class Accounts:
         self._lock = threading.RLock()
         self._stamp: Optional[tuple] = None
         self._dummy: Optional[str] = None
-        self._failures: dict[str, deque] = {}
-        self._locked_until: dict[str, float] = {}
+        self._failures: dict[object, deque] = {}
+        self._locked_until: dict[object, float] = {}
+        self._by_address = SlidingWindow(ADDRESS_ATTEMPTS, ATTEMPT_WINDOW_S, clock)
+        self._by_name = SlidingWindow(NAME_ATTEMPTS, ATTEMPT_WINDOW_S, clock)
+        self._slots = HashSlots(HASH_SLOTS, HASH_WAIT_S)
         # At start-up a bad file is an error, not a warning (as in auth.KeyRing).
         try:
             self._users, self._tokens = load_accounts(path)
@@ -265,10 +322,20 @@ class Accounts:
         return bool(self._users)
 
     def tokens(self) -> list[dict]:
-        """Every API token, without its hash (the secret is never stored)."""
+        """Every API token, without its hash (the secret is never stored); ``expires``
+        is when it expires (also for tokens stored without one), ``expired`` whether
+        it has, ``owner_active`` whether its owner exists and is enabled."""
         self._refresh()
-        return [{k: v for k, v in asdict(t).items() if k != "sha256"}
-                for t in self._tokens.values()]
+        now = datetime.now(timezone.utc)
+        out = []
+        for t in self._tokens.values():
+            owner = self._users.get(t.owner)
+            row = {k: v for k, v in asdict(t).items() if k != "sha256"}
+            row.update(expires=t.expiry().isoformat(timespec="seconds"),
+                       expired=t.expiry() <= now,
+                       owner_active=owner is not None and not owner.disabled)
+            out.append(row)
+        return out
 
     def user_stamp(self, username: str) -> Optional[str]:
         """Changes whenever the user's password, role or disabled flag does; None
@@ -290,7 +357,7 @@ class Accounts:
         _check_username(username)
         _check_role(role)
         _check_password(username, password)
-        password_hash = self._ph.hash(password)  # slow: outside the file lock
+        password_hash = self._hash(password)  # slow: outside the file lock
         with self._editing() as (users, _):
             self._add(users, username, password_hash, role)
 
@@ -298,7 +365,7 @@ class Accounts:
         """The first admin, on first start; refused once any user exists."""
         _check_username(username)
         _check_password(username, password)
-        password_hash = self._ph.hash(password)
+        password_hash = self._hash(password)
         with self._editing() as (users, _):
             if users:
                 raise AccountError("users exist already; an admin adds further users")
@@ -316,32 +383,45 @@ class Accounts:
     def set_password(self, username: str, password: str) -> None:
         _check_username(username)
         _check_password(username, password)
-        password_hash = self._ph.hash(password)
+        password_hash = self._hash(password)
         self._change(username, password_hash=password_hash)
 
     def set_role(self, username: str, role: str) -> None:
         _check_role(role)
         self._change(username, role=role)
 
-    def disable_user(self, username: str) -> None:
-        self._change(username, disabled=True)
+    def disable_user(self, username: str) -> list[str]:
+        """Disables the user and revokes their API tokens; returns the ids revoked."""
+        return self._change(username, disabled=True)
 
     def enable_user(self, username: str) -> None:
         self._change(username, disabled=False)
 
-    def remove_user(self, username: str) -> None:
-        with self._editing() as (users, _):
+    def remove_user(self, username: str) -> list[str]:
+        """Removes the user and revokes their API tokens; returns the ids revoked."""
+        with self._editing() as (users, tokens):
             self._need(users, username)
             self._keep_an_admin(users, username)
             del users[username]
+            return self._revoke_owned(tokens, username)
 
-    def _change(self, username: str, **changes) -> None:
-        with self._editing() as (users, _):
+    def _change(self, username: str, **changes) -> list[str]:
+        with self._editing() as (users, tokens):
             user = self._need(users, username)
             if changes.get("role", "admin") != "admin" or changes.get("disabled"):
                 self._keep_an_admin(users, username)
             # A new stamp ends the user's console sessions (see Sessions).
             users[username] = replace(user, stamp=secrets.token_hex(8), **changes)
+            return self._revoke_owned(tokens, username) if changes.get("disabled") else []
+
+    @staticmethod
+    def _revoke_owned(tokens: dict[str, ApiToken], owner: str) -> list[str]:
+        """A token dies with its owner: revoked in the same write that disables or
+        removes them (use-time checks refuse it anyway; this keeps it dead)."""
+        ids = [t.token_id for t in tokens.values() if t.owner == owner and not t.revoked]
+        for token_id in ids:
+            tokens[token_id] = replace(tokens[token_id], revoked=True)
+        return ids
 
     @staticmethod
     def _need(users: dict[str, User], username: str) -> User:
@@ -360,15 +440,42 @@ class Accounts:
 
     # -- sign-in
 
-    def authenticate(self, username: str, password: str) -> Optional[Principal]:
+    def authenticate(self, username: str, password: str,
+                     client: Optional[str] = None) -> Optional[Principal]:
         """The user's Principal if the password is right, the user is enabled and
-        not locked out; else None (never says which of these failed)."""
+        not locked out; else None (never says which of these failed).
+
+        ``client`` is the caller's network address (the socket peer); with it the
+        per-address rate limit applies, and an admin's lockout is per address.
+        Raises ``SignInThrottled`` before computing any hash when a rate limit is
+        reached or no hash slot frees up in time."""
         self._refresh()
         user = self._users.get(username) if isinstance(username, str) else None
-        # Always run one argon2 verification, against a dummy hash for unknown
-        # names, so the time taken does not reveal which names exist.
-        ok = self._verify(user.password_hash if user else self._dummy_hash(), password)
-        key = username if isinstance(username, str) else ""
+        name = username if isinstance(username, str) else ""
+        address = address_key(client) if client is not None else None
+        key = self._lockout_key(name, user, address)
+        if address is not None:
+            wait = self._by_address.hit(address)
+            if wait is not None:
+                raise SignInThrottled("too many sign-in attempts from your address; try "
+                                      "again later", wait)
+        with self._lock:
+            if self._is_locked(key):
+                return None  # no hash: a locked name costs nothing
+        wait = self._by_name.hit(key)
+        if wait is not None:
+            raise SignInThrottled("too many sign-in attempts for this user name; try again "
+                                  "later", wait)
+        dummy = self._dummy_hash() if user is None else ""
+        if not self._slots.acquire():
+            raise SignInThrottled("the console is busy with other sign-ins; try again in a "
+                                  "moment", 1, status=503)
+        try:
+            # One argon2 verification, against a dummy hash for unknown names, so the
+            # time taken does not reveal which names exist.
+            ok = self._verify(user.password_hash if user else dummy, password)
+        finally:
+            self._slots.release()
         with self._lock:
             if self._is_locked(key):
                 return None
@@ -378,6 +485,25 @@ class Accounts:
             self._failures.pop(key, None)
         self._rehash_if_needed(user, password)
         return Principal(user.username, user.role, "user")
+
+    @staticmethod
+    def _lockout_key(name: str, user: Optional[User], address: Optional[str]) -> object:
+        """What failures and the per-name limit count against: the name, or for an
+        enabled admin the name and the client address (see the module docstring)."""
+        if address is not None and user is not None and user.role == "admin" \
+                and not user.disabled:
+            return (name, address)
+        return name
+
+    def _hash(self, password: str) -> str:
+        """A new argon2 hash, within the bound on concurrent hashes (waiting for it:
+        these are admin actions, not anonymous attempts)."""
+        while not self._slots.acquire():
+            pass
+        try:
+            return self._ph.hash(password)
+        finally:
+            self._slots.release()
 
     def _verify(self, encoded: str, password: str) -> bool:
         if not isinstance(password, str) or len(password) > MAX_PASSWORD_CHARS:
@@ -391,10 +517,10 @@ class Accounts:
         # Made on first need rather than at start, so `aitrail user list` stays quick.
         with self._lock:
             if self._dummy is None:
-                self._dummy = self._ph.hash(secrets.token_urlsafe(16))
+                self._dummy = self._hash(secrets.token_urlsafe(16))
             return self._dummy
 
-    def _is_locked(self, key: str) -> bool:
+    def _is_locked(self, key: object) -> bool:
         until = self._locked_until.get(key)
         if until is None:
             return False
@@ -403,7 +529,7 @@ class Accounts:
         del self._locked_until[key]
         return False
 
-    def _note_failure(self, key: str) -> None:
+    def _note_failure(self, key: object) -> None:
         now = self._clock()
         if key not in self._failures and len(self._failures) >= _MAX_TRACKED_NAMES:
             self._forget_stale(now)
@@ -428,7 +554,7 @@ class Accounts:
         """Moves a hash made with older argon2 parameters to the current ones."""
         if not self._ph.check_needs_rehash(user.password_hash):
             return
-        new_hash = self._ph.hash(password)
+        new_hash = self._hash(password)
         try:
             with self._editing() as (users, _):
                 current = users.get(user.username)
@@ -441,16 +567,27 @@ class Accounts:
 
     # -- API tokens
 
-    def create_token(self, name: str, role: str, owner: str) -> tuple[str, str]:
-        """A token for the JSON API; returns (token_id, secret). The secret is
-        shown once: only its SHA-256 is stored."""
+    def create_token(self, name: str, role: str, owner: str,
+                     expires_days: int = DEFAULT_TOKEN_DAYS) -> tuple[str, str]:
+        """A token for the JSON API, acting for ``owner`` (an existing enabled user,
+        fixed for the token's life), expiring after ``expires_days``; returns
+        (token_id, secret). The secret is shown once: only its SHA-256 is stored."""
         _check_label("name", name)
-        _check_label("owner", owner)
         _check_role(role)
+        if isinstance(expires_days, bool) or not isinstance(expires_days, int) \
+                or not 1 <= expires_days <= MAX_TOKEN_DAYS:
+            raise AccountError(f"invalid token expiry {expires_days!r}: 1 to {MAX_TOKEN_DAYS} "
+                               "days")
         token_id, secret = credentials.new_token(TOKEN_PREFIX)
-        with self._editing() as (_, tokens):
-            tokens[token_id] = ApiToken(token_id, name, role, owner, credentials.digest(secret),
-                                        _now())
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        with self._editing() as (users, tokens):
+            user = users.get(owner) if isinstance(owner, str) else None
+            if user is None or user.disabled:
+                raise AccountError(f"token owner {owner!r} is not an existing enabled user "
+                                   "(a token acts for a user; add them first)")
+            tokens[token_id] = ApiToken(
+                token_id, name, role, owner, credentials.digest(secret), now.isoformat(),
+                expires=(now + timedelta(days=expires_days)).isoformat())
         return token_id, secret
 
     def revoke_token(self, token_id: str) -> None:
@@ -461,15 +598,20 @@ class Accounts:
             tokens[token_id] = replace(tokens[token_id], revoked=True)
 
     def principal_for_token(self, secret: str) -> Optional[Principal]:
-        """The token's Principal, or None when it is malformed, unknown or revoked."""
+        """The token's Principal (named as its owner), or None when it is malformed,
+        unknown, revoked or expired, or its owner is gone or disabled."""
         self._refresh()
         if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX):
             return None
         token_id, sep, _ = secret[len(TOKEN_PREFIX):].partition("_")
         token = self._tokens.get(token_id) if sep and _TOKEN_ID.fullmatch(token_id) else None
-        if token is None or not credentials.matches(token.sha256, secret):
+        if token is None or not credentials.matches(token.sha256, secret) or token.revoked:
             return None
-        return None if token.revoked else Principal(token.name, token.role, "token")
+        owner = self._users.get(token.owner)
+        if owner is None or owner.disabled or token.expiry() <= datetime.now(timezone.utc):
+            return None
+        return Principal(token.owner, token.role, "token", token_id=token.token_id,
+                         token_owner=token.owner)
 
 
 # ------------------------------------------------------------------ sessions

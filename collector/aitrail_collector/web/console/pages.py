@@ -29,8 +29,16 @@ from aitrail.verify.envelope import PAYLOAD_NAMES
 from aitrail_collector.store import checkpoints
 from aitrail_collector.store import queries as query
 from aitrail_collector.web import audited
-from aitrail_collector.web.auth.accounts import ROLES, AccountError, Principal, allowed
+from aitrail_collector.web.auth.accounts import (
+    DEFAULT_TOKEN_DAYS,
+    ROLES,
+    AccountError,
+    Principal,
+    SignInThrottled,
+    allowed,
+)
 from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn
+from aitrail_collector.web.auth.throttle import retry_after
 from aitrail_collector.web.console import charts
 from aitrail_collector.web.services import Services
 
@@ -305,7 +313,14 @@ def mount(app: FastAPI, console: Console) -> None:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not expected or not _same(expected, csrf):
             return login_form(request, next, "The sign-in form expired; please try again.")
-        who = auth.accounts.authenticate(username, password)
+        try:  # the socket peer: a forwarded-for header is the client's to choose
+            who = auth.accounts.authenticate(username, password,
+                                             request.client.host if request.client else "")
+        except SignInThrottled as exc:
+            resp = login_form(request, next, str(exc))
+            resp.status_code = exc.status
+            resp.headers["Retry-After"] = retry_after(exc.retry_after)
+            return resp
         if who is None:
             return login_form(request, next, "Wrong user name or password (or the account is "
                                              "disabled or temporarily locked).")
@@ -357,7 +372,7 @@ def _mount_admin(app: FastAPI, console: Console) -> None:
                      error: str = "") -> HTMLResponse:
         return console.render(request, "admin.html", who, users=auth.accounts.users(),
                               tokens=auth.accounts.tokens(), roles=ROLES, error=error,
-                              created_token=created_token)
+                              created_token=created_token, default_days=DEFAULT_TOKEN_DAYS)
 
     @app.get("/console/admin", include_in_schema=False)
     def admin(request: Request):
@@ -372,7 +387,8 @@ def _mount_admin(app: FastAPI, console: Console) -> None:
     @app.post("/console/admin", include_in_schema=False)
     def admin_action(request: Request, csrf: str = Form(""), action: str = Form(""),
                      username: str = Form(""), password: str = Form(""),
-                     role: str = Form(""), name: str = Form(""), token_id: str = Form("")):
+                     role: str = Form(""), name: str = Form(""), token_id: str = Form(""),
+                     owner: str = Form(""), expires_days: str = Form("")):
         who = auth.page(request, "admin")
         auth.check_form(request, csrf)
         accounts = auth.accounts
@@ -382,7 +398,8 @@ def _mount_admin(app: FastAPI, console: Console) -> None:
             "disable": lambda: accounts.disable_user(username),
             "enable": lambda: accounts.enable_user(username),
             "remove": lambda: accounts.remove_user(username),
-            "create_token": lambda: accounts.create_token(name, role, who.name),
+            "create_token": lambda: accounts.create_token(name, role, owner or who.name,
+                                                          _days(expires_days)),
             "revoke_token": lambda: accounts.revoke_token(token_id),
         }
         if action not in actions:
@@ -395,12 +412,46 @@ def _mount_admin(app: FastAPI, console: Console) -> None:
                 return render_admin(request, who, error=str(exc))
             session.flash.append(("error", str(exc)))
             return RedirectResponse("/console/admin", status_code=303)
+        _seal_admin(console, who, action, result, username=username, role=role, name=name,
+                    token_id=token_id, owner=owner or who.name)
         if action in ("disable", "remove", "set_role"):
             auth.sessions.revoke_user(username)
         if action == "create_token":
             # Shown once, on this response only; never stored or logged.
             return render_admin(request, who, created_token=result[1])
         return RedirectResponse("/console/admin", status_code=303)
+
+
+def _days(value: str) -> int:
+    if not value.strip():
+        return DEFAULT_TOKEN_DAYS
+    try:
+        return int(value)
+    except ValueError:
+        raise AccountError(f"token expiry {value!r}: expected a whole number of days") \
+            from None
+
+
+# console action -> the sealed admin action (ledger/admin_log.py)
+_SEALED = {"add_user": "user_added", "set_role": "role_changed", "disable": "user_disabled",
+           "enable": "user_enabled", "remove": "user_removed", "create_token": "token_created",
+           "revoke_token": "token_revoked"}
+
+
+def _seal_admin(console: Console, who: Principal, action: str, result: Any, *, username: str,
+                role: str, name: str, token_id: str, owner: str) -> None:
+    details: dict[str, Any] = {}
+    if action in ("add_user", "set_role"):
+        details["role"] = role
+    if action in ("disable", "remove") and result:
+        details["tokens_revoked"] = ",".join(result)
+    if action == "create_token":
+        token_id = result[0]
+        created = next((t for t in console.auth.accounts.tokens()
+                        if t["token_id"] == token_id), {})
+        details.update(name=name, role=role, owner=owner, expires=created.get("expires", ""))
+    target = f"token:{token_id}" if action.endswith("_token") else f"user:{username}"
+    console.access.admin(who, _SEALED[action], target, details, via="console")
 
 
 def _safe_next(target: str) -> str:
