@@ -60,6 +60,12 @@ def test_each_bad_record_is_refused_with_its_reason_and_the_rest_land(collector)
         8: (make_record(event_type="model_call", **{"model_call.confidence": float("nan")}),
             "confidence"),
         9: (make_record(event_type="escalation"), "from_reviewer"),
+        # The collector's own service: what tells its data_access records from a client's.
+        10: (make_record(event_type="data_access", service="aitrail-collector",
+                         **{"data_access.actor": "a", "data_access.resource": "r"}),
+             "reserved for the collector"),
+        11: (make_record(service="aitrail-collector"), "reserved for the collector"),
+        12: (make_record(service=" AItrail-Collector"), "reserved for the collector"),
     }
     records = [make_record(task_id="T-good-0")] + [r for r, _ in bad.values()] + \
               [make_record(task_id="T-good-1")]

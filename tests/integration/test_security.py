@@ -345,6 +345,15 @@ def test_api_keys_file_stores_no_secret(tmp_path):
     assert stat.S_IMODE(os.stat(keys_file).st_mode) & 0o077 == 0  # not readable by others
 
 
+def test_api_key_for_the_collectors_own_service_is_refused(tmp_path):
+    keys_file = tmp_path / "keys.json"
+    for service in ("aitrail-collector", "Aitrail-Collector "):
+        out = cli("apikey", "create", "--keys-file", str(keys_file), "--service", service)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "reserved for the collector" in out.stderr and out.stdout == ""
+    assert not keys_file.exists()
+
+
 # ------------------------------------------------------------------ 2. SDK with an API key
 
 def test_sdk_with_api_key_delivers_and_wrong_service_is_rejected(keyed):

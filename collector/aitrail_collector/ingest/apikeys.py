@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from aitrail.errors import AitrailError
+from aitrail.record.event_types import is_collector_service
 from aitrail_collector import credentials
 
 PREFIX = "ait_"
@@ -64,6 +65,8 @@ def create_key(path: str, service: str) -> str:
     """Adds a key for ``service``; returns the key text (shown once, never stored)."""
     if not service:
         raise KeysFileError("a key needs a service name")
+    if is_collector_service(service):
+        raise KeysFileError(f"service {service!r} is reserved for the collector's own records")
     key_id, token = credentials.new_token(PREFIX)
     secret = token[len(PREFIX) + len(key_id) + 1:]
     with credentials.locked(path):

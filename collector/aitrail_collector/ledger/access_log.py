@@ -13,13 +13,14 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
+from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.record.ids import uuid7
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.web.auth.accounts import Principal
 
 log = logging.getLogger("aitrail.collector")
-SERVICE = "aitrail-collector"
+SERVICE = COLLECTOR_SERVICE
 MAX_FILTER_CHARS = 4000
 
 
