@@ -25,6 +25,7 @@ from aitrail.cli.base import (
     backend,
     os_user,
 )
+from aitrail.cli.output import safe
 from aitrail_collector.config import CollectorConfig, Limits
 
 _DEFAULTS = CollectorConfig(dsn="")
@@ -206,10 +207,10 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             if not args.key_id:
                 raise UsageError("revoke needs the key's id (see `aitrail apikey list`)")
             apikeys.revoke_key(args.keys_file, args.key_id)
-            print(f"revoked {args.key_id}")
+            print(safe(f"revoked {args.key_id}"))
         else:
             for k in apikeys.load_keys(args.keys_file).values():
-                print(f"{k.key_id}  {k.service:<24} created {k.created}"
+                print(safe(f"{k.key_id}  {k.service:<24} created {k.created}")
                       + ("  REVOKED" if k.revoked else ""))
     except apikeys.KeysFileError as exc:
         raise UsageError(str(exc)) from None
@@ -257,35 +258,36 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def _user_action(accounts: Any, args: argparse.Namespace, path: str) -> None:
+    # Names and owners come from the users file: shown escaped (aitrail.cli.output.safe).
     name, a = args.target, args.action
     if a == "add":
         accounts.add_user(name, _new_password(args), args.role)
-        print(f"added {name} ({args.role}) to {path}")
+        print(safe(f"added {name} ({args.role}) to {path}"))
     elif a == "passwd":
         accounts.set_password(name, _new_password(args))
-        print(f"changed the password of {name}; their console sessions end")
+        print(safe(f"changed the password of {name}; their console sessions end"))
     elif a == "role":
         accounts.set_role(name, args.value)
-        print(f"{name} is now {args.value}")
+        print(safe(f"{name} is now {args.value}"))
     elif a in ("disable", "enable", "remove"):
         getattr(accounts, f"{a}_user")(name)
-        print(f"{a}d {name}")
+        print(safe(f"{a}d {name}"))
     elif a == "list":
         for u in accounts.users():
-            print(f"{u['username']:<24} {u['role']:<8} created {u['created']}"
+            print(safe(f"{u['username']:<24} {u['role']:<8} created {u['created']}")
                   + ("  DISABLED" if u["disabled"] else ""))
     elif a == "token-create":
         token_id, secret = accounts.create_token(name, args.role, args.owner or os_user())
         print(secret)
-        sys.stderr.write(f"Token {token_id} ({args.role}): store it now, only its hash "
-                         "is kept.\n")
+        sys.stderr.write(safe(f"Token {token_id} ({args.role}): store it now, only its hash "
+                              "is kept.") + "\n")
     elif a == "token-revoke":
         accounts.revoke_token(name)
-        print(f"revoked token {name}")
+        print(safe(f"revoked token {name}"))
     else:
         for t in accounts.tokens():
-            print(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
-                  f"created {t['created']}" + ("  REVOKED" if t["revoked"] else ""))
+            print(safe(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
+                       f"created {t['created']}") + ("  REVOKED" if t["revoked"] else ""))
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -332,7 +334,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         result = backend(args).erase(task=args.task, record_id=args.record,
                                      reason=args.reason, actor=args.actor or os_user())
     except NothingToErase as exc:
-        sys.stderr.write(f"aitrail erase: {exc}\n")
+        sys.stderr.write(f"aitrail erase: {safe(exc)}\n")
         return EXIT_FAILED
     if args.format == "json":
         import json
@@ -344,16 +346,18 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _print_erasure(result: dict) -> None:
+    # Every text from the ledger (the target names a task id) is shown escaped.
     if result["erased"] or not result["completed"]:
-        print(f"Erased {result['payloads']} payload(s) of {result['records']} record(s) of "
-              f"{result['target']}.")
+        print(f"Erased {int(result['payloads'])} payload(s) of {int(result['records'])} "
+              f"record(s) of {safe(result['target'])}.")
     for red in result["redactions"]:
-        print(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
-              f"seq {red['seq']})")
+        print(safe(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
+                   f"seq {red['seq']})"))
     for e in result["erased"]:
         changed = f"  (did not match its commitment: {', '.join(e['modified'])})" \
             if e.get("modified") else ""
-        print(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}{changed}")
+        print(safe(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}"
+                   f"{changed}"))
     if result["completed"]:
         print(f"  completed the earlier erasure of {len(result['completed'])} record(s)")
     if result.get("inactive_parts_left"):
