@@ -91,7 +91,7 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="require client certificates signed by this CA (mutual TLS)")
     g = p.add_argument_group("limits (hostile input and overload)")
     g.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help="largest gRPC request accepted (default 64 MiB)")
+                   help="largest gRPC request accepted, as decompressed (default 64 MiB)")
     g.add_argument("--max-records-per-batch", type=int, default=d.max_records_per_batch)
     g.add_argument("--max-record-bytes", type=int, default=lim.max_record_bytes)
     g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars,
@@ -103,6 +103,8 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="older records are refused rather than creating old partitions")
     g.add_argument("--max-pending-records", type=int, default=d.max_pending_records,
                    help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
+    g.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
+                   help="likewise past this many request bytes (default 256 MiB)")
 
 
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
@@ -127,7 +129,8 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         http_listen=args.http_listen or None, retention_days=args.retention_days,
         limits=limits, max_message_bytes=args.max_message_bytes,
         max_records_per_batch=args.max_records_per_batch,
-        max_pending_records=args.max_pending_records, api_keys=args.api_keys,
+        max_pending_records=args.max_pending_records,
+        max_pending_bytes=args.max_pending_bytes, api_keys=args.api_keys,
         signing_key=args.signing_key, anchor=args.anchor,
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,

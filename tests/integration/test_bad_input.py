@@ -121,6 +121,30 @@ def test_oversized_request_is_refused_by_the_transport(tmp_path):
         small.stop()
 
 
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    """The message limit applies to the decompressed message, and the engine stops
+    inflating at the limit: 200 MiB in about 200 KiB of gzip never reach memory."""
+    proc = CollectorProc(tmp_path / "store", "--max-message-bytes", str(8 << 20)).start()
+    try:
+        _still_accepts(proc)
+        with open(f"/proc/{proc.proc.pid}/status") as fh:
+            before = next(int(x.split()[1]) for x in fh if x.startswith("VmHWM")) >> 10
+        channel = grpc.insecure_channel(proc.grpc,
+                                        options=[("grpc.max_send_message_length", -1)])
+        call = channel.unary_unary("/aitrail.v1.AuditService/Export")
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\0" * (200 << 20), timeout=60, compression=grpc.Compression.Gzip)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in err.value.details()
+        with open(f"/proc/{proc.proc.pid}/status") as fh:
+            after = next(int(x.split()[1]) for x in fh if x.startswith("VmHWM")) >> 10
+        assert after - before < 64, (before, after)
+        _still_accepts(proc)
+        assert count_records(proc) == 2
+    finally:
+        proc.stop()
+
+
 def test_bad_query_filters_get_clear_400s(collector):
     import urllib.error
     import urllib.request

@@ -5,7 +5,7 @@ service it may write as, SHA-256 of the secret (the secret is 32 random bytes,
 so a fast hash is enough; nothing low-entropy is stored), and whether it was
 revoked. The collector rereads the file when it changes, so a revocation takes
 effect without a restart. Clients send ``authorization: Bearer <key>`` as gRPC
-metadata.
+metadata; KeyInterceptor checks it before a request is read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
+
+import grpc
 
 from aitrail.errors import AitrailError
 from aitrail.record.event_types import is_collector_service
@@ -129,3 +131,41 @@ class KeyRing:
         if key.revoked:
             raise AuthError(f"API key {key_id} has been revoked")
         return key.service
+
+
+class KeyInterceptor(grpc.ServerInterceptor):
+    """Authenticates every call from its metadata before its request is read.
+
+    grpcio calls interceptors when a call arrives, before the request message is
+    received; the engine only reads (and inflates a compressed) message when the
+    handler asks for it. A call with a missing, unknown or revoked key is answered
+    UNAUTHENTICATED by a handler that never asks, so its body is not decompressed.
+    An accepted call's unary handler gets the key's service as a third argument:
+    ``behavior(request, context, service)``. Any gRPC service can sit behind it
+    (the OTLP endpoints, too).
+    """
+
+    def __init__(self, keys: KeyRing):
+        self.keys = keys
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED
+        try:
+            service = self.keys.service_for(details.invocation_metadata)
+        except AuthError as exc:
+            return _refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        behavior = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: behavior(request, context, service),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def _refusal(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    # A stream handler that ends the call without iterating its requests: nothing
+    # is received. The client's unary call cannot tell the difference.
+    def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, details)
+    return grpc.stream_unary_rpc_method_handler(refuse)
