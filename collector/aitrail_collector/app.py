@@ -125,6 +125,7 @@ class Collector:
         handler = ExportHandler(self.ledger, keys=self.keys,
                                 max_records=cfg.max_records_per_batch,
                                 max_pending=cfg.max_pending_records,
+                                max_pending_bytes=cfg.max_pending_bytes,
                                 retry_pushback_ms=cfg.retry_pushback_ms)
         self._grpc, self.grpc_port = start_grpc(handler, cfg.grpc_listen, tls=cfg.tls,
                                                 max_message_bytes=cfg.max_message_bytes,

@@ -25,6 +25,7 @@ from aitrail.cli.base import (
     backend,
     os_user,
 )
+from aitrail.cli.output import safe
 from aitrail_collector.config import CollectorConfig, Limits
 
 _DEFAULTS = CollectorConfig(dsn="")
@@ -97,7 +98,7 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                         "as callers on this machine (default: none)")
     g = p.add_argument_group("limits (hostile input and overload)")
     g.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help="largest gRPC request accepted (default 64 MiB)")
+                   help="largest gRPC request accepted, as decompressed (default 64 MiB)")
     g.add_argument("--max-records-per-batch", type=int, default=d.max_records_per_batch)
     g.add_argument("--max-record-bytes", type=int, default=lim.max_record_bytes)
     g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars,
@@ -109,6 +110,8 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="older records are refused rather than creating old partitions")
     g.add_argument("--max-pending-records", type=int, default=d.max_pending_records,
                    help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
+    g.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
+                   help="likewise past this many request bytes (default 256 MiB)")
     g = p.add_argument_group("compatibility")
     g.add_argument("--envelope-version", type=int, choices=(1, 2), default=d.envelope_version,
                    help="seal new records under this canonical encoding (default %(default)s; "
@@ -140,7 +143,8 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         http_listen=args.http_listen or None, retention_days=args.retention_days,
         limits=limits, max_message_bytes=args.max_message_bytes,
         max_records_per_batch=args.max_records_per_batch,
-        max_pending_records=args.max_pending_records, api_keys=args.api_keys,
+        max_pending_records=args.max_pending_records,
+        max_pending_bytes=args.max_pending_bytes, api_keys=args.api_keys,
         signing_key=args.signing_key, anchor=args.anchor,
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
@@ -248,13 +252,13 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             if not args.key_id:
                 raise UsageError("revoke needs the key's id (see `aitrail apikey list`)")
             apikeys.revoke_key(args.keys_file, args.key_id)
-            print(f"revoked {args.key_id}")
+            print(safe(f"revoked {args.key_id}"))
             _seal_later(args, "apikey_revoked", f"apikey:{args.key_id}")
         else:
             for k in apikeys.load_keys(args.keys_file).values():
                 scope = (f"  tasks {', '.join(k.task_prefixes)}*" if k.task_prefixes else "")
-                print(f"{k.key_id}  {k.service:<24} created {k.created}{scope}"
-                      + ("  REVOKED" if k.revoked else ""))
+                print(safe(f"{k.key_id}  {k.service:<24} created {k.created}{scope}"
+                           + ("  REVOKED" if k.revoked else "")))
     except apikeys.KeysFileError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
@@ -307,49 +311,50 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def _user_action(accounts: Any, args: argparse.Namespace, path: str) -> None:
+    # Names and owners come from the users file: shown escaped (aitrail.cli.output.safe).
     name, a = args.target, args.action
     if a == "add":
         accounts.add_user(name, _new_password(args), args.role)
-        print(f"added {name} ({args.role}) to {path}")
+        print(safe(f"added {name} ({args.role}) to {path}"))
         _seal_later(args, "user_added", f"user:{name}", role=args.role)
     elif a == "passwd":
         accounts.set_password(name, _new_password(args))
-        print(f"changed the password of {name}; their console sessions end")
+        print(safe(f"changed the password of {name}; their console sessions end"))
         _seal_later(args, "password_changed", f"user:{name}")
     elif a == "role":
         accounts.set_role(name, args.value)
-        print(f"{name} is now {args.value}")
+        print(safe(f"{name} is now {args.value}"))
         _seal_later(args, "role_changed", f"user:{name}", role=args.value)
     elif a in ("disable", "enable", "remove"):
         revoked = getattr(accounts, f"{a}_user")(name)
-        print(f"{a}d {name}" + (f"; revoked their token(s) {', '.join(revoked)}"
-                                if revoked else ""))
+        print(safe(f"{a}d {name}" + (f"; revoked their token(s) {', '.join(revoked)}"
+                                     if revoked else "")))
         _seal_later(args, {"disable": "user_disabled", "enable": "user_enabled",
                            "remove": "user_removed"}[a], f"user:{name}",
                     **({"tokens_revoked": ",".join(revoked)} if revoked else {}))
     elif a == "list":
         for u in accounts.users():
-            print(f"{u['username']:<24} {u['role']:<8} created {u['created']}"
+            print(safe(f"{u['username']:<24} {u['role']:<8} created {u['created']}")
                   + ("  DISABLED" if u["disabled"] else ""))
     elif a == "token-create":
         days = {} if args.expires_days is None else {"expires_days": args.expires_days}
         token_id, secret = accounts.create_token(name, args.role, args.owner, **days)
         expires = next(t["expires"] for t in accounts.tokens() if t["token_id"] == token_id)
         print(secret)
-        sys.stderr.write(f"Token {token_id} ({args.role}, for {args.owner}, expires "
-                         f"{expires}): store it now, only its hash is kept.\n")
+        sys.stderr.write(safe(f"Token {token_id} ({args.role}, for {args.owner}, expires "
+                              f"{expires}): store it now, only its hash is kept.") + "\n")
         _seal_later(args, "token_created", f"token:{token_id}", name=name, role=args.role,
                     owner=args.owner, expires=expires)
     elif a == "token-revoke":
         accounts.revoke_token(name)
-        print(f"revoked token {name}")
+        print(safe(f"revoked token {name}"))
         _seal_later(args, "token_revoked", f"token:{name}")
     else:
         for t in accounts.tokens():
             state = ("  REVOKED" if t["revoked"] else "  EXPIRED" if t["expired"] else
                      "  OWNER DISABLED" if not t["owner_active"] else "")
-            print(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
-                  f"created {t['created']} expires {t['expires']}{state}")
+            print(safe(f"{t['token_id']}  {t['name']:<24} {t['role']:<8} owner {t['owner']} "
+                       f"created {t['created']} expires {t['expires']}{state}"))
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -399,7 +404,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         result = backend(args).erase(task=args.task, record_id=args.record,
                                      reason=args.reason, actor=args.actor or os_user())
     except NothingToErase as exc:
-        sys.stderr.write(f"aitrail erase: {exc}\n")
+        sys.stderr.write(f"aitrail erase: {safe(exc)}\n")
         return EXIT_FAILED
     if args.format == "json":
         import json
@@ -411,16 +416,18 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _print_erasure(result: dict) -> None:
+    # Every text from the ledger (the target names a task id) is shown escaped.
     if result["erased"] or not result["completed"]:
-        print(f"Erased {result['payloads']} payload(s) of {result['records']} record(s) of "
-              f"{result['target']}.")
+        print(f"Erased {int(result['payloads'])} payload(s) of {int(result['records'])} "
+              f"record(s) of {safe(result['target'])}.")
     for red in result["redactions"]:
-        print(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
-              f"seq {red['seq']})")
+        print(safe(f"  sealed redaction record {red['record_id']} (chain {red['chain_id']}, "
+                   f"seq {red['seq']})"))
     for e in result["erased"]:
         changed = f"  (did not match its commitment: {', '.join(e['modified'])})" \
             if e.get("modified") else ""
-        print(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}{changed}")
+        print(safe(f"  record {e['record_id']} (seq {e['seq']}): {', '.join(e['payloads'])}"
+                   f"{changed}"))
     if result["completed"]:
         print(f"  completed the earlier erasure of {len(result['completed'])} record(s)")
     if result.get("inactive_parts_left"):

@@ -65,6 +65,7 @@ class CollectorConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_records_per_batch: int = 10_000
     max_pending_records: int = 100_000   # past this, RESOURCE_EXHAUSTED with a retry hint
+    max_pending_bytes: int = 256 * 1024 * 1024  # request bytes held waiting; likewise
     retry_pushback_ms: int = 500
     grpc_workers: int = 8
     api_keys: Optional[str] = None       # keys file; set: every request needs a valid key

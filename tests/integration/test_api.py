@@ -141,6 +141,43 @@ def test_each_read_is_sealed_as_a_data_access_record(console_site):
     assert site.api("/api/v1/verify", token=token)[1]["ok"] is True
 
 
+def test_cli_takes_its_token_from_a_private_file_or_the_environment(console_site, tmp_path,
+                                                                    monkeypatch):
+    """--token is visible to every user in `ps`; --token-file and $AITRAIL_TOKEN are not."""
+    import json
+
+    from support import cli
+    site = console_site
+    query = ("query", "--url", site.url, "--task", "T-console-1", "--format", "json")
+    token_file = tmp_path / "token"
+    token_file.write_text(site.token("analyst") + "\n(the first line is the token)\n")
+    token_file.chmod(0o600)
+    out = cli(*query, "--token-file", str(token_file))
+    assert out.returncode == 0 and json.loads(out.stdout)["total"] == 4, out.stderr
+
+    token_file.chmod(0o640)
+    out = cli(*query, "--token-file", str(token_file))
+    assert out.returncode == 2 and out.stdout == ""
+    assert f"--token-file {token_file}: open to others than you (mode 0640)" in out.stderr
+    assert f"chmod 600 {token_file}" in out.stderr
+    for bad, why in ((tmp_path / "absent", "No such file"), (tmp_path / "empty", "the first line is empty")):
+        if bad.name == "empty":
+            bad.write_text("\n")
+            bad.chmod(0o600)
+        out = cli(*query, "--token-file", str(bad))
+        assert out.returncode == 2 and why in out.stderr, out.stderr
+    out = cli(*query, "--token-file", str(token_file), "--token", "x")
+    assert out.returncode == 2 and "not allowed with argument" in out.stderr
+
+    monkeypatch.setenv("AITRAIL_TOKEN", site.token("analyst"))
+    out = cli(*query)
+    assert out.returncode == 0 and json.loads(out.stdout)["total"] == 4, out.stderr
+
+    helptext = " ".join(cli("query", "--help").stdout.split())
+    assert "--token-file FILE" in helptext and "$AITRAIL_TOKEN" in helptext
+    assert "visible to other users in `ps`" in helptext
+
+
 def test_openapi_documents_the_api_and_its_bearer_auth(console_site):
     status, spec = console_site.api("/openapi.json")
     assert status == 200

@@ -60,6 +60,12 @@ def test_each_bad_record_is_refused_with_its_reason_and_the_rest_land(collector)
         8: (make_record(event_type="model_call", **{"model_call.confidence": float("nan")}),
             "confidence"),
         9: (make_record(event_type="escalation"), "from_reviewer"),
+        # The collector's own service: what tells its data_access records from a client's.
+        10: (make_record(event_type="data_access", service="aitrail-collector",
+                         **{"data_access.actor": "a", "data_access.resource": "r"}),
+             "reserved for the collector"),
+        11: (make_record(service="aitrail-collector"), "reserved for the collector"),
+        12: (make_record(service=" AItrail-Collector"), "reserved for the collector"),
     }
     records = [make_record(task_id="T-good-0")] + [r for r, _ in bad.values()] + \
               [make_record(task_id="T-good-1")]
@@ -113,6 +119,30 @@ def test_oversized_request_is_refused_by_the_transport(tmp_path):
         _still_accepts(small)
     finally:
         small.stop()
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    """The message limit applies to the decompressed message, and the engine stops
+    inflating at the limit: 200 MiB in about 200 KiB of gzip never reach memory."""
+    proc = CollectorProc(tmp_path / "store", "--max-message-bytes", str(8 << 20)).start()
+    try:
+        _still_accepts(proc)
+        with open(f"/proc/{proc.proc.pid}/status") as fh:
+            before = next(int(x.split()[1]) for x in fh if x.startswith("VmHWM")) >> 10
+        channel = grpc.insecure_channel(proc.grpc,
+                                        options=[("grpc.max_send_message_length", -1)])
+        call = channel.unary_unary("/aitrail.v1.AuditService/Export")
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\0" * (200 << 20), timeout=60, compression=grpc.Compression.Gzip)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in err.value.details()
+        with open(f"/proc/{proc.proc.pid}/status") as fh:
+            after = next(int(x.split()[1]) for x in fh if x.startswith("VmHWM")) >> 10
+        assert after - before < 64, (before, after)
+        _still_accepts(proc)
+        assert count_records(proc) == 2
+    finally:
+        proc.stop()
 
 
 def test_bad_query_filters_get_clear_400s(collector):

@@ -98,7 +98,7 @@ def test_cli_reaches_the_collector_and_then_the_store_directly(sdk, collector):
 
     out = cli("verify", "--data-dir", str(collector.data_dir))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("OK: 6 records")
+    assert out.stdout.splitlines()[-1].startswith("OK: 6 records")
 
 
 def test_csv_export_neutralises_formulas(sdk, collector):
@@ -139,6 +139,12 @@ def test_export_streams_every_row_of_a_large_result(collector, tmp_path):
         assert {r["input"] for r in rows} == {f"prompt {b}-{i}" for b in range(5) for i in range(1000)}
 
 
+# Each starts like a formula, or does once a spreadsheet trims leading blanks or
+# normalises U+FF1D to "=" (csv_format.FORMULA_CHARS).
+FORMULA_CELLS = ("\nx", "|cmd", "%PATH%", "\u00a0x", "\uff1dSUM(A1)", " =1+1", "   +1",
+                 " \u00a0 -1", " @x", "  |x", " %x", " \uff1d1", " \tx", "\u00a0\u00a0@x")
+
+
 def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
     """The export is rendered by ClickHouse (aitrail_collector.store.export); it must write
     exactly what aitrail.record.csv_format.csv_lines writes for the same records, including
@@ -155,6 +161,15 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
         call("+44 prompt with ünïcödé and a\ttab")
         call("second call")
         sdk.resolve(resolution="-done", final_decision="")
+    # Cells a spreadsheet may run once it trims or normalises them, in plain columns,
+    # payloads and maps; and harmless look-alikes, left as they are.
+    for cell in FORMULA_CELLS + (" plain", "a|b", "x\n=1"):
+        with sdk.task(cell, request_id=cell):
+            @sdk.model_call(model=cell, parameters={cell: cell})
+            def echo(text: str) -> str:
+                return text
+            echo(cell)
+            sdk.resolve(resolution=cell, final_decision=cell)
     assert sdk.flush(30)
     collector.stop()
     engine(collector.data_dir,
@@ -167,7 +182,7 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
     # The reads themselves are sealed as data_access records; leave them out of both.
     kinds = "&".join(f"type={t}" for t in ("model_call", "review", "escalation", "resolution"))
     records = collector.get(f"/api/v1/records?limit=10000&{kinds}")["records"]
-    assert len(records) == 7
+    assert len(records) == 7 + 2 * (len(FORMULA_CELLS) + 3)
     assert {"[erased]", "[payload does not match its sealed commitment]"} <= {
         v for r in records for v in r.values() if isinstance(v, str)}
     with __import__("urllib.request").request.urlopen(
@@ -176,3 +191,9 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
     assert exported == "".join(csv_lines(records)).encode("utf-8")
     rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8"))))
     assert rows[4]["task_id"] == "'=SUM(A1)" and rows[4]["parameters"] == "a=x,y;b=-1"
+    for row in rows[7:]:
+        task = row["task_id"].removeprefix("'")
+        quoted = "'" if task in FORMULA_CELLS else ""
+        assert row["task_id"] == row["request_id"] == quoted + task
+        assert row["final_decision" if row["event_type"] == "resolution" else "input"] == \
+            quoted + task

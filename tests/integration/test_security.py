@@ -269,6 +269,27 @@ def test_api_key_malformed_or_unknown_is_unauthenticated(keyed, bad, detail):
     assert not _stored(keyed, rec.record_id)
 
 
+def _peak_rss_mib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) >> 10
+
+
+def test_api_key_is_checked_before_a_gzip_body_is_decompressed(keyed):
+    """A compressed request with a bad key is refused from its metadata: its body is
+    never inflated (nor even read), so the collector's peak memory does not grow."""
+    channel = grpc.insecure_channel(keyed.grpc, options=[("grpc.max_send_message_length", -1)])
+    call = channel.unary_unary("/aitrail.v1.AuditService/Export")
+    body = b"\0" * (48 << 20)  # inflates to 48 MiB; under the 64 MiB message limit
+    _export(grpc.insecure_channel(keyed.grpc), [make_record(service="svc-a")],
+            metadata=_bearer(keyed.key))  # warm up: the first call allocates a little
+    before = _peak_rss_mib(keyed.proc.pid)
+    for metadata in ((), _bearer("ait_nope_nope"), _bearer(keyed.key[:-4] + "xxxx")):
+        with pytest.raises(grpc.RpcError) as err:
+            call(body, timeout=TIMEOUT, metadata=metadata, compression=grpc.Compression.Gzip)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+    assert _peak_rss_mib(keyed.proc.pid) - before < 24
+
+
 def test_api_key_valid_is_accepted(keyed):
     before = count_records(keyed)
     rec = make_record(service="svc-a", task_id="T-key-ok")
@@ -343,6 +364,15 @@ def test_api_keys_file_stores_no_secret(tmp_path):
         assert not entry["revoked"]
     assert entries[_key_id(keys[1])]["service"] == "svc-b"
     assert stat.S_IMODE(os.stat(keys_file).st_mode) & 0o077 == 0  # not readable by others
+
+
+def test_api_key_for_the_collectors_own_service_is_refused(tmp_path):
+    keys_file = tmp_path / "keys.json"
+    for service in ("aitrail-collector", "Aitrail-Collector "):
+        out = cli("apikey", "create", "--keys-file", str(keys_file), "--service", service)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "reserved for the collector" in out.stderr and out.stdout == ""
+    assert not keys_file.exists()
 
 
 # ------------------------------------------------------------------ 2. SDK with an API key

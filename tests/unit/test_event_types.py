@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from aitrail.cli.output import describe_event
+from aitrail.cli.output import describe_event, safe
 from aitrail.record import event_types as et
 from aitrail.record.csv_format import RESULT_COLUMNS
 from aitrail.v1 import audit_pb2 as pb
@@ -290,9 +290,11 @@ def _model(rec: dict) -> str:
 
 
 def _indent(label: str, text: str, width: int = 100) -> list[str]:
+    # Since then ledger text is shown inert (aitrail.cli.output.safe): only LF and CRLF
+    # break a line, every other control is shown escaped.
     lines = []
-    for i, para in enumerate(text.splitlines() or [""]):
-        wrapped = textwrap.wrap(para, width - 14) or [""]
+    for i, para in enumerate(text.replace("\r\n", "\n").split("\n")):
+        wrapped = textwrap.wrap(safe(para), width - 14) or [""]
         for j, line in enumerate(wrapped):
             lead = f"    {label:<9} " if i == 0 and j == 0 else " " * 14
             lines.append(lead + line)
@@ -300,7 +302,8 @@ def _indent(label: str, text: str, width: int = 100) -> list[str]:
 
 
 def describe_event_reference(ev: dict) -> list[str]:
-    """describe_event as it was before the table of event types (commit f948c26)."""
+    """describe_event as it was before the table of event types (commit f948c26), with
+    ledger text shown inert."""
     kind = ev["event_type"]
     head = f"{ev['time']}  #{ev['seq']:<6} {kind.upper().replace('_', ' ')}"
     body: list[str] = []
@@ -347,8 +350,8 @@ def describe_event_reference(ev: dict) -> list[str]:
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))
     ids = [f"{k}={ev[k]}" for k in ("request_id", "trace_id") if ev.get(k)]
-    body.append("    " + "  ".join(ids + [f"record={ev['record_id']}"]))
-    return [head] + body
+    body.append("    " + safe("  ".join(ids + [f"record={ev['record_id']}"])))
+    return [safe(head)] + body
 
 
 def random_event(rng: random.Random) -> dict:

@@ -5,7 +5,7 @@ service it may write as, SHA-256 of the secret (the secret is 32 random bytes,
 so a fast hash is enough; nothing low-entropy is stored), and whether it was
 revoked. The collector rereads the file when it changes, so a revocation takes
 effect without a restart. Clients send ``authorization: Bearer <key>`` as gRPC
-metadata.
+metadata; KeyInterceptor checks it before a request is read.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+import grpc
 
 from aitrail.errors import AitrailError
+from aitrail.record.event_types import is_collector_service
 from aitrail_collector import credentials
 
 PREFIX = "ait_"
@@ -71,6 +74,8 @@ def create_key(path: str, service: str, task_prefixes: Sequence[str] = ()) -> st
     ``task_prefixes``, when given); returns the key text (shown once, never stored)."""
     if not service:
         raise KeysFileError("a key needs a service name")
+    if is_collector_service(service):
+        raise KeysFileError(f"service {service!r} is reserved for the collector's own records")
     prefixes = tuple(task_prefixes)
     if any(not p or len(p) > 256 or not p.isprintable() for p in prefixes):
         raise KeysFileError("a task prefix must be 1 to 256 printable characters")
@@ -141,3 +146,41 @@ class KeyRing:
         if key.revoked:
             raise AuthError(f"API key {key_id} has been revoked")
         return key
+
+
+class KeyInterceptor(grpc.ServerInterceptor):
+    """Authenticates every call from its metadata before its request is read.
+
+    grpcio calls interceptors when a call arrives, before the request message is
+    received; the engine only reads (and inflates a compressed) message when the
+    handler asks for it. A call with a missing, unknown or revoked key is answered
+    UNAUTHENTICATED by a handler that never asks, so its body is not decompressed.
+    An accepted call's unary handler gets the key (its id, service and task scope) as a
+    third argument: ``behavior(request, context, key)``. Any gRPC service can sit behind it
+    (the OTLP endpoints, too).
+    """
+
+    def __init__(self, keys: KeyRing):
+        self.keys = keys
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED
+        try:
+            key = self.keys.key_for(details.invocation_metadata)
+        except AuthError as exc:
+            return _refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        behavior = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: behavior(request, context, key),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def _refusal(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    # A stream handler that ends the call without iterating its requests: nothing
+    # is received. The client's unary call cannot tell the difference.
+    def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, details)
+    return grpc.stream_unary_rpc_method_handler(refuse)

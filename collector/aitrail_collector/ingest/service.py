@@ -2,10 +2,20 @@
 
 Requests are taken as raw bytes and parsed here, so a request that is not a
 valid ExportRequest (bad wire format, invalid UTF-8 in a string) gets a clear
-INVALID_ARGUMENT rather than gRPC's generic deserialization error. Before
-anything is parsed the caller is authenticated (when API keys are configured)
-and admitted (back-pressure: past ``max_pending_records`` waiting to be sealed,
-the answer is RESOURCE_EXHAUSTED with a retry hint, not an ever-growing queue).
+INVALID_ARGUMENT rather than gRPC's generic deserialization error.
+
+Hostile and overload input, in the order it is met:
+
+* with API keys configured, the caller is authenticated from the call's metadata
+  before its request is read (apikeys.KeyInterceptor), so a compressed body of a
+  call with a bad key is never decompressed;
+* ``grpc.max_receive_message_length`` (``max_message_bytes``) bounds the request
+  as decompressed: the engine stops inflating at the limit and answers
+  RESOURCE_EXHAUSTED, so a gzip bomb costs at most that much memory per call, and
+  at most ``workers`` calls are read at a time;
+* admission (back-pressure): past ``max_pending_records`` records or
+  ``max_pending_bytes`` request bytes held by calls waiting to be sealed, the
+  answer is RESOURCE_EXHAUSTED with a retry hint, not an ever-growing queue.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from google.protobuf.message import DecodeError
 
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.config import TlsFiles
-from aitrail_collector.ingest.apikeys import AuthError, KeyRing
+from aitrail_collector.ingest.apikeys import ApiKey, KeyInterceptor, KeyRing
 from aitrail_collector.ledger.group_commit import UNAUTHENTICATED, Ledger, Sender
 
 log = logging.getLogger("aitrail.collector")
@@ -30,9 +40,11 @@ log = logging.getLogger("aitrail.collector")
 SERVICE = "aitrail.v1.AuditService"
 
 
-def with_client_certificate(sender: Sender, context: grpc.ServicerContext) -> Sender:
-    """``sender`` with the mutual-TLS client certificate's subject, when there is one:
-    the collector seals which credential delivered each record."""
+def sender_of(key: Optional[ApiKey], context: grpc.ServicerContext) -> Sender:
+    """Who delivered a call: its API key (the KeyInterceptor checked it) and/or the
+    mutual-TLS client certificate's subject. The collector seals it with each record."""
+    sender = UNAUTHENTICATED if key is None else Sender(
+        "apikey", key.key_id, key.service, key.task_prefixes)
     pem = (context.auth_context() or {}).get("x509_pem_cert")
     if not pem:
         return sender
@@ -47,24 +59,30 @@ def with_client_certificate(sender: Sender, context: grpc.ServicerContext) -> Se
 
 class ExportHandler:
     def __init__(self, ledger: Ledger, *, keys: Optional[KeyRing] = None,
-                 max_records: int, max_pending: int, retry_pushback_ms: int):
+                 max_records: int, max_pending: int, max_pending_bytes: int,
+                 retry_pushback_ms: int):
         self.ledger = ledger
-        self.keys = keys
+        self.keys = keys  # checked by the KeyInterceptor start_grpc puts in front
         self.max_records = max_records
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.retry_pushback_ms = retry_pushback_ms
         self._pending = 0
+        self._pending_bytes = 0
         self._pending_lock = threading.Lock()
 
-    def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        sender = UNAUTHENTICATED
-        if self.keys is not None:
-            try:
-                key = self.keys.key_for(context.invocation_metadata())
-            except AuthError as exc:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            sender = Sender("apikey", key.key_id, key.service, key.task_prefixes)
-        sender = with_client_certificate(sender, context)
+    def export(self, raw: bytes, context: grpc.ServicerContext,
+               key: Optional[ApiKey] = None) -> bytes:
+        """One request; ``key`` is its API key (checked by the KeyInterceptor), None when
+        no keys are configured."""
+        if not self._admit(0, len(raw)):
+            self._overloaded(context, f"{self._pending_bytes} request bytes")
+        try:
+            return self._export(raw, context, sender_of(key, context))
+        finally:
+            self._release(0, len(raw))
+
+    def _export(self, raw: bytes, context: grpc.ServicerContext, sender: Sender) -> bytes:
         try:
             request = pb.ExportRequest.FromString(raw)
         except DecodeError as exc:
@@ -75,36 +93,41 @@ class ExportHandler:
         if n > self.max_records:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{n} records in one request; the limit is {self.max_records}")
-        if not self._admit(n):
-            pushback = str(self.retry_pushback_ms)
-            context.set_trailing_metadata((("grpc-retry-pushback-ms", pushback),))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"collector overloaded ({self._pending} records waiting to be sealed); "
-                          f"retry in {self.retry_pushback_ms} ms")
+        if not self._admit(n, 0):
+            self._overloaded(context, f"{self._pending} records")
         try:
             result = self.ledger.append(request.records, sender)
         except Exception as exc:  # noqa: BLE001 - the store failed: nothing was acknowledged
             log.exception("store write failed")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the store did not accept the batch: {exc}")
         finally:
-            self._release(n)
+            self._release(n, 0)
         response = pb.ExportResponse(accepted=result.accepted, duplicates=result.duplicates,
                                      chain_id=self.ledger.chain_id, head_seq=result.head_seq)
         for index, record_id, reason in result.rejected:
             response.rejected.add(index=index, record_id=record_id, reason=reason)
         return response.SerializeToString()
 
-    def _admit(self, n: int) -> bool:
+    def _overloaded(self, context: grpc.ServicerContext, held: str) -> None:
+        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(self.retry_pushback_ms)),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"collector overloaded ({held} waiting to be sealed); "
+                      f"retry in {self.retry_pushback_ms} ms")
+
+    def _admit(self, n: int, nbytes: int) -> bool:
         with self._pending_lock:
-            # One batch is always admitted, however large, so progress is possible.
-            if self._pending and self._pending + n > self.max_pending:
+            # One call is always admitted, however large, so progress is possible.
+            if (self._pending and self._pending + n > self.max_pending) or \
+                    (self._pending_bytes and self._pending_bytes + nbytes > self.max_pending_bytes):
                 return False
             self._pending += n
+            self._pending_bytes += nbytes
             return True
 
-    def _release(self, n: int) -> None:
+    def _release(self, n: int, nbytes: int) -> None:
         with self._pending_lock:
             self._pending -= n
+            self._pending_bytes -= nbytes
 
 
 def start_grpc(handler: ExportHandler, listen: str, *,
@@ -112,7 +135,9 @@ def start_grpc(handler: ExportHandler, listen: str, *,
                workers: int) -> tuple[grpc.Server, int]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks one); returns (server, port)."""
     rpc = grpc.unary_unary_rpc_method_handler(handler.export)  # bytes in, bytes out
+    interceptors = [KeyInterceptor(handler.keys)] if handler.keys is not None else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                         interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", max_message_bytes),
                                   ("grpc.max_send_message_length", max_message_bytes)])
     handlers = grpc.method_handlers_generic_handler(SERVICE, {"Export": rpc})

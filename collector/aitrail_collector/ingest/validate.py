@@ -57,6 +57,9 @@ def _validate(rec: pb.AuditRecord, now_ns: int, limits: Limits) -> None:
         _check_len(name, getattr(rec, name), limits.max_name_chars)
     if not rec.service:
         raise Invalid("service is required")
+    if event_types.is_collector_service(rec.service):
+        raise Invalid(f"service {rec.service[:64]!r} is reserved for the collector's own "
+                      "records")
     if len(rec.attributes) > limits.max_attributes:
         raise Invalid(f"{len(rec.attributes)} attributes; the limit is {limits.max_attributes}")
     for key, value in rec.attributes.items():

@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
+from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.record.ids import uuid7
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.ledger import admin_log
@@ -20,7 +21,7 @@ from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.web.auth.accounts import Principal
 
 log = logging.getLogger("aitrail.collector")
-SERVICE = "aitrail-collector"
+SERVICE = COLLECTOR_SERVICE
 MAX_FILTER_CHARS = 4000
 
 

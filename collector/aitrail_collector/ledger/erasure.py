@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from aitrail.errors import AitrailError
+from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.record.ids import uuid7
 from aitrail.record.redact import find_pii
 from aitrail.v1 import audit_pb2 as pb
@@ -50,7 +51,7 @@ REASON_PAYLOAD = "erase_reason"   # envelope v2: the reason is free text, so a p
 ERASED_TEXT = "[erased]"
 ERASED_PREFIX = "erased:"
 MODIFIED_PREFIX = "modified:"
-SERVICE = "aitrail-collector"
+SERVICE = COLLECTOR_SERVICE
 MAX_RECORDS = 10_000  # per erasure: one redaction record carries one attribute per record
 
 # Finding kinds of check_payloads (aitrail.verify.chain.Finding.kind).

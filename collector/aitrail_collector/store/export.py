@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from aitrail.record.csv_format import RESULT_COLUMNS, csv_lines
+from aitrail.record.csv_format import FORMULA_CHARS, RESULT_COLUMNS, csv_lines
 from aitrail.verify.envelope import PAYLOAD_NAMES, V1_ENVELOPE_TEXT
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
@@ -24,10 +24,26 @@ def _iso(col: str) -> str:
             " 6, '0'), 'Z')")
 
 
+def _literal(c: str) -> str:
+    """One character as a regular expression inside an SQL string literal."""
+    if c in "\t\r\n":
+        return {"\t": "\\t", "\r": "\\r", "\n": "\\n"}[c]  # the literal's escape
+    if c.isascii() and not c.isalnum():
+        return "\\\\" + c  # an escaped regex metacharacter (the literal halves \\)
+    return c
+
+
+# csv_format.is_formula in the engine's regular expressions: an NBSP, or any run of
+# spaces and NBSPs followed by a formula character. Alternatives, not character
+# classes: the engine may read a pattern as bytes, and NBSP and U+FF1D are more
+# than one byte in UTF-8.
+FORMULA_SQL = ("'^(?:\u00a0|(?: |\u00a0)*(?:"
+               + "|".join(_literal(c) for c in FORMULA_CHARS) + "))'")
+
+
 def _safe(expr: str) -> str:
-    # csvfmt.csv_cell: text a spreadsheet would run as a formula gets a leading quote.
-    return (f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'),"
-            f" concat('''', {expr}), {expr})")
+    # csv_format.csv_cell: text a spreadsheet would run as a formula gets a leading quote.
+    return f"if(match({expr}, {FORMULA_SQL}), concat('''', {expr}), {expr})"
 
 
 def _map(col: str) -> str:

@@ -49,8 +49,13 @@ def add_target(p: argparse.ArgumentParser) -> None:
     x.add_argument("--url", help="a running collector's HTTP address, e.g. http://127.0.0.1:8327")
     x.add_argument("--data-dir", help="an embedded store directory")
     x.add_argument("--clickhouse", metavar="DSN", help="a ClickHouse DSN (http://host:8123, chdb:///dir)")
-    g.add_argument("--token", metavar="TOKEN",
-                   help="API token for --url (default $AITRAIL_TOKEN; `aitrail user token-create`)")
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--token-file", metavar="FILE",
+                   help="read the API token for --url from the first line of FILE (mode "
+                        "0600; `aitrail user token-create`); default $AITRAIL_TOKEN")
+    t.add_argument("--token", metavar="TOKEN",
+                   help="the API token itself: visible to other users in `ps` and kept in "
+                        "shell history, so prefer --token-file FILE or $AITRAIL_TOKEN")
     g.add_argument("--ca-cert", metavar="PEM",
                    help="for an https collector: trust this CA certificate (default "
                         "$AITRAIL_CA_CERT, else the system's CAs)")
@@ -79,7 +84,8 @@ def backend(args: argparse.Namespace) -> Backend:
     """The ledger the command reads: a collector over HTTP, or a store directly."""
     direct = args.data_dir or args.clickhouse
     url = args.url or (None if direct else os.environ.get("AITRAIL_URL"))
-    token = args.token or os.environ.get("AITRAIL_TOKEN")
+    token = args.token or (read_token_file(args.token_file) if args.token_file else None) \
+        or os.environ.get("AITRAIL_TOKEN")
     ca_cert = getattr(args, "ca_cert", None) or os.environ.get("AITRAIL_CA_CERT") or None
     if url:
         return HttpBackend(url, token=token, ca_cert=ca_cert)
@@ -94,6 +100,22 @@ def backend(args: argparse.Namespace) -> Backend:
     return backend_
 
 
+def read_token_file(path: str) -> str:
+    """The token on the first line of ``path``, which only its owner may read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise UsageError(f"--token-file {path}: open to others than you (mode "
+                                 f"{mode:04o}); make it private: chmod 600 {path}")
+            token = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {path}: {exc}") from None
+    if not token:
+        raise UsageError(f"--token-file {path}: the first line is empty")
+    return token
+
+
 def os_user() -> str:
     try:
         return getpass.getuser()
@@ -102,4 +124,4 @@ def os_user() -> str:
 
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "UsageError", "ClientError", "Backend",
-           "add_target", "add_filters", "filter_params", "backend", "os_user"]
+           "add_target", "add_filters", "filter_params", "backend", "read_token_file", "os_user"]

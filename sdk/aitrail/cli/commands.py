@@ -19,7 +19,7 @@ from aitrail.cli.base import (
     backend,
     filter_params,
 )
-from aitrail.cli.output import describe_event, print_table, print_verify
+from aitrail.cli.output import describe_event, print_table, print_verify, safe
 from aitrail.record.csv_format import csv_lines
 from aitrail.verify.bundle import BundleError, verify_bundle
 from aitrail.verify.checkpoint import CheckpointError, key_id, load_public_key, write_keypair
@@ -48,7 +48,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         json.dump(events, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return EXIT_OK
-    print(f"Task {args.task_id}: {len(events)} events")
+    print(f"Task {safe(args.task_id)}: {len(events)} events")
     for ev in events:
         print()
         print("\n".join(describe_event(ev)))
@@ -121,7 +121,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)
-        sys.stderr.write(f"proof bundle for {args.record_id} written to {args.output}\n")
+        sys.stderr.write(safe(f"proof bundle for {args.record_id} written to {args.output}")
+                         + "\n")
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -140,10 +141,11 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     try:
         bundle = verify_bundle(text, key)
     except BundleError as exc:
-        print(f"FAILED: {args.bundle}: {exc}")
+        print(safe(f"FAILED: {args.bundle}: {exc}"))
         return EXIT_FAILED
-    print(f"OK: record {bundle['record_id']} is record {bundle['seq']} of chain "
-          f"{bundle['chain_id']}, included in signed checkpoint of size {bundle['tree_size']}")
+    print(safe(f"OK: record {bundle['record_id']} is record {bundle['seq']} of chain "
+               f"{bundle['chain_id']}, included in signed checkpoint of size "
+               f"{bundle['tree_size']}"))
     return EXIT_OK
 
 

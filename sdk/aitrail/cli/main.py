@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from aitrail.cli import commands
 from aitrail.cli.base import COLLECTOR_EXTRA, EXIT_OK, EXIT_USAGE, UsageError
+from aitrail.cli.output import safe
 from aitrail.cli.remote import ClientError
 from aitrail.errors import AitrailError
 
@@ -56,19 +57,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code: int = args.func(args)
         return code
     except (UsageError, ClientError) as exc:
-        sys.stderr.write(f"aitrail {args.command}: {exc}\n")
+        sys.stderr.write(f"aitrail {args.command}: {safe(exc)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except AitrailError as exc:
-        sys.stderr.write(f"aitrail {args.command}: {exc}\n")
+        sys.stderr.write(f"aitrail {args.command}: {safe(exc)}\n")
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - one clear line unless debugging
         if os.environ.get("AITRAIL_DEBUG"):
             raise
-        sys.stderr.write(f"aitrail {args.command}: {type(exc).__name__}: {exc} "
+        sys.stderr.write(f"aitrail {args.command}: {type(exc).__name__}: {safe(exc)} "
                          "(set AITRAIL_DEBUG=1 for a traceback)\n")
         return EXIT_USAGE
 

@@ -1,14 +1,51 @@
 """How the CLI prints what it read: tables, a task's timeline as a person reads it,
-and verification reports (the verdict line built from the report, never from
-ledger text)."""
+and verification reports.
+
+Ledger text is hostile: a record's fields, an erasure reason, even a record id
+forged into a tampered store can hold terminal escape sequences (clear the line,
+move the cursor, retitle the window) or Unicode bidi controls that reorder what
+is shown. Every ledger-derived text the CLI prints in text mode goes through
+``safe``, which shows such characters visibly escaped (``\x1b``, ``\u202e``).
+A line break inside a field is escaped (``\n``) in one-line output (tables,
+headlines, verify findings); in a timeline's multi-line fields it starts an
+indented continuation line, so no ledger text ever starts a line at column 0.
+The verdict of ``aitrail verify`` is printed last and built from counts and
+fixed words only. JSON output (``--format json``) escapes controls itself.
+"""
 
 from __future__ import annotations
 
 import sys
 import textwrap
+import unicodedata
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from aitrail.record import event_types
+
+# Characters shown escaped: controls (C0, DEL, C1), format characters (bidi
+# embeddings, overrides and isolates, zero-width characters, tags, ...), the
+# Unicode line and paragraph separators, and lone surrogates.
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(c: str) -> str:
+    n = ord(c)
+    if c in _NAMED:
+        return _NAMED[c]
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def safe(text: Any) -> str:
+    """``text`` (made a string) with every character that a terminal would act on,
+    or that reorders or hides text, shown escaped; one line."""
+    s = str(text)
+    if s.isprintable():  # the common case: nothing to escape
+        return s
+    return "".join(_escaped(c) if unicodedata.category(c) in _UNSAFE else c for c in s)
+
 
 TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
                  ("model", 24), ("decision", 8), ("confidence", 10), ("record_id", 36))
@@ -44,14 +81,16 @@ def print_table(records: Sequence[dict[str, Any]], out: TextIO = sys.stdout) -> 
         return text if len(text) <= width else text[: width - 1] + "…"
     out.write("  ".join(name.upper().ljust(w) for name, w in TABLE_COLUMNS).rstrip() + "\n")
     for rec in records:
-        out.write("  ".join(fit(_cell(rec, name), w).ljust(w)
+        out.write("  ".join(fit(safe(_cell(rec, name)), w).ljust(w)
                             for name, w in TABLE_COLUMNS).rstrip() + "\n")
 
 
 def _indent(label: str, text: str, width: int = 100) -> list[str]:
+    """``text`` under ``label``, wrapped; each of its lines an indented continuation
+    (only LF and CRLF break a line: any other control is shown escaped)."""
     lines = []
-    for i, para in enumerate(text.splitlines() or [""]):
-        wrapped = textwrap.wrap(para, width - 14) or [""]
+    for i, para in enumerate(text.replace("\r\n", "\n").split("\n")):
+        wrapped = textwrap.wrap(safe(para), width - 14) or [""]
         for j, line in enumerate(wrapped):
             lead = f"    {label:<9} " if i == 0 and j == 0 else " " * 14
             lines.append(lead + line)
@@ -118,8 +157,8 @@ def describe_event(ev: dict[str, Any]) -> list[str]:
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))
     ids = [f"{k}={ev[k]}" for k in ("request_id", "trace_id") if ev.get(k)]
-    body.append("    " + "  ".join(ids + [f"record={ev['record_id']}"]))
-    return [head] + body
+    body.append("    " + safe("  ".join(ids + [f"record={ev['record_id']}"])))
+    return [safe(head)] + body
 
 
 def _no_lines(ev: dict[str, Any]) -> list[str]:
@@ -127,24 +166,30 @@ def _no_lines(ev: dict[str, Any]) -> list[str]:
 
 
 def print_verify(report: dict[str, Any]) -> None:
-    chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']}"
-                       + _checkpoint_note(c.get("checkpoints")) + ")" for c in report["chains"])
-    if report["ok"]:
-        print(f"OK: {report['records']} records in {len(report['chains'])} chain(s) verified "
-              f"[{chains or 'empty ledger'}] in {report['seconds']} s")
-    else:
-        print(f"FAILED: {len(report['findings'])} finding(s) in {report['records']} records "
-              f"[{chains}]")
+    """The chains, the findings, notes and erasures; then the verdict, last (nothing
+    printed after it can paint over it) and made of counts and fixed words only."""
+    for c in report["chains"]:
+        print(safe(f"  chain {c['chain_id']}: head seq {c['head_seq']}"
+                   + _checkpoint_note(c.get("checkpoints"))))
+    if not report["ok"]:
         for f in report["findings"]:
-            print(f"  {f['kind']:<12} chain={f['chain_id']} seq={f['seq']} "
-                  f"record={f['record_id'] or '-'}: {f['detail']}")
+            print(safe(f"  {f['kind']:<12} chain={f['chain_id']} seq={f['seq']} "
+                       f"record={f['record_id'] or '-'}: {f['detail']}"))
     for c in report["chains"]:
         for period in (c.get("checkpoints") or {}).get("periods_without_checkpoint", []):
-            print(f"  no checkpoint for {period['hours']} h after checkpoint {period['after']} "
-                  f"of chain {c['chain_id']}: nothing proves what was logged in that period")
+            print(safe(f"  no checkpoint for {period['hours']} h after checkpoint "
+                       f"{period['after']} of chain {c['chain_id']}: nothing proves what was "
+                       "logged in that period"))
     for warning in report.get("warnings", []):
-        print(f"  note: {warning}")
+        print(safe(f"  note: {warning}"))
     _print_erased(report.get("erased") or [])
+    records, chains = int(report["records"]), len(report["chains"])
+    if report["ok"]:
+        print(f"OK: {records} records in {chains} chain(s) verified in "
+              f"{float(report['seconds']):g} s")
+    else:
+        print(f"FAILED: {len(report['findings'])} finding(s) in {records} records in "
+              f"{chains} chain(s)")
 
 
 def _print_erased(erased: Sequence[dict[str, Any]], shown: int = 20) -> None:
@@ -155,9 +200,9 @@ def _print_erased(erased: Sequence[dict[str, Any]], shown: int = 20) -> None:
     print(f"  {n} payload(s) of {len(erased)} record(s) erased, each named by a sealed "
           "redaction record:")
     for e in erased[:shown]:
-        print(f"    record {e['record_id']} (chain {e['chain_id']}, seq {e['seq']}): "
-              f"{', '.join(e['payloads'])}; redaction {e['redaction_id']} (seq "
-              f"{e['redaction_seq']}) by {e['actor']}: {e['reason']}")
+        print(safe(f"    record {e['record_id']} (chain {e['chain_id']}, seq {e['seq']}): "
+                   f"{', '.join(e['payloads'])}; redaction {e['redaction_id']} (seq "
+                   f"{e['redaction_seq']}) by {e['actor']}: {e['reason']}"))
     if len(erased) > shown:
         print(f"    ... and {len(erased) - shown} more (--format json lists them all)")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any, Iterable, Iterator
 
 from aitrail.record.event_types import payload_names, result_columns
@@ -19,7 +20,19 @@ PAYLOAD_COLUMNS: tuple[str, ...] = payload_names()  # equal to envelope.PAYLOAD_
 RESULT_COLUMNS: tuple[str, ...] = result_columns()
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A cell a spreadsheet may run as a formula (CWE-1236): one starting with a formula
+# character (= + - @, | and % for DDE and some importers, U+FF1D FULLWIDTH EQUALS
+# SIGN, which some normalise to =), a TAB, CR or LF, or an NBSP; or any run of
+# spaces and NBSPs followed by one of those (spreadsheets trim leading blanks).
+# store/export.py writes the same test in SQL (FORMULA_SQL); a test holds the
+# CSV both write byte-identical.
+FORMULA_CHARS = "=+-@|%\uff1d\t\r\n"
+_FORMULA = re.compile("\u00a0|[ \u00a0]*[" + re.escape(FORMULA_CHARS) + "]")
+
+
+def is_formula(text: str) -> bool:
+    """True when a spreadsheet may run ``text`` as a formula (see FORMULA_CHARS)."""
+    return _FORMULA.match(text) is not None
 
 
 def csv_cell(value: Any) -> Any:
@@ -28,7 +41,7 @@ def csv_cell(value: Any) -> Any:
         value = ";".join(f"{k}={v}" for k, v in sorted(value.items()))
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and is_formula(value):
         return "'" + value
     return value
 

@@ -236,6 +236,16 @@ PARTS_BY_NAME: Mapping[str, Part] = {p.name: p for p in PARTS + (ERROR_PART,)}
 
 KNOWN_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES)
 RESERVED_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES if t.reserved)
+
+# The service of every record the collector makes itself (data_access records of
+# reads, redactions). Refused in client records and API keys (is_collector_service),
+# so it alone tells the collector's own data_access records from a client's.
+COLLECTOR_SERVICE = "aitrail-collector"
+
+
+def is_collector_service(service: str) -> bool:
+    """``service`` names the collector, or is a look-alike of it (case, blanks)."""
+    return service.strip().casefold() == COLLECTOR_SERVICE
 PART_NAMES: tuple[str, ...] = tuple(p.name for p in PARTS)
 
 # Top-level AuditRecord fields sealed as they are: proto name -> envelope column.
