@@ -9,6 +9,7 @@ import textwrap
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from aitrail.record import event_types
+from aitrail.verify.trust_root import verdict_ok
 
 TABLE_COLUMNS = (("time", 26), ("event_type", 11), ("task_id", 14), ("who", 12),
                  ("model", 24), ("decision", 8), ("confidence", 10), ("record_id", 36))
@@ -129,8 +130,10 @@ def _no_lines(ev: dict[str, Any]) -> list[str]:
 def print_verify(report: dict[str, Any]) -> None:
     chains = ", ".join(f"{c['chain_id']} (head seq {c['head_seq']}"
                        + _checkpoint_note(c.get("checkpoints")) + ")" for c in report["chains"])
+    _print_trust_root(report.get("trust_root"))
     if report["ok"]:
-        print(f"OK: {report['records']} records in {len(report['chains'])} chain(s) verified "
+        print(f"{verdict_ok(report)}: {report['records']} records in "
+              f"{len(report['chains'])} chain(s) verified "
               f"[{chains or 'empty ledger'}] in {report['seconds']} s")
     else:
         print(f"FAILED: {len(report['findings'])} finding(s) in {report['records']} records "
@@ -145,6 +148,27 @@ def print_verify(report: dict[str, Any]) -> None:
     for warning in report.get("warnings", []):
         print(f"  note: {warning}")
     _print_erased(report.get("erased") or [])
+
+
+def _print_trust_root(root: Optional[dict[str, Any]]) -> None:
+    """Which key and anchor the verification trusted, and where each came from."""
+    if not isinstance(root, dict):
+        return
+    key, anchor, pinned = root.get("public_key"), root.get("anchor"), root.get("pinned")
+    print("trust root:")
+    if key:
+        print(f"  public key  {key.get('key_id')} from {key.get('path') or '-'} "
+              f"({key.get('source')})")
+    else:
+        print("  public key  none: signatures not checked")
+    if anchor:
+        print(f"  anchor      {anchor.get('describe') or anchor.get('location')} "
+              f"({anchor.get('source')})")
+    else:
+        print("  anchor      none")
+    if pinned:
+        print(f"  pinned      checkpoint {pinned.get('number')} of chain {pinned.get('chain_id')}"
+              f" at size {pinned.get('size')}")
 
 
 def _print_erased(erased: Sequence[dict[str, Any]], shown: int = 20) -> None:
