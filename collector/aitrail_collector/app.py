@@ -82,9 +82,15 @@ class Collector:
             key_id=key_id(self.private_key.public_key()), key_source=FROM_COLLECTOR,
             anchor=anchor_url, anchor_describe=self.anchor.describe(),
             anchor_source=FROM_FLAG_ANCHOR if config.anchor else FROM_DATA_DIR)
-        if not config.demo:
-            for warning in self.trust_root["warnings"]:
-                log.warning("trust root: %s", warning)
+        if not config.demo:  # the demo's trust root is in its data directory by design
+            for part in ("public_key", "anchor"):
+                if (self.trust_root[part] or {}).get("inside_data_dir"):
+                    log.warning("trust root: the %s %s is inside the data directory %s: an OK "
+                                "from verify cannot detect a rewrite by someone who can write "
+                                "there (pass --signing-key and --anchor outside it; see "
+                                "--production)", "signing key" if part == "public_key"
+                                else "anchor", key_path if part == "public_key" else anchor_url,
+                                self.data_dir)
         self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
                                          latency=config.checkpoint_latency,
                                          interval=config.checkpoint_interval,
@@ -134,6 +140,7 @@ class Collector:
             key = data_dir.signing_key
             if not os.path.exists(key):
                 write_keypair(key, data_dir.public_key)
+                os.chmod(data_dir.public_key, 0o600)  # like everything in the data directory
                 log.warning("made a checkpoint signing key at %s; keep a copy of %s for "
                             "verifiers", key, data_dir.public_key)
         return key, anchor or data_dir.anchor
