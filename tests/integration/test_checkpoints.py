@@ -114,7 +114,7 @@ def _poll(col: CollectorProc, done, timeout: float = 20.0) -> list[dict]:
 
 
 def test_checkpoints_on_cadence_when_quiet_and_at_shutdown(tmp_path):
-    col = CollectorProc(tmp_path / "store", "--checkpoint-interval", "0.3",
+    col = CollectorProc(tmp_path / "store", "--checkpoint-latency", "0.3",
                         "--checkpoint-max-quiet", "1").start()
     try:
         _emit(col, 5)
