@@ -22,9 +22,16 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from aitrail.verify.audit import Trust
-from aitrail.verify.checkpoint import load_private_key, write_keypair
+from aitrail.verify.checkpoint import key_id, load_private_key, write_keypair
+from aitrail.verify.trust_root import (
+    FROM_COLLECTOR,
+    FROM_DATA_DIR,
+    FROM_FLAG_ANCHOR,
+    is_inside,
+    trust_root,
+)
 from aitrail_collector.anchor import open_anchor
-from aitrail_collector.config import CollectorConfig, ConfigError
+from aitrail_collector.config import CollectorConfig, ConfigError, DataDir
 from aitrail_collector.credentials import write_secret
 from aitrail_collector.ingest.apikeys import KeyRing
 from aitrail_collector.ingest.service import ExportHandler, start_grpc
@@ -52,18 +59,44 @@ class Collector:
     def __init__(self, config: CollectorConfig):
         config.validate()
         self.config = config
+        # Everything this process creates (the engine's files, keys, tokens, anchor
+        # files, the lock) is for its own user only: 0600 files, 0700 directories.
+        os.umask(0o077)
+        data_dir = DataDir.of_dsn(config.dsn)
+        if data_dir is not None:
+            loosened = data_dir.secure()
+            if loosened:
+                log.warning("%s: took group and other access off %d file(s) and directories "
+                            "made before the collector set its umask", data_dir.root, loosened)
         self.store = Store(config.dsn, config.retention_days)
         self.store.ensure_schema()
         # Everything that can refuse the configuration comes before anything is written.
         self.keys = KeyRing(config.api_keys) if config.api_keys else None
         self.ledger = Ledger(self.store, config.chain_id, config.limits,
                              envelope_version=config.envelope_version)
+        self._check_trust_root()
         key_path, anchor_url = self._signing_paths()
         self.private_key = load_private_key(key_path)
         # Object Lock keeps each anchored checkpoint at least as long as the records.
         self.anchor = open_anchor(anchor_url, retention_days=config.retention_days)
+        self.trust_root = trust_root(
+            data_dir=self.data_dir, key_path=key_path,
+            key_id=key_id(self.private_key.public_key()), key_source=FROM_COLLECTOR,
+            anchor=anchor_url, anchor_describe=self.anchor.describe(),
+            anchor_source=FROM_FLAG_ANCHOR if config.anchor else FROM_DATA_DIR)
+        if not config.demo:  # the demo's trust root is in its data directory by design
+            for part in ("public_key", "anchor"):
+                if (self.trust_root[part] or {}).get("inside_data_dir"):
+                    log.warning("trust root: the %s %s is inside the data directory %s: an OK "
+                                "from verify cannot detect a rewrite by someone who can write "
+                                "there (pass --signing-key and --anchor outside it; see "
+                                "--production)", "signing key" if part == "public_key"
+                                else "anchor", key_path if part == "public_key" else anchor_url,
+                                self.data_dir)
         self.checkpointer = Checkpointer(self.store, self.ledger, self.private_key, self.anchor,
-                                         config.checkpoint_interval, config.checkpoint_max_quiet)
+                                         latency=config.checkpoint_latency,
+                                         interval=config.checkpoint_interval,
+                                         max_quiet=config.checkpoint_max_quiet)
         users = config.users or (self.store.data_dir.users if self.store.data_dir else None)
         if users is None:
             raise ConfigError("a ClickHouse server store needs --users (the console accounts file)")
@@ -80,6 +113,25 @@ class Collector:
         self._http: Optional[uvicorn.Server] = None
         self._http_thread: Optional[threading.Thread] = None
 
+    def _check_trust_root(self) -> None:
+        """``--production``: the signing key and the anchor must not sit in the data
+        directory they protect, or whoever can write it can rewrite history unseen."""
+        cfg = self.config
+        if not cfg.production:
+            return
+        if not cfg.signing_key:
+            raise ConfigError("--production needs --signing-key: a key kept outside the data "
+                              "directory (`aitrail keygen`)")
+        if not cfg.anchor:
+            raise ConfigError("--production needs --anchor: an independent store "
+                              "(s3://bucket/prefix with Object Lock, or a directory outside "
+                              "the data directory)")
+        for flag, path in (("--signing-key", cfg.signing_key), ("--anchor", cfg.anchor)):
+            if is_inside(path, self.data_dir):
+                raise ConfigError(f"--production: {flag} {path} is inside the data directory "
+                                  f"{self.data_dir}; keep it where whoever can write the data "
+                                  "directory cannot")
+
     def _signing_paths(self) -> tuple[str, str]:
         """The signing key and anchor; in embedded mode both default into the data dir
         (a key is made on first start). A production deployment passes both, so the
@@ -94,6 +146,7 @@ class Collector:
             key = data_dir.signing_key
             if not os.path.exists(key):
                 write_keypair(key, data_dir.public_key)
+                os.chmod(data_dir.public_key, 0o600)  # like everything in the data directory
                 log.warning("made a checkpoint signing key at %s; keep a copy of %s for "
                             "verifiers", key, data_dir.public_key)
         return key, anchor or data_dir.anchor
@@ -101,7 +154,7 @@ class Collector:
     def trust(self) -> Trust:
         """What this collector's own verify checks against: its key and its anchor."""
         return Trust(public_key=self.private_key.public_key(), anchor=self.anchor,
-                     max_gap_s=self.config.checkpoint_max_quiet + 3600)
+                     max_gap_s=self.config.checkpoint_max_quiet + 3600, root=self.trust_root)
 
     @property
     def data_dir(self) -> Optional[str]:

@@ -76,12 +76,20 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                         "<data dir>/signing-key.pem, made on first start)")
     g.add_argument("--anchor", metavar="DIR|s3://BUCKET/PREFIX",
                    help="independent store for every checkpoint (default <data dir>/anchor)")
+    g.add_argument("--checkpoint-latency", type=float, default=d.checkpoint_latency,
+                   metavar="SECONDS",
+                   help="while records arrive, sign and anchor a checkpoint at most this long "
+                        "after acknowledging them: the crash window (default %(default)g)")
     g.add_argument("--checkpoint-interval", type=float, default=d.checkpoint_interval,
                    metavar="SECONDS",
-                   help="sign a checkpoint this often when records arrived (default %(default)g)")
+                   help="at most one checkpoint on demand (proofs of fresh records) this often; "
+                        "other requests wait for the cadence (default %(default)g)")
     g.add_argument("--checkpoint-max-quiet", type=float, default=d.checkpoint_max_quiet,
                    metavar="SECONDS", help="and at least this often when none did "
                                            "(default %(default)g)")
+    g.add_argument("--production", action="store_true",
+                   help="refuse to start unless --signing-key is outside the data directory "
+                        "and --anchor is an independent store (s3://... or a directory outside it)")
     g = p.add_argument_group("security")
     g.add_argument("--api-keys", metavar="FILE", help="require an API key from this keys file "
                    "(see `aitrail apikey`); a key may only write records of its own service")
@@ -147,8 +155,10 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         max_pending_bytes=args.max_pending_bytes, api_keys=args.api_keys,
         signing_key=args.signing_key, anchor=args.anchor,
         checkpoint_interval=args.checkpoint_interval,
+        checkpoint_latency=args.checkpoint_latency,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
         envelope_version=args.envelope_version,
+        production=args.production, demo=args.command == "demo",
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
         if args.tls_cert else None,
         http_tls=TlsFiles(args.http_tls_cert, args.http_tls_key) if args.http_tls_cert else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -76,8 +77,16 @@ class CollectorConfig:
     trusted_proxies: tuple[str, ...] = ()
     signing_key: Optional[str] = None    # Ed25519 private key (PEM); default DataDir.signing_key
     anchor: Optional[str] = None         # directory or s3://bucket/prefix; default DataDir.anchor
+    # While records arrive, a checkpoint is signed and anchored at most this long after
+    # the first acknowledged record no checkpoint covers yet: the crash window, in which
+    # acknowledged records can be deleted without a trace outside the data directory.
+    checkpoint_latency: float = 5.0
+    # At most one checkpoint on demand (a proof of a record none covers yet) per this
+    # many seconds; other such requests wait for the next one on the cadence.
     checkpoint_interval: float = 300.0
     checkpoint_max_quiet: float = 86_400.0
+    production: bool = False             # refuse a trust root inside the data directory
+    demo: bool = False                   # the demo: a trust root in the data dir is expected
     users: Optional[str] = None          # console accounts file; default DataDir.users
     session_idle_s: float = 1800.0
     envelope_version: int = 2            # the canonical encoding new records are sealed under
@@ -89,8 +98,9 @@ class CollectorConfig:
             raise ConfigError("--envelope-version must be 1 or 2")
         if self.retention_days < 1:
             raise ConfigError("--retention-days must be at least one day")
-        if self.checkpoint_interval <= 0 or self.checkpoint_max_quiet <= 0:
-            raise ConfigError("--checkpoint-interval and --checkpoint-max-quiet must be positive")
+        if min(self.checkpoint_interval, self.checkpoint_max_quiet, self.checkpoint_latency) <= 0:
+            raise ConfigError("--checkpoint-latency, --checkpoint-interval and "
+                              "--checkpoint-max-quiet must be positive")
         paths = []
         for tls in (self.tls, self.http_tls):
             if tls is not None:
@@ -166,6 +176,40 @@ class DataDir:
     def local_token(self) -> str:
         """The running collector's token for CLI commands on this machine (0600)."""
         return self._path("local-token")
+
+    def secure(self) -> int:
+        """Make the directory 0700 and take group and other access off everything in
+        it (a store made before the collector set its umask); the number changed."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        changed = 0
+        for path in [self.root, *self._walk()]:
+            try:
+                mode = os.lstat(path).st_mode
+                if stat.S_ISLNK(mode) or not mode & 0o077:
+                    continue
+                os.chmod(path, stat.S_IMODE(mode) & ~0o077)
+                changed += 1
+            except FileNotFoundError:
+                continue  # the engine removed it meanwhile
+        return changed
+
+    def loose_modes(self) -> list[tuple[str, int]]:
+        """Files and directories here that group or others may read, write or enter."""
+        out = []
+        for path in [self.root, *self._walk()]:
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                out.append((path, stat.S_IMODE(mode)))
+        return out
+
+    def _walk(self) -> list[str]:
+        out = []
+        for top, dirs, files in os.walk(self.root):
+            out += [os.path.join(top, n) for n in dirs + files]
+        return out
 
     def running_collector(self) -> Optional[dict]:
         """The collector holding this directory, if one is alive: its pid and URLs."""

@@ -9,9 +9,14 @@ shows up as a checkpoint that no longer matches the records.
 Layout, the same for both back ends (docs/checkpoints.md, "Anchor store")::
 
     <root>/<chain id>/<number, 12 digits>.checkpoint      # the exact SignedCheckpoint.text()
+    <root>/<chain id>/<last>-<first>.checkpoints          # a batch: texts first..last, joined
 
-Every store is write-once per (chain, number): putting the same text again is a no-op,
-putting a different text raises AnchorError.
+A batch holds several consecutive checkpoints written together (the collector writes
+what became pending since its last anchor write as one object, so on-demand
+checkpoints do not each make an object). Every object is write-once: putting the
+same text again is a no-op, putting a different text raises AnchorError. A
+checkpoint may sit in more than one object (a batch re-offered after a crash); the
+copies must then be identical.
 
 Reading never skips a bad object silently. ``entries(chain)`` returns one ``AnchorEntry`` per
 object, with ``error`` set for an object that does not parse, sits under the wrong name, or
@@ -36,6 +41,8 @@ from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, check_o
 from aitrail_collector.config import CollectorConfig
 
 _NAME_RE = re.compile(r"([0-9]{12})\.checkpoint")
+_BATCH_RE = re.compile(r"([0-9]{12})-([0-9]{12})\.checkpoints")
+_LINES = 11  # every SignedCheckpoint.text() has exactly this many lines
 
 
 class AnchorError(AitrailError):
@@ -63,11 +70,68 @@ def object_name(chain_id: str, number: int) -> str:
     return f"{check_origin(chain_id)}/{number:012d}.checkpoint"
 
 
+def batch_name(chain_id: str, first: int, last: int) -> str:
+    """``<chain id>/<last:012d>-<first:012d>.checkpoints``: named by its last number, so
+    a listing that starts after ``<n:012d>~`` holds exactly the objects with newer ones."""
+    return f"{check_origin(chain_id)}/{last:012d}-{first:012d}.checkpoints"
+
+
+def numbers_in(name: str) -> list[int]:
+    """The checkpoint numbers an object name says it holds ([] for a foreign name)."""
+    base = name.rsplit("/", 1)[-1]
+    m = _NAME_RE.fullmatch(base)
+    if m:
+        return [int(m.group(1))]
+    b = _BATCH_RE.fullmatch(base)
+    if b and int(b.group(2)) <= int(b.group(1)):
+        return list(range(int(b.group(2)), int(b.group(1)) + 1))
+    return []
+
+
+def _numbers(names: "list[str]", after: int) -> dict[int, bool]:
+    out: dict[int, bool] = {}
+    for name in names:
+        numbers = numbers_in(name)
+        for n in numbers:
+            if n > after:
+                out[n] = out.get(n, False) or len(numbers) == 1 and name.endswith(".checkpoint")
+    return out
+
+
+def make_entries(name: str, chain_id: str, text: Optional[str],
+                 error: Optional[str] = None) -> list[AnchorEntry]:
+    """The entries of one object: one for a single checkpoint, one per checkpoint of a
+    batch; a batch that does not hold exactly the checkpoints its name says is one
+    entry with an error."""
+    b = _BATCH_RE.fullmatch(name.rsplit("/", 1)[-1])
+    if b is None:
+        return [make_entry(name, chain_id, text, error)]
+    last, first = int(b.group(1)), int(b.group(2))
+    if error or text is None:
+        return [AnchorEntry(name, last, text, None,
+                            error or f"anchor object {name} is not UTF-8 text")]
+    lines = text.split("\n")
+    if lines[-1] != "":
+        return [AnchorEntry(name, last, text, None, f"anchor object {name} does not end with "
+                            "a newline")]
+    lines = lines[:-1]
+    want = last - first + 1
+    if first > last or len(lines) != want * _LINES:
+        return [AnchorEntry(name, last, text, None, f"anchor object {name} should hold "
+                            f"checkpoints {first}..{last} but has {len(lines)} lines")]
+    out = []
+    for i in range(want):
+        part = "\n".join(lines[i * _LINES:(i + 1) * _LINES]) + "\n"
+        out.append(make_entry(f"{name}#{first + i}", chain_id, part, number=first + i))
+    return out
+
+
 def make_entry(name: str, chain_id: str, text: Optional[str], error: Optional[str] = None,
-               ) -> AnchorEntry:
+               number: Optional[int] = None) -> AnchorEntry:
     """Parse one object's text and check that it holds the checkpoint its name says."""
-    m = _NAME_RE.fullmatch(name.rsplit("/", 1)[-1])
-    number = int(m.group(1)) if m else None
+    if number is None:
+        m = _NAME_RE.fullmatch(name.rsplit("/", 1)[-1])
+        number = int(m.group(1)) if m else None
     if error or text is None:
         return AnchorEntry(name, number, text, None,
                            error or f"anchor object {name} is not UTF-8 text")
@@ -90,6 +154,25 @@ def _sort_key(entry: AnchorEntry) -> tuple[int, str]:
     return (entry.number if entry.number is not None else 10**12, entry.name)
 
 
+def _merged(entries: list[AnchorEntry]) -> list[AnchorEntry]:
+    """One entry per number, sorted: identical copies in several objects are one; a
+    second copy that differs is an error on the first."""
+    out: list[AnchorEntry] = []
+    seen: dict[int, int] = {}
+    for entry in sorted(entries, key=_sort_key):
+        if entry.number is None or entry.number not in seen:
+            if entry.number is not None:
+                seen[entry.number] = len(out)
+            out.append(entry)
+            continue
+        first = out[seen[entry.number]]
+        if entry.text != first.text or entry.error:
+            out[seen[entry.number]] = _with_error(
+                first, f"the anchor holds two different copies of checkpoint {entry.number} "
+                       f"({first.name} and {entry.name})")
+    return out
+
+
 class AnchorStore:
     """Base of the anchor stores. Subclasses implement _get, _create, entries, chains."""
 
@@ -107,8 +190,38 @@ class AnchorStore:
                                  f" {cp.origin}#{cp.number}; anchors are write-once")
         return self._where(name)
 
+    def put_batch(self, batch: "list[SignedCheckpoint]") -> str:
+        """Write consecutive checkpoints of one chain as one object, once; a single
+        checkpoint goes under its own name (``put``)."""
+        if len(batch) == 1:
+            return self.put(batch[0])
+        first, last = batch[0].checkpoint, batch[-1].checkpoint
+        if any(b.checkpoint.origin != first.origin or b.checkpoint.number != first.number + i
+               for i, b in enumerate(batch)):
+            raise AnchorError("a batch must hold consecutive checkpoints of one chain")
+        name = batch_name(first.origin, first.number, last.number)
+        text = "".join(b.text() for b in batch)
+        existing = self._get(name)
+        if existing is None and self._create(name, text):
+            return self._where(name)
+        existing = self._get(name) if existing is None else existing
+        if existing != text:
+            raise AnchorConflict(f"{self._where(name)} already holds different checkpoints;"
+                                 " anchors are write-once")
+        return self._where(name)
+
+    def numbers_after(self, chain_id: str, after: int) -> dict[int, bool]:
+        """The checkpoint numbers above ``after`` that the anchor's object names hold,
+        each with whether it has an object of its own (not only a place in a batch).
+        Names only: cheap enough for every start."""
+        return _numbers(self._names_after(chain_id, after), after)
+
+    def _names_after(self, chain_id: str, after: int) -> "list[str]":
+        raise NotImplementedError
+
     def entries(self, chain_id: str) -> list[AnchorEntry]:
-        """Every object stored for ``chain_id``, sorted by number; bad ones carry ``error``."""
+        """Every checkpoint stored for ``chain_id``, sorted by number; bad ones carry
+        ``error``."""
         raise NotImplementedError
 
     def chains(self) -> list[str]:
@@ -199,16 +312,20 @@ class DirectoryAnchor(AnchorStore):
         for path in chain_dir.iterdir():
             if path.name.startswith(".tmp-"):
                 continue  # a write interrupted before its link(): never part of the store
-            out.append(self._entry(path, chain_id))
-        return sorted(out, key=_sort_key)
+            out += self._entries(path, chain_id)
+        return _merged(out)
 
-    def _entry(self, path: Path, chain_id: str) -> AnchorEntry:
+    def _entries(self, path: Path, chain_id: str) -> list[AnchorEntry]:
         name = str(path)
         try:
             data = path.read_bytes()
         except OSError as e:
-            return make_entry(name, chain_id, None, f"anchor object {name} is unreadable: {e}")
-        return make_entry(name, chain_id, _decode(data))
+            return make_entries(name, chain_id, None, f"anchor object {name} is unreadable: {e}")
+        return make_entries(name, chain_id, _decode(data))
+
+    def _names_after(self, chain_id: str, after: int) -> list[str]:
+        chain_dir = self.root / check_origin(chain_id)
+        return os.listdir(chain_dir) if chain_dir.is_dir() else []
 
     def chains(self) -> list[str]:
         if not self.root.is_dir():
@@ -266,6 +383,19 @@ class S3Anchor(AnchorStore):
         # Ask the bucket before anything else, so object_lock=True fails even on a no-op put.
         self.object_lock_enabled()
         return super().put(signed)
+
+    def put_batch(self, batch: "list[SignedCheckpoint]") -> str:
+        self.object_lock_enabled()
+        return super().put_batch(batch)
+
+    def _names_after(self, chain_id: str, after: int) -> list[str]:
+        prefix = f"{self.prefix}{check_origin(chain_id)}/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, StartAfter=f"{prefix}{after:012d}~")
+        try:
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except Exception as e:
+            raise AnchorError(f"cannot list s3://{self.bucket}/{prefix}: {e}") from None
 
     def object_lock_enabled(self) -> bool:
         """Whether puts carry COMPLIANCE retention; asks the bucket once."""
@@ -344,8 +474,8 @@ class S3Anchor(AnchorStore):
             versions = self._versions(prefix)
         except Exception as e:
             raise AnchorError(f"cannot list s3://{self.bucket}/{prefix}: {e}") from None
-        out = [self._entry(key, vs, chain_id) for key, vs in sorted(versions.items())]
-        return sorted(out, key=_sort_key)
+        out = [e for key, vs in sorted(versions.items()) for e in self._entry(key, vs, chain_id)]
+        return _merged(out)
 
     def _versions(self, prefix: str) -> dict[str, tuple[list[str], bool]]:
         """key -> (version ids oldest first, whether a delete marker is the latest)."""
@@ -362,7 +492,8 @@ class S3Anchor(AnchorStore):
                 by_key[d["Key"]] = (ids, deleted or bool(d.get("IsLatest")))
         return by_key
 
-    def _entry(self, key: str, versions: tuple[list[str], bool], chain_id: str) -> AnchorEntry:
+    def _entry(self, key: str, versions: tuple[list[str], bool],
+               chain_id: str) -> list[AnchorEntry]:
         name = f"s3://{self.bucket}/{key}"
         version_ids, deleted = versions
         texts = []
@@ -371,18 +502,20 @@ class S3Anchor(AnchorStore):
                 body = self.client.get_object(Bucket=self.bucket, Key=key,
                                               VersionId=version_id)["Body"].read()
             except Exception as e:
-                return make_entry(name, chain_id, None, f"anchor object {name} is unreadable: {e}")
+                return make_entries(name, chain_id, None,
+                                    f"anchor object {name} is unreadable: {e}")
             texts.append(_decode(body))
         if not texts:
-            return make_entry(name, chain_id, None, f"anchor object {name} was deleted")
-        entry = make_entry(name, chain_id, texts[0])
+            return make_entries(name, chain_id, None, f"anchor object {name} was deleted")
+        entries = make_entries(name, chain_id, texts[0])
         if deleted:
-            return _with_error(entry, f"anchor object {name} was deleted (a delete marker"
-                                      " hides it; its first version is reported)")
+            return [_with_error(e, f"anchor object {name} was deleted (a delete marker"
+                                   " hides it; its first version is reported)") for e in entries]
         if any(t != texts[0] for t in texts):
-            return _with_error(entry, f"anchor object {name} was rewritten: {len(texts)}"
-                                      " versions differ (its first version is reported)")
-        return entry
+            return [_with_error(e, f"anchor object {name} was rewritten: {len(texts)}"
+                                   " versions differ (its first version is reported)")
+                    for e in entries]
+        return entries
 
 
 def _with_error(entry: AnchorEntry, error: str) -> AnchorEntry:

@@ -12,7 +12,9 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 from aitrail.cli.remote import ClientError, HttpBackend
 from aitrail.verify.audit import AuditError, Trust
-from aitrail.verify.checkpoint import CheckpointError, load_public_key
+from aitrail.verify.checkpoint import CheckpointError, key_id, load_public_key
+from aitrail.verify.pinned import PinnedError, parse_pinned
+from aitrail.verify.trust_root import FROM_DATA_DIR, FROM_FLAG_ANCHOR, FROM_FLAG_KEY, trust_root
 from aitrail_collector.anchor import AnchorError, open_anchor
 from aitrail_collector.audit import proofs
 from aitrail_collector.audit.verify import verify_store
@@ -61,20 +63,47 @@ class LocalBackend:
         yield from render_csv(self.store, f)
 
     def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,
-               anchor: Optional[str] = None) -> dict:
+               anchor: Optional[str] = None, since_checkpoint: Optional[str] = None) -> dict:
+        pinned = None
+        if since_checkpoint is not None:
+            try:
+                pinned = parse_pinned(since_checkpoint)
+            except PinnedError as exc:
+                raise ClientError(str(exc)) from None
+        trust = self._trust(public_key, anchor)
         try:
-            return verify_store(self.store, trust=self._trust(public_key, anchor),
-                                from_checkpoint=from_checkpoint)
+            report = verify_store(self.store, trust=trust, from_checkpoint=from_checkpoint,
+                                  pinned=pinned)
         except AuditError as exc:
             raise ClientError(str(exc)) from None
+        report["warnings"] += self._permission_warnings()
+        return report
+
+    def _permission_warnings(self) -> list[str]:
+        """Group- or world-readable files in the data directory: a warning, not a finding.
+        It exposes the records to other local users but is no sign that anything was
+        changed, and a finding would make verify fail as if the ledger had been tampered with."""
+        data_dir = self.store.data_dir
+        loose = data_dir.loose_modes() if data_dir else []
+        if not loose:
+            return []
+        assert data_dir is not None
+        shown = ", ".join(f"{os.path.relpath(p, data_dir.root)} {m:04o}" for p, m in loose[:5])
+        return [f"{len(loose)} file(s) or directories in the data directory {data_dir.root} are "
+                f"open to group or others ({shown}{', ...' if len(loose) > 5 else ''}): the "
+                "collector makes them 0600/0700 at its next start, or run "
+                f"chmod -R go-rwx {data_dir.root}"]
 
     def _trust(self, public_key: Optional[str], anchor: Optional[str]) -> Trust:
-        """The key and anchor given, else the embedded store's defaults beside it."""
+        """The key and anchor given, else the embedded store's defaults beside it; the
+        report names which, and warns when either sits inside the data directory."""
         data_dir = self.store.data_dir
+        key_source = FROM_FLAG_KEY if public_key else None
+        anchor_source = FROM_FLAG_ANCHOR if anchor else None
         if not public_key and data_dir and os.path.exists(data_dir.public_key):
-            public_key = data_dir.public_key
+            public_key, key_source = data_dir.public_key, FROM_DATA_DIR
         if not anchor and data_dir and os.path.isdir(data_dir.anchor):
-            anchor = data_dir.anchor
+            anchor, anchor_source = data_dir.anchor, FROM_DATA_DIR
         trust = Trust()
         try:
             if public_key:
@@ -83,6 +112,12 @@ class LocalBackend:
                 trust.anchor = open_anchor(anchor)
         except (CheckpointError, AnchorError, OSError) as exc:
             raise ClientError(str(exc)) from None
+        trust.root = trust_root(
+            data_dir=data_dir.root if data_dir else None, key_path=public_key,
+            key_id=key_id(trust.public_key) if trust.public_key else None,
+            key_source=key_source, anchor=anchor,
+            anchor_describe=trust.anchor.describe() if trust.anchor else None,
+            anchor_source=anchor_source)
         return trust
 
     def prove(self, record_id: str) -> str:

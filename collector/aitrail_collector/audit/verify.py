@@ -15,6 +15,8 @@ from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.hashes import ZERO_HASH
+from aitrail.verify.merkle import TreeError, consistency_proof
+from aitrail.verify.pinned import Extension, check_pinned, describe, newest_extension
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store.client import Store
 
@@ -53,34 +55,68 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
 
 
 def _audit(store: Store, chain_id: str, trust: Optional[Trust],
-           from_checkpoint: Optional[int]) -> Optional[CheckpointAudit]:
+           from_checkpoint: Optional[int],
+           pinned: Optional[SignedCheckpoint] = None) -> Optional[CheckpointAudit]:
     if trust is None:
         return None
     anchor_entries = None
     if trust.anchor is not None:
         anchor_entries = trust.anchor.entries(chain_id)
+    capture = pinned.checkpoint.size if pinned and pinned.checkpoint.origin == chain_id else None
     return CheckpointAudit(chain_id, store.checkpoints(chain_id), anchor_entries, trust,
-                           from_checkpoint)
+                           from_checkpoint, capture_size=capture)
+
+
+def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Sequence[Report],
+                     audits: Mapping[str, Optional[CheckpointAudit]], trust: Trust) -> list:
+    """The pinned checkpoint against the chain as stored (aitrail.verify.pinned)."""
+    chain = pinned.checkpoint.origin
+    report = next((r for r in reports if r.chain_id == chain), None)
+    audit = audits.get(chain)
+    stored = audit.valid_checkpoints() if audit else []
+    newest = newest_extension(pinned, stored)
+    extension = None
+    if newest is not None:
+        proof = None
+        leaves = audit.leaves if audit else None
+        size1, size2 = pinned.checkpoint.size, newest.checkpoint.size
+        if leaves is not None and 0 < size1 < size2 <= len(leaves):
+            try:
+                proof = consistency_proof(leaves, size1, size2)
+            except TreeError:
+                proof = None
+        extension = Extension(newest, proof)
+    return check_pinned(pinned, chains=names, public_key=trust.public_key,
+                        head_seq=report.head_seq if report else 0, stored=stored,
+                        root_at_size=audit.root_at_capture if audit else None,
+                        extension=extension)
 
 
 def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                  trust: Optional[Trust] = None,
-                 from_checkpoint: Union[int, Mapping[str, int], None] = None) -> dict:
+                 from_checkpoint: Union[int, Mapping[str, int], None] = None,
+                 pinned: Optional[SignedCheckpoint] = None) -> dict:
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
     chain it does not name is verified from its first record). Raises AuditError
-    when it names no usable checkpoint.
+    when it names no usable checkpoint. ``pinned`` (``--since-checkpoint``): a
+    checkpoint an auditor kept; later history not consistent with it is a finding.
     """
     started = time.perf_counter()
     names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
+    if pinned is not None and trust is None:
+        trust = Trust()
     reports, audits = [], {}
     for chain_id in names:
         start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
                  else from_checkpoint)
-        audit = _audit(store, chain_id, trust, start)
+        audit = _audit(store, chain_id, trust, start, pinned)
         audits[chain_id] = audit
         reports.append(verify_chain(store, chain_id, audit))
+    pinned_findings = []
+    if pinned is not None and trust is not None:
+        pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
     erased = []
     for report in reports:
         # Payloads against the sealed commitments: their findings count against the
@@ -90,16 +126,22 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         erased += gone
     elapsed = time.perf_counter() - started
     records = sum(r.records for r in reports)
+    root = dict(trust.root) if trust is not None and trust.root else None
+    if root is not None and pinned is not None:
+        root["pinned"] = describe(pinned)
     return {
-        "ok": all(r.ok for r in reports),
+        "ok": all(r.ok for r in reports) and not pinned_findings,
         "records": records,
         "seconds": round(elapsed, 3),
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
                     "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
                                    if audits[r.chain_id] else {})} for r in reports],
-        "findings": [f.as_dict() for r in reports for f in r.findings],
-        "warnings": [w for a in audits.values() if a for w in a.warnings],
+        "findings": [f.as_dict() for r in reports for f in r.findings]
+        + [f.as_dict() for f in pinned_findings],
+        "warnings": [w for a in audits.values() if a for w in a.warnings]
+        + (root["warnings"] if root else []),
         "erased": erased,
+        **({"trust_root": root} if root is not None else {}),
     }
 
 

@@ -76,8 +76,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    pinned = None
+    if args.since_checkpoint:
+        try:
+            with open(args.since_checkpoint, encoding="utf-8", newline="") as fh:
+                pinned = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--since-checkpoint: {exc}") from None
     report = backend(args).verify(from_checkpoint=args.from_checkpoint,
-                                  public_key=args.public_key, anchor=args.anchor)
+                                  public_key=args.public_key, anchor=args.anchor,
+                                  since_checkpoint=pinned)
     if args.public_key:
         _check_key_id(report, args.public_key)
     if args.format == "json":
@@ -191,6 +199,10 @@ def register(sub: Any) -> None:
                         "<dir>/signing-key.pub)")
     p.add_argument("--anchor", metavar="DIR|s3://BUCKET/PREFIX",
                    help="the anchor store to compare with (default, with --data-dir: <dir>/anchor)")
+    p.add_argument("--since-checkpoint", metavar="FILE",
+                   help="a signed checkpoint you kept (its text, e.g. from /api/v1/checkpoints): "
+                        "any later history not consistent with it, truncation included, is a "
+                        "finding")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing checkpoints")

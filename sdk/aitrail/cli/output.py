@@ -21,6 +21,7 @@ import unicodedata
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from aitrail.record import event_types
+from aitrail.verify.trust_root import verdict_ok
 
 # Characters shown escaped: controls (C0, DEL, C1), format characters (bidi
 # embeddings, overrides and isolates, zero-width characters, tags, ...), the
@@ -166,8 +167,10 @@ def _no_lines(ev: dict[str, Any]) -> list[str]:
 
 
 def print_verify(report: dict[str, Any]) -> None:
-    """The chains, the findings, notes and erasures; then the verdict, last (nothing
-    printed after it can paint over it) and made of counts and fixed words only."""
+    """The trust root, the chains, the findings, notes and erasures; then the verdict,
+    last (nothing printed after it can paint over it) and made of counts and fixed
+    words only."""
+    _print_trust_root(report.get("trust_root"))
     for c in report["chains"]:
         print(safe(f"  chain {c['chain_id']}: head seq {c['head_seq']}"
                    + _checkpoint_note(c.get("checkpoints"))))
@@ -185,11 +188,32 @@ def print_verify(report: dict[str, Any]) -> None:
     _print_erased(report.get("erased") or [])
     records, chains = int(report["records"]), len(report["chains"])
     if report["ok"]:
-        print(f"OK: {records} records in {chains} chain(s) verified in "
+        print(f"{verdict_ok(report)}: {records} records in {chains} chain(s) verified in "
               f"{float(report['seconds']):g} s")
     else:
         print(f"FAILED: {len(report['findings'])} finding(s) in {records} records in "
               f"{chains} chain(s)")
+
+
+def _print_trust_root(root: Optional[dict[str, Any]]) -> None:
+    """Which key and anchor the verification trusted, and where each came from."""
+    if not isinstance(root, dict):
+        return
+    key, anchor, pinned = root.get("public_key"), root.get("anchor"), root.get("pinned")
+    print("trust root:")
+    if key:
+        print(safe(f"  public key  {key.get('key_id')} from {key.get('path') or '-'} "
+                   f"({key.get('source')})"))
+    else:
+        print("  public key  none: signatures not checked")
+    if anchor:
+        print(safe(f"  anchor      {anchor.get('describe') or anchor.get('location')} "
+                   f"({anchor.get('source')})"))
+    else:
+        print("  anchor      none")
+    if pinned:
+        print(safe(f"  pinned      checkpoint {pinned.get('number')} of chain "
+                   f"{pinned.get('chain_id')} at size {pinned.get('size')}"))
 
 
 def _print_erased(erased: Sequence[dict[str, Any]], shown: int = 20) -> None:

@@ -15,7 +15,25 @@ import urllib.parse
 import urllib.request
 from typing import Any, Iterator, Mapping, Optional, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from aitrail.errors import AitrailError
+from aitrail.verify.checkpoint import (
+    CheckpointError,
+    SignedCheckpoint,
+    key_id,
+    load_public_key,
+    verify_signature,
+)
+from aitrail.verify.pinned import (
+    Extension,
+    PinnedError,
+    check_pinned,
+    describe,
+    newest_extension,
+    parse_pinned,
+)
+from aitrail.verify.trust_root import FROM_FLAG_KEY, trust_root
 
 
 class ClientError(AitrailError, RuntimeError):
@@ -92,14 +110,72 @@ class HttpBackend:
                 yield chunk
 
     def verify(self, from_checkpoint: Optional[int] = None, public_key: Optional[str] = None,
-               anchor: Optional[str] = None) -> dict[str, Any]:
+               anchor: Optional[str] = None,
+               since_checkpoint: Optional[str] = None) -> dict[str, Any]:
         # The collector checks with its own key and anchor; the caller compares the
-        # key id with the key it trusts (cli._check_key_id).
+        # key id with the key it trusts (cli._check_key_id), and the trust root then
+        # names that key.
         if anchor:
             raise ClientError("--anchor applies to --data-dir; a collector compares with its "
                               "own anchor store")
+        pinned = None
+        if since_checkpoint is not None:
+            try:
+                pinned = parse_pinned(since_checkpoint)
+            except PinnedError as exc:
+                raise ClientError(str(exc)) from None
         report: dict[str, Any] = self._json("/api/v1/verify", {"from_checkpoint": from_checkpoint})
+        key = None
+        if public_key:
+            try:
+                key = load_public_key(public_key)
+            except (CheckpointError, OSError) as exc:
+                raise ClientError(f"--public-key: {exc}") from None
+            _retrust(report, public_key, key_id(key))
+        if pinned is not None:
+            self._check_pinned(report, pinned, key)
         return report
+
+    def _check_pinned(self, report: dict[str, Any], pinned: SignedCheckpoint,
+                      key: Optional[Ed25519PublicKey]) -> None:
+        """The pinned checkpoint against the collector's chain, from its API: the stored
+        checkpoints and a consistency proof from the pinned size to the newest one."""
+        chain = pinned.checkpoint.origin
+        if key is None:  # only the collector's own key: better than none
+            with self._open("/api/v1/public-key") as resp:
+                key = load_public_key(resp.read())
+        chains = [c["chain_id"] for c in report.get("chains", [])]
+        head = next((c["head_seq"] for c in report.get("chains", []) if c["chain_id"] == chain), 0)
+        stored: list[SignedCheckpoint] = []
+        extension = None
+        if chain in chains:
+            rows = self._json("/api/v1/checkpoints", {"chain": chain, "limit": 10_000})
+            for row in rows.get("checkpoints", []):
+                try:
+                    signed = SignedCheckpoint.parse(row["text"])
+                    verify_signature(signed, key)
+                except (CheckpointError, KeyError, TypeError):
+                    continue  # the collector's verify reports it
+                stored.append(signed)
+            newest = newest_extension(pinned, stored)
+            if newest is not None:
+                proof = None
+                size1, size2 = pinned.checkpoint.size, newest.checkpoint.size
+                if 0 < size1 < size2:
+                    try:
+                        got = self._json("/api/v1/proofs/consistency",
+                                         {"size1": size1, "size2": size2, "chain": chain})
+                        proof = [bytes.fromhex(h) for h in got["proof"]]
+                    except (ClientError, KeyError, TypeError, ValueError):
+                        proof = None
+                extension = Extension(newest, proof)
+        found = check_pinned(pinned, chains=chains, public_key=key, head_seq=head,
+                             stored=stored, extension=extension)
+        report["findings"] += [f.as_dict() for f in found]
+        if found:
+            report["ok"] = False
+        root = report.setdefault("trust_root", {})
+        root["pinned"] = describe(pinned)
 
     def prove(self, record_id: str) -> str:
         path = "/api/v1/records/" + urllib.parse.quote(record_id, safe="") + "/proof"
@@ -133,3 +209,17 @@ class HttpBackend:
         except (urllib.error.URLError, OSError) as err:
             reason_ = getattr(err, "reason", err)
             raise ClientError(f"cannot reach the collector at {self.url}: {reason_}") from None
+
+
+def _retrust(report: dict[str, Any], path: str, kid: str) -> None:
+    """The trust root of a collector's report, with the key the caller holds in place
+    of the collector's own."""
+    server = report.get("trust_root") or {}
+    anchor = server.get("anchor") or {}
+    root = trust_root(data_dir=server.get("data_dir"), key_path=path, key_id=kid,
+                      key_source=FROM_FLAG_KEY, anchor=anchor.get("location"),
+                      anchor_describe=anchor.get("describe"), anchor_source=anchor.get("source"),
+                      anchor_inside=anchor.get("inside_data_dir"))
+    old = set(server.get("warnings") or [])
+    report["warnings"] = [w for w in report.get("warnings", []) if w not in old] + root["warnings"]
+    report["trust_root"] = root

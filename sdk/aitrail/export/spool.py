@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import fcntl
 import os
+import stat
 import threading
 import uuid
 
@@ -29,11 +30,19 @@ class SpoolFull(AitrailError):
     pass
 
 
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
 class Spool:
     def __init__(self, root: str, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        os.makedirs(root, exist_ok=True)
+        # Unsent audit records: for this user only (0700 directories, 0600 files),
+        # whatever the process's umask.
+        _private_dir(root)
         self._lock = threading.Lock()
         self._dirs: list[str] = []  # adopted directories first, then our own
         self._lock_fds: list[int] = []
@@ -48,7 +57,7 @@ class Spool:
 
     # ------------------------------------------------------------ ownership
     def _claim(self, path: str) -> str | None:
-        os.makedirs(path, exist_ok=True)
+        _private_dir(path)
         fd = os.open(os.path.join(path, "owner.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -100,7 +109,9 @@ class Spool:
             self._next = max(self._next, self._last_number()) + 1
             final = os.path.join(self._own, f"{self._next:012d}{SUFFIX}")
             tmp = final + ".tmp"
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an older .tmp left by a crash keeps its mode otherwise
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

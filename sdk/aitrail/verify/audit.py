@@ -70,6 +70,9 @@ class Trust:
     public_key: Optional[Ed25519PublicKey] = None  # None: signatures unchecked
     anchor: Optional[AnchorLike] = None            # None: no anchor comparison
     max_gap_s: float = 25 * 3600       # a longer silence between checkpoints is reported
+    # Which key and anchor these are and where each came from (aitrail.verify.trust_root);
+    # every report carries it, so no verification hides what it trusted.
+    root: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,8 +87,12 @@ class Known:
 class CheckpointAudit:
     def __init__(self, chain_id: str, db_rows: Sequence[CheckpointRow],
                  anchor_entries: Optional[Sequence[AnchorEntryLike]],
-                 trust: Trust, from_number: Optional[int] = None):
+                 trust: Trust, from_number: Optional[int] = None,
+                 capture_size: Optional[int] = None):
         self.chain_id, self.trust = chain_id, trust
+        # The rebuilt root at one size (a pinned checkpoint's), once the rows reach it.
+        self.capture_size = capture_size
+        self.root_at_capture: Optional[bytes] = None
         self.findings: list[Finding] = []
         self.periods: list[dict[str, Any]] = []
         self.warnings: list[str] = []
@@ -98,6 +105,8 @@ class CheckpointAudit:
         self.start = self._start_at(from_number)
         self.tree = self._start_tree()
         self.leaves: Optional[list[bytes]] = [] if self.start is None else None
+        if capture_size == self.tree.size:
+            self.root_at_capture = self.tree.root()
         # Every valid copy is held against the records: where the anchor's copy differs
         # from the database's, each is checked, so a rewritten history shows in both.
         copies = list(self.by_number.values()) + [
@@ -172,7 +181,7 @@ class CheckpointAudit:
     # ------------------------------------------------------------ without rows
     def _compare_with_anchor(self) -> None:
         if self.anchor is None:
-            if self.trust.anchor is None:
+            if self.trust.anchor is None and not self.trust.root:  # else the root says so
                 self.warnings.append("no anchor store given: the database's checkpoints were "
                                      "not compared with an independent copy")
             return
@@ -246,6 +255,8 @@ class CheckpointAudit:
     # ------------------------------------------------------------ along the rows
     def add(self, leaf: bytes, chain_hash: bytes) -> None:
         self.tree.append(leaf)
+        if self.tree.size == self.capture_size:
+            self.root_at_capture = self.tree.root()
         if self.leaves is not None:
             if len(self.leaves) < MAX_PROOF_LEAVES:
                 self.leaves.append(leaf)
@@ -296,6 +307,11 @@ class CheckpointAudit:
             except ProofError as exc:
                 self._finding(CP_INCONSISTENT, cb.number, f"no consistency with checkpoint "
                               f"{ca.number} ({exc})")
+
+    def valid_checkpoints(self) -> list[SignedCheckpoint]:
+        """Every checkpoint copy (database and anchor) that parsed and verified."""
+        copies = list(self.db.values()) + list((self.anchor or {}).values())
+        return [k.signed for k in copies if k.valid]
 
     # ------------------------------------------------------------ report
     def summary(self) -> dict[str, Any]:

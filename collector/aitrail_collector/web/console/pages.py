@@ -184,8 +184,9 @@ class Console:
 
     def status_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "verify")
+        trust = self.services.trust()
         return self.render(request, "status.html", who, chains=self._chain_status(),
-                           last=self.last_verify)
+                           last=self.last_verify, trust_root=trust.root if trust else None)
 
     def run_verify(self, request: Request, csrf: str, since: str, until: str) -> Response:
         who = self.auth.page(request, "verify")
