@@ -25,6 +25,9 @@ class _Context:
     def set_trailing_metadata(self, md):
         self.trailing = md
 
+    def auth_context(self):
+        return {}  # no client certificate
+
 
 class _SlowLedger:
     chain_id = "main"
@@ -32,7 +35,7 @@ class _SlowLedger:
     def __init__(self):
         self.entered, self.go = threading.Event(), threading.Event()
 
-    def append(self, records, service=None):
+    def append(self, records, sender=None):
         self.entered.set()
         assert self.go.wait(10)
         return AppendResult(accepted=len(records))
