@@ -145,8 +145,9 @@ def test_erase_task_verifies_clean_and_lists_the_erased_payloads(collector, tick
     call, review, _, redaction = events
     assert (call["input"], call["output"]) == ("[erased]", "[erased]")
     assert review["rationale"] == review["diff"] == review["modified_output"] == "[erased]"
-    assert (redaction["actor"], redaction["resource"], redaction["purpose"]) == (
-        "dpo@example.org", "task:T-1", REASON)
+    # Envelope v2: the reason is free text, so an (erasable) payload, not the purpose.
+    assert (redaction["actor"], redaction["resource"], redaction["purpose"],
+            redaction["erase_reason"]) == ("dpo@example.org", "task:T-1", "", REASON)
     assert redaction["record_id"] == redaction_id
     assert redaction["seq"] == erased[t1["call"]]["redaction_seq"]
     assert redaction["attributes"] == {f"erased:{t1['call']}": "input,output",

@@ -182,7 +182,10 @@ def _request(task: Optional[str], record_id: Optional[str], reason: Optional[str
 
 def _targets(store: Store, column: str, value: str) -> list[_Target]:
     # task_id and record_id have skip indexes: this does not scan the table.
-    rows = payloads.commitments_of(store, column, value)
+    # Erasing a task leaves its earlier redaction records whole: each says what was
+    # erased and why (a reason with personal data is refused), for the auditor.
+    rows = payloads.commitments_of(store, column, value,
+                                   except_type=REDACTION if column == "task_id" else "")
     seen: set[tuple[str, str]] = set()
     out = []
     for chain_id, seq, rid, task_id, start_ns, sealed in rows:

@@ -23,15 +23,18 @@ def records_of_type(store: Store, chain_id: str, event_type: str) -> list[tuple]
         {"c": chain_id, "t": event_type}).result_rows
 
 
-def commitments_of(store: Store, column: str, value: str) -> list[tuple]:
+def commitments_of(store: Store, column: str, value: str,
+                   except_type: str = "") -> list[tuple]:
     """(chain_id, seq, record_id, task_id, start ns, commitments) of the records whose
-    ``column`` (task_id or record_id, both skip-indexed: no scan) is ``value``."""
+    ``column`` (task_id or record_id, both skip-indexed: no scan) is ``value``, leaving
+    out records of ``except_type``."""
     if column not in _ID_COLUMNS:
         raise ValueError(f"not an id column: {column!r}")
     return store.query(
         f"SELECT chain_id, seq, record_id, task_id, toUnixTimestamp64Nano(start_time),"
-        f" commitments FROM {DB}.envelopes WHERE {column} = {{v:String}} ORDER BY chain_id, seq",
-        {"v": value}).result_rows
+        f" commitments FROM {DB}.envelopes WHERE {column} = {{v:String}}"
+        " AND event_type != {x:String} ORDER BY chain_id, seq",
+        {"v": value, "x": except_type}).result_rows
 
 
 _CHECK_SQL = (

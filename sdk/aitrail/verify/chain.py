@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from aitrail.verify.envelope import EncodingError, canonical_bytes
+from aitrail.verify.envelope import EncodingError, canonical_bytes, stray_fields
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
 
 MODIFIED = "modified"
@@ -97,9 +97,15 @@ def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) ->
                           f"envelope fields cannot be encoded canonically ({exc}): "
                           "changed after sealing")
             continue
+        stray = stray_fields(envelope)
         if leaf_hash(canonical) != link.leaf_hash:
             yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
                           "envelope fields changed after sealing (leaf hash does not match)")
+        elif stray:
+            yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
+                          f"{', '.join(stray)} hold(s) a value that envelope version "
+                          f"{envelope.get('envelope_version', 1)} does not seal: written "
+                          "after sealing")
         elif chain_hash(link.prev_hash, link.leaf_hash) != link.chain_hash:
             yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
                           "hash columns altered (chain hash does not match prev and leaf hash)")

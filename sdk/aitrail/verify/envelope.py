@@ -289,6 +289,20 @@ def empty_envelope(version: int = CURRENT_VERSION) -> dict[str, Any]:
     return env
 
 
+_OFF_VERSION: Mapping[int, tuple[Field, ...]] = {
+    v: tuple(f for f in STORED_FIELDS if f.name not in {g.name for g in fs})
+    for v, fs in VERSION_FIELDS.items()}
+
+
+def stray_fields(envelope: Mapping[str, Any]) -> list[str]:
+    """Stored columns its version does not seal that hold a value: a stored row has
+    every column of every version, and the sealer leaves the other version's at their
+    zero value, so a value there was written afterwards."""
+    version = version_of(envelope)
+    return [f.name for f in _OFF_VERSION[version]
+            if f.name in envelope and envelope[f.name] != zero_value(f)]
+
+
 def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
     """Exactly the fields its version seals, plus envelope_version from v2 on: what a
     proof bundle carries of a stored row (which has every STORED_FIELDS column)."""
