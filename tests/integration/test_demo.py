@@ -15,7 +15,7 @@ import signal
 import subprocess
 
 import pytest
-from support import PY
+from support import PY, verdict
 from support import cli as _cli
 
 from aitrail_collector.demo.scenario import SENIORS, make_tickets  # imports only; opens no store
@@ -88,7 +88,7 @@ def test_demo_reports_every_ticket_and_a_verified_ledger(demo, ledger):
 
     proc = _cli("verify", "--data-dir", data_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith(f"OK: {by_type['total']} records in 1 chain(s)")
+    assert verdict(proc.stdout).startswith(f"OK: {by_type['total']} records in 1 chain(s)")
     head = re.search(r"Chain head +main +seq (\d+) +([0-9a-f]{64})$", out, re.M)
     assert head and int(head.group(1)) == by_type["total"]
 

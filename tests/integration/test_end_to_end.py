@@ -6,7 +6,7 @@ import json
 import urllib.parse
 
 from opentelemetry.sdk.trace import TracerProvider
-from support import cli
+from support import cli, verdict
 
 
 def _emit_scenario(aitrail, tracer):
@@ -98,7 +98,7 @@ def test_cli_reaches_the_collector_and_then_the_store_directly(sdk, collector):
 
     out = cli("verify", "--data-dir", str(collector.data_dir))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.splitlines()[-1].startswith("OK: 6 records")
+    assert verdict(out.stdout).startswith("OK: 6 records")
 
 
 def test_csv_export_neutralises_formulas(sdk, collector):

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import CollectorProc, cli, engine, make_record, stub
+from support import CollectorProc, cli, engine, make_record, stub, verdict
 
 REASON = "GDPR Art. 17 request #42 from the data subject"
 
@@ -135,7 +135,7 @@ def test_erase_task_verifies_clean_and_lists_the_erased_payloads(collector, tick
                and e["redaction_id"] == redaction_id and e["redaction_seq"] > 6
                for e in erased.values())
     text = cli("verify", "--url", collector.url)
-    assert text.returncode == 0 and text.stdout.splitlines()[-1].startswith("OK: "), text.stdout
+    assert text.returncode == 0 and verdict(text.stdout).startswith("OK: "), text.stdout
     assert "5 payload(s) of 2 record(s) erased" in text.stdout and REASON in text.stdout
 
     # The redaction record is sealed in the task's timeline, saying who, what, why.

@@ -4,7 +4,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from support import CollectorProc, cli, engine, make_record, stub
+from support import CollectorProc, cli, engine, make_record, stub, verdict
 
 from aitrail.v1 import audit_pb2 as pb
 
@@ -42,7 +42,7 @@ def test_untouched_store_verifies_clean(sealed_store):
     data_dir, _ = sealed_store
     assert _verify(data_dir) == (0, set())
     text = cli("verify", "--data-dir", str(data_dir))
-    assert text.returncode == 0 and text.stdout.splitlines()[-1].startswith("OK: 8 records")
+    assert text.returncode == 0 and verdict(text.stdout).startswith("OK: 8 records")
 
 
 def test_changed_field_is_found_as_modified(sealed_store):
