@@ -180,9 +180,13 @@ class ConsoleSite:
         return status, json.loads(text) if "json" in ctype else text
 
     def token(self, role: str) -> str:
+        """An API token of ``role``, owned by an enabled user of that role (else the
+        first enabled user): a token acts for an existing user."""
         from aitrail_collector.web.auth.accounts import Accounts
-        return Accounts(str(self.users_file)).create_token(f"test-{role}-{time.time_ns()}",
-                                                           role, "ada")[1]
+        accounts = Accounts(str(self.users_file))
+        enabled = [u for u in accounts.users() if not u["disabled"]]
+        owner = next((u for u in enabled if u["role"] == role), enabled[0])["username"]
+        return accounts.create_token(f"test-{role}-{time.time_ns()}", role, owner)[1]
 
 
 def console_scenario(grpc_endpoint: str, trace_id: str) -> None:

@@ -135,13 +135,15 @@ def _walk(routes):
 def _app_routes() -> set[tuple[str, str]]:
     """Every route of the web app as built by create_app (over stand-in services)."""
     from aitrail_collector.web.app import create_app
-    return set(_walk(create_app(mock.MagicMock()).routes))
+    # A path parameter's converter (``{task_id:path}``) is not part of its name.
+    return {(m, p.replace(":path}", "}")) for m, p in _walk(create_app(mock.MagicMock()).routes)}
 
 
 # Routes not in the OpenAPI document: the console. A new one must be added here.
 CONSOLE_ROUTES = {
     ("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
     ("GET", "/console/search"), ("GET", "/console/tasks/{task_id}"),
+    ("GET", "/console/tasks"),
     ("GET", "/console/export.csv"), ("GET", "/console/charts"), ("GET", "/console/status"),
     ("POST", "/console/verify"), ("GET", "/console/admin"), ("POST", "/console/admin"),
     ("MOUNT", "/console/static"),
@@ -162,10 +164,12 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"): "part of /docs",
     ("GET", "/redoc"): "the API's description, no data",
 }
-PATH_VALUES = {"task_id": "T-console-1", "figure": "override-daily",
+PATH_VALUES = {"task_id": "T-console-1",
+               "figure": "override-daily",
                "record_id": "0190c9a8-0000-7000-8000-000000000000"}
 # Query strings / bodies that get past validation, so what answers is the guard.
-QUERY = {"/api/v1/proofs/inclusion": "index=0&size=1",
+QUERY = {"/api/v1/proofs/inclusion": "index=0&size=1", "/api/v1/timeline": "task=T-console-1",
+         "/console/tasks": "task=T-console-1",
          "/api/v1/proofs/consistency": "size1=1&size2=2"}
 BODY = {"/api/v1/erase": {"task": "T-does-not-exist", "reason": "red team"}}
 FORMS = {"/console/admin": {"action": "remove", "username": "rt-andy"},
@@ -251,6 +255,7 @@ API_PERMISSION: dict[tuple[str, str], Optional[str]] = {
     ("GET", "/healthz"): None,
     ("GET", "/api/v1/records"): "records",
     ("GET", "/api/v1/tasks/{task_id}/timeline"): "records",
+    ("GET", "/api/v1/timeline"): "records",
     ("GET", "/api/v1/records/{record_id}/proof"): "records",
     ("GET", "/api/v1/export.csv"): "export",
     ("GET", "/api/v1/summary"): "aggregates",
@@ -265,6 +270,7 @@ API_PERMISSION: dict[tuple[str, str], Optional[str]] = {
 CONSOLE_PERMISSION: dict[tuple[str, str], str] = {
     ("GET", "/console/search"): "records",
     ("GET", "/console/tasks/{task_id}"): "records",
+    ("GET", "/console/tasks"): "records",
     ("GET", "/console/export.csv"): "export",
     ("GET", "/console/charts"): "aggregates",
     ("GET", "/console/status"): "verify",
@@ -718,11 +724,13 @@ def test_200_concurrent_api_calls_and_grpc_batches_all_answer_correctly(site, to
              + [("dashboard", "/api/v1/dashboards/override-daily")] * 20
              + [("verify", "/api/v1/verify")] * 6)
     assert len(calls) == 200
-    audited = sum(1 for kind, _ in calls if kind in ("search", "timeline"))
+    # Every read but verification is sealed as a data_access record (summaries and
+    # dashboards too, since issue 11).
+    audited = sum(1 for kind, _ in calls if kind != "verify")
     batches = [[make_record(task_id=f"T-rt-conc-{b}-{i}") for i in range(20)]
                for b in range(20)]
     reads_before = site.api("/api/v1/records?type=data_access&limit=1", token)[1]["total"]
-    before = site.api("/api/v1/summary", token)[1]["records"]  # summaries are not audited
+    before = site.api("/api/v1/summary", token)[1]["records"]  # then sealed as read
     start = threading.Barrier(len(calls) + len(batches))
 
     def api(call):
@@ -752,9 +760,11 @@ def test_200_concurrent_api_calls_and_grpc_batches_all_answer_correctly(site, to
             assert body["records"] >= before
     assert [(r.accepted, len(r.rejected)) for r in replies] == [(20, 0)] * len(batches)
     after = site.api("/api/v1/summary", token)[1]["records"]
-    assert after == before + 20 * len(batches) + audited  # the batches, and one per read
+    # the batches, one per read, and the first summary's own read
+    assert after == before + 20 * len(batches) + audited + 1
     reads = site.api("/api/v1/records?type=data_access&limit=1", token)[1]["total"]
-    assert reads == reads_before + 1 + audited  # + the first count's own read
+    # + the first count's own read, both summaries' and one per read
+    assert reads == reads_before + 1 + 2 + audited
     for b in range(0, 20, 7):
         status, body = site.api(f"/api/v1/records?task=T-rt-conc-{b}-3", token)
         assert body["total"] == 1

@@ -344,6 +344,7 @@ def mount(app: FastAPI, console: Console) -> None:
 
     @app.get("/console/tasks", include_in_schema=False)
     def timeline_of(request: Request, task: str = ""):
+        auth.page(request, "records")  # who may ask comes before what they ask
         if not task:
             raise HTTPException(400, "Which task? Give its id: /console/tasks?task=T-00042")
         return console.timeline_page(request, task)
