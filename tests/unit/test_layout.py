@@ -94,3 +94,18 @@ def test_no_import_cycles():
     # A package's __init__ importing its own submodules is not a cycle worth naming.
     real = [c for c in cycles if not all(m.startswith(c[0] + ".") or m == c[0] for m in c)]
     assert not real, "import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
+
+
+def test_the_json_api_does_not_import_the_console():
+    """The API's routers share nothing with the HTML console but the Services they get."""
+    api = COLLECTOR / "web" / "api"
+    offenders = [f"{p.relative_to(ROOT)}:{line}: {mod}" for p in _sources(api)
+                 for line, mod in _imports(p) if mod.startswith("aitrail_collector.web.console")]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_web_layer_gets_services_not_the_collector():
+    web = COLLECTOR / "web"
+    offenders = [f"{p.relative_to(ROOT)}:{line}: {mod}" for p in _sources(web)
+                 for line, mod in _imports(p) if mod.startswith("aitrail_collector.app")]
+    assert not offenders, "\n".join(offenders)
