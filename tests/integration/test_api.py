@@ -133,7 +133,8 @@ def test_each_read_is_sealed_as_a_data_access_record(console_site):
     assert [r["resource"] for r in reads[:3]] == ["search", "timeline:T-console-1", "export"]
     for r in reads[:3]:
         # Who read: the token's owner, and which token (finding 7: not its name).
-        assert r["actor"] == "ada" and r["attributes"]["token_owner"] == "ada"
+        # (support.ConsoleSite.token makes an auditor token owned by the auditor, audrey)
+        assert r["actor"] == "audrey" and r["attributes"]["token_owner"] == "audrey"
         assert r["attributes"]["token_id"] == token[len("aitk_"):].split("_", 1)[0]
         assert r["attributes"]["role"] == "auditor" and r["attributes"]["via"] == "api"
         assert '"task": "T-console-1"' in r["attributes"]["filters"]
