@@ -334,6 +334,8 @@ def generate(records: int, reviewers: int, days: int, seed: int, batch: int,
         return meta
     if target.exists():
         shutil.rmtree(target)
+    # Owner-only, as the collector keeps a data directory (verify notes anything looser).
+    os.umask(0o077)
     target.mkdir(parents=True)
     end_ns = time.time_ns()
     tasks = int(records / RECORDS_PER_TASK)
@@ -391,6 +393,10 @@ def generate(records: int, reviewers: int, days: int, seed: int, batch: int,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store.close()
     (target / "meta.json").write_text(json.dumps(meta, indent=1))
+    for path, _, files in os.walk(target):  # the engine makes some files 0644 itself
+        for name in [".", *files]:
+            full = os.path.join(path, name)
+            os.chmod(full, os.stat(full).st_mode & 0o700)
     return meta
 
 
