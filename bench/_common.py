@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
+# The `aitrail` command next to the Python running the benchmark (the venv it was
+# started from), else the checkout's own .venv.
+VENV_BIN = next((d for d in (Path(sys.executable).parent, ROOT / ".venv" / "bin")
+                 if (d / "aitrail").exists()), ROOT / ".venv" / "bin")
 
 
 def free_port() -> int:

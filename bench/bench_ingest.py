@@ -27,7 +27,7 @@ from aitrail.v1 import audit_pb2_grpc as pb_grpc
 from aitrail.verify.chain import Sealer
 from aitrail.verify.hashes import commitment
 from aitrail_collector.ingest.validate import Limits, validate
-from aitrail_collector.ledger.group_commit import split_record
+from aitrail_collector.ledger.group_commit import split_record, stored_row
 from aitrail_collector.store.client import Store
 
 WORDS = ("the customer invoice charge refund account billing order shipping delivery "
@@ -132,8 +132,8 @@ def breakdown(warm: bytes, batches: list[bytes], data_dir: str) -> dict[str, flo
                 payload_rows.append((chain_id, rec.record_id, name, env["start_time"],
                                      salt.hex(), content, digest))
             link = sealer.seal(env)
-            envelopes.append([link.seq, *env.values(), link.prev_hash, link.leaf_hash,
-                              link.chain_hash])
+            envelopes.append(stored_row(link.seq, env, link.prev_hash, link.leaf_hash,
+                                        link.chain_hash))
         t4 = clock()
         store.insert(envelopes, payload_rows)
         t5 = clock()

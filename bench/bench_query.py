@@ -77,7 +77,7 @@ from aitrail_collector.store import queries as query
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.export import cells as export_cells
 from aitrail_collector.store.queries import Filters
-from aitrail_collector.store.schema import DB, ENVELOPE_SELECT
+from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, FIELD_POSITION
 
 DAY_NS = 86_400 * 10**9
 RESULTS: list[tuple] = []   # (figure, target, measured, baseline, ratio, verdict)
@@ -285,11 +285,11 @@ def payloads_by_key(store: Store, records: list[dict], table: str = "payloads",
                 value = content.get(name, query.ERASED)
                 rec[name] = query.TAMPERED if value is None else value
             else:
-                rec[name] = ""
+                rec[name] = query._unsealed_value(rec, name)  # a v1 row's free text
         del rec["_commitments"]
 
 
-_START = 1 + list(query._FIELD_NAMES).index("start_time")
+_START = FIELD_POSITION["start_time"]
 
 
 def to_records(rows: Sequence[Sequence[Any]]) -> tuple[list[dict], tuple[int, int] | None]:

@@ -6,9 +6,9 @@ On the cached store of ``bench/gen_store.py`` (made first if missing):
    tables (envelopes + payloads) divided by the record count, whole store.
 2. A sample of whole days (day partitions, >= ``--sample`` records): the same bytes
    for just those partitions, and BASELINE the same records written as JSON lines
-   (one object per record: every envelope field, seq, the three hashes in hex, and
-   each payload with its salt and content -- everything the store holds) and
-   compressed with gzip level 6. The raw JSON size is printed for context.
+   (one object per record: seq, envelope_version, every field its envelope version
+   seals, the three hashes in hex, and each payload with its salt and content --
+   everything the store holds) and compressed with gzip level 6. The raw JSON size is printed for context.
 3. Where the bytes go: compressed and uncompressed size per column.
 4. Variants on the sample's rows: the same tables with ``CODEC(ZSTD(3))`` on every
    column, and with the sample in one partition (what a monthly partition gives).
@@ -64,14 +64,14 @@ def json_lines(store: Store, since_ns: int, until_ns: int):
     for rid, name, salt, content in store.stream(
             f"SELECT record_id, name, salt, content FROM {DB}.payloads WHERE {window}", params):
         payloads.setdefault(rid, {})[name] = {"salt": salt, "content": content}
-    sql = (f"SELECT seq, {fields}, lower(hex(prev_hash)), lower(hex(leaf_hash)),"
+    sql = (f"SELECT seq, envelope_version, {fields}, lower(hex(prev_hash)), lower(hex(leaf_hash)),"
            f" lower(hex(chain_hash)) FROM {DB}.envelopes WHERE {window} ORDER BY seq")
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     n = len(FIELD_NAMES)
     for row in store.stream(sql, params):
-        rec = {"seq": row[0]}
-        rec.update(zip(FIELD_NAMES, row[1:1 + n]))
-        rec["prev_hash"], rec["leaf_hash"], rec["chain_hash"] = row[1 + n:]
+        rec = {"seq": row[0], "envelope_version": row[1]}
+        rec.update(zip(FIELD_NAMES, row[2:2 + n]))
+        rec["prev_hash"], rec["leaf_hash"], rec["chain_hash"] = row[2 + n:]
         rec["payloads"] = payloads.get(rec["record_id"], {})
         yield (dumps(rec) + "\n").encode()
 

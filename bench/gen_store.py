@@ -9,12 +9,16 @@ roughly::
     model_call (draft a reply, 25%), data_access (23%), review,
     escalation + senior review (~25%), resolution          -> ~5.0 records/task
 
-Every row is real: envelopes built with ``aitrail.verify.envelope.empty_envelope()``,
-sealed in receive order by ``aitrail.verify.chain.Sealer`` (real seq / prev / leaf /
-chain hashes), payloads with a random salt and their commitment in the
-envelope, inserted column-oriented in batches of ``--batch`` rows into tables
-made by ``Store.ensure_schema()`` (the product DDL). Free text is redacted the
-way the SDK would (``[EMAIL:...]`` tokens).
+Every row is real: envelopes of the current version (v2) built with
+``aitrail.verify.envelope.empty_envelope()``, delivered by one API key (the
+sealed principal), sealed in receive order by ``aitrail.verify.chain.Sealer``
+(real seq / prev / leaf / chain hashes), payloads with a random salt and their
+commitment in the envelope (v2's free text -- escalation reason, final decision,
+error message -- is a payload, as the collector's ``split_record`` makes it),
+rows laid out by the collector's own ``stored_row`` (schema.ENVELOPE_COLUMNS) and
+inserted column-oriented in batches of ``--batch`` rows into tables made by
+``Store.ensure_schema()`` (the product DDL). Free text is redacted the way the SDK
+would (``[EMAIL:...]`` tokens).
 
 The store is cached: ``bench/out/store-<records>/`` holds the chDB directory
 (``data/``) and ``meta.json``. A run finds an existing store with the right
@@ -43,9 +47,10 @@ from typing import Any
 from _common import ROOT, machine_line
 
 from aitrail.verify.chain import Sealer
-from aitrail.verify.envelope import FIELD_NAMES, empty_envelope
+from aitrail.verify.envelope import empty_envelope
 from aitrail.verify.hashes import commitment
 from aitrail_collector.demo import scenario as demo
+from aitrail_collector.ledger.group_commit import stored_row
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 
@@ -82,8 +87,10 @@ class Gen:
         self.variants = demo.VARIANTS
         self.customers = [self._customer() for _ in range(50_000)]
         self.base = empty_envelope()
+        # One API key delivers every record (what the collector seals as the principal).
         self.base.update(chain_id=CHAIN, service=demo.SERVICE, environment="production",
-                         sdk_version="0.1.0")
+                         sdk_version="0.1.0", principal_kind="apikey",
+                         principal_id=f"{self.rng.getrandbits(64):016x}")
         self.counts: dict[str, int] = {}
 
     # -- helpers
@@ -158,9 +165,9 @@ class Gen:
         if not streamed and rng.random() < 0.03:
             end = t + 30 * SEC
             env = self._model_env(task, t, end, root, variant, prompt)
-            env.update(error_type="TimeoutError",
-                       error_message="model endpoint did not answer within 30 s")
-            out.append((env, [("input", prompt)]))
+            env.update(error_type="TimeoutError")
+            out.append((env, [("error_message", "model endpoint did not answer within 30 s"),
+                              ("input", prompt)]))
             t = end + rng.randint(10, 500) * 1_000_000
         end = t + rng.randint(400, 4000) * 1_000_000
         env = self._model_env(task, t, end, root, variant, prompt)
@@ -209,9 +216,8 @@ class Gen:
         if first == "reject" or (conf is not None and conf < demo.LOW_CONFIDENCE):
             senior = rng.choice(self.seniors)
             env = self._env("escalation", task, t, t, root)
-            env.update(escalation_from=reviewer, escalation_to=senior,
-                       escalation_reason=demo._escalation_reason(first, conf))
-            out.append((env, []))
+            env.update(escalation_from=reviewer, escalation_to=senior)
+            out.append((env, [("escalation_reason", demo._escalation_reason(first, conf))]))
             t += rng.randint(600, 4 * 3600) * SEC
             final = ("approve" if right else
                      "reject" if first == "reject" and rng.random() < 0.25 else "modify")
@@ -223,9 +229,8 @@ class Gen:
         t += rng.randint(200, 3000) * 1_000_000
         env = self._env("resolution", task, t, t, root)
         p = f"P{max(1, demo.BASE_PRIORITY[category] - (tier == 'enterprise'))}"
-        env.update(resolution_outcome=outcome,
-                   final_decision=f"category={category} priority={p}; {what}")
-        out.append((env, []))
+        env.update(resolution_outcome=outcome)
+        out.append((env, [("final_decision", f"category={category} priority={p}; {what}")]))
         return out
 
     def _model_env(self, task, start, end, root, variant, prompt) -> dict[str, Any]:
@@ -303,8 +308,8 @@ def sealed_batches(gen: Gen, records: int, batch: int
                 pay_rows.append((CHAIN, env["record_id"], name, env["start_time"], salt.hex(),
                                  content, digest))
             link = sealer.seal(env)
-            env_rows.append([link.seq, *[env[f] for f in FIELD_NAMES], link.prev_hash,
-                             link.leaf_hash, link.chain_hash])
+            env_rows.append(stored_row(link.seq, env, link.prev_hash, link.leaf_hash,
+                                       link.chain_hash))
             emitted += 1
             if len(env_rows) >= batch:
                 yield list(map(list, zip(*env_rows))), list(map(list, zip(*pay_rows))), n
@@ -329,6 +334,8 @@ def generate(records: int, reviewers: int, days: int, seed: int, batch: int,
         return meta
     if target.exists():
         shutil.rmtree(target)
+    # Owner-only, as the collector keeps a data directory (verify notes anything looser).
+    os.umask(0o077)
     target.mkdir(parents=True)
     end_ns = time.time_ns()
     tasks = int(records / RECORDS_PER_TASK)
@@ -386,6 +393,10 @@ def generate(records: int, reviewers: int, days: int, seed: int, batch: int,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store.close()
     (target / "meta.json").write_text(json.dumps(meta, indent=1))
+    for path, _, files in os.walk(target):  # the engine makes some files 0644 itself
+        for name in [".", *files]:
+            full = os.path.join(path, name)
+            os.chmod(full, os.stat(full).st_mode & 0o700)
     return meta
 
 
