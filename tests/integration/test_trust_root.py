@@ -203,6 +203,12 @@ def test_the_store_is_private_to_its_user_and_verify_warns_otherwise(tmp_path):
     files = [p for p in col.data_dir.rglob("*") if p.is_file()]
     assert len(files) > 20 and _loose(col.data_dir) == {}
     assert stat.S_IMODE(col.data_dir.stat().st_mode) == 0o700
+    # A verify that opens the store itself has nothing to say about it: the engine's
+    # own files of that session (its status file) are private too.
+    code, report, _ = _verify("--data-dir", str(col.data_dir))
+    assert code == 0
+    assert not [w for w in report["warnings"] if "open to group or others" in w], report
+    assert _loose(col.data_dir) == {}
     files[0].chmod(0o644)
     col.data_dir.chmod(0o755)
     code, report, _ = _verify("--data-dir", str(col.data_dir))

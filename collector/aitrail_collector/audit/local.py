@@ -27,6 +27,9 @@ from aitrail_collector.store.export import export_csv as render_csv
 
 class LocalBackend:
     def __init__(self, dsn: str):
+        # The engine writes files into the store while this process holds it (its
+        # "status" file, parts of an erasure): private, as the collector makes them.
+        os.umask(0o077)
         try:
             self.store = Store(dsn)
             has_schema = self.store.has_schema()
