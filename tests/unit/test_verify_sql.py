@@ -21,6 +21,7 @@ from aitrail.verify.envelope import (
     empty_envelope,
 )
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
+from aitrail_collector.audit.verify import verify_store
 from aitrail_collector.ledger.group_commit import stored_row
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
@@ -154,3 +155,20 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
     store.query("ALTER TABLE aitrail.envelopes DELETE WHERE seq = 6 SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.intact) == (6, 7, False)
+    # The engine path hands exactly these rows to the reference: the same report.
+    fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
+    assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
+    fast.pop("seconds"), reference.pop("seconds")
+    assert fast == reference
+    assert {(f["kind"], f["seq"]) for f in fast["findings"]} == {
+        ("modified", 2), ("modified", 3), ("modified", 4), ("modified", 5), ("missing", 6)}
+
+
+def test_the_audit_gets_every_leaf_and_chain_hash_in_seq_order(store):
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id=f"r{i}")
+                             for i in range(5)])
+    got = [(bytes(a), bytes(b)) for leaves, chains in verify_sql.hash_blocks(store, "c", 2)
+           for a, b in zip(leaves, chains)]
+    want = [(link.leaf_hash, link.chain_hash) for link in store.links("c", 2)]
+    assert got == want and len(got) == 4

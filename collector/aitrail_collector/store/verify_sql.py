@@ -159,6 +159,7 @@ def hash_blocks(store: Store, chain_id: str, start_seq: int
 def canonical_of_rows(store: Store) -> list[tuple[int, bytes]]:
     """(seq, canonical bytes computed by the engine) of every stored row: what the
     tests hold against ``canonical_bytes``."""
-    cases = ", ".join(f"envelope_version = {v}, {canonical_expr(v)}" for v in sorted(VERSION_FIELDS))
+    cases = ", ".join(f"envelope_version = {v}, {canonical_expr(v)}"
+                      for v in sorted(VERSION_FIELDS))
     sql = f"SELECT seq, hex(multiIf({cases}, '')) FROM {DB}.envelopes ORDER BY seq"
     return [(int(r[0]), bytes.fromhex(r[1])) for r in store.query(sql).result_rows]
