@@ -172,3 +172,16 @@ def test_the_audit_gets_every_leaf_and_chain_hash_in_seq_order(store):
            for a, b in zip(leaves, chains)]
     want = [(link.leaf_hash, link.chain_hash) for link in store.links("c", 2)]
     assert got == want and len(got) == 4
+
+
+def test_the_path_is_chosen_by_argument_environment_and_engine(store, monkeypatch):
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id="r")])
+    assert verify_store(store)["path"] == "engine"
+    monkeypatch.setenv("AITRAIL_VERIFY_REFERENCE", "1")
+    assert verify_store(store)["path"] == "reference"
+    assert verify_store(store, fast=True)["path"] == "engine"
+    monkeypatch.delenv("AITRAIL_VERIFY_REFERENCE")
+    monkeypatch.setattr(verify_sql, "engine_can_verify", lambda s: False)
+    report = verify_store(store, fast=True)
+    assert report["path"] == "reference" and report["ok"] and report["records"] == 1

@@ -31,12 +31,13 @@ REFERENCE_ENV = "AITRAIL_VERIFY_REFERENCE"
 ENGINE, REFERENCE = "engine", "reference"
 
 
-def use_engine(fast: Optional[bool]) -> bool:
+def use_engine(store: Store, fast: Optional[bool]) -> bool:
     """Whether to take the engine path: ``fast`` when given, else unless the
-    environment asks for the reference (AITRAIL_VERIFY_REFERENCE=1)."""
-    if fast is not None:
-        return fast
-    return os.environ.get(REFERENCE_ENV, "").strip().lower() not in ("1", "true", "yes")
+    environment asks for the reference (AITRAIL_VERIFY_REFERENCE=1); and only on an
+    engine that can run it."""
+    if fast is None:
+        fast = os.environ.get(REFERENCE_ENV, "").strip().lower() not in ("1", "true", "yes")
+    return fast and verify_sql.engine_can_verify(store)
 
 
 def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None,
@@ -44,7 +45,7 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
     and start where the audit says (``--from-checkpoint``). ``fast``: the engine path
     (None: unless AITRAIL_VERIFY_REFERENCE=1); ``report.path`` says which ran."""
-    if use_engine(fast):
+    if use_engine(store, fast):
         return _verify_chain_engine(store, chain_id, audit)
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
@@ -180,7 +181,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         "ok": all(r.ok for r in reports) and not pinned_findings,
         "records": records,
         "seconds": round(elapsed, 3),
-        "path": ENGINE if use_engine(fast) else REFERENCE,
+        "path": ENGINE if use_engine(store, fast) else REFERENCE,
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
                     "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
                                    if audits[r.chain_id] else {})} for r in reports],
