@@ -24,7 +24,7 @@ def _records(tag: str) -> list:
         "model_call.input": "prompt", "model_call.output": "out", "error.type": "Timeout",
         "error.message": f"{tag} error"})
     call.model_call.parameters.update({"temperature": "0.2", "b": "", "é": "日本", "A": "1"})
-    call.model_call.usage.input_tokens = 2**40
+    call.model_call.usage.input_tokens = 2**32 - 1
     call.attributes.update({"k": "v", "": "empty key"})
     review = make_record("review", task_id=f"T-{tag}-1", **{
         "review.reviewer_id": "rev", "review.decision": "modify", "review.time_spent_ms": 1200,
