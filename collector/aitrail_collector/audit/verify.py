@@ -73,10 +73,8 @@ def _verify_chain_engine(store: Store, chain_id: str,
     summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
     if audit is not None:
-        add = audit.add
         for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
-            for leaf, chained in zip(leaves, chains):
-                add(leaf, chained)
+            audit.add_block(leaves, chains)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
     return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
