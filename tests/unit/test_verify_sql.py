@@ -2,7 +2,8 @@
 
 Rows go into a scratch embedded store in this process; the engine computes their
 canonical bytes and per-row checks, and they are held against the committed
-known-answer vectors and against ``canonical_bytes`` on random envelopes.
+known-answer vectors and against ``canonical_bytes`` on random envelopes. The store
+is closed at the end of the module: chDB holds one engine path per process at a time.
 """
 
 from __future__ import annotations
