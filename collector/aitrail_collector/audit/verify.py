@@ -1,12 +1,18 @@
 """Verify a stored chain: recompute every leaf and chain hash and the sequence.
 
-One streaming pass checks each row and whether it follows its predecessor.
-Only when the chain does not link up is it read again, hash columns only, to
-say what happened (``aitrail.verify.chain.classify_links``).
+Two paths give the same findings. The engine path (the default) has the store's
+engine re-encode and hash every row and check the links in one query
+(``store.verify_sql``); only the rows that fail are read into Python and judged
+by the reference code. The reference path (``fast=False``, or the environment
+variable AITRAIL_VERIFY_REFERENCE=1) streams every row through Python and
+re-encodes each envelope there. Either way, only when the chain does not link up
+is it read again, hash columns only, to say what happened
+(``aitrail.verify.chain.classify_links``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date, datetime, timezone
 from typing import Mapping, Optional, Sequence, Union
@@ -18,12 +24,29 @@ from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.merkle import TreeError, consistency_proof
 from aitrail.verify.pinned import Extension, check_pinned, describe, newest_extension
 from aitrail_collector.ledger.erasure import check_payloads
+from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
 
+REFERENCE_ENV = "AITRAIL_VERIFY_REFERENCE"
+ENGINE, REFERENCE = "engine", "reference"
 
-def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None) -> Report:
+
+def use_engine(store: Store, fast: Optional[bool]) -> bool:
+    """Whether to take the engine path: ``fast`` when given, else unless the
+    environment asks for the reference (AITRAIL_VERIFY_REFERENCE=1); and only on an
+    engine that can run it."""
+    if fast is None:
+        fast = os.environ.get(REFERENCE_ENV, "").strip().lower() not in ("1", "true", "yes")
+    return fast and verify_sql.engine_can_verify(store)
+
+
+def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None,
+                 fast: Optional[bool] = None) -> Report:
     """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
-    and start where the audit says (``--from-checkpoint``)."""
+    and start where the audit says (``--from-checkpoint``). ``fast``: the engine path
+    (None: unless AITRAIL_VERIFY_REFERENCE=1); ``report.path`` says which ran."""
+    if use_engine(store, fast):
+        return _verify_chain_engine(store, chain_id, audit)
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
     report = Report(chain_id)
@@ -39,8 +62,29 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
             yield link, envelope
 
     modified = list(check_rows(chain_id, rows()))
+    return _conclude(store, report, modified, links.intact, start_seq, start_hash, audit)
+
+
+def _verify_chain_engine(store: Store, chain_id: str,
+                         audit: Optional[CheckpointAudit]) -> Report:
+    """The engine checks every row and the links; the reference judges the rows that fail."""
+    start_seq = audit.start_seq if audit else 1
+    start_hash = audit.start_hash if audit else ZERO_HASH
+    summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+    report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
+    if audit is not None:
+        for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
+            audit.add_block(leaves, chains)
+    modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
+                                                            summary.failing_seqs)))
+    return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
+
+
+def _conclude(store: Store, report: Report, modified: list, intact: bool, start_seq: int,
+              start_hash: bytes, audit: Optional[CheckpointAudit]) -> Report:
+    chain_id = report.chain_id
     placed = []
-    if not links.intact:
+    if not intact:
         suspects = frozenset((f.seq, f.record_id) for f in modified)
         placed = classify_links(chain_id, store.links(chain_id, start_seq), start_seq,
                                 start_hash, suspects=suspects)
@@ -95,13 +139,15 @@ def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Se
 def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                  trust: Optional[Trust] = None,
                  from_checkpoint: Union[int, Mapping[str, int], None] = None,
-                 pinned: Optional[SignedCheckpoint] = None) -> dict:
+                 pinned: Optional[SignedCheckpoint] = None,
+                 fast: Optional[bool] = None) -> dict:
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
     chain it does not name is verified from its first record). Raises AuditError
     when it names no usable checkpoint. ``pinned`` (``--since-checkpoint``): a
     checkpoint an auditor kept; later history not consistent with it is a finding.
+    ``fast``: see ``verify_chain``; the report's ``path`` says which ran.
     """
     started = time.perf_counter()
     names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
@@ -113,7 +159,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                  else from_checkpoint)
         audit = _audit(store, chain_id, trust, start, pinned)
         audits[chain_id] = audit
-        reports.append(verify_chain(store, chain_id, audit))
+        reports.append(verify_chain(store, chain_id, audit, fast=fast))
     pinned_findings = []
     if pinned is not None and trust is not None:
         pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
@@ -133,6 +179,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         "ok": all(r.ok for r in reports) and not pinned_findings,
         "records": records,
         "seconds": round(elapsed, 3),
+        "path": ENGINE if use_engine(store, fast) else REFERENCE,
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
                     "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
                                    if audits[r.chain_id] else {})} for r in reports],

@@ -266,6 +266,30 @@ class CheckpointAudit:
             known = self._pending.pop(0)
             self._compare(known, self.tree.root(), chain_hash)
 
+    def add_block(self, leaves: Sequence[bytes], chain_hashes: Sequence[bytes]) -> None:
+        """``add`` for consecutive rows: the tree grows a stretch at a time, stopping
+        only at the sizes that need a look (a pending checkpoint's, the capture size)."""
+        i, n = 0, len(leaves)
+        while i < n:
+            stop = n
+            for size in (self._pending[0].signed.checkpoint.size if self._pending else None,
+                         self.capture_size):
+                if size is not None and size > self.tree.size:
+                    stop = min(stop, i + size - self.tree.size)
+            stretch = leaves[i:stop]
+            self.tree.extend(stretch)
+            if self.leaves is not None:
+                if len(self.leaves) + len(stretch) <= MAX_PROOF_LEAVES:
+                    self.leaves.extend(bytes(h) for h in stretch)
+                else:
+                    self.leaves = None
+            i = stop
+            if self.tree.size == self.capture_size:
+                self.root_at_capture = self.tree.root()
+            while self._pending and self._pending[0].signed.checkpoint.size <= self.tree.size:
+                known = self._pending.pop(0)
+                self._compare(known, self.tree.root(), bytes(chain_hashes[stop - 1]))
+
     def _compare(self, known: Known, root: bytes, chain_hash: bytes) -> None:
         cp = known.signed.checkpoint
         if root != cp.root or chain_hash != cp.chain_hash:

@@ -63,6 +63,9 @@ class Report:
     records: int = 0
     head_seq: int = 0
     findings: list[Finding] = field(default_factory=list)
+    # Which verification ran: "reference" (every row re-encoded in Python) or "engine"
+    # (the per-row work in the store's engine, failing rows handed to the reference).
+    path: str = "reference"
 
     @property
     def ok(self) -> bool:

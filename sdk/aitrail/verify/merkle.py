@@ -91,8 +91,20 @@ class CompactRange:
         self._size += 1
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        for h in leaf_hashes:
-            self.append(h)
+        """``append`` for each, in one loop: a verifier feeds a whole chain through here."""
+        hashes, size = self._hashes, self._size
+        try:
+            for leaf in leaf_hashes:
+                if len(leaf) != HASH_SIZE:
+                    _check_hash_size(leaf, "leaf hash", TreeError)
+                h, s = bytes(leaf), size
+                while s & 1:
+                    h = node_hash(hashes.pop(), h)
+                    s >>= 1
+                hashes.append(h)
+                size += 1
+        finally:
+            self._size = size
 
     def root(self) -> bytes:
         if not self._hashes:

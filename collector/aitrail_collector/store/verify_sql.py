@@ -1,0 +1,188 @@
+"""Verification in the engine: the canonical envelope bytes as a ClickHouse expression.
+
+The per-record work of ``aitrail verify`` (re-encode the envelope, hash it, check
+the hash columns, the stray columns and the linkage) runs here, in SQL, over the
+whole chain; Python is handed only the rows that fail, and gives them to the
+reference code (``aitrail.verify.chain``), so every finding is the reference's.
+
+The expression is generated from ``aitrail.verify.envelope.VERSION_FIELDS`` and
+``VERSION_TAGS`` (docs/canonical-envelope.md), never from a field list of its own:
+
+* ``str``  -- u32 big-endian byte length, then the bytes (``length`` counts bytes)
+* ``u64`` / ``time`` -- u64 big-endian (times: ``toUnixTimestamp64Nano``)
+* ``f64?`` -- 0x00 when NULL, else 0x01 and the IEEE 754 value, big-endian
+* ``map``  -- u32 count, then the entries sorted by key bytes (String comparison in
+  ClickHouse is by bytes, as UTF-8 order is), key and value each as ``str``
+
+Big-endian integers are ``reverse(reinterpret(x, 'FixedString(n)'))``:
+``reinterpretAsString`` drops trailing zero bytes, so it cannot be used.
+A value with no encoding (a non-finite confidence, a time before 1970, an unknown
+envelope_version) makes the row fail here, and the reference names it ``modified``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from aitrail.verify.chain import Link
+from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS, Field
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
+
+
+def _be(expr: str, width: int) -> str:
+    return f"reverse(reinterpret({expr}, 'FixedString({width})'))"
+
+
+def _str(expr: str) -> str:
+    return f"concat({_be(f'toUInt32(length({expr}))', 4)}, {expr})"
+
+
+def _field_expr(f: Field) -> str:
+    col = f.name
+    if f.kind in ("str", "lstr"):
+        return _str(f"toString({col})" if f.kind == "lstr" else col)
+    if f.kind == "u64":
+        return _be(f"toUInt64({col})", 8)
+    if f.kind == "time":
+        return _be(f"toUInt64(toUnixTimestamp64Nano({col}))", 8)
+    if f.kind == "f64?":
+        return (f"if(isNull({col}), unhex('00'), concat(unhex('01'), "
+                f"{_be(f'toFloat64(assumeNotNull({col}))', 8)}))")
+    if f.kind == "map":
+        entries = (f"arrayStringConcat(arrayMap(e -> concat({_str('e.1')}, {_str('e.2')}), "
+                   f"arraySort(e -> e.1, arrayZip(mapKeys({col}), mapValues({col})))))")
+        return f"concat({_be(f'toUInt32(length({col}))', 4)}, {entries})"
+    raise AssertionError(f.kind)  # pragma: no cover - FIELDS is fixed
+
+
+def _tag_literal(version: int) -> str:
+    tag = VERSION_TAGS[version]
+    return f"unhex('{(len(tag).to_bytes(4, 'big') + tag).hex()}')"
+
+
+def canonical_expr(version: int) -> str:
+    """The canonical bytes of a stored row sealed under ``version``, as SQL."""
+    parts = [_tag_literal(version)] + [_field_expr(f) for f in VERSION_FIELDS[version]]
+    return f"concat({', '.join(parts)})"
+
+
+def encodable_expr(version: int) -> str:
+    """True when every value of the row has an encoding under ``version``."""
+    conds = ["1"]
+    for f in VERSION_FIELDS[version]:
+        if f.kind == "f64?":
+            conds.append(f"(isNull({f.name}) OR isFinite(assumeNotNull({f.name})))")
+        elif f.kind == "time":
+            conds.append(f"toUnixTimestamp64Nano({f.name}) >= 0")
+    return " AND ".join(conds)
+
+
+def _nonzero(f: Field) -> str:
+    if f.kind in ("str", "lstr"):
+        return f"{f.name} != ''"
+    if f.kind == "u64":
+        return f"{f.name} != 0"
+    if f.kind == "time":
+        return f"toUnixTimestamp64Nano({f.name}) != 0"
+    if f.kind == "f64?":
+        return f"isNotNull({f.name})"
+    return f"notEmpty(mapKeys({f.name}))"
+
+
+def stray_expr(version: int) -> str:
+    """True when a column ``version`` does not seal holds a value (envelope.stray_fields)."""
+    sealed = {f.name for f in VERSION_FIELDS[version]}
+    conds = [_nonzero(f) for f in STORED_FIELDS if f.name not in sealed]
+    return " OR ".join(conds) if conds else "0"
+
+
+def row_ok_expr() -> str:
+    """True when the row's content gives its leaf hash, its hash columns agree and no
+    column of the other version holds a value: the per-row checks of ``check_rows``."""
+    branches = []
+    for version in sorted(VERSION_FIELDS):
+        content = (f"({encodable_expr(version)}) AND NOT ({stray_expr(version)}) AND "
+                   f"SHA256(concat(unhex('00'), {canonical_expr(version)})) = leaf_hash")
+        branches += [f"envelope_version = {version}", content]
+    return (f"multiIf({', '.join(branches)}, 0) AND "
+            "SHA256(concat(prev_hash, leaf_hash)) = chain_hash")
+
+
+_PROBE = ("SELECT hex(SHA256(concat(reverse(reinterpret(toUInt32(1), 'FixedString(4)')),"
+          " arrayStringConcat(arrayMap(e -> e.1, arraySort(e -> e.1, arrayZip(['b'], ['a'])))))))"
+          " AS h, lagInFrame(h, 1, '') OVER (ORDER BY h ROWS BETWEEN 1 PRECEDING AND"
+          " CURRENT ROW), isFinite(toFloat64(1)), toUnixTimestamp64Nano(now64(9))")
+_SUPPORTED: dict[str, bool] = {}
+
+
+def engine_can_verify(store: Store) -> bool:
+    """Whether the store's engine has every function the engine path uses (always
+    for the embedded chDB; a ClickHouse server is asked once)."""
+    if store.embedded:
+        return True
+    if store.dsn not in _SUPPORTED:
+        try:
+            store.query(_PROBE)
+            _SUPPORTED[store.dsn] = True
+        except ClickHouseError:
+            _SUPPORTED[store.dsn] = False
+    return _SUPPORTED[store.dsn]
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    records: int
+    head_seq: int
+    failing_seqs: list[int]   # seqs of rows whose per-row checks fail (usually none)
+    intact: bool              # every row follows its predecessor by seq and hash
+
+
+def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) -> ChainSummary:
+    """One pass in the engine over the chain from ``start_seq``: the count, the head,
+    the rows that fail their own checks, and whether the rows link up."""
+    sql = (
+        "SELECT count(), max(seq), arraySort(groupUniqArrayIf(seq, NOT ok)), countIf(broken)"
+        " FROM (SELECT seq, " + row_ok_expr() + " AS ok,"
+        " (prev_hash != lagInFrame(chain_hash, 1, toFixedString(unhex({h:String}), 32)) OVER w"
+        "  OR seq != lagInFrame(seq, 1, toUInt64({s0:UInt64})) OVER w + 1) AS broken"
+        f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
+        " WINDOW w AS (ORDER BY seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))")
+    row = store.query(sql, {"c": chain_id, "s": start_seq, "s0": start_seq - 1,
+                            "h": start_hash.hex()}).result_rows[0]
+    count = int(row[0])
+    return ChainSummary(count, int(row[1]) if count else 0, [int(s) for s in row[2]],
+                        int(row[3]) == 0)
+
+
+def rows_at(store: Store, chain_id: str, seqs: Sequence[int]) -> Iterator[tuple[Link, dict]]:
+    """The full rows at these seqs, by seq, as ``Store.iter_chain`` gives them."""
+    if not seqs:
+        return
+    sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+           " AND seq IN {q:Array(UInt64)} ORDER BY seq")
+    for row in store.query(sql, {"c": chain_id, "q": list(seqs)}).result_rows:
+        seq, envelope, prev, leaf, chain = split_row(row)
+        yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
+
+
+def hash_blocks(store: Store, chain_id: str, start_seq: int
+                ) -> Iterator[tuple[Sequence[Any], Sequence[Any]]]:
+    """(leaf hashes, chain hashes) of the chain from ``start_seq`` by seq, in the
+    driver's column blocks: what the checkpoint audit rebuilds its trees from."""
+    sql = (f"SELECT leaf_hash, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+           " AND seq >= {s:UInt64} ORDER BY seq")
+    for block in store.stream_blocks(sql, {"c": chain_id, "s": start_seq}):
+        yield block[0], block[1]
+
+
+def canonical_of_rows(store: Store) -> list[tuple[int, bytes]]:
+    """(seq, canonical bytes computed by the engine) of every stored row: what the
+    tests hold against ``canonical_bytes``."""
+    cases = ", ".join(f"envelope_version = {v}, {canonical_expr(v)}"
+                      for v in sorted(VERSION_FIELDS))
+    sql = f"SELECT seq, hex(multiIf({cases}, '')) FROM {DB}.envelopes ORDER BY seq"
+    return [(int(r[0]), bytes.fromhex(r[1])) for r in store.query(sql).result_rows]

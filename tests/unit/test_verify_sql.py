@@ -1,0 +1,188 @@
+"""The engine's canonical envelope bytes (store/verify_sql.py) are exactly the reference's.
+
+Rows go into a scratch embedded store in this process; the engine computes their
+canonical bytes and per-row checks, and they are held against the committed
+known-answer vectors and against ``canonical_bytes`` on random envelopes. The store
+is closed at the end of the module: chDB holds one engine path per process at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from aitrail.verify.envelope import (
+    STORED_FIELDS,
+    VERSION_FIELDS,
+    canonical_bytes,
+    empty_envelope,
+)
+from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
+from aitrail_collector.audit.verify import verify_store
+from aitrail_collector.ledger.group_commit import stored_row
+from aitrail_collector.store import verify_sql
+from aitrail_collector.store.client import Store
+
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "testdata" / "envelopes.json")
+                     .read_text(encoding="utf-8"))["cases"]
+U64_MAX = 2**64 - 1
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = Store(f"chdb://{tmp_path_factory.mktemp('verify-sql')}/data")
+    s.ensure_schema()
+    # The vectors' times are mostly in 1970: the retention TTL would drop them.
+    s.query("ALTER TABLE aitrail.envelopes REMOVE TTL")
+    yield s
+    s.close()
+
+
+def _fresh(store: Store) -> None:
+    store.query("TRUNCATE TABLE aitrail.envelopes")
+
+
+def _store_envelopes(store: Store, envelopes: list[dict]) -> list[bytes]:
+    """Seal ``envelopes`` into one chain (seq 1..n) and insert them; their reference bytes."""
+    rows, expected, prev = [], [], ZERO_HASH
+    for seq, env in enumerate(envelopes, 1):
+        env = dict(env)
+        env.setdefault("envelope_version", 1)
+        data = canonical_bytes(env)
+        leaf = leaf_hash(data)
+        chained = chain_hash(prev, leaf)
+        rows.append(stored_row(seq, env, prev, leaf, chained))
+        expected.append(data)
+        prev = chained
+    store.insert(rows, [])
+    return expected
+
+
+_ALPHABET = ["", "a", "Z", "é", "ü", "日本", "😀", "\x00", "\u2028", " ", "key", "Key", "k2"]
+
+
+def _text(rng: random.Random) -> str:
+    return "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(0, 5)))
+
+
+def _value(rng: random.Random, kind: str):
+    if kind in ("str", "lstr"):
+        return _text(rng)
+    if kind == "u64":
+        return rng.choice([0, 1, 255, 256, 2**32, U64_MAX, rng.randrange(U64_MAX)])
+    if kind == "time":
+        # A few days only (start_time partitions the table); 0 and odd nanoseconds.
+        return rng.choice([0, 1, 1_700_000_000_123_456_789,
+                           1_700_000_000 * 10**9 + rng.randrange(86_400 * 10**9), 2**62 + 7])
+    if kind == "f64?":
+        return rng.choice([None, 0.0, -0.0, 1.0, 0.5, 0.1, 1e-300, -2.5, rng.random()])
+    return {_text(rng) + str(i): _text(rng) for i in range(rng.randrange(0, 5))}
+
+
+def _random_envelope(rng: random.Random, version: int) -> dict:
+    env = empty_envelope(version)
+    for f in VERSION_FIELDS[version]:
+        env[f.name] = _value(rng, f.kind)
+    env["envelope_version"] = version
+    return env
+
+
+def _storable(case: dict) -> bool:
+    # DateTime64(9) holds signed 64-bit ns: a time at or past 2**63 ns (u64 range the
+    # encoding allows) cannot be a stored row, so the engine never meets it.
+    return all(case["envelope"][f.name] < 2**63 for f in STORED_FIELDS if f.kind == "time"
+               and f.name in case["envelope"])
+
+
+def test_engine_bytes_match_the_committed_vectors(store):
+    _fresh(store)
+    cases = [c for c in VECTORS if _storable(c)]
+    assert {c["name"] for c in VECTORS} - {c["name"] for c in cases} == {"max_u64", "json_a"}
+    store.insert([stored_row(seq, {"envelope_version": 1, **case["envelope"]},
+                             bytes.fromhex(case["prev_chain_hash"]),
+                             bytes.fromhex(case["leaf_hash"]), bytes.fromhex(case["chain_hash"]))
+                  for seq, case in enumerate(cases, 1)], [])
+    got = dict(verify_sql.canonical_of_rows(store))
+    assert {1, 2} <= {c["envelope"].get("envelope_version", 1) for c in cases}
+    for seq, case in enumerate(cases, 1):
+        assert got[seq].hex() == case["canonical_hex"], case["name"]
+    # Every vector's hash columns pass the engine's per-row checks.
+    for chain in {c["envelope"]["chain_id"] for c in cases}:
+        summary = verify_sql.summarize(store, chain, 1, ZERO_HASH)
+        assert summary.failing_seqs == [], chain
+
+
+@pytest.mark.parametrize("version", sorted(VERSION_FIELDS))
+def test_engine_bytes_match_canonical_bytes_on_random_envelopes(store, version):
+    _fresh(store)
+    rng = random.Random(12 + version)
+    envelopes = [_random_envelope(rng, version) for _ in range(400)]
+    for env in envelopes:
+        env["chain_id"] = "c"
+    envelopes[0]["confidence"], envelopes[1]["confidence"] = None, 0.25
+    for f in VERSION_FIELDS[version]:
+        if f.kind == "u64":
+            envelopes[2][f.name] = U64_MAX
+    expected = _store_envelopes(store, envelopes)
+    got = verify_sql.canonical_of_rows(store)
+    assert [data for _, data in got] == expected
+    summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
+    assert (summary.records, summary.head_seq, summary.failing_seqs, summary.intact) == (
+        400, 400, [], True)
+
+
+def test_rows_that_fail_are_the_only_ones_returned(store):
+    _fresh(store)
+    envs = [dict(empty_envelope(v), chain_id="c", record_id=f"r{i}", confidence=0.5)
+            for i, v in enumerate([1, 2, 1, 2, 1, 2, 1], 1)]
+    _store_envelopes(store, envs)
+    stray = next(f.name for f in STORED_FIELDS
+                 if f.name not in {g.name for g in VERSION_FIELDS[2]} and f.kind == "str")
+    store.query("ALTER TABLE aitrail.envelopes UPDATE confidence = nan WHERE seq = 2"
+                " SETTINGS mutations_sync = 1")
+    store.query("ALTER TABLE aitrail.envelopes UPDATE confidence = inf WHERE seq = 3"
+                " SETTINGS mutations_sync = 1")
+    store.query(f"ALTER TABLE aitrail.envelopes UPDATE {stray} = 'x' WHERE seq = 4"
+                " SETTINGS mutations_sync = 1")
+    store.query("ALTER TABLE aitrail.envelopes UPDATE task_id = 'T2' WHERE seq = 5"
+                " SETTINGS mutations_sync = 1")
+    summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
+    assert summary.failing_seqs == [2, 3, 4, 5] and summary.intact
+    assert math.isnan(next(verify_sql.rows_at(store, "c", [2]))[1]["confidence"])
+    store.query("ALTER TABLE aitrail.envelopes DELETE WHERE seq = 6 SETTINGS mutations_sync = 1")
+    summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
+    assert (summary.records, summary.head_seq, summary.intact) == (6, 7, False)
+    # The engine path hands exactly these rows to the reference: the same report.
+    fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
+    assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
+    fast.pop("seconds"), reference.pop("seconds")
+    assert fast == reference
+    assert {(f["kind"], f["seq"]) for f in fast["findings"]} == {
+        ("modified", 2), ("modified", 3), ("modified", 4), ("modified", 5), ("missing", 6)}
+
+
+def test_the_audit_gets_every_leaf_and_chain_hash_in_seq_order(store):
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id=f"r{i}")
+                             for i in range(5)])
+    got = [(bytes(a), bytes(b)) for leaves, chains in verify_sql.hash_blocks(store, "c", 2)
+           for a, b in zip(leaves, chains)]
+    want = [(link.leaf_hash, link.chain_hash) for link in store.links("c", 2)]
+    assert got == want and len(got) == 4
+
+
+def test_the_path_is_chosen_by_argument_environment_and_engine(store, monkeypatch):
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id="r")])
+    assert verify_store(store)["path"] == "engine"
+    monkeypatch.setenv("AITRAIL_VERIFY_REFERENCE", "1")
+    assert verify_store(store)["path"] == "reference"
+    assert verify_store(store, fast=True)["path"] == "engine"
+    monkeypatch.delenv("AITRAIL_VERIFY_REFERENCE")
+    monkeypatch.setattr(verify_sql, "engine_can_verify", lambda s: False)
+    report = verify_store(store, fast=True)
+    assert report["path"] == "reference" and report["ok"] and report["records"] == 1
