@@ -186,3 +186,14 @@ def test_the_path_is_chosen_by_argument_environment_and_engine(store, monkeypatc
     monkeypatch.setattr(verify_sql, "engine_can_verify", lambda s: False)
     report = verify_store(store, fast=True)
     assert report["path"] == "reference" and report["ok"] and report["records"] == 1
+
+
+def test_a_clickhouse_server_is_never_trusted_to_verify_its_own_rows():
+    """DESIGN.md: a server stores the ledger but never computes what is checked."""
+    class Remote:
+        embedded = False
+        dsn = "http://clickhouse.example:8123"
+
+        def query(self, *a, **k):  # pragma: no cover - must not be asked
+            raise AssertionError("the server was asked to verify itself")
+    assert verify_sql.engine_can_verify(Remote()) is False
