@@ -96,8 +96,14 @@ def test_sigterm_while_starting_stops_cleanly_with_a_closing_checkpoint(tmp_path
 
 
 def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(collector):
-    collector.proc.send_signal(signal.SIGUSR1)
-    _wait_for_log(collector, "in serve_forever")  # the main thread's stack, waiting
+    # /healthz answers while the main thread may still finish start() (writing the
+    # local token and the lock file), so a dump taken then shows start(): ask again
+    # until the main thread is seen waiting in serve_forever.
+    deadline = time.monotonic() + 60
+    while "in serve_forever" not in collector.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, collector.log.read_text()
+        collector.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
     assert "Thread 0x" in collector.log.read_text()
     assert collector.get("/healthz")
 
