@@ -264,6 +264,7 @@ class Collector:
                     os.remove(path)
                 except FileNotFoundError:
                     pass
+        self.ledger.close()
         self.store.close()
         log.info("collector stopped after %.2f s", time.monotonic() - started)
 

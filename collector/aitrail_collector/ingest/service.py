@@ -96,7 +96,7 @@ class ExportHandler:
         if not self._admit(n, 0):
             self._overloaded(context, f"{self._pending} records")
         try:
-            result = self.ledger.append(request.records, sender)
+            result = self.ledger.append_request(raw, request, sender)
         except Exception as exc:  # noqa: BLE001 - the store failed: nothing was acknowledged
             log.exception("store write failed")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the store did not accept the batch: {exc}")

@@ -113,7 +113,8 @@ def _parts(rec: pb.AuditRecord, limits: Limits) -> None:
     kind = rec.event_type
     part = event_types.part_of(kind)
     for name in PART_NAMES:
-        if rec.HasField(name) and (part is None or name != part.name):
+        if (part is None or name != part.name) and rec.HasField(name) \
+                and _carries_values(getattr(rec, name)):
             raise Invalid(f"{name} fields are set on a {kind!r} record")
     if part is not None:
         message = getattr(rec, part.name)
@@ -122,6 +123,18 @@ def _parts(rec: pb.AuditRecord, limits: Limits) -> None:
                 raise Invalid(part.missing)
         for check in _CHECKS[part.name]:
             check(message, limits)
+
+
+def _carries_values(message: Any) -> bool:
+    """Whether a part holds any value that is not its field's default. A part that is
+    present but empty carries nothing (and the wire format cannot tell it from an
+    absent one: the engine lane, which reads the wire format, sees no difference)."""
+    for fd, value in message.ListFields():
+        if fd.message_type is None or fd.label == fd.LABEL_REPEATED:
+            return True  # a scalar set, a non-empty map or list
+        if _carries_values(value):
+            return True
+    return False
 
 
 # ------------------------------------------------- checks derived from the event table

@@ -29,6 +29,7 @@ from aitrail.verify.hashes import commitment
 from aitrail.verify.merkle import CompactRange
 from aitrail_collector.errors import StoreError
 from aitrail_collector.ingest.validate import Limits, validate
+from aitrail_collector.ledger.engine_lane import EngineLane
 from aitrail_collector.store.client import Store
 
 log = logging.getLogger("aitrail.collector")
@@ -140,13 +141,15 @@ class _Pending:
     result: AppendResult
     sender: Sender = UNAUTHENTICATED
     records: list = field(default_factory=list)
+    raw: bytes = b""                 # the engine lane: the request as sent ...
+    request: Any = None              # ... and parsed (for the few records it judges)
     done: bool = False
     error: Optional[BaseException] = None
 
 
 class Ledger:
     def __init__(self, store: Store, chain_id: str, limits: Limits = Limits(),
-                 envelope_version: int = CURRENT_VERSION):
+                 envelope_version: int = CURRENT_VERSION, engine: bool = True):
         self.store = store
         self.chain_id = chain_id
         self.limits = limits
@@ -156,6 +159,16 @@ class Ledger:
         self._waiting: list[_Pending] = []
         self._sealer = Sealer(chain_id, *store.head(chain_id))
         self._tree = self._load_tree()
+        # Requests are sealed by the embedded engine (engine_lane.py) unless the store is
+        # a ClickHouse server (it must not compute what the collector signs) or records
+        # are sealed as envelope v1 (a compatibility mode): then record by record here.
+        self.engine: Optional[EngineLane] = None
+        if engine and store.embedded and envelope_version == CURRENT_VERSION:
+            self.engine = EngineLane(store, chain_id, limits)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
 
     def _load_tree(self) -> CompactRange:
         """The Merkle tree over the chain's leaf hashes, as a compact range.
@@ -226,6 +239,19 @@ class Ledger:
         pending.result.head_seq = self._sealer.head_seq
         return pending.result
 
+    def append_request(self, raw: bytes, request: pb.ExportRequest,
+                       sender: Sender = UNAUTHENTICATED) -> AppendResult:
+        """``append`` for a request as received (``raw``, and ``request`` parsed from it):
+        the engine lane seals it with the other requests of its group, without a
+        Python loop over its records."""
+        if self.engine is None:
+            return self.append(request.records, sender)
+        pending = _Pending(AppendResult(), sender, raw=raw, request=request)
+        if request.records:
+            self._commit(pending)
+        pending.result.head_seq = self._sealer.head_seq
+        return pending.result
+
     def append_own(self, rec: pb.AuditRecord) -> AppendResult:
         """Seal a record the collector made itself (a ``redaction``).
 
@@ -257,6 +283,25 @@ class Ledger:
             raise pending.error
 
     def _commit_group(self, group: Sequence["_Pending"]) -> None:
+        lane = [p for p in group if p.request is not None]
+        if lane:
+            self._commit_engine(lane)
+        rest = [p for p in group if p.request is None]
+        if rest:
+            self._commit_reference(rest)
+
+    def _commit_engine(self, group: Sequence["_Pending"]) -> None:
+        assert self.engine is not None
+        sealer = self._sealer
+        try:
+            seq, head, leaves = self.engine.commit(group, sealer.head_seq, sealer.head_hash)
+        except Exception:
+            self._reload_head()  # nothing was acknowledged; part of it may have landed
+            raise
+        sealer.head_seq, sealer.head_hash = seq, head
+        self._tree.extend(leaves[i:i + 32] for i in range(0, len(leaves), 32))
+
+    def _commit_reference(self, group: Sequence["_Pending"]) -> None:
         existing = self.store.existing_ids([r.record_id for p in group for r in p.records])
         fresh: list[tuple[pb.AuditRecord, Sender]] = []
         for p in group:

@@ -1,0 +1,138 @@
+"""The engine lane of the ledger: a whole group of requests sealed by the embedded
+engine, with Python touching the group, not its records (DESIGN.md, "Hot paths").
+
+Per group, under the ledger's commit lock:
+
+1. the requests' bytes, concatenated, go to a file on tmpfs (one ``ExportRequest``);
+2. the engine decodes, splits and checks them (``store/ingest_sql.EngineIngest.stage``);
+3. the few suspects are judged by the reference (``ingest.validate`` and the API
+   key's scope) record by record: it gives the exact reason, or clears them; the
+   records that carry logprobs get their payload text from the reference too;
+4. the engine chooses what to store (not refused, first of its id, not already in
+   the ledger), numbers and hashes it, and hands back the leaf hashes;
+5. the chain hashes are computed here from the leaf hashes (sequential: compiled
+   code when it is built, see ``chain_blob``), and the engine stores payloads, then
+   envelopes. The acknowledgement follows that insert.
+
+What the reference path does for one record, this does for the group; the tests
+hold the two equal (tests/unit/test_engine_lane.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import time
+from typing import Any, Sequence
+
+from aitrail.record.event_types import PARTS_BY_NAME, reader
+from aitrail.verify.hashes import chain_hash
+from aitrail_collector.config import Limits
+from aitrail_collector.ingest.validate import validate
+from aitrail_collector.store.client import Store
+from aitrail_collector.store.ingest_sql import Call, EngineIngest
+
+_LOGPROBS = reader(PARTS_BY_NAME["model_call"].by_key("logprobs"))
+
+
+def chain_blob(prev: bytes, leaves: bytes) -> bytes:
+    """The chain hashes of ``leaves`` (n x 32 bytes) after ``prev``, n x 32 bytes."""
+    try:
+        from aitrail_collector.native import chain_hashes
+    except ImportError:  # the compiled module is not built: the same, in Python
+        out, h = bytearray(), prev
+        for i in range(0, len(leaves), 32):
+            h = chain_hash(h, leaves[i:i + 32])
+            out += h
+        return bytes(out)
+    return chain_hashes(prev, leaves)
+
+
+def _work_dir() -> str:
+    # tmpfs when there is one: the group's bytes never touch a disk before the insert.
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="aitrail-ingest-", dir=base)  # mode 0700
+
+
+def _rowbinary_texts(rows: Sequence[tuple[int, str]]) -> bytes:
+    """RowBinary of (r UInt64, t String) rows: for the few records with logprobs."""
+    out = bytearray()
+    for r, text in rows:
+        data = text.encode("utf-8")
+        out += struct.pack("<Q", r) + _varint(len(data)) + data
+    return bytes(out)
+
+
+class EngineLane:
+    def __init__(self, store: Store, chain_id: str, limits: Limits):
+        self.limits = limits
+        self.work_dir = _work_dir()
+        self.sql = EngineIngest(store, chain_id, limits, self.work_dir)
+
+    def close(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
+               ) -> tuple[int, bytes, bytes]:
+        """Seal and store the requests of ``group`` (each with ``raw``, ``request``,
+        ``sender`` and ``result``); fills in each result. Returns (the new head seq,
+        the new head hash, the leaf hashes stored, by seq)."""
+        sql = self.sql
+        try:
+            return self._commit(group, head_seq, head_hash)
+        finally:
+            sql.clear()
+
+    def _commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
+                ) -> tuple[int, bytes, bytes]:
+        sql = self.sql
+        for k, p in enumerate(group, start=1):
+            with open(sql.records_file(k), "wb") as fh:
+                fh.write(_varint(len(p.raw)))
+                fh.write(p.raw)
+        calls = [Call(len(p.request.records), p.sender.kind, p.sender.id,
+                      p.sender.service or "", p.sender.task_prefixes) for p in group]
+        now = time.time_ns()
+        sql.stage(calls, now, now)
+        cleared, texts = [], []
+        for n, suspect, has_logprobs in sql.flagged():
+            p, index = group[(n >> 32) - 1], n & 0xFFFFFFFF
+            rec = p.request.records[index]
+            if suspect:
+                reason = validate(rec, now, self.limits) or p.sender.refuses(rec)
+                if reason is not None:
+                    p.result.rejected.append((index, rec.record_id[:64], reason))
+                    continue
+                cleared.append(n)
+            if has_logprobs:
+                texts.append((n, _LOGPROBS(rec.model_call)))
+        if texts:
+            with open(sql.logprobs_path, "wb") as fh:
+                fh.write(_rowbinary_texts(texts))
+        leaves = sql.seal(head_seq, cleared, bool(texts), os.urandom(32))
+        sealed, _ = sql.outcome()
+        for k, p in enumerate(group, start=1):
+            p.result.accepted = sealed.get(k, 0)
+            p.result.duplicates = (len(p.request.records) - p.result.accepted
+                                   - len(p.result.rejected))
+        if not leaves:
+            return head_seq, head_hash, b""
+        chains = chain_blob(head_hash, leaves)
+        with open(sql.chains_path, "wb") as fh:
+            fh.write(chains)
+        with open(sql.prevs_path, "wb") as fh:
+            fh.write(head_hash + chains[:-32])
+        sql.store_sealed(head_seq)
+        return head_seq + len(leaves) // 32, chains[-32:], leaves
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128: protobuf's length prefix, and RowBinary's."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
