@@ -25,7 +25,7 @@ import shutil
 import struct
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aitrail.record.event_types import PARTS_BY_NAME, reader
 from aitrail.verify.hashes import chain_hash
@@ -66,8 +66,10 @@ def _rowbinary_texts(rows: Sequence[tuple[int, str]]) -> bytes:
 
 
 class EngineLane:
-    def __init__(self, store: Store, chain_id: str, limits: Limits):
+    def __init__(self, store: Store, chain_id: str, limits: Limits,
+                 clock: Callable[[], int] = time.time_ns):
         self.limits = limits
+        self.clock = clock
         self.work_dir = _work_dir()
         self.sql = EngineIngest(store, chain_id, limits, self.work_dir)
 
@@ -94,7 +96,7 @@ class EngineLane:
                 fh.write(p.raw)
         calls = [Call(len(p.request.records), p.sender.kind, p.sender.id,
                       p.sender.service or "", p.sender.task_prefixes) for p in group]
-        now = time.time_ns()
+        now = self.clock()
         sql.stage(calls, now, now)
         cleared, texts = [], []
         for n, suspect, has_logprobs in sql.flagged():

@@ -35,6 +35,7 @@ from aitrail.record import event_types
 from aitrail.record.event_types import PARTS, Limit, Part, PartField, Rule, Value
 from aitrail.verify.envelope import CURRENT_VERSION, PAYLOAD_NAMES, STORED_FIELDS
 from aitrail_collector.config import Limits
+from aitrail_collector.errors import StoreError
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 from aitrail_collector.store.verify_sql import canonical_expr
@@ -425,6 +426,18 @@ class EngineIngest:
                   f" JOIN ({hashes.replace('{path}', self.chains_path)}) AS k ON s.seq = k.hs"
                   f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs",
                   parameters={"head": head_seq})
+        # An INSERT ... SELECT that wrote fewer rows than it was given says nothing, so
+        # count what landed before anything is acknowledged (the group's days only).
+        landed = self.store.query(
+            f"SELECT (SELECT count() FROM {WORK_DB}.sealed), count() FROM {DB}.envelopes"
+            " WHERE chain_id = {c:String} AND seq > {head:UInt64} AND start_time BETWEEN"
+            f" (SELECT min(start_time) FROM {WORK_DB}.sealed) AND"
+            f" (SELECT max(start_time) FROM {WORK_DB}.sealed)",
+            {"c": self.chain_id, "head": head_seq}).result_rows[0]
+        if landed[0] != landed[1]:
+            raise StoreError(f"the store kept {landed[1]} of the {landed[0]} records of a "
+                             "group (a retention TTL shorter than their age?); none was "
+                             "acknowledged")
 
     def _drop(self, table: str) -> None:
         # A Memory database cannot rename, so no CREATE OR REPLACE.
