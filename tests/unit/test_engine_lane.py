@@ -14,6 +14,7 @@ Both use the real embedded engine in this process; each module closes its stores
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import uuid
 
@@ -230,7 +231,7 @@ def test_both_lanes_answer_and_store_the_same(store, tmp_path):
     for engine in (True, False):
         _fresh(store)
         ledger = Ledger(store, "main", limits, engine=engine)
-        assert (ledger.engine is not None) == engine
+        assert ledger.uses_engine == engine
         ledger.clock = lambda: NOW
         try:
             answers = []
@@ -251,3 +252,27 @@ def test_both_lanes_answer_and_store_the_same(store, tmp_path):
     assert sum(len(a[2]) for a in flat) > 10
     assert stored[True] == stored[False]
     assert set(STORED_FIELD_NAMES) - {"received_time"} <= set(stored[True][0][0])
+
+
+def test_a_killed_collectors_group_files_are_removed(store, tmp_path):
+    """A SIGKILLed collector leaves its tmpfs directory (records' content) behind; the
+    next collector on the machine removes it, and leaves the living ones alone."""
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lane = engine_lane.EngineLane(store, "main", Limits())
+    base = os.path.dirname(lane.work_dir)
+    stale = os.path.join(base, f"aitrail-ingest-{dead.pid}-x")
+    living = os.path.join(base, f"aitrail-ingest-{os.getpid()}-y")
+    os.makedirs(os.path.join(stale, "requests"))
+    os.makedirs(living)
+    try:
+        other = engine_lane.EngineLane(store, "main", Limits())
+        other.close()
+        assert not os.path.exists(stale)
+        assert os.path.isdir(living) and os.path.isdir(lane.work_dir)
+    finally:
+        lane.close()
+        os.rmdir(living)
+    assert not os.path.exists(lane.work_dir)

@@ -50,10 +50,31 @@ def chain_blob(prev: bytes, leaves: bytes) -> bytes:
     return chain_hashes(prev, leaves)
 
 
+_PREFIX = "aitrail-ingest-"
+
+
 def _work_dir() -> str:
-    # tmpfs when there is one: the group's bytes never touch a disk before the insert.
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="aitrail-ingest-", dir=base)  # mode 0700
+    """A private directory for the group files: on tmpfs when there is one, so a
+    group's bytes never touch a disk before the insert. Named after this process, so
+    the directories of collectors that were killed can be found and removed."""
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    for name in os.listdir(base):
+        if name.startswith(_PREFIX):
+            pid = name[len(_PREFIX):].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=base)  # mode 0700
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
 
 
 def _rowbinary_texts(rows: Sequence[tuple[int, str]]) -> bytes:

@@ -163,13 +163,21 @@ class Ledger:
         # Requests are sealed by the embedded engine (engine_lane.py) unless the store is
         # a ClickHouse server (it must not compute what the collector signs) or records
         # are sealed as envelope v1 (a compatibility mode): then record by record here.
-        self.engine: Optional[EngineLane] = None
-        if engine and store.embedded and envelope_version == CURRENT_VERSION:
-            self.engine = EngineLane(store, chain_id, limits, lambda: self.clock())
+        self.uses_engine = engine and store.embedded and envelope_version == CURRENT_VERSION
+        self._engine: Optional[EngineLane] = None
+
+    @property
+    def engine(self) -> Optional[EngineLane]:
+        """The engine lane, made on first use (a ledger opened to erase never needs it)."""
+        if self.uses_engine and self._engine is None:
+            self._engine = EngineLane(self.store, self.chain_id, self.limits,
+                                      lambda: self.clock())
+        return self._engine
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
     def _load_tree(self) -> CompactRange:
         """The Merkle tree over the chain's leaf hashes, as a compact range.
@@ -250,7 +258,7 @@ class Ledger:
                      ) -> list[AppendResult]:
         """Several requests committed as one group, as concurrent calls are: what the
         tests and the benchmarks use to hold both lanes to the same group."""
-        if self.engine is not None:
+        if self.uses_engine:
             group = [_Pending(AppendResult(), s, raw=raw, request=req) for raw, req, s in calls]
         else:
             group = [self._checked(req.records, s) for _, req, s in calls]
@@ -265,7 +273,7 @@ class Ledger:
         """``append`` for a request as received (``raw``, and ``request`` parsed from it):
         the engine lane seals it with the other requests of its group, without a
         Python loop over its records."""
-        if self.engine is None:
+        if not self.uses_engine:
             return self.append(request.records, sender)
         pending = _Pending(AppendResult(), sender, raw=raw, request=request)
         if request.records:
@@ -312,10 +320,11 @@ class Ledger:
             self._commit_reference(rest)
 
     def _commit_engine(self, group: Sequence["_Pending"]) -> None:
-        assert self.engine is not None
+        lane = self.engine
+        assert lane is not None
         sealer = self._sealer
         try:
-            seq, head, leaves = self.engine.commit(group, sealer.head_seq, sealer.head_hash)
+            seq, head, leaves = lane.commit(group, sealer.head_seq, sealer.head_hash)
         except Exception:
             self._reload_head()  # nothing was acknowledged; part of it may have landed
             raise

@@ -58,20 +58,25 @@ def _lp(part: str, f: PartField, leaf: str) -> str:
     return f"`{part}.{f.path}.{leaf}`"
 
 
-def input_structure() -> str:
-    """The columns read from the wire: the record's own fields and every part's."""
-    cols = [f"{name} String" for name, _ in event_types.RECORD_COLUMNS
+def input_columns() -> list[tuple[str, str]]:
+    """(name, type) of the columns read from the wire: the record's own fields and
+    every part's, nested ones by their dotted path."""
+    cols = [(name, "String") for name, _ in event_types.RECORD_COLUMNS
             if name not in ("start_time_unix_nano", "end_time_unix_nano")]
-    cols += ["start_time_unix_nano UInt64", "end_time_unix_nano UInt64",
-             "attributes Map(String, String)"]
+    cols += [("start_time_unix_nano", "UInt64"), ("end_time_unix_nano", "UInt64"),
+             ("attributes", "Map(String, String)")]
     for part in _ALL_PARTS:
         for f in part.fields:
             if f.value is Value.LOGPROBS:
-                cols += [f"{_lp(part.name, f, 'token')} Array(String)",
-                         f"{_lp(part.name, f, 'logprob')} Array(Float64)"]
+                cols += [(f"{part.name}.{f.path}.token", "Array(String)"),
+                         (f"{part.name}.{f.path}.logprob", "Array(Float64)")]
             else:
-                cols.append(f"{_col(part.name, f)} {_SCALAR_TYPES[f.value]}")
-    return ", ".join(cols)
+                cols.append((f"{part.name}.{f.path}", _SCALAR_TYPES[f.value]))
+    return cols
+
+
+def input_structure() -> str:
+    return ", ".join(f"`{name}` {kind}" for name, kind in input_columns())
 
 
 def _types_of(part: Part) -> tuple[str, ...]:
@@ -421,8 +426,9 @@ class EngineIngest:
         hashes = (f"SELECT {{head:UInt64}} + 1 + _row_number AS hs, h FROM"
                   f" {self._file('{path}', 'RowBinary', 'h FixedString(32)')}")
         cols = [c_ for c_ in ENVELOPE_COLUMNS if c_ not in ("prev_hash", "chain_hash")]
+        picked = ", ".join("s." + x for x in cols)
         c.command(f"INSERT INTO {DB}.envelopes ({', '.join(cols)}, prev_hash, chain_hash)"
-                  f" SELECT {', '.join('s.' + x for x in cols)}, p.h, k.h FROM {WORK_DB}.sealed AS s"
+                  f" SELECT {picked}, p.h, k.h FROM {WORK_DB}.sealed AS s"
                   f" JOIN ({hashes.replace('{path}', self.chains_path)}) AS k ON s.seq = k.hs"
                   f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs",
                   parameters={"head": head_seq})
