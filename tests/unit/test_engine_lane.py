@@ -276,3 +276,22 @@ def test_a_killed_collectors_group_files_are_removed(store, tmp_path):
         lane.close()
         os.rmdir(living)
     assert not os.path.exists(lane.work_dir)
+
+
+def test_a_swept_work_directory_is_made_again(store):
+    """tmpfs cleaners may remove the lane's directory under a running collector: the next
+    group makes it again instead of failing every call from then on."""
+    import shutil
+    _fresh(store)
+    ledger = Ledger(store, "main")
+    ledger.clock = lambda: NOW
+    rec = _ordinary(random.Random(3), 0)
+    try:
+        lane = ledger.engine
+        assert lane is not None
+        shutil.rmtree(lane.work_dir)
+        raw = pb.ExportRequest(records=[rec]).SerializeToString()
+        [result] = ledger.append_group([(raw, pb.ExportRequest.FromString(raw), Sender())])
+        assert (result.accepted, result.rejected) == (1, [])
+    finally:
+        ledger.close()

@@ -111,6 +111,8 @@ class EngineLane:
     def _commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
                 ) -> tuple[int, bytes, bytes]:
         sql = self.sql
+        # Recreated when gone: a tmpfs directory can be swept under a running collector.
+        os.makedirs(sql.records_dir, mode=0o700, exist_ok=True)
         for k, p in enumerate(group, start=1):
             with open(sql.records_file(k), "wb") as fh:
                 fh.write(_varint(len(p.raw)))
