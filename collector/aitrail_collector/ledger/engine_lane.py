@@ -137,7 +137,7 @@ class EngineLane:
             with open(sql.logprobs_path, "wb") as fh:
                 fh.write(_rowbinary_texts(texts))
         leaves = sql.seal(head_seq, cleared, bool(texts), os.urandom(32))
-        sealed, _ = sql.outcome()
+        sealed = sql.outcome()
         for k, p in enumerate(group, start=1):
             p.result.accepted = sealed.get(k, 0)
             p.result.duplicates = (len(p.request.records) - p.result.accepted

@@ -40,7 +40,8 @@ from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 from aitrail_collector.store.verify_sql import canonical_expr
 
-WORK_DB = "aitrail_ingest"  # its tables are Memory tables: their rows never reach the disk
+# The group's work tables are temporary (Memory) tables of the committing thread's
+# session: their rows never reach the disk, and no metadata is written for them.
 # The committed wire schema (a link to proto/aitrail/v1/audit.proto, shipped as package
 # data): the engine reads the requests with it.
 PROTO_FILE = str(resources.files("aitrail_collector") / "audit.proto")
@@ -319,7 +320,6 @@ class EngineIngest:
         self.prevs_path = os.path.join(work_dir, "prevs.bin")
         self._suspect = suspect_expr(limits)
         self._structure = input_structure()
-        store.client.command(f"CREATE DATABASE IF NOT EXISTS {WORK_DB}")
 
     def _file(self, path: str, fmt: str, structure: str) -> str:
         # Paths are the ledger's own temporary files, never client input.
@@ -351,7 +351,7 @@ class EngineIngest:
                     " AS has_logprobs")
         self._drop("stage")
         files = os.path.join(self.records_dir, "*.bin")
-        sql = (f"CREATE TABLE {WORK_DB}.stage ENGINE = Memory AS"
+        sql = ("CREATE TEMPORARY TABLE ingest_stage ENGINE = Memory AS"
                f" SELECT n, call, {', '.join(cols)}, ({suspect}) AS suspect"
                " FROM (SELECT *, toUInt32(substring(CAST(_file AS String), 1, 6)) AS call,"
                " bitOr(bitShiftLeft(toUInt64(call), 32), _row_number) AS n"
@@ -366,7 +366,7 @@ class EngineIngest:
 
     def flagged(self) -> list[tuple[int, bool, bool]]:
         """(row, suspect, has_logprobs) of the rows the reference must look at."""
-        rows = self.store.query(f"SELECT n, suspect, has_logprobs FROM {WORK_DB}.stage"
+        rows = self.store.query("SELECT n, suspect, has_logprobs FROM ingest_stage"
                                 " WHERE suspect OR has_logprobs ORDER BY n").result_rows
         return [(int(n), bool(s), bool(h)) for n, s, h in rows]
 
@@ -377,16 +377,16 @@ class EngineIngest:
         salt = {n: f"if({_payload_col(n)} = '', '', substring(SHA256(concat(unhex({{key:String}}),"
                    f" record_id, '{n}')), 1, 16))" for n in names}
         lp_col = _payload_col("logprobs")
-        source = f"{WORK_DB}.stage"
+        source = "ingest_stage"
         if logprobs:
             # n is never 0 (calls count from 1), so a row without logprobs matches no r.
             source = (f"(SELECT s.* REPLACE (if(lp.r = s.n, lp.t, '') AS {lp_col})"
-                      f" FROM {WORK_DB}.stage AS s LEFT JOIN"
+                      f" FROM ingest_stage AS s LEFT JOIN"
                       f" {self._file(self.logprobs_path, 'RowBinary', 'r UInt64, t String')}"
                       " AS lp ON s.n = lp.r)")
         chosen = (f"SELECT * FROM {source} WHERE (NOT suspect OR n IN {{cleared:Array(UInt64)}})"
                   f" AND record_id NOT IN (SELECT record_id FROM {DB}.envelopes WHERE record_id IN"
-                  f" (SELECT record_id FROM {WORK_DB}.stage)) ORDER BY n LIMIT 1 BY record_id")
+                  f" (SELECT record_id FROM ingest_stage)) ORDER BY n LIMIT 1 BY record_id")
         salted = ", ".join(f"{salt[n]} AS s_{n}" for n in names)
         committed = ", ".join(
             f"if({_payload_col(n)} = '', '', lower(hex(SHA256(concat(s_{n},"
@@ -395,7 +395,7 @@ class EngineIngest:
                        + ", ".join(f"'{n}', c_{n}" for n in names) + "))")
         self._drop("sealed")
         self.store.client.command(
-            f"CREATE TABLE {WORK_DB}.sealed ENGINE = Memory AS"
+            "CREATE TEMPORARY TABLE ingest_sealed ENGINE = Memory AS"
             f" SELECT *, {CURRENT_VERSION} AS envelope_version,"
             f" SHA256(concat(unhex('00'), {canonical_expr(CURRENT_VERSION)})) AS leaf_hash"
             f" FROM (SELECT * REPLACE ({commitments} AS commitments) FROM"
@@ -405,15 +405,12 @@ class EngineIngest:
             f" FROM ({chosen})))))",
             parameters={"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()})
         return self.store.client.raw_query(
-            f"SELECT leaf_hash FROM {WORK_DB}.sealed ORDER BY seq FORMAT RowBinary")
+            "SELECT leaf_hash FROM ingest_sealed ORDER BY seq FORMAT RowBinary")
 
-    def outcome(self) -> tuple[dict[int, int], list[int]]:
-        """(records sealed per call, rows not sealed) of the last ``seal``."""
-        sealed = self.store.query(f"SELECT call, count() FROM {WORK_DB}.sealed GROUP BY call")
-        left = self.store.query(f"SELECT n FROM {WORK_DB}.stage WHERE n NOT IN"
-                                f" (SELECT n FROM {WORK_DB}.sealed) ORDER BY n")
-        return ({int(c): int(k) for c, k in sealed.result_rows},
-                [int(r[0]) for r in left.result_rows])
+    def outcome(self) -> dict[int, int]:
+        """Records sealed per call (1, 2, ...) by the last ``seal``."""
+        rows = self.store.query("SELECT call, count() FROM ingest_sealed GROUP BY call")
+        return {int(c): int(k) for c, k in rows.result_rows}
 
     def store_sealed(self, head_seq: int) -> None:
         """Payloads, then envelopes, with the chain hashes in ``chains_path`` (and the
@@ -422,23 +419,23 @@ class EngineIngest:
         c = self.store.client
         c.command(f"INSERT INTO {DB}.payloads ({', '.join(PAYLOAD_COLUMNS)})"
                   " SELECT chain_id, record_id, p.1, start_time, lower(hex(p.2)), p.3, p.4"
-                  f" FROM {WORK_DB}.sealed ARRAY JOIN arrayFilter(t -> t.3 != '', [{tuples}]) AS p")
+                  f" FROM ingest_sealed ARRAY JOIN arrayFilter(t -> t.3 != '', [{tuples}]) AS p")
         hashes = (f"SELECT {{head:UInt64}} + 1 + _row_number AS hs, h FROM"
                   f" {self._file('{path}', 'RowBinary', 'h FixedString(32)')}")
         cols = [c_ for c_ in ENVELOPE_COLUMNS if c_ not in ("prev_hash", "chain_hash")]
         picked = ", ".join("s." + x for x in cols)
         c.command(f"INSERT INTO {DB}.envelopes ({', '.join(cols)}, prev_hash, chain_hash)"
-                  f" SELECT {picked}, p.h, k.h FROM {WORK_DB}.sealed AS s"
+                  f" SELECT {picked}, p.h, k.h FROM ingest_sealed AS s"
                   f" JOIN ({hashes.replace('{path}', self.chains_path)}) AS k ON s.seq = k.hs"
                   f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs",
                   parameters={"head": head_seq})
         # An INSERT ... SELECT that wrote fewer rows than it was given says nothing, so
         # count what landed before anything is acknowledged (the group's days only).
         landed = self.store.query(
-            f"SELECT (SELECT count() FROM {WORK_DB}.sealed), count() FROM {DB}.envelopes"
+            f"SELECT (SELECT count() FROM ingest_sealed), count() FROM {DB}.envelopes"
             " WHERE chain_id = {c:String} AND seq > {head:UInt64} AND start_time BETWEEN"
-            f" (SELECT min(start_time) FROM {WORK_DB}.sealed) AND"
-            f" (SELECT max(start_time) FROM {WORK_DB}.sealed)",
+            f" (SELECT min(start_time) FROM ingest_sealed) AND"
+            f" (SELECT max(start_time) FROM ingest_sealed)",
             {"c": self.chain_id, "head": head_seq}).result_rows[0]
         if landed[0] != landed[1]:
             raise StoreError(f"the store kept {landed[1]} of the {landed[0]} records of a "
@@ -447,7 +444,7 @@ class EngineIngest:
 
     def _drop(self, table: str) -> None:
         # A Memory database cannot rename, so no CREATE OR REPLACE.
-        self.store.client.command(f"DROP TABLE IF EXISTS {WORK_DB}.{table} SYNC")
+        self.store.client.command(f"DROP TEMPORARY TABLE IF EXISTS ingest_{table}")
 
     def clear(self) -> None:
         """Drop the group's rows and files: they hold records' content."""
