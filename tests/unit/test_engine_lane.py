@@ -295,3 +295,28 @@ def test_a_swept_work_directory_is_made_again(store):
         assert (result.accepted, result.rejected) == (1, [])
     finally:
         ledger.close()
+
+
+def test_a_request_the_engine_cannot_read_is_sealed_by_the_reference(store):
+    """upb takes a field sent with the wrong wire type as an unknown field (the record
+    stays valid); the engine's Protobuf reader refuses the whole file. Its group, and
+    the calls that happened to share it, must not fail (their clients would retry
+    forever): the reference lane seals that group."""
+    _fresh(store)
+    ledger = Ledger(store, "main")
+    ledger.clock = lambda: NOW
+    rng = random.Random(11)
+    odd, plain = _ordinary(rng, 1), _ordinary(rng, 2)
+    odd_bytes = odd.SerializeToString() + bytes([3 << 3 | 0, 5])  # task_id as a varint
+    raw_odd = b"\x0a" + engine_lane._varint(len(odd_bytes)) + odd_bytes
+    raw_plain = pb.ExportRequest(records=[plain]).SerializeToString()
+    try:
+        results = ledger.append_group([
+            (raw_plain, pb.ExportRequest.FromString(raw_plain), Sender()),
+            (raw_odd, pb.ExportRequest.FromString(raw_odd), Sender())])
+    finally:
+        ledger.close()
+    assert [(r.accepted, r.duplicates, r.rejected) for r in results] == [(1, 0, []), (1, 0, [])]
+    rows = store.query(f"SELECT record_id, task_id FROM {DB}.envelopes ORDER BY seq").result_rows
+    assert rows == [(plain.record_id, plain.task_id), (odd.record_id, odd.task_id)]
+    assert verify_store(store)["ok"]

@@ -27,12 +27,22 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
+from clickhouse_connect.driver.exceptions import DatabaseError
+
 from aitrail.record.event_types import PARTS_BY_NAME, reader
 from aitrail.verify.hashes import chain_hash
 from aitrail_collector.config import Limits
+from aitrail_collector.errors import StoreError
 from aitrail_collector.ingest.validate import validate
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.ingest_sql import Call, EngineIngest
+
+
+class EngineCannotRead(StoreError):
+    """The engine's Protobuf reader refused a group that upb had accepted (a field sent
+    with another wire type is an unknown field to upb, an error to the engine). Nothing
+    was written: the ledger seals the group by the reference lane instead."""
+
 
 _LOGPROBS = reader(PARTS_BY_NAME["model_call"].by_key("logprobs"))
 
@@ -120,7 +130,10 @@ class EngineLane:
         calls = [Call(len(p.request.records), p.sender.kind, p.sender.id,
                       p.sender.service or "", p.sender.task_prefixes) for p in group]
         now = self.clock()
-        sql.stage(calls, now, now)
+        try:
+            sql.stage(calls, now, now)
+        except DatabaseError as exc:
+            raise EngineCannotRead(str(exc)) from exc
         cleared, texts = [], []
         for n, suspect, has_logprobs in sql.flagged():
             p, index = group[(n >> 32) - 1], n & 0xFFFFFFFF

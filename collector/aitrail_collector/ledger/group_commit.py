@@ -29,7 +29,7 @@ from aitrail.verify.hashes import commitment
 from aitrail.verify.merkle import CompactRange
 from aitrail_collector.errors import StoreError
 from aitrail_collector.ingest.validate import Limits, validate
-from aitrail_collector.ledger.engine_lane import EngineLane
+from aitrail_collector.ledger.engine_lane import EngineCannotRead, EngineLane
 from aitrail_collector.store.client import Store
 
 log = logging.getLogger("aitrail.collector")
@@ -325,11 +325,24 @@ class Ledger:
         sealer = self._sealer
         try:
             seq, head, leaves = lane.commit(group, sealer.head_seq, sealer.head_hash)
+        except EngineCannotRead as exc:
+            log.warning("the engine could not read a group of %d requests (%s); sealing "
+                        "it record by record", len(group), str(exc).splitlines()[0][:300])
+            self._commit_reference_for(group)
+            return
         except Exception:
             self._reload_head()  # nothing was acknowledged; part of it may have landed
             raise
         sealer.head_seq, sealer.head_hash = seq, head
         self._tree.extend(leaves[i:i + 32] for i in range(0, len(leaves), 32))
+
+    def _commit_reference_for(self, group: Sequence["_Pending"]) -> None:
+        """The reference lane for engine-lane requests, their answers in their results."""
+        checked = [self._checked(p.request.records, p.sender) for p in group]
+        self._commit_reference(checked)
+        for p, c in zip(group, checked):
+            p.result.accepted, p.result.duplicates = c.result.accepted, c.result.duplicates
+            p.result.rejected = c.result.rejected
 
     def _commit_reference(self, group: Sequence["_Pending"]) -> None:
         existing = self.store.existing_ids([r.record_id for p in group for r in p.records])
