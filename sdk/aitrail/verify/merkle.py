@@ -21,7 +21,7 @@ Pure functions, stdlib only, no I/O.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, node_hash
@@ -37,6 +37,12 @@ class ProofError(AitrailError, ValueError):
 
 
 # --------------------------------------------------------------------------- compact range
+
+# A compiled compact-range extension: (size, frontier, leaves) -> (size, frontier), the
+# frontier and the leaves each one blob of 32-byte hashes (the collector's
+# ``aitrail_collector.native.extend``). The SDK never imports one: a caller that has one
+# passes it to ``CompactRange.extend_blob``, and this module stays the reference it is held to.
+BlobExtender = Callable[[int, bytes, bytes], tuple[int, bytes]]
 
 
 class CompactRange:
@@ -105,6 +111,27 @@ class CompactRange:
                 size += 1
         finally:
             self._size = size
+
+    def extend_blob(self, leaves: bytes, extender: Optional[BlobExtender] = None) -> None:
+        """``extend`` with the leaves as one blob of n*32 bytes; with ``extender``, by it.
+
+        What the extender returns is held to the shape it must have (n more leaves, one
+        hash per set bit of the new size) before it becomes the state, so a faulty one
+        raises TreeError instead of leaving a range that no longer matches its size.
+        """
+        n, rest = divmod(len(leaves), HASH_SIZE)
+        if rest:
+            raise TreeError(f"a blob of leaf hashes is {len(leaves)} bytes, not a multiple "
+                            f"of {HASH_SIZE}")
+        if extender is None:
+            self.extend(leaves[i:i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE))
+            return
+        size, frontier = extender(self._size, b"".join(self._hashes), bytes(leaves))
+        if size != self._size + n or len(frontier) != HASH_SIZE * size.bit_count():
+            raise TreeError(f"the extender gave size {size} with {len(frontier)} bytes of "
+                            f"frontier for {self._size} + {n} leaves")
+        self._size = size
+        self._hashes = [frontier[i:i + HASH_SIZE] for i in range(0, len(frontier), HASH_SIZE)]
 
     def root(self) -> bytes:
         if not self._hashes:
