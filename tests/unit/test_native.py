@@ -175,3 +175,15 @@ def test_without_the_compiled_module_the_fallback_runs_and_says_so_once(monkeypa
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "pure Python" in warnings[0]
     assert "No module named '_hashing'" in warnings[0] and "libssl-dev" in warnings[0]
+
+
+def test_consistency_proofs_from_compiled_subtree_roots_equal_the_reference():
+    leaves = _leaves(70)
+    blob = b"".join(leaves)
+
+    def subtree_root(begin: int, end: int) -> bytes:
+        return native.root(blob[32 * begin:32 * end])
+    for size2 in range(1, 71):
+        for size1 in range(1, size2 + 1):
+            assert merkle.consistency_proof(leaves, size1, size2, subtree_root) == \
+                merkle.consistency_proof(leaves, size1, size2), (size1, size2)

@@ -198,12 +198,17 @@ def inclusion_proof(
     return top_down
 
 
-def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
+def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int,
+                      subtree_root: Optional[Callable[[int, int], bytes]] = None
+                      ) -> list[bytes]:
     """PROOF(size1, D[0:size2]) of RFC 6962 section 2.1.2 (empty when size1 == size2).
 
+    ``subtree_root(begin, end)``, when given, is the root of leaves [begin, end) computed
+    elsewhere (the collector's compiled code); by default this module's loop.
     Raises TreeError (a ValueError) unless 0 < size1 <= size2 <= len(leaf_hashes): a proof
     from the empty tree is meaningless (see the module docstring).
     """
+    root_of = subtree_root or (lambda begin, end: _range_root(leaf_hashes, begin, end))
     if not 0 <= size2 <= len(leaf_hashes):
         raise TreeError(f"size2 {size2} out of range for {len(leaf_hashes)} leaves")
     if not 0 < size1 <= size2:
@@ -215,15 +220,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> l
     while m != end - begin:
         k = _split(end - begin)
         if m <= k:
-            reversed_proof.append(_range_root(leaf_hashes, begin + k, end))
+            reversed_proof.append(root_of(begin + k, end))
             end = begin + k
         else:
-            reversed_proof.append(_range_root(leaf_hashes, begin, begin + k))
+            reversed_proof.append(root_of(begin, begin + k))
             begin, m, whole = begin + k, m - k, False
     if not whole:
         # The old tree's last perfect subtree; omitted when it is the whole old tree, whose
         # root the verifier already holds.
-        reversed_proof.append(_range_root(leaf_hashes, begin, end))
+        reversed_proof.append(root_of(begin, end))
     reversed_proof.reverse()
     return reversed_proof
 
