@@ -72,3 +72,12 @@ def test_blocks_and_rows_give_the_same_audit(seed):
         audit.finish(len(stored))
     assert _state(by_block) == _state(by_row) == _state(compiled)
     assert bool(by_row.findings) == bool(seed % 2 or seed % 3 == 0)
+
+
+def test_blocks_of_bytearrays_are_kept_as_bytes_for_the_proofs():
+    audit = CheckpointAudit("main", [], None, Trust(), extender=native.extend)
+    leaves = _leaves(10)
+    audit.add_block([bytearray(h) for h in leaves[:6]], _chain_hashes(leaves)[:6])
+    audit.add_block(leaves[6:], _chain_hashes(leaves)[6:])
+    assert audit.leaves == leaves and {type(h) for h in audit.leaves} == {bytes}
+    assert audit.tree.root() == merkle.root(leaves)

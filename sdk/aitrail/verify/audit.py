@@ -287,7 +287,10 @@ class CheckpointAudit:
                 self.tree.extend(stretch)
             if self.leaves is not None:
                 if len(self.leaves) + len(stretch) <= MAX_PROOF_LEAVES:
-                    self.leaves.extend(map(bytes, stretch))
+                    # The driver's bytes as they are (copying each costs more than the
+                    # tree); anything else (bytearray, memoryview) as bytes.
+                    exact = set(map(type, stretch)) <= {bytes}
+                    self.leaves.extend(stretch if exact else map(bytes, stretch))
                 else:
                     self.leaves = None
             i = stop
