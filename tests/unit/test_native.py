@@ -177,13 +177,15 @@ def test_without_the_compiled_module_the_fallback_runs_and_says_so_once(monkeypa
     assert "No module named '_hashing'" in warnings[0] and "libssl-dev" in warnings[0]
 
 
-def test_consistency_proofs_from_compiled_subtree_roots_equal_the_reference():
+def test_proofs_from_compiled_subtree_roots_equal_the_reference():
     leaves = _leaves(70)
-    blob = b"".join(leaves)
-
-    def subtree_root(begin: int, end: int) -> bytes:
-        return native.root(blob[32 * begin:32 * end])
+    roots = native.subtree_roots(leaves)
     for size2 in range(1, 71):
+        assert roots(0, size2) == merkle.root(leaves[:size2])
         for size1 in range(1, size2 + 1):
-            assert merkle.consistency_proof(leaves, size1, size2, subtree_root) == \
+            assert merkle.consistency_proof(leaves, size1, size2, roots) == \
                 merkle.consistency_proof(leaves, size1, size2), (size1, size2)
+            assert merkle.inclusion_proof(leaves, size1 - 1, size2, roots) == \
+                merkle.inclusion_proof(leaves, size1 - 1, size2), (size1, size2)
+    with pytest.raises(TreeError, match=r"leaves \[3, 71\) out of range for 70"):
+        roots(3, 71)

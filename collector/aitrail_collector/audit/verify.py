@@ -128,7 +128,7 @@ def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Se
         size1, size2 = pinned.checkpoint.size, newest.checkpoint.size
         if leaves is not None and 0 < size1 < size2 <= len(leaves):
             try:
-                proof = consistency_proof(leaves, size1, size2)
+                proof = consistency_proof(leaves, size1, size2, native.subtree_roots(leaves))
             except TreeError:
                 proof = None
         extension = Extension(newest, proof)

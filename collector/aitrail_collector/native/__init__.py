@@ -7,6 +7,7 @@ blob back, so Python pays per batch, not per record (DESIGN.md, "Hot paths"):
 * ``extend(size, frontier, leaves)`` an RFC 6962 compact range carried over n more leaves;
   ``CompactRange.extend_blob(leaves, extend)`` is how the SDK's tree takes it
 * ``root(leaves)``                 the Merkle root of a blob of leaves
+* ``subtree_roots(leaves)``        subtree roots for the proof generators of the SDK
 
 ``AVAILABLE`` says whether the compiled module is in use. It is built by the install
 (setup.py, OpenSSL's libcrypto) but optional, so an install without a compiler still works:
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from aitrail.verify.hashes import HASH_SIZE, chain_hash
 from aitrail.verify.merkle import CompactRange, TreeError
@@ -116,6 +117,18 @@ def root(leaves: bytes) -> bytes:
     return tree.root()
 
 
+def subtree_roots(leaves: Sequence[bytes]) -> Callable[[int, int], bytes]:
+    """The root of leaves [begin, end) of these, in C: the ``subtree_root`` of
+    ``aitrail.verify.merkle.inclusion_proof`` / ``consistency_proof``. Joins them once."""
+    blob = join(leaves)
+
+    def subtree_root(begin: int, end: int) -> bytes:
+        if not 0 <= begin <= end <= len(leaves):
+            raise TreeError(f"leaves [{begin}, {end}) out of range for {len(leaves)}")
+        return root(blob[begin * HASH_SIZE:end * HASH_SIZE])
+    return subtree_root
+
+
 def status() -> str:
     """"native" when the compiled loops are in use, else "python"."""
     return "native" if AVAILABLE else "python"
@@ -134,5 +147,5 @@ def warn_if_unavailable() -> None:
 
 
 __all__ = ["AVAILABLE", "IMPORT_ERROR", "chain_hashes", "extend", "extend_range", "join",
-           "py_chain_hashes", "py_extend", "root",
+           "py_chain_hashes", "py_extend", "root", "subtree_roots",
            "status", "warn_if_unavailable"]

@@ -170,13 +170,21 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+# The root of leaves [begin, end), computed elsewhere (the collector's compiled code): the
+# proof generators call it for each sibling subtree, which is where their time goes.
+SubtreeRoot = Callable[[int, int], bytes]
+
+
 def inclusion_proof(
-    leaf_hashes: Sequence[bytes], index: int, tree_size: int | None = None
+    leaf_hashes: Sequence[bytes], index: int, tree_size: int | None = None,
+    subtree_root: Optional[SubtreeRoot] = None,
 ) -> list[bytes]:
     """PATH(index, D[0:tree_size]) of RFC 6962 section 2.1.1, bottom-up.
 
+    ``subtree_root``: see SubtreeRoot; by default this module's loop.
     Raises TreeError (a ValueError) unless 0 <= index < tree_size <= len(leaf_hashes).
     """
+    root_of = subtree_root or (lambda begin, end: _range_root(leaf_hashes, begin, end))
     if tree_size is None:
         tree_size = len(leaf_hashes)
     if not 0 <= tree_size <= len(leaf_hashes):
@@ -189,22 +197,20 @@ def inclusion_proof(
     while end - begin > 1:
         mid = begin + _split(end - begin)
         if index < mid:
-            top_down.append(_range_root(leaf_hashes, mid, end))
+            top_down.append(root_of(mid, end))
             end = mid
         else:
-            top_down.append(_range_root(leaf_hashes, begin, mid))
+            top_down.append(root_of(begin, mid))
             begin = mid
     top_down.reverse()  # the proof lists the siblings from the leaf up
     return top_down
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int,
-                      subtree_root: Optional[Callable[[int, int], bytes]] = None
-                      ) -> list[bytes]:
+                      subtree_root: Optional[SubtreeRoot] = None) -> list[bytes]:
     """PROOF(size1, D[0:size2]) of RFC 6962 section 2.1.2 (empty when size1 == size2).
 
-    ``subtree_root(begin, end)``, when given, is the root of leaves [begin, end) computed
-    elsewhere (the collector's compiled code); by default this module's loop.
+    ``subtree_root``: see SubtreeRoot; by default this module's loop.
     Raises TreeError (a ValueError) unless 0 < size1 <= size2 <= len(leaf_hashes): a proof
     from the empty tree is meaningless (see the module docstring).
     """
