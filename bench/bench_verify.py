@@ -22,10 +22,11 @@ from _common import machine_line, print_table
 from bench_ingest import make_batches
 
 from aitrail.v1 import audit_pb2 as pb
-from aitrail.verify.audit import Trust
+from aitrail.verify.audit import CheckpointAudit, Trust
 from aitrail.verify.chain import check_rows
 from aitrail.verify.envelope import canonical_bytes
 from aitrail.verify.hashes import ZERO_HASH
+from aitrail_collector import native
 from aitrail_collector.audit.verify import verify_store
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.ledger.group_commit import Ledger
@@ -87,9 +88,21 @@ def main() -> None:
     summary_s = time.perf_counter() - t0
     assert summary.records == total and not summary.failing_seqs and summary.intact
     t0 = time.perf_counter()
-    n = sum(len(leaves) for leaves, _ in verify_sql.hash_blocks(store, "main", 1))
+    blocks = list(verify_sql.hash_blocks(store, "main", 1))
     blocks_s = time.perf_counter() - t0
-    assert n == total
+    assert sum(len(leaves) for leaves, _ in blocks) == total
+    # The Merkle tree rebuilt from those blocks alone (CheckpointAudit.add_block), with the
+    # collector's compiled extender and with the SDK's Python (what --fast=False and an
+    # install without a compiler use): the same-run before/after of aitrail_collector.native.
+    tree_s = {}
+    for name, extender in (("compiled", native.extend), ("python", None)):
+        audit = CheckpointAudit("main", [], None, Trust(), extender=extender)
+        t0 = time.perf_counter()
+        for leaves, chains in blocks:
+            audit.add_block(leaves, chains)
+        tree_s[name] = time.perf_counter() - t0
+        audit.finish(total)
+        assert audit.tree.size == total and not audit.findings
     # Breakdown of the reference path: reading rows alone, then the per-row checks.
     t0 = time.perf_counter()
     rows = list(store.iter_chain("main"))
@@ -122,6 +135,10 @@ def main() -> None:
                ("verify_store + tree rebuild (trust), engine path", total / engine_audit_s),
                ("  of which: leaf/chain hash blocks read (verify_sql.hash_blocks)",
                 total / blocks_s),
+               (f"  of which: Merkle tree rebuild, compiled ({native.status()})",
+                total / tree_s["compiled"]),
+               ("  the same rebuild in pure Python (before aitrail_collector.native)",
+                total / tree_s["python"]),
                ("verify_store + tree rebuild (trust), reference path", total / reference_audit_s),
                (f"BASELINE hashlib.sha256 of the canonical bytes (avg {size} B)", base),
                ("hashlib.sha256, 300-byte random inputs", sha_rate(total, 300))]
@@ -129,6 +146,10 @@ def main() -> None:
                 [(name, f"{r:,.0f}", f"{r / base:.4f}x") for name, r in figures])
     print(f"engine path / reference path: {reference_s / engine_s:.1f}x; with the tree "
           f"rebuild: {reference_audit_s / engine_audit_s:.1f}x")
+    per = 200_000 / total
+    print(f"Merkle tree rebuild per 200k records: compiled {tree_s['compiled'] * per:.3f} s, "
+          f"pure Python {tree_s['python'] * per:.3f} s "
+          f"({tree_s['python'] / tree_s['compiled']:.1f}x)")
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,7 @@ from aitrail.verify.trust_root import (
     is_inside,
     trust_root,
 )
+from aitrail_collector import native
 from aitrail_collector.anchor import open_anchor
 from aitrail_collector.config import CollectorConfig, ConfigError, DataDir
 from aitrail_collector.credentials import write_secret
@@ -186,6 +187,7 @@ class Collector:
         if self.config.http_listen:
             self._start_http()
         self._write_lock()
+        native.warn_if_unavailable()
         log.info("collector up: chain %s at seq %d, gRPC %s, HTTP %s", self.config.chain_id,
                  self.ledger.head_seq, self.grpc_endpoint, self.url)
         return self
@@ -223,7 +225,8 @@ class Collector:
         return Services(store=self.store, auth=self.auth, access=access,
                         ledger=self.ledger, checkpointer=self.checkpointer, trust=self.trust,
                         public_key_pem=pem,
-                        info={"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint})
+                        info={"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint,
+                              "hashing": native.status()})
 
     def _write_local_token(self) -> None:
         """A token for the CLI on this machine, readable only by whoever may read the

@@ -29,6 +29,12 @@ def test_requests_without_valid_credentials_are_refused(console_site):
     assert console_site.api("/healthz")[0] == 200  # liveness stays open
 
 
+def test_healthz_says_the_compiled_hashing_is_in_use(console_site):
+    # aitrail_collector.native: "python" would mean the install did not build it.
+    status, body = console_site.api("/healthz")
+    assert status == 200 and body["hashing"] == "native", body
+
+
 def test_roles_decide_what_a_token_may_read(console_site, auditor):
     analyst, admin = console_site.token("analyst"), console_site.token("admin")
     status, body = console_site.api("/api/v1/tasks/T-console-1/timeline", token=analyst)

@@ -1,5 +1,6 @@
 """Feeding the checkpoint audit a block of rows at a time (the engine path of verify)
-is the same as feeding it row by row (the reference path)."""
+is the same as feeding it row by row (the reference path), with this package's tree code
+and with the collector's compiled one (aitrail_collector.native)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aitrail.verify import merkle
 from aitrail.verify.audit import CheckpointAudit, Trust
 from aitrail.verify.checkpoint import generate_keypair, load_private_key
 from aitrail.verify.merkle import CompactRange, TreeError
+from aitrail_collector import native
 
 
 def test_compact_range_extend_is_append_for_each():
@@ -58,12 +60,24 @@ def test_blocks_and_rows_give_the_same_audit(seed):
     for leaf, ch in zip(stored, chains):
         by_row.add(leaf, ch)
     by_block = CheckpointAudit("main", rows, None, trust, capture_size=capture)
+    compiled = CheckpointAudit("main", rows, None, trust, capture_size=capture,
+                               extender=native.extend)
     i = 0
     while i < len(stored):
         j = i + rng.randrange(1, 40)
         by_block.add_block(stored[i:j], chains[i:j])
+        compiled.add_block(stored[i:j], chains[i:j])
         i = j
-    by_row.finish(len(stored))
-    by_block.finish(len(stored))
-    assert _state(by_block) == _state(by_row)
+    for audit in (by_row, by_block, compiled):
+        audit.finish(len(stored))
+    assert _state(by_block) == _state(by_row) == _state(compiled)
     assert bool(by_row.findings) == bool(seed % 2 or seed % 3 == 0)
+
+
+def test_blocks_of_bytearrays_are_kept_as_bytes_for_the_proofs():
+    audit = CheckpointAudit("main", [], None, Trust(), extender=native.extend)
+    leaves = _leaves(10)
+    audit.add_block([bytearray(h) for h in leaves[:6]], _chain_hashes(leaves)[:6])
+    audit.add_block(leaves[6:], _chain_hashes(leaves)[6:])
+    assert audit.leaves == leaves and {type(h) for h in audit.leaves} == {bytes}
+    assert audit.tree.root() == merkle.root(leaves)

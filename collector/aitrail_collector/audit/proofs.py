@@ -2,7 +2,8 @@
 
 The collector answers with proofs; it is never trusted for them: every proof is
 checked by the verifier against a signed root (``aitrail.verify.merkle``,
-``aitrail.verify.bundle``).
+``aitrail.verify.bundle``). The sibling subtrees are hashed in C (``native``): one
+proof hashes up to every leaf of the tree.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.bundle import make_bundle
 from aitrail.verify.checkpoint import SignedCheckpoint
+from aitrail_collector import native
 from aitrail_collector.ledger.checkpointer import Checkpointer, NotCovered
 from aitrail_collector.store.client import Store
 
@@ -58,7 +60,8 @@ def record_bundle(store: Store, checkpointer: Optional[Checkpointer], record_id:
             raise ProofRequestError(str(exc)) from None
     leaves = _leaves(store, chain_id, signed.checkpoint.size)
     link, envelope = next(iter(store.iter_chain(chain_id, seq)))
-    proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size)
+    proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size,
+                                   native.subtree_roots(leaves))
     return make_bundle(envelope, seq, link.leaf_hash, proof, signed)
 
 
@@ -66,15 +69,17 @@ def inclusion(store: Store, chain_id: str, index: int, size: int) -> dict[str, A
     if not 0 <= index < size:
         raise ProofRequestError(f"index {index} is not inside a tree of size {size}")
     leaves = _leaves(store, chain_id, size)
+    roots = native.subtree_roots(leaves)
     return {"chain_id": chain_id, "leaf_index": index, "tree_size": size,
-            "leaf_hash": leaves[index].hex(), "root": merkle.root(leaves).hex(),
-            "proof": [h.hex() for h in merkle.inclusion_proof(leaves, index, size)]}
+            "leaf_hash": leaves[index].hex(), "root": roots(0, size).hex(),
+            "proof": [h.hex() for h in merkle.inclusion_proof(leaves, index, size, roots)]}
 
 
 def consistency(store: Store, chain_id: str, size1: int, size2: int) -> dict[str, Any]:
     if not 0 < size1 <= size2:
         raise ProofRequestError(f"sizes {size1}, {size2}: expected 0 < size1 <= size2")
     leaves = _leaves(store, chain_id, size2)
+    roots = native.subtree_roots(leaves)
     return {"chain_id": chain_id, "size1": size1, "size2": size2,
-            "root1": merkle.root(leaves[:size1]).hex(), "root2": merkle.root(leaves).hex(),
-            "proof": [h.hex() for h in merkle.consistency_proof(leaves, size1, size2)]}
+            "root1": roots(0, size1).hex(), "root2": roots(0, size2).hex(),
+            "proof": [h.hex() for h in merkle.consistency_proof(leaves, size1, size2, roots)]}

@@ -23,6 +23,7 @@ from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_
 from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.merkle import TreeError, consistency_proof
 from aitrail.verify.pinned import Extension, check_pinned, describe, newest_extension
+from aitrail_collector import native
 from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
@@ -108,7 +109,8 @@ def _audit(store: Store, chain_id: str, trust: Optional[Trust],
         anchor_entries = trust.anchor.entries(chain_id)
     capture = pinned.checkpoint.size if pinned and pinned.checkpoint.origin == chain_id else None
     return CheckpointAudit(chain_id, store.checkpoints(chain_id), anchor_entries, trust,
-                           from_checkpoint, capture_size=capture)
+                           from_checkpoint, capture_size=capture,
+                           extender=native.extend)  # the tree rebuilt in C when built
 
 
 def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Sequence[Report],
@@ -126,7 +128,7 @@ def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Se
         size1, size2 = pinned.checkpoint.size, newest.checkpoint.size
         if leaves is not None and 0 < size1 < size2 <= len(leaves):
             try:
-                proof = consistency_proof(leaves, size1, size2)
+                proof = consistency_proof(leaves, size1, size2, native.subtree_roots(leaves))
             except TreeError:
                 proof = None
         extension = Extension(newest, proof)

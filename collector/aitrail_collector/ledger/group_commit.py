@@ -27,6 +27,7 @@ from aitrail.verify.envelope import (
 )
 from aitrail.verify.hashes import commitment
 from aitrail.verify.merkle import CompactRange
+from aitrail_collector import native
 from aitrail_collector.errors import StoreError
 from aitrail_collector.ingest.validate import Limits, validate
 from aitrail_collector.ledger.engine_lane import EngineCannotRead, EngineLane
@@ -202,7 +203,7 @@ class Ledger:
             raise StoreError(f"chain {self.chain_id!r}: {head - tree.size - len(leaves)} records "
                              f"between seq {tree.size + 1} and {head} are missing; cannot "
                              "continue the Merkle tree. Run `aitrail verify`.")
-        tree.extend(leaves)
+        native.extend_range(tree, native.join(leaves))
         return tree
 
     def snapshot(self) -> tuple[int, bytes, bytes, list[bytes]]:
@@ -382,7 +383,7 @@ class Ledger:
             sealer.head_seq, sealer.head_hash = saved
             self._reload_head()
             raise
-        self._tree.extend(row[-2] for row in envelopes)
+        native.extend_range(self._tree, native.join([row[-2] for row in envelopes]))
 
     def _reload_head(self) -> None:
         try:

@@ -21,7 +21,7 @@ Pure functions, stdlib only, no I/O.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.verify.hashes import EMPTY_ROOT, HASH_SIZE, node_hash
@@ -37,6 +37,12 @@ class ProofError(AitrailError, ValueError):
 
 
 # --------------------------------------------------------------------------- compact range
+
+# A compiled compact-range extension: (size, frontier, leaves) -> (size, frontier), the
+# frontier and the leaves each one blob of 32-byte hashes (the collector's
+# ``aitrail_collector.native.extend``). The SDK never imports one: a caller that has one
+# passes it to ``CompactRange.extend_blob``, and this module stays the reference it is held to.
+BlobExtender = Callable[[int, bytes, bytes], tuple[int, bytes]]
 
 
 class CompactRange:
@@ -106,6 +112,27 @@ class CompactRange:
         finally:
             self._size = size
 
+    def extend_blob(self, leaves: bytes, extender: Optional[BlobExtender] = None) -> None:
+        """``extend`` with the leaves as one blob of n*32 bytes; with ``extender``, by it.
+
+        What the extender returns is held to the shape it must have (n more leaves, one
+        hash per set bit of the new size) before it becomes the state, so a faulty one
+        raises TreeError instead of leaving a range that no longer matches its size.
+        """
+        n, rest = divmod(len(leaves), HASH_SIZE)
+        if rest:
+            raise TreeError(f"a blob of leaf hashes is {len(leaves)} bytes, not a multiple "
+                            f"of {HASH_SIZE}")
+        if extender is None:
+            self.extend(leaves[i:i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE))
+            return
+        size, frontier = extender(self._size, b"".join(self._hashes), bytes(leaves))
+        if size != self._size + n or len(frontier) != HASH_SIZE * size.bit_count():
+            raise TreeError(f"the extender gave size {size} with {len(frontier)} bytes of "
+                            f"frontier for {self._size} + {n} leaves")
+        self._size = size
+        self._hashes = [frontier[i:i + HASH_SIZE] for i in range(0, len(frontier), HASH_SIZE)]
+
     def root(self) -> bytes:
         if not self._hashes:
             return EMPTY_ROOT
@@ -143,13 +170,21 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+# The root of leaves [begin, end), computed elsewhere (the collector's compiled code): the
+# proof generators call it for each sibling subtree, which is where their time goes.
+SubtreeRoot = Callable[[int, int], bytes]
+
+
 def inclusion_proof(
-    leaf_hashes: Sequence[bytes], index: int, tree_size: int | None = None
+    leaf_hashes: Sequence[bytes], index: int, tree_size: int | None = None,
+    subtree_root: Optional[SubtreeRoot] = None,
 ) -> list[bytes]:
     """PATH(index, D[0:tree_size]) of RFC 6962 section 2.1.1, bottom-up.
 
+    ``subtree_root``: see SubtreeRoot; by default this module's loop.
     Raises TreeError (a ValueError) unless 0 <= index < tree_size <= len(leaf_hashes).
     """
+    root_of = subtree_root or (lambda begin, end: _range_root(leaf_hashes, begin, end))
     if tree_size is None:
         tree_size = len(leaf_hashes)
     if not 0 <= tree_size <= len(leaf_hashes):
@@ -162,21 +197,24 @@ def inclusion_proof(
     while end - begin > 1:
         mid = begin + _split(end - begin)
         if index < mid:
-            top_down.append(_range_root(leaf_hashes, mid, end))
+            top_down.append(root_of(mid, end))
             end = mid
         else:
-            top_down.append(_range_root(leaf_hashes, begin, mid))
+            top_down.append(root_of(begin, mid))
             begin = mid
     top_down.reverse()  # the proof lists the siblings from the leaf up
     return top_down
 
 
-def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
+def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int,
+                      subtree_root: Optional[SubtreeRoot] = None) -> list[bytes]:
     """PROOF(size1, D[0:size2]) of RFC 6962 section 2.1.2 (empty when size1 == size2).
 
+    ``subtree_root``: see SubtreeRoot; by default this module's loop.
     Raises TreeError (a ValueError) unless 0 < size1 <= size2 <= len(leaf_hashes): a proof
     from the empty tree is meaningless (see the module docstring).
     """
+    root_of = subtree_root or (lambda begin, end: _range_root(leaf_hashes, begin, end))
     if not 0 <= size2 <= len(leaf_hashes):
         raise TreeError(f"size2 {size2} out of range for {len(leaf_hashes)} leaves")
     if not 0 < size1 <= size2:
@@ -188,15 +226,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int, size2: int) -> l
     while m != end - begin:
         k = _split(end - begin)
         if m <= k:
-            reversed_proof.append(_range_root(leaf_hashes, begin + k, end))
+            reversed_proof.append(root_of(begin + k, end))
             end = begin + k
         else:
-            reversed_proof.append(_range_root(leaf_hashes, begin, begin + k))
+            reversed_proof.append(root_of(begin, begin + k))
             begin, m, whole = begin + k, m - k, False
     if not whole:
         # The old tree's last perfect subtree; omitted when it is the whole old tree, whose
         # root the verifier already holds.
-        reversed_proof.append(_range_root(leaf_hashes, begin, end))
+        reversed_proof.append(root_of(begin, end))
     reversed_proof.reverse()
     return reversed_proof
 
