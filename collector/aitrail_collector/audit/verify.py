@@ -164,10 +164,11 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     if pinned is not None and trust is not None:
         pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
     erased = []
+    engine = use_engine(store, fast)
     for report in reports:
         # Payloads against the sealed commitments: their findings count against the
         # chain; erased payloads (named by a redaction record) are listed, not failed.
-        found, gone = check_payloads(store, report.chain_id)
+        found, gone = check_payloads(store, report.chain_id, engine=engine)
         report.findings += found
         erased += gone
     elapsed = time.perf_counter() - started
@@ -179,7 +180,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         "ok": all(r.ok for r in reports) and not pinned_findings,
         "records": records,
         "seconds": round(elapsed, 3),
-        "path": ENGINE if use_engine(store, fast) else REFERENCE,
+        "path": ENGINE if engine else REFERENCE,
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
                     "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
                                    if audits[r.chain_id] else {})} for r in reports],
