@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timezone
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
@@ -27,6 +28,7 @@ from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
 
+T = TypeVar("T")
 REFERENCE_ENV = "AITRAIL_VERIFY_REFERENCE"
 ENGINE, REFERENCE = "engine", "reference"
 
@@ -65,16 +67,35 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     return _conclude(store, report, modified, links.intact, start_seq, start_hash, audit)
 
 
+def _in_thread(pool: ThreadPoolExecutor, store: Store, fn: Callable[..., T], *args: Any
+               ) -> Future[T]:
+    """``fn(store, *args)`` on a worker thread, which closes its own store clients after
+    (the embedded engine releases its directory only when every client is closed)."""
+    def run() -> T:
+        try:
+            return fn(store, *args)
+        finally:
+            store.close()
+    return pool.submit(run)
+
+
 def _verify_chain_engine(store: Store, chain_id: str,
                          audit: Optional[CheckpointAudit]) -> Report:
-    """The engine checks every row and the links; the reference judges the rows that fail."""
+    """The engine checks every row and the links; the reference judges the rows that fail.
+    With an audit, the engine's pass runs on a worker thread while this one feeds the
+    leaf and chain hashes to the audit (the engine releases the GIL while it works)."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
-    summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+    if audit is None:
+        summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+    else:
+        with ThreadPoolExecutor(1) as pool:
+            pending = _in_thread(pool, store, verify_sql.summarize, chain_id, start_seq,
+                                 start_hash)
+            for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
+                audit.add_block(leaves, chains)
+            summary = pending.result()
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
-    if audit is not None:
-        for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
-            audit.add_block(leaves, chains)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
     return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
@@ -154,23 +175,30 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     if pinned is not None and trust is None:
         trust = Trust()
     reports, audits = [], {}
-    for chain_id in names:
-        start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
-                 else from_checkpoint)
-        audit = _audit(store, chain_id, trust, start, pinned)
-        audits[chain_id] = audit
-        reports.append(verify_chain(store, chain_id, audit, fast=fast))
-    pinned_findings = []
-    if pinned is not None and trust is not None:
-        pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
-    erased = []
     engine = use_engine(store, fast)
-    for report in reports:
+    with ThreadPoolExecutor(1) as pool:
         # Payloads against the sealed commitments: their findings count against the
         # chain; erased payloads (named by a redaction record) are listed, not failed.
-        found, gone = check_payloads(store, report.chain_id, engine=engine)
-        report.findings += found
-        erased += gone
+        # On the engine path they are checked on a worker thread while the chains are:
+        # both are engine work, and so both cores hash.
+        payload_checks = {c: _in_thread(pool, store, check_payloads, c, True)
+                          for c in names} if engine else {}
+        for chain_id in names:
+            start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
+                     else from_checkpoint)
+            audit = _audit(store, chain_id, trust, start, pinned)
+            audits[chain_id] = audit
+            reports.append(verify_chain(store, chain_id, audit, fast=fast))
+        pinned_findings = []
+        if pinned is not None and trust is not None:
+            pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
+        erased = []
+        for report in reports:
+            check = payload_checks.get(report.chain_id)
+            found, gone = (check.result() if check is not None
+                           else check_payloads(store, report.chain_id, engine=False))
+            report.findings += found
+            erased += gone
     elapsed = time.perf_counter() - started
     records = sum(r.records for r in reports)
     root = dict(trust.root) if trust is not None and trust.root else None
