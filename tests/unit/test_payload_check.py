@@ -15,6 +15,7 @@ import pytest
 
 from aitrail.record.ids import uuid7
 from aitrail.v1 import audit_pb2 as pb
+from aitrail_collector.audit.verify import verify_store
 from aitrail_collector.ledger import erasure
 from aitrail_collector.ledger.erasure import (
     ERASURE_INCOMPLETE,
@@ -23,6 +24,7 @@ from aitrail_collector.ledger.erasure import (
     check_payloads,
 )
 from aitrail_collector.ledger.group_commit import Ledger
+from aitrail_collector.store import payloads, verify_sql
 from aitrail_collector.store.client import Store
 
 P = "aitrail.payloads"
@@ -155,3 +157,19 @@ def test_an_erased_payload_stored_again_is_incomplete_on_both_paths(store):
     found, gone = _both(store, chain)
     assert _kinds(found) == [(ERASURE_INCOMPLETE, ids[0])]
     assert [(e["record_id"], e["payloads"]) for e in gone] == [(ids[0], ["output"])]
+
+
+def test_a_store_the_engine_may_not_verify_has_its_payloads_hashed_here(store, monkeypatch):
+    """DESIGN.md: a ClickHouse server never computes a hash the verifier vouches for."""
+    chain, _, ids = _seal(store)
+    _sql(store, f"ALTER TABLE {P} UPDATE content = 'harmless' WHERE record_id = '{ids[0]}'"
+                " AND name = 'input'")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the engine was asked to hash the payloads")
+    monkeypatch.setattr(verify_sql, "engine_can_verify", lambda s: False)
+    monkeypatch.setattr(payloads, "unmatched_records", refuse)
+    report = verify_store(store, chains=[chain])
+    assert report["path"] == "reference"
+    assert [(f["kind"], f["record_id"]) for f in report["findings"]] == [
+        (PAYLOAD_MODIFIED, ids[0])]

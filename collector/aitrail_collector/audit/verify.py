@@ -8,6 +8,11 @@ variable AITRAIL_VERIFY_REFERENCE=1) streams every row through Python and
 re-encodes each envelope there. Either way, only when the chain does not link up
 is it read again, hash columns only, to say what happened
 (``aitrail.verify.chain.classify_links``).
+
+The payload rows are checked against the sealed commitments by
+``ledger.erasure.check_payloads``: on an embedded store the engine hashes them and
+names the few records that fail, which the Python reference then judges; on a
+ClickHouse server every payload row is read and hashed in Python.
 """
 
 from __future__ import annotations
@@ -179,10 +184,12 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     with ThreadPoolExecutor(1) as pool:
         # Payloads against the sealed commitments: their findings count against the
         # chain; erased payloads (named by a redaction record) are listed, not failed.
-        # On the engine path they are checked on a worker thread while the chains are:
-        # both are engine work, and so both cores hash.
+        # The embedded engine hashes the payload rows (on either path: the reference
+        # path is about re-encoding the envelopes), on a worker thread while the
+        # chains are checked, so both cores work. A server is never asked to: there
+        # every payload row is read and hashed here.
         payload_checks = {c: _in_thread(pool, store, check_payloads, c, True)
-                          for c in names} if engine else {}
+                          for c in names} if verify_sql.engine_can_verify(store) else {}
         for chain_id in names:
             start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
                      else from_checkpoint)
