@@ -31,6 +31,8 @@ from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS,
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
 
+LEAF_PREFIX = b"\x00"  # aitrail.verify.hashes.leaf_hash: SHA-256(0x00 || canonical bytes)
+
 
 def _be(expr: str, width: int) -> str:
     """An unsigned integer expression as ``width`` big-endian bytes."""
@@ -65,9 +67,9 @@ def _field_pieces(f: Field) -> list[str]:
     raise AssertionError(f.kind)  # pragma: no cover - FIELDS is fixed
 
 
-def _tag_literal(version: int) -> str:
+def _tag_literal(version: int, prefix: bytes = b"") -> str:
     tag = VERSION_TAGS[version]
-    return f"unhex('{(len(tag).to_bytes(4, 'big') + tag).hex()}')"
+    return f"unhex('{(prefix + len(tag).to_bytes(4, 'big') + tag).hex()}')"
 
 
 # concat over about 80 arguments is slower than concat over groups of them (measured
@@ -75,9 +77,10 @@ def _tag_literal(version: int) -> str:
 _GROUP = 8
 
 
-def canonical_expr(version: int) -> str:
-    """The canonical bytes of a stored row sealed under ``version``, as SQL."""
-    parts = [_tag_literal(version)] + [p for f in VERSION_FIELDS[version]
+def canonical_expr(version: int, prefix: bytes = b"") -> str:
+    """The canonical bytes of a stored row sealed under ``version``, as SQL, after
+    ``prefix`` (the leaf hash's 0x00 goes in the constant: no second copy of the row)."""
+    parts = [_tag_literal(version, prefix)] + [p for f in VERSION_FIELDS[version]
                                        for p in _field_pieces(f)]
     groups = [parts[i:i + _GROUP] for i in range(0, len(parts), _GROUP)]
     return "concat(" + ", ".join(g[0] if len(g) == 1 else f"concat({', '.join(g)})"
@@ -120,7 +123,7 @@ def row_ok_expr() -> str:
     branches = []
     for version in sorted(VERSION_FIELDS):
         content = (f"({encodable_expr(version)}) AND NOT ({stray_expr(version)}) AND "
-                   f"SHA256(concat(unhex('00'), {canonical_expr(version)})) = leaf_hash")
+                   f"SHA256({canonical_expr(version, LEAF_PREFIX)}) = leaf_hash")
         branches += [f"envelope_version = {version}", content]
     return (f"multiIf({', '.join(branches)}, 0) AND "
             "SHA256(concat(prev_hash, leaf_hash)) = chain_hash")
