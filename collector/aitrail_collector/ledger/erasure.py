@@ -322,6 +322,7 @@ def unmatched_commitments(commitment_rows: Iterable[tuple], payload_rows: Iterab
 
     ``commitment_rows``: (seq, record_id, commitments) of the sealed envelopes;
     ``payload_rows``: (record_id, name, salt, content) of the stored payloads.
+    ``payload_rows`` is consumed first, whole (each row kept as its digest only).
     Returns (seq, record_id, name, stored, bad) of each sealed commitment, by seq and
     name, whose payload is absent (stored 0) or stored but hashing to none of the
     commitments sealed under that (seq, record, name) (bad 1). An extra row beside a
@@ -356,9 +357,10 @@ def _unmatched(store: Store, chain_id: str, lo: int, hi: int, engine: bool
         ids = payloads.unmatched_records(store, chain_id, lo, hi)
         if not ids:
             return []
-    digests = list(payloads.window_payload_rows(store, chain_id, lo, hi, ids))
+    # Both are lazy streams on the store's one stream client: the payload rows are
+    # consumed (into their digests) before the commitments are read.
     return unmatched_commitments(payloads.commitment_rows(store, chain_id, lo, hi, ids),
-                                 digests)
+                                 payloads.window_payload_rows(store, chain_id, lo, hi, ids))
 
 
 def check_payloads(store: Store, chain_id: str, engine: bool = True
