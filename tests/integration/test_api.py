@@ -145,7 +145,10 @@ def test_each_read_is_sealed_as_a_data_access_record(console_site):
         assert r["attributes"]["role"] == "auditor" and r["attributes"]["via"] == "api"
         assert '"task": "T-console-1"' in r["attributes"]["filters"]
     assert [r["attributes"]["rows"] for r in reads[:3]] == ["4", "4", "4"]
-    assert site.api("/api/v1/verify", token=token)[1]["ok"] is True
+    # The API verifies, whole or a period, on the engine path of `aitrail verify`.
+    for query in ("", "?since=2000-01-01"):
+        report = site.api("/api/v1/verify" + query, token=token)[1]
+        assert report["ok"] is True and report["path"] == "engine", report
 
 
 def test_cli_takes_its_token_from_a_private_file_or_the_environment(console_site, tmp_path,

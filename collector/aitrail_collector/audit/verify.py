@@ -8,14 +8,20 @@ variable AITRAIL_VERIFY_REFERENCE=1) streams every row through Python and
 re-encodes each envelope there. Either way, only when the chain does not link up
 is it read again, hash columns only, to say what happened
 (``aitrail.verify.chain.classify_links``).
+
+The payload rows are checked against the sealed commitments by
+``ledger.erasure.check_payloads``: on an embedded store the engine hashes them and
+names the few records that fail, which the Python reference then judges; on a
+ClickHouse server every payload row is read and hashed in Python.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timezone
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
@@ -28,6 +34,7 @@ from aitrail_collector.ledger.erasure import check_payloads
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
 
+T = TypeVar("T")
 REFERENCE_ENV = "AITRAIL_VERIFY_REFERENCE"
 ENGINE, REFERENCE = "engine", "reference"
 
@@ -66,16 +73,35 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     return _conclude(store, report, modified, links.intact, start_seq, start_hash, audit)
 
 
+def _in_thread(pool: ThreadPoolExecutor, store: Store, fn: Callable[..., T], *args: Any
+               ) -> Future[T]:
+    """``fn(store, *args)`` on a worker thread, which closes its own store clients after
+    (the embedded engine releases its directory only when every client is closed)."""
+    def run() -> T:
+        try:
+            return fn(store, *args)
+        finally:
+            store.close()
+    return pool.submit(run)
+
+
 def _verify_chain_engine(store: Store, chain_id: str,
                          audit: Optional[CheckpointAudit]) -> Report:
-    """The engine checks every row and the links; the reference judges the rows that fail."""
+    """The engine checks every row and the links; the reference judges the rows that fail.
+    With an audit, the engine's pass runs on a worker thread while this one feeds the
+    leaf and chain hashes to the audit (the engine releases the GIL while it works)."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
-    summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+    if audit is None:
+        summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+    else:
+        with ThreadPoolExecutor(1) as pool:
+            pending = _in_thread(pool, store, verify_sql.summarize, chain_id, start_seq,
+                                 start_hash)
+            for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
+                audit.add_block(leaves, chains)
+            summary = pending.result()
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
-    if audit is not None:
-        for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
-            audit.add_block(leaves, chains)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
     return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
@@ -156,22 +182,32 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     if pinned is not None and trust is None:
         trust = Trust()
     reports, audits = [], {}
-    for chain_id in names:
-        start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
-                 else from_checkpoint)
-        audit = _audit(store, chain_id, trust, start, pinned)
-        audits[chain_id] = audit
-        reports.append(verify_chain(store, chain_id, audit, fast=fast))
-    pinned_findings = []
-    if pinned is not None and trust is not None:
-        pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
-    erased = []
-    for report in reports:
+    engine = use_engine(store, fast)
+    with ThreadPoolExecutor(1) as pool:
         # Payloads against the sealed commitments: their findings count against the
         # chain; erased payloads (named by a redaction record) are listed, not failed.
-        found, gone = check_payloads(store, report.chain_id)
-        report.findings += found
-        erased += gone
+        # The embedded engine hashes the payload rows (on either path: the reference
+        # path is about re-encoding the envelopes), on a worker thread while the
+        # chains are checked, so both cores work. A server is never asked to: there
+        # every payload row is read and hashed here.
+        payload_checks = {c: _in_thread(pool, store, check_payloads, c, True)
+                          for c in names} if verify_sql.engine_can_verify(store) else {}
+        for chain_id in names:
+            start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
+                     else from_checkpoint)
+            audit = _audit(store, chain_id, trust, start, pinned)
+            audits[chain_id] = audit
+            reports.append(verify_chain(store, chain_id, audit, fast=fast))
+        pinned_findings = []
+        if pinned is not None and trust is not None:
+            pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
+        erased = []
+        for report in reports:
+            check = payload_checks.get(report.chain_id)
+            found, gone = (check.result() if check is not None
+                           else check_payloads(store, report.chain_id, engine=False))
+            report.findings += found
+            erased += gone
     elapsed = time.perf_counter() - started
     records = sum(r.records for r in reports)
     root = dict(trust.root) if trust is not None and trust.root else None
@@ -181,7 +217,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         "ok": all(r.ok for r in reports) and not pinned_findings,
         "records": records,
         "seconds": round(elapsed, 3),
-        "path": ENGINE if use_engine(store, fast) else REFERENCE,
+        "path": ENGINE if engine else REFERENCE,
         "chains": [{"chain_id": r.chain_id, "records": r.records, "head_seq": r.head_seq,
                     "ok": r.ok, **({"checkpoints": audits[r.chain_id].summary()}
                                    if audits[r.chain_id] else {})} for r in reports],

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.record.event_types import COLLECTOR_SERVICE
@@ -316,24 +316,73 @@ def _apply(store: Store, ledgers: dict[str, Ledger], plans: Sequence[_Plan], res
 
 # ------------------------------------------------------------------ verifying
 
-def check_payloads(store: Store, chain_id: str) -> tuple[list[Finding], list[dict[str, Any]]]:
+def unmatched_commitments(commitment_rows: Iterable[tuple], payload_rows: Iterable[tuple]
+                          ) -> list[tuple[int, str, str, int, int]]:
+    """The reference payload check of one window, in plain Python.
+
+    ``commitment_rows``: (seq, record_id, commitments) of the sealed envelopes;
+    ``payload_rows``: (record_id, name, salt, content) of the stored payloads.
+    ``payload_rows`` is consumed first, whole (each row kept as its digest only).
+    Returns (seq, record_id, name, stored, bad) of each sealed commitment, by seq and
+    name, whose payload is absent (stored 0) or stored but hashing to none of the
+    commitments sealed under that (seq, record, name) (bad 1). An extra row beside a
+    matching one is an orphan of a retried write, which every reader ignores.
+    """
+    digests: dict[tuple[str, str], list[str]] = {}
+    for rid, name, salt, content in payload_rows:
+        digests.setdefault((rid, name), []).append(commitment(salt_bytes(salt), content))
+    sealed: dict[tuple[int, str, str], set[str]] = {}
+    for seq, rid, commitments in commitment_rows:
+        for name, digest in commitments.items():
+            sealed.setdefault((int(seq), rid, name), set()).add(digest)
+    out = []
+    for (seq, rid, name), wanted in sorted(sealed.items()):
+        actual = digests.get((rid, name), [])
+        if not actual:
+            out.append((seq, rid, name, 0, 0))
+        elif wanted.isdisjoint(actual):
+            out.append((seq, rid, name, len(actual), 1))
+    return out
+
+
+def _unmatched(store: Store, chain_id: str, lo: int, hi: int, engine: bool
+               ) -> list[tuple[int, str, str, int, int]]:
+    """unmatched_commitments of the window [lo, hi). With ``engine`` the engine hashes
+    every payload row and names the few records with a commitment nothing matches;
+    the reference then judges only those records' rows (the same function over fewer
+    rows: a record's result depends on its own rows only). Without it every row is
+    read and hashed here."""
+    ids: Optional[list[str]] = None
+    if engine:
+        ids = payloads.unmatched_records(store, chain_id, lo, hi)
+        if not ids:
+            return []
+    # Both are lazy streams on the store's one stream client: the payload rows are
+    # consumed (into their digests) before the commitments are read.
+    return unmatched_commitments(payloads.commitment_rows(store, chain_id, lo, hi, ids),
+                                 payloads.window_payload_rows(store, chain_id, lo, hi, ids))
+
+
+def check_payloads(store: Store, chain_id: str, engine: bool = True
+                   ) -> tuple[list[Finding], list[dict[str, Any]]]:
     """Every sealed commitment of a chain against the payload table.
 
     Returns (findings, erased). A payload stored and matching its commitment is
     fine; absent and named by a redaction record of the chain, it is listed as
     erased; absent otherwise, ``payload_missing``; stored but not hashing to its
     commitment (content or salt changed), ``payload_modified``; stored though a
-    redaction names it, ``erasure_incomplete``. The hashing is done by the engine,
-    so only the exceptions reach Python.
+    redaction names it, ``erasure_incomplete``. ``engine``: let the embedded engine
+    hash the payload rows so that only the exceptions reach Python (the caller
+    decides, as for the chains: audit.verify.use_engine); else every row is hashed
+    in Python. Both give the same findings.
     """
     reds = redactions(store, chain_id)
     named = _erased_by(reds)
     findings: list[Finding] = []
     gone: dict[tuple[str, str], tuple[int, list[str]]] = {}  # (record, redaction) -> seq, names
-    reported: set[tuple[str, str]] = set()  # every (record, name) the join returned
+    reported: set[tuple[str, str]] = set()  # every (record, name) found unmatched
     for lo, hi in payloads.day_windows(store, chain_id, WINDOW_RECORDS):
-        rows = payloads.unmatched_commitments(store, chain_id, lo, hi)
-        for seq, rid, name, stored, bad in rows:
+        for seq, rid, name, stored, bad in _unmatched(store, chain_id, lo, hi, engine):
             reported.add((rid, name))
             red = named.get((rid, name))
             if stored and bad:

@@ -182,9 +182,11 @@ class Store:
         stored field, and its envelope_version)."""
         sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
                " AND seq >= {s:UInt64} ORDER BY seq")
-        for row in self.stream(sql, {"c": chain_id, "s": from_seq}):
-            seq, envelope, prev, leaf, chain = split_row(row)
-            yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
+        # Column blocks, turned into rows here: cheaper than the driver's row stream.
+        for block in self.stream_blocks(sql, {"c": chain_id, "s": from_seq}):
+            for row in zip(*block):
+                seq, envelope, prev, leaf, chain = split_row(row)
+                yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
 
     def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
         sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"

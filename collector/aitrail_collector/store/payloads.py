@@ -5,6 +5,7 @@ exceptions reach Python. (``Store.erase_payloads`` deletes the rows.)"""
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from typing import Any, Iterator, Optional, Sequence
 
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB
@@ -37,22 +38,33 @@ def commitments_of(store: Store, column: str, value: str,
         {"v": value, "x": except_type}).result_rows
 
 
-_CHECK_SQL = (
-    "SELECT e.seq, e.record_id, e.name, countIf(p.present = 1) AS stored,"
-    # bad: stored, yet no stored row hashes to the sealed commitment. An extra row
-    # beside a matching one is an orphan of a retried write, which every reader ignores.
-    " if(stored > 0 AND countIf(p.present = 1 AND p.actual = unhex(e.sealed)) = 0, 1, 0) AS bad"
-    " FROM (SELECT seq, record_id, name, sealed FROM {db}.envelopes"
-    "   ARRAY JOIN mapKeys(commitments) AS name, mapValues(commitments) AS sealed"
-    "   WHERE chain_id = {{c:String}} AND {window}) AS e"
-    " LEFT JOIN (SELECT record_id, name, toUInt8(1) AS present,"
-    "   SHA256(concat(unhex(salt), content)) AS actual FROM {db}.payloads"
-    "   WHERE chain_id = {{c:String}} AND {window}) AS p"
-    " ON p.record_id = e.record_id AND p.name = e.name"
-    " GROUP BY e.seq, e.record_id, e.name HAVING stored = 0 OR bad > 0"
-    " ORDER BY e.seq, e.name")
 _WINDOW = ("start_time >= fromUnixTimestamp64Nano({lo:Int64})"
            " AND start_time < fromUnixTimestamp64Nano({hi:Int64})")
+# A stored salt is hex; only one that bytes.fromhex reads as the engine's unhex does
+# (pairs of hex digits, nothing else) may match in the engine, so the engine never
+# passes a row that the reference (aitrail.verify.hashes.salt_bytes) would fail.
+_PLAIN_HEX = "match(salt, '^([0-9a-fA-F][0-9a-fA-F])*$')"
+# The sealed commitments of a window that no payload row of the window hashes to:
+# one semi-join, the payload side hashed in the engine. The key is one string,
+# length-prefixed record id and name, then the commitment as the hex text the
+# reference compares (an upper-case commitment matches nothing there, so nothing
+# here); one string hashes into the set faster than a tuple. What is left (absent,
+# changed, erased) is a handful of records, judged in Python.
+def _prefixed(col: str) -> str:
+    return f"reinterpret(toUInt32(length({col})), 'FixedString(4)'), {col}"
+
+
+def _key(name: str, digest: str) -> str:
+    return f"concat({_prefixed('record_id')}, {_prefixed(name)}, {digest})"
+
+
+_UNMATCHED_SQL = (
+    "SELECT DISTINCT record_id FROM {db}.envelopes"
+    " ARRAY JOIN mapKeys(commitments) AS name, mapValues(commitments) AS sealed"
+    " WHERE chain_id = {{c:String}} AND {window}"
+    f" AND {_key('name', 'sealed')} NOT IN"
+    f" (SELECT {_key('toString(name)', 'lower(hex(SHA256(concat(unhex(salt), content))))')}"
+    "  FROM {db}.payloads WHERE chain_id = {{c:String}} AND {window} AND {hex})")
 
 
 def day_windows(store: Store, chain_id: str, window_records: int) -> list[tuple[int, int]]:
@@ -81,11 +93,39 @@ def _day_ns(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 10**9
 
 
-def unmatched_commitments(store: Store, chain_id: str, lo: int, hi: int) -> list[tuple]:
-    """(seq, record_id, name, stored, bad) of each sealed commitment in [lo, hi) whose
-    payload row is absent (stored 0) or does not hash to it (bad 1)."""
-    sql = _CHECK_SQL.format(db=DB, window=_WINDOW)
-    return store.query(sql, {"c": chain_id, "lo": lo, "hi": hi}).result_rows
+def unmatched_records(store: Store, chain_id: str, lo: int, hi: int) -> list[str]:
+    """Record ids in [lo, hi) holding a sealed commitment that no payload row of the
+    window hashes to (absent, changed, or erased). Computed by the engine: embedded
+    stores only (verify_sql.engine_can_verify)."""
+    sql = _UNMATCHED_SQL.format(db=DB, window=_WINDOW, hex=_PLAIN_HEX)
+    return [r[0] for r in store.query(sql, {"c": chain_id, "lo": lo, "hi": hi}).result_rows]
+
+
+def commitment_rows(store: Store, chain_id: str, lo: int, hi: int,
+                    record_ids: Optional[Sequence[str]] = None) -> Iterator[tuple]:
+    """(seq, record_id, commitments) of the records in [lo, hi) that seal payloads
+    (only ``record_ids``, when given), streamed."""
+    sql = (f"SELECT seq, record_id, commitments FROM {DB}.envelopes"
+           f" WHERE chain_id = {{c:String}} AND {_WINDOW} AND notEmpty(commitments)")
+    params: dict[str, Any] = {"c": chain_id, "lo": lo, "hi": hi}
+    if record_ids is not None:
+        sql += " AND record_id IN {ids:Array(String)}"
+        params["ids"] = list(record_ids)
+    return store.stream(sql, params)
+
+
+def window_payload_rows(store: Store, chain_id: str, lo: int, hi: int,
+                        record_ids: Optional[Sequence[str]] = None) -> Iterator[tuple]:
+    """(record_id, name, salt, content) of the payload rows in [lo, hi) (only of
+    ``record_ids``, when given), streamed: the rows the check holds against the
+    commitments of the same window."""
+    sql = (f"SELECT record_id, name, salt, content FROM {DB}.payloads"
+           f" WHERE chain_id = {{c:String}} AND {_WINDOW}")
+    params: dict[str, Any] = {"c": chain_id, "lo": lo, "hi": hi}
+    if record_ids is not None:
+        sql += " AND record_id IN {ids:Array(String)}"
+        params["ids"] = list(record_ids)
+    return store.stream(sql, params)
 
 
 def first_seq(store: Store, chain_id: str, record_id: str) -> int:

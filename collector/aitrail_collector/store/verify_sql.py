@@ -14,8 +14,9 @@ The expression is generated from ``aitrail.verify.envelope.VERSION_FIELDS`` and
 * ``map``  -- u32 count, then the entries sorted by key bytes (String comparison in
   ClickHouse is by bytes, as UTF-8 order is), key and value each as ``str``
 
-Big-endian integers are ``reverse(reinterpret(x, 'FixedString(n)'))``:
-``reinterpretAsString`` drops trailing zero bytes, so it cannot be used.
+Big-endian integers are ``reinterpret(byteSwap(x), 'FixedString(n)')`` (cheaper than
+reversing the string; ``reinterpretAsString`` drops trailing zero bytes, so it cannot
+be used).
 A value with no encoding (a non-finite confidence, a time before 1970, an unknown
 envelope_version) makes the row fail here, and the reference names it ``modified``.
 """
@@ -30,42 +31,60 @@ from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS,
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
 
+LEAF_PREFIX = b"\x00"  # aitrail.verify.hashes.leaf_hash: SHA-256(0x00 || canonical bytes)
+
 
 def _be(expr: str, width: int) -> str:
-    return f"reverse(reinterpret({expr}, 'FixedString({width})'))"
+    """An unsigned integer expression as ``width`` big-endian bytes."""
+    return f"reinterpret(byteSwap({expr}), 'FixedString({width})')"
 
 
-def _str(expr: str) -> str:
-    return f"concat({_be(f'toUInt32(length({expr}))', 4)}, {expr})"
+def _str_pieces(expr: str) -> list[str]:
+    return [_be(f"toUInt32(length({expr}))", 4), expr]
 
 
-def _field_expr(f: Field) -> str:
+def _field_pieces(f: Field) -> list[str]:
+    """The concat arguments of one field. A LowCardinality column is used as it is:
+    ``length`` then runs over its dictionary, not over every row."""
     col = f.name
     if f.kind in ("str", "lstr"):
-        return _str(f"toString({col})" if f.kind == "lstr" else col)
+        return _str_pieces(col)
     if f.kind == "u64":
-        return _be(f"toUInt64({col})", 8)
+        return [_be(f"toUInt64({col})", 8)]
     if f.kind == "time":
-        return _be(f"toUInt64(toUnixTimestamp64Nano({col}))", 8)
+        return [_be(f"toUInt64(toUnixTimestamp64Nano({col}))", 8)]
     if f.kind == "f64?":
-        return (f"if(isNull({col}), unhex('00'), concat(unhex('01'), "
-                f"{_be(f'toFloat64(assumeNotNull({col}))', 8)}))")
+        return [f"if(isNull({col}), unhex('00'), concat(unhex('01'), "
+                f"reverse(reinterpret(toFloat64(assumeNotNull({col})), 'FixedString(8)'))))"]
     if f.kind == "map":
-        entries = (f"arrayStringConcat(arrayMap(e -> concat({_str('e.1')}, {_str('e.2')}), "
-                   f"arraySort(e -> e.1, arrayZip(mapKeys({col}), mapValues({col})))))")
-        return f"concat({_be(f'toUInt32(length({col}))', 4)}, {entries})"
+        # mapSort orders the entries by key bytes; an empty map (the common case) is
+        # the constant count 0 without the lambda.
+        entries = (f"arrayStringConcat(arrayMap((k, v) -> concat({', '.join(_str_pieces('k'))}, "
+                   f"{', '.join(_str_pieces('v'))}), mapKeys(mapSort({col})), "
+                   f"mapValues(mapSort({col}))))")
+        return [f"if(empty({col}), unhex('00000000'), "
+                f"concat({_be(f'toUInt32(length({col}))', 4)}, {entries}))"]
     raise AssertionError(f.kind)  # pragma: no cover - FIELDS is fixed
 
 
-def _tag_literal(version: int) -> str:
+def _tag_literal(version: int, prefix: bytes = b"") -> str:
     tag = VERSION_TAGS[version]
-    return f"unhex('{(len(tag).to_bytes(4, 'big') + tag).hex()}')"
+    return f"unhex('{(prefix + len(tag).to_bytes(4, 'big') + tag).hex()}')"
 
 
-def canonical_expr(version: int) -> str:
-    """The canonical bytes of a stored row sealed under ``version``, as SQL."""
-    parts = [_tag_literal(version)] + [_field_expr(f) for f in VERSION_FIELDS[version]]
-    return f"concat({', '.join(parts)})"
+# concat over about 80 arguments is slower than concat over groups of them (measured
+# in chDB 26.9: about a quarter less CPU with groups of 8).
+_GROUP = 8
+
+
+def canonical_expr(version: int, prefix: bytes = b"") -> str:
+    """The canonical bytes of a stored row sealed under ``version``, as SQL, after
+    ``prefix`` (the leaf hash's 0x00 goes in the constant: no second copy of the row)."""
+    parts = [_tag_literal(version, prefix)] + [p for f in VERSION_FIELDS[version]
+                                       for p in _field_pieces(f)]
+    groups = [parts[i:i + _GROUP] for i in range(0, len(parts), _GROUP)]
+    return "concat(" + ", ".join(g[0] if len(g) == 1 else f"concat({', '.join(g)})"
+                                 for g in groups) + ")"
 
 
 def encodable_expr(version: int) -> str:
@@ -104,7 +123,7 @@ def row_ok_expr() -> str:
     branches = []
     for version in sorted(VERSION_FIELDS):
         content = (f"({encodable_expr(version)}) AND NOT ({stray_expr(version)}) AND "
-                   f"SHA256(concat(unhex('00'), {canonical_expr(version)})) = leaf_hash")
+                   f"SHA256({canonical_expr(version, LEAF_PREFIX)}) = leaf_hash")
         branches += [f"envelope_version = {version}", content]
     return (f"multiIf({', '.join(branches)}, 0) AND "
             "SHA256(concat(prev_hash, leaf_hash)) = chain_hash")
