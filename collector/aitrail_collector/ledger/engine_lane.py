@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from aitrail.record.event_types import PARTS_BY_NAME, reader
-from aitrail.verify.hashes import chain_hash
+from aitrail_collector import native
 from aitrail_collector.config import Limits
 from aitrail_collector.errors import StoreError
 from aitrail_collector.ingest.validate import validate
@@ -48,16 +48,9 @@ _LOGPROBS = reader(PARTS_BY_NAME["model_call"].by_key("logprobs"))
 
 
 def chain_blob(prev: bytes, leaves: bytes) -> bytes:
-    """The chain hashes of ``leaves`` (n x 32 bytes) after ``prev``, n x 32 bytes."""
-    try:
-        from aitrail_collector.native import chain_hashes
-    except ImportError:  # the compiled module is not built: the same, in Python
-        out, h = bytearray(), prev
-        for i in range(0, len(leaves), 32):
-            h = chain_hash(h, leaves[i:i + 32])
-            out += h
-        return bytes(out)
-    return chain_hashes(prev, leaves)
+    """The chain hashes of ``leaves`` (n x 32 bytes) after ``prev``, n x 32 bytes: in C
+    when the install built it (aitrail_collector.native), else the same in Python."""
+    return native.chain_hashes(prev, leaves)
 
 
 _PREFIX = "aitrail-ingest-"

@@ -335,7 +335,7 @@ class Ledger:
             self._reload_head()  # nothing was acknowledged; part of it may have landed
             raise
         sealer.head_seq, sealer.head_hash = seq, head
-        self._tree.extend(leaves[i:i + 32] for i in range(0, len(leaves), 32))
+        native.extend_range(self._tree, leaves)
 
     def _commit_reference_for(self, group: Sequence["_Pending"]) -> None:
         """The reference lane for engine-lane requests, their answers in their results."""

@@ -46,6 +46,7 @@ from aitrail_collector.store.verify_sql import canonical_expr
 # data): the engine reads the requests with it.
 PROTO_FILE = str(resources.files("aitrail_collector") / "audit.proto")
 
+_LEAF_PREFIX = b"\x00"  # RFC 6962 leaf (aitrail.verify.hashes.leaf_hash)
 _ALL_PARTS: tuple[Part, ...] = PARTS + (event_types.ERROR_PART,)
 _SCALAR_TYPES = {Value.TEXT: "String", Value.UINT: "UInt64", Value.BOOL: "UInt8",
                  Value.OPTIONAL_F64: "Nullable(Float64)", Value.MAP: "Map(String, String)"}
@@ -397,7 +398,7 @@ class EngineIngest:
         self.store.client.command(
             "CREATE TEMPORARY TABLE ingest_sealed ENGINE = Memory AS"
             f" SELECT *, {CURRENT_VERSION} AS envelope_version,"
-            f" SHA256(concat(unhex('00'), {canonical_expr(CURRENT_VERSION)})) AS leaf_hash"
+            f" SHA256({canonical_expr(CURRENT_VERSION, _LEAF_PREFIX)}) AS leaf_hash"
             f" FROM (SELECT * REPLACE ({commitments} AS commitments) FROM"
             f" (SELECT *, {committed} FROM"
             f" (SELECT *, {salted} FROM"
