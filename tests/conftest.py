@@ -7,6 +7,18 @@ import pytest
 from support import CONSOLE_USERS, CollectorProc, ConsoleSite, console_scenario
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_spool(tmp_path_factory):
+    """Module and session fixtures are set up before the per-test ``_own_spool``, so
+    the processes they start (the demo's SDK, say) get this spool, in this run's temp
+    directory, instead of the default ~/.local/state/aitrail/spool/<service>: that one
+    is shared with every other test run on the machine (other worktrees, other
+    xdist workers), and an SDK adopts the orphaned spool it finds there."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AITRAIL_SPOOL_DIR", str(tmp_path_factory.mktemp("session-spool")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _own_spool(tmp_path, monkeypatch):
     """Every test (and every process it starts) gets a spool directory of its own."""

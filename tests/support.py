@@ -9,6 +9,8 @@ each run in their own process, on a directory of their own.
 from __future__ import annotations
 
 import json
+import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +28,39 @@ TESTS = Path(__file__).resolve().parent
 PY = sys.executable
 ENGINE = str(Path(__file__).with_name("engine.py"))
 
+# Every process a test starts runs this checkout's code, whichever venv's editable
+# install (or none) the interpreter has: a git worktree tests its own sources.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "sdk"), str(ROOT / "collector")]
+    + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+# Ports for the collectors tests start. A port from bind(0) is free only until the
+# probe closes it; the collector binds it a second later, and under pytest-xdist
+# another worker's bind(0) could be handed the same one meanwhile (gRPC sets
+# SO_REUSEPORT, so two collectors could even share it without an error). So each
+# worker takes its ports from a slice of its own, below the kernel's ephemeral range
+# (32768-60999 by default, where bind(0) and outgoing connections take theirs),
+# never the same port twice, each probed free first.
+_PORT_RANGE = (20000, 32000)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_SLICE = (_PORT_RANGE[1] - _PORT_RANGE[0]) // _WORKERS
+_SLICE_START = _PORT_RANGE[0] + _SLICE * (int(_WORKER[2:] or 0) % _WORKERS)
+_next_port = random.Random(os.getpid()).randrange(_SLICE)  # two runs side by side differ
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _next_port
+    for _ in range(_SLICE):
+        port = _SLICE_START + _next_port % _SLICE
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering (TIME_WAIT) from an earlier test
+            return port
+    raise RuntimeError(f"no free port in {_SLICE_START}..{_SLICE_START + _SLICE - 1}")
 
 
 class CollectorProc:

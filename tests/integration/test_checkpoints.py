@@ -62,18 +62,38 @@ def _details(report: dict, kind: str) -> list[str]:
     return [f["detail"] for f in report["findings"] if f["kind"] == kind]
 
 
-@pytest.fixture
-def signed_store(collector):
+@pytest.fixture(scope="module")
+def signed_template(tmp_path_factory):
     """A stopped collector's store: 3 batches of 6 records, a checkpoint after each
-    (the collector is restarted in between), then its closing checkpoint."""
-    for b in range(3):
-        _emit(collector, 6, tag=f"b{b}")
+    (the collector is restarted in between), then its closing checkpoint. Built once
+    (three collector runs); each test tampers with a copy of its own."""
+    collector = CollectorProc(tmp_path_factory.mktemp("signed") / "store").start()
+    try:
+        for b in range(3):
+            _emit(collector, 6, tag=f"b{b}")
+            collector.stop()
+            if b < 2:
+                collector.start()
+    finally:
         collector.stop()
-        if b < 2:
-            collector.start()
     cps = engine(collector.data_dir, f"SELECT number, size FROM {C} ORDER BY number")[0]
     assert cps[-1][1] == 18 and [s for _, s in cps] == sorted(s for _, s in cps)
     return collector.data_dir
+
+
+@pytest.fixture
+def signed_store(signed_template, tmp_path):
+    data = tmp_path / "store"
+    shutil.copytree(signed_template, data, symlinks=True)  # the engine links relatively
+    return data
+
+
+@pytest.fixture
+def signed_collector(signed_store):
+    """A collector, not started, on the test's copy of the signed store."""
+    proc = CollectorProc(signed_store)
+    yield proc
+    proc.stop()
 
 
 # ---------------------------------------------------------------- proofs by the collector
@@ -278,7 +298,7 @@ def test_checkpoint_signed_with_another_key(signed_store):
 
 
 def test_a_checkpoint_altered_in_the_database_does_not_hold_back_later_anchoring(
-        signed_store, collector):
+        signed_store, signed_collector):
     """At start the collector offers its newest checkpoints to the anchor again; one the
     database altered conflicts with the anchor's copy for good, so it is reported and
     passed over instead of blocking every checkpoint after it."""
@@ -289,19 +309,20 @@ def test_a_checkpoint_altered_in_the_database_does_not_hold_back_later_anchoring
     forged_text = forged.text().replace("'", "''")
     engine(signed_store, f"ALTER TABLE {C} UPDATE text = '{forged_text}' WHERE number = 3"
                          " SETTINGS mutations_sync = 1")
-    collector.start()
-    _emit(collector, 2, tag="after")
-    collector.stop()
+    signed_collector.start()
+    _emit(signed_collector, 2, tag="after")
+    signed_collector.stop()
     newest = engine(signed_store, f"SELECT max(number) FROM {C}")[0][0][0]
     anchored = sorted(p.name for p in (signed_store / "anchor" / "main").iterdir())
     assert anchored[-1] == f"{newest:012d}.checkpoint", anchored
     assert (signed_store / "anchor" / "main" / "000000000003.checkpoint").read_text() == text
-    assert "checkpoint 3 of chain main differs from the anchor's copy" in collector.log.read_text()
+    assert ("checkpoint 3 of chain main differs from the anchor's copy"
+            in signed_collector.log.read_text())
     code, report = _verify(signed_store)
     assert code == 1 and "checkpoint_bad_signature" in _kinds(report)
 
 
-def test_fork_truncate_and_reappend_is_caught_by_the_anchor(signed_store, collector):
+def test_fork_truncate_and_reappend_is_caught_by_the_anchor(signed_store, signed_collector):
     """Delete the newest records and the checkpoints that cover them from the database,
     so that the collector could seal different records in their place: the anchor still
     holds what was signed before, so the collector refuses to build on that database,
@@ -312,7 +333,7 @@ def test_fork_truncate_and_reappend_is_caught_by_the_anchor(signed_store, collec
            f"ALTER TABLE {E} DELETE WHERE seq > 12 SETTINGS mutations_sync = 1",
            f"ALTER TABLE {C} DELETE WHERE number > {keep} SETTINGS mutations_sync = 1")
     with pytest.raises(RuntimeError, match="but the database's newest is"):
-        collector.start()
+        signed_collector.start()
     code, report = _verify(signed_store)
     assert code == 1
     assert "checkpoint_missing" in _kinds(report)

@@ -4,6 +4,7 @@ needs the collector with a clear message instead of a traceback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,10 @@ import pytest
 from support import ROOT, cli
 
 pytestmark = pytest.mark.slow
+
+# The SDK-only venv runs what pip installed in it, alone: not the checkout's sources
+# that support.py puts on PYTHONPATH for the other tests' processes.
+ALONE = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +31,21 @@ def sdk_venv(tmp_path_factory) -> Path:
     shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "*.egg-info", "aitrail-data", "__pycache__", "bench", "tests"))
     out = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                          str(src)], capture_output=True, text=True, timeout=600)
+                          str(src)], capture_output=True, text=True, timeout=600, env=ALONE)
     assert out.returncode == 0, out.stderr[-3000:]
     return where
 
 
 def _run(env: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(env / "bin" / "aitrail"), *args], capture_output=True, text=True,
-                          timeout=120, cwd=env)
+                          timeout=120, cwd=env, env=ALONE)
 
 
 def test_the_sdk_alone_has_no_collector_dependencies(sdk_venv):
     code = ("import importlib.util as u, sys; "
             "sys.exit(any(u.find_spec(m) for m in ('chdb', 'clickhouse_connect', 'fastapi')))")
-    assert subprocess.run([str(sdk_venv / "bin" / "python"), "-c", code]).returncode == 0
+    assert subprocess.run([str(sdk_venv / "bin" / "python"), "-c", code],
+                          env=ALONE).returncode == 0
 
 
 def test_help_lists_the_sdk_commands_and_says_how_to_get_the_collector(sdk_venv):

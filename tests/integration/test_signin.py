@@ -54,6 +54,15 @@ def _login(port: int, form: tuple[str, str], username: str, password: str,
     return status, headers
 
 
+def _timed_api_read(port: int, token: str) -> float:
+    """Seconds one authenticated API read took; it must succeed."""
+    started = time.monotonic()
+    status, _, _ = _request(port, "GET", "/api/v1/records?limit=1",
+                            headers={"Authorization": f"Bearer {token}"})
+    assert status == 200, status
+    return time.monotonic() - started
+
+
 def test_a_storm_of_bogus_sign_ins_stays_bounded(tmp_path):
     from aitrail_collector.web.auth.accounts import Accounts
     users = tmp_path / "users.json"
@@ -68,16 +77,16 @@ def test_a_storm_of_bogus_sign_ins_stays_bounded(tmp_path):
         form = _login_form(port, "127.0.0.1")
         assert _login(port, form, "ghost", "warm-up password")[0] == 200  # dummy hash made
         before = _vm_rss_mib(pid)
+        # The API's latency with no storm, on this machine as loaded as it is now (a
+        # parallel suite, other work): the storm may not make it much slower.
+        quiet = sorted(_timed_api_read(port, token) for _ in range(3))[1]
         attempts = 180
         names = ["ada" if i % 2 else f"ghost{i}" for i in range(attempts)]
         with ThreadPoolExecutor(60) as pool:
             storm = [pool.submit(_login, port, form, name, "not the password!")
                      for name in names]
             time.sleep(0.2)  # the storm under way
-            started = time.monotonic()
-            api_status, _, _ = _request(port, "GET", "/api/v1/records?limit=1",
-                                        headers={"Authorization": f"Bearer {token}"})
-            api_s = time.monotonic() - started
+            api_s = _timed_api_read(port, token)
             answers = [f.result() for f in storm]
         after = _vm_rss_mib(pid)
         statuses = [status for status, _ in answers]
@@ -86,7 +95,9 @@ def test_a_storm_of_bogus_sign_ins_stays_bounded(tmp_path):
         assert set(statuses) <= {200, 429, 503}, statuses  # 200: the form again, "wrong"
         assert all(int(h["retry-after"]) >= 1 for h in throttled)
         assert after - before < 300, (before, after)
-        assert api_status == 200 and api_s < 2, (api_status, api_s)
+        # 2 s on a quiet machine (unbounded hashing takes far longer); more only
+        # when the same read was already slow before the storm.
+        assert api_s < max(2.0, 20 * quiet), (api_s, quiet)
         # The admin was the target, from 127.0.0.1; from another address they sign in.
         other = _login_form(port, "127.0.0.2")
         status, headers = _login(port, other, "ada", ADA_PW, source="127.0.0.2")
