@@ -78,7 +78,7 @@ def test_every_record_the_reference_refuses_is_a_suspect(store, tmp_path, case):
             raw = pb.ExportRequest(records=recs).SerializeToString()
             with open(lane.records_file(k), "wb") as fh:
                 fh.write(engine_lane._varint(len(raw)) + raw)
-        lane.stage([Call(len(r), s.kind, s.id, s.service or "", s.task_prefixes)
+        lane.stage([Call(len(r), s.kind, s.id, s.service or "", s.task_prefixes, 10**9)
                     for r, s in zip(calls, senders)], NOW, NOW)
         flagged = {n for n, suspect, _ in lane.flagged() if suspect}
     finally:
@@ -230,7 +230,7 @@ def test_both_lanes_answer_and_store_the_same(store, tmp_path):
     stored = {}
     for engine in (True, False):
         _fresh(store)
-        ledger = Ledger(store, "main", limits, engine=engine)
+        ledger = Ledger(store, "main", limits, engine=engine, engine_min_records=0)
         assert ledger.uses_engine == engine
         ledger.clock = lambda: NOW
         try:
@@ -283,7 +283,7 @@ def test_a_swept_work_directory_is_made_again(store):
     group makes it again instead of failing every call from then on."""
     import shutil
     _fresh(store)
-    ledger = Ledger(store, "main")
+    ledger = Ledger(store, "main", engine_min_records=0)
     ledger.clock = lambda: NOW
     rec = _ordinary(random.Random(3), 0)
     try:
@@ -303,7 +303,7 @@ def test_a_request_the_engine_cannot_read_is_sealed_by_the_reference(store):
     the calls that happened to share it, must not fail (their clients would retry
     forever): the reference lane seals that group."""
     _fresh(store)
-    ledger = Ledger(store, "main")
+    ledger = Ledger(store, "main", engine_min_records=0)
     ledger.clock = lambda: NOW
     rng = random.Random(11)
     odd, plain = _ordinary(rng, 1), _ordinary(rng, 2)
@@ -319,4 +319,29 @@ def test_a_request_the_engine_cannot_read_is_sealed_by_the_reference(store):
     assert [(r.accepted, r.duplicates, r.rejected) for r in results] == [(1, 0, []), (1, 0, [])]
     rows = store.query(f"SELECT record_id, task_id FROM {DB}.envelopes ORDER BY seq").result_rows
     assert rows == [(plain.record_id, plain.task_id), (odd.record_id, odd.task_id)]
+    assert verify_store(store)["ok"]
+
+
+def test_small_groups_take_the_reference_lane_large_ones_the_engine(store):
+    """The engine's cost per group is fixed and large: a group under the threshold is
+    sealed record by record, a group at it by the engine; both give the same answers."""
+    _fresh(store)
+    ledger = Ledger(store, "main", engine_min_records=30)
+    ledger.clock = lambda: NOW
+    rng = random.Random(5)
+    used = []
+    real = ledger._commit_engine
+    ledger._commit_engine = lambda group: (used.append(len(group)), real(group))[1]
+    try:
+        small = [_ordinary(rng, i) for i in range(10)]
+        large = [_ordinary(rng, 100 + i) for i in range(30)]
+        answers = []
+        for recs in (small, large):
+            raw = pb.ExportRequest(records=recs).SerializeToString()
+            [r] = ledger.append_group([(raw, pb.ExportRequest.FromString(raw), Sender())])
+            answers.append((r.accepted, r.rejected))
+    finally:
+        ledger.close()
+    assert used == [1]  # the large group only
+    assert answers == [(10, []), (30, [])]
     assert verify_store(store)["ok"]

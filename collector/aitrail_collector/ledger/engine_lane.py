@@ -121,7 +121,8 @@ class EngineLane:
                 fh.write(_varint(len(p.raw)))
                 fh.write(p.raw)
         calls = [Call(len(p.request.records), p.sender.kind, p.sender.id,
-                      p.sender.service or "", p.sender.task_prefixes) for p in group]
+                      p.sender.service or "", p.sender.task_prefixes, len(p.raw))
+                 for p in group]
         now = self.clock()
         try:
             sql.stage(calls, now, now)

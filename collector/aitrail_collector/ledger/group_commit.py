@@ -66,6 +66,12 @@ class Sender:
 
 
 UNAUTHENTICATED = Sender()
+
+# A group this small is sealed record by record: the engine's fixed cost per group (its
+# long statements are analysed anew each time, about 0.2-0.3 s on this machine's 2
+# cores) is more than the reference lane spends on it (60-150 us a record). Under load,
+# group commit makes the groups large, and the engine lane takes them.
+ENGINE_MIN_RECORDS = 2048
 COLLECTOR = Sender("collector")
 
 
@@ -150,7 +156,8 @@ class _Pending:
 
 class Ledger:
     def __init__(self, store: Store, chain_id: str, limits: Limits = Limits(),
-                 envelope_version: int = CURRENT_VERSION, engine: bool = True):
+                 envelope_version: int = CURRENT_VERSION, engine: bool = True,
+                 engine_min_records: int = ENGINE_MIN_RECORDS):
         self.store = store
         self.chain_id = chain_id
         self.limits = limits
@@ -166,6 +173,7 @@ class Ledger:
         # are sealed as envelope v1 (a compatibility mode): then record by record here.
         self.uses_engine = engine and store.embedded and envelope_version == CURRENT_VERSION
         self._engine: Optional[EngineLane] = None
+        self.engine_min_records = engine_min_records
 
     @property
     def engine(self) -> Optional[EngineLane]:
@@ -314,8 +322,10 @@ class Ledger:
 
     def _commit_group(self, group: Sequence["_Pending"]) -> None:
         lane = [p for p in group if p.request is not None]
-        if lane:
+        if lane and sum(len(p.request.records) for p in lane) >= self.engine_min_records:
             self._commit_engine(lane)
+        elif lane:
+            self._commit_reference_for(lane)
         rest = [p for p in group if p.request is None]
         if rest:
             self._commit_reference(rest)

@@ -226,15 +226,18 @@ def _size_bound() -> str:
                 maps.append(_col(part.name, f))
             elif f.value is Value.LOGPROBS:
                 arrays.append(_lp(part.name, f, "token"))
-    terms = [f"length({s}) + 16" for s in strings]
+    terms = [f"length({s})" for s in strings]
     terms += [f"arraySum(arrayMap((k, v) -> length(k) + length(v) + 32, mapKeys({m}),"
               f" mapValues({m})))" for m in maps]
     terms += [f"arraySum(arrayMap(t -> length(t) + 32, {a}))" for a in arrays]
-    return " + ".join(terms) + " + 512"
+    return " + ".join(terms) + f" + {16 * len(strings) + 512}"
 
 
-def suspect_expr(limits: Limits) -> str:
-    return " OR ".join(f"({c})" for c in suspect_conditions(limits))
+def suspect_expr(limits: Limits, sizes: bool = True) -> str:
+    """The suspect test; ``sizes``: with the record size bound (needed only when a call's
+    request is itself larger than a record may be)."""
+    conds = suspect_conditions(limits)
+    return " OR ".join(f"({c})" for c in (conds if sizes else conds[1:]))
 
 
 def suspect_conditions(limits: Limits) -> list[str]:
@@ -246,7 +249,7 @@ def suspect_conditions(limits: Limits) -> list[str]:
     reserved = ", ".join(f"'{t}'" for t in event_types.RESERVED_TYPES)
     skew, age = int(limits.future_skew_s) * 10**9, int(limits.max_age_s) * 10**9
     conds = [
-        f"({_size_bound()}) > {int(limits.max_record_bytes)}",
+        f"({_size_bound()}) > {int(limits.max_record_bytes)}",  # first: see suspect_expr
         f"NOT match(record_id, {uuid})",
         "NOT match(event_type, '^[a-z][a-z0-9_.]{0,63}$')",
         f"event_type IN ({reserved})",
@@ -298,6 +301,7 @@ class Call:
     principal_id: str
     service: str = ""                  # the API key's service ('' any)
     task_prefixes: tuple[str, ...] = ()  # the API key's scope (() any)
+    size: int = 2**63                  # the request's bytes (unknown: any size)
 
 
 def _payload_col(name: str) -> str:
@@ -319,7 +323,9 @@ class EngineIngest:
         self.logprobs_path = os.path.join(work_dir, "logprobs.bin")
         self.chains_path = os.path.join(work_dir, "chains.bin")
         self.prevs_path = os.path.join(work_dir, "prevs.bin")
+        self.limits = limits
         self._suspect = suspect_expr(limits)
+        self._suspect_small = suspect_expr(limits, sizes=False)
         self._structure = input_structure()
 
     def _file(self, path: str, fmt: str, structure: str) -> str:
@@ -341,7 +347,9 @@ class EngineIngest:
         if len({(c.principal_kind, c.principal_id) for c in calls}) == 1:
             # One sender (the usual group): constants, not a lookup per row.
             env["principal_kind"], env["principal_id"] = "{kind:String}", "{id:String}"
-        suspect = self._suspect
+        # No record is larger than the request that carries it.
+        large = any(c.size > self.limits.max_record_bytes for c in calls)
+        suspect = self._suspect if large else self._suspect_small
         if any(c.service or c.task_prefixes for c in calls):
             suspect = f"{suspect} OR {SCOPE_SUSPECT}"
         payloads = _payload_exprs()
