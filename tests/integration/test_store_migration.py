@@ -96,3 +96,36 @@ def test_a_store_made_by_the_previous_ddl_migrates_verifies_and_answers(tmp_path
     # The sorting key cannot change; the migration rewrote no part (no mutation).
     assert "ORDER BY (chain_id, event_type, start_time, seq)" in ddl[1][0][0]
     assert ddl[2] == [[0]]
+
+
+def test_payload_rows_are_judged_by_their_hash_against_the_sealed_commitment(tmp_path):
+    """The payload table stores no commitment of its own: a reader hashes each row's
+    salt || content against the envelope's sealed commitment. An extra row beside the
+    matching one (an orphan of a retried write) changes nothing; once no row of that
+    name matches, the search and the engine-rendered export both say tampered."""
+    data_dir = tmp_path / "data"
+    proc = CollectorProc(data_dir).start()
+    try:
+        _send(proc, _ticket("T-1", "rev-ann"))
+    finally:
+        proc.stop()
+    engine(data_dir, "INSERT INTO aitrail.payloads (chain_id, record_id, name, start_time,"
+           " salt, content) SELECT chain_id, record_id, name, start_time,"
+           " '00112233445566778899aabbccddeeff', 'an orphan' FROM aitrail.payloads"
+           " WHERE name = 'rationale'")
+
+    def seen() -> tuple[str, str]:
+        events = json.loads(cli("timeline", "T-1", "--data-dir", str(data_dir),
+                                "--format", "json").stdout)
+        out = cli("export", "--data-dir", str(data_dir), "--task", "T-1")
+        assert out.returncode == 0, out.stderr
+        review = next(line for line in out.stdout.splitlines() if ",review," in line)
+        return events[1]["rationale"], review
+
+    rationale, line = seen()
+    assert rationale == "why T-1" and "why T-1" in line and "an orphan" not in line
+    engine(data_dir, "ALTER TABLE aitrail.payloads UPDATE content = 'edited' WHERE"
+           " content = 'why T-1' SETTINGS mutations_sync = 2")
+    rationale, line = seen()
+    tampered = "[payload does not match its sealed commitment]"
+    assert rationale == tampered and tampered in line and "edited" not in line
