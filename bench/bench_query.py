@@ -414,6 +414,8 @@ def main() -> None:
                     help="'all', 'none' or a comma list of " + ", ".join(VARIANTS))
     ap.add_argument("--rebuild", action="store_true", help="rebuild the variant tables")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--dup-ids", default="10000,100000",
+                    help="batch sizes of the duplicate-check figure (comma list)")
     args = ap.parse_args()
     records = 1_000_000 if args.quick else args.records
     export_rows = args.export_rows or (250_000 if args.quick else 1_000_000)
@@ -552,7 +554,7 @@ def main() -> None:
     stored = [r[0] for r in store.query(f"SELECT record_id FROM {DB}.envelopes ORDER BY"
                                         " start_time DESC LIMIT 1000").result_rows]
     dup_sql = f"SELECT record_id FROM {DB}.envelopes WHERE record_id IN {{ids:Array(String)}}"
-    for n in (10_000, 100_000):
+    for n in (int(x) for x in args.dup_ids.split(",") if x):
         ids = [uuid7() for _ in range(n - n // 100)] + stored[:n // 100]
         random.Random(n).shuffle(ids)
         assert len(store.existing_ids(ids)) == n // 100
