@@ -1,5 +1,5 @@
 """The console's search on a large store (issue 4: "a search of a store with millions
-of records answers in well under a second").
+of records answers in well under a second"; issue 12: <= 100 ms for every preset).
 
 Measures what the search page does on every request -- ``query.search`` of one page
 (payload text off, as the table shows none) plus ``query.count`` for the total --
@@ -47,8 +47,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1M-record store")
     ap.add_argument("--samples", type=int, default=15)
+    ap.add_argument("--records", type=int, default=10_000_000)
     args = ap.parse_args()
-    records = 1_000_000 if args.quick else 10_000_000
+    records = 1_000_000 if args.quick else args.records
     meta = gen_store.generate(records, 5_000, 90, 6, 100_000)
     store = Store(f"chdb://{gen_store.store_dir(records) / 'data'}")
     print(f"bench_console: {records:,}-record store; {machine_line()}", flush=True)
@@ -62,8 +63,14 @@ def main() -> None:
             since=end - timedelta(days=30), limit=50, order="desc"),
         "reviews, last 7 days (the default page)": lambda: Filters(
             types=("review",), since=end - timedelta(days=7), limit=50, order="desc"),
-        "everything, last 24 h": lambda: Filters(since=end - timedelta(days=1), limit=50,
-                                                 order="desc"),
+        "everything, last 24 h (preset 24h)": lambda: Filters(
+            since=end - timedelta(days=1), limit=50, order="desc"),
+        "everything, last 7 days (preset 7d)": lambda: Filters(
+            since=end - timedelta(days=7), limit=50, order="desc"),
+        "everything, last 30 days (preset 30d)": lambda: Filters(
+            since=end - timedelta(days=30), limit=50, order="desc"),
+        "everything, all time (preset all)": lambda: Filters(limit=50, order="desc"),
+        "reviews, all time": lambda: Filters(types=("review",), limit=50, order="desc"),
     }
     rows = []
     for name, make in cases.items():
@@ -77,8 +84,8 @@ def main() -> None:
             store.client.raw_query(sql + " FORMAT Null", parameters=params)
         ms, base = timed(page, args.samples), timed(engine_only, args.samples)
         p50, b50 = statistics.median(ms), statistics.median(base)
-        rows.append((name, "well under 1 s", f"{p50:.1f} ms (p95 {percentile(ms, 95):.1f})",
-                     f"{b50:.1f} ms", f"{p50 / b50:.1f}x", "MET" if p50 < 500 else "missed"))
+        rows.append((name, "<= 100 ms", f"{p50:.1f} ms (p95 {percentile(ms, 95):.1f})",
+                     f"{b50:.1f} ms", f"{p50 / b50:.1f}x", "MET" if p50 <= 100 else "missed"))
     print_table("Console search: one page + the total, p50 (p95)",
                 ("search", "target", "measured", "engine alone, FORMAT Null", "ratio",
                  "verdict"), rows)

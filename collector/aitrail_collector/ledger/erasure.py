@@ -110,9 +110,8 @@ def _sealed_reasons(store: Store, chain_id: str, rows: Sequence[tuple]) -> dict[
     if not wanted:
         return {}
     out = {}
-    for rid, name, salt, content, digest in store.payload_rows(chain_id, wanted):
-        if name == REASON_PAYLOAD and digest == sealed[rid] and \
-                commitment(salt_bytes(salt), content) == digest:
+    for rid, name, salt, content in store.payload_rows(chain_id, wanted):
+        if name == REASON_PAYLOAD and commitment(salt_bytes(salt), content) == sealed[rid]:
             out[rid] = content
     return out
 
@@ -203,7 +202,7 @@ def _plan(store: Store, chain_id: str, targets: list[_Target]) -> _Plan:
     named = _erased_by(redactions(store, chain_id))
     present: dict[str, set[str]] = {}
     changed: dict[str, set[str]] = {}
-    for rid, name, salt, content, _ in rows:
+    for rid, name, salt, content in rows:
         plan.has_rows.add(rid)
         expected = sealed[rid].get(name)
         if expected is None:
@@ -413,7 +412,7 @@ def _named_but_stored(store: Store, chain_id: str, reds: Sequence[Redaction],
     pending = {key: red for key, red in named.items() if key not in reported}
     if pending:
         ids = sorted({rid for rid, _ in pending})
-        for rid, name, _, _, _ in store.payload_rows(chain_id, ids):
+        for rid, name, _, _ in store.payload_rows(chain_id, ids):
             red = pending.pop((rid, name), None)
             if red is not None:
                 seq = _seq(store, chain_id, rid)

@@ -173,6 +173,23 @@ class Store:
         with client.query_column_block_stream(sql, parameters=parameters or {}) as blocks:
             yield from blocks
 
+    def stream_raw(self, sql: str, parameters: Optional[dict] = None, fmt: str = "RawBLOB",
+                   chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The engine's output in format ``fmt``, as bytes, in chunks of about ``chunk``
+        (on the stream client): nothing is decoded into Python values."""
+        client = getattr(self._local, "stream_client", None)
+        if client is None:
+            client = self._local.stream_client = self._connect()
+        stream = client.raw_stream(sql, parameters=parameters or {}, fmt=fmt)
+        try:
+            while True:
+                data = stream.read(chunk)
+                if not data:
+                    return
+                yield data
+        finally:
+            stream.close()
+
     def chains(self) -> list[str]:
         rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
         return [r[0] for r in rows.result_rows]
@@ -196,14 +213,15 @@ class Store:
 
     def payload_rows(self, chain_id: str, record_ids: Sequence[str],
                      bounds: Optional[tuple[int, int]] = None) -> list[tuple]:
-        """(record_id, name, salt, content, commitment) rows of these records, read by
-        primary key. The caller holds the sealed commitments and checks each row
-        against them: the payload table alone is never trusted.
+        """(record_id, name, salt, content) rows of these records, read by primary key.
+        The caller holds the sealed commitments and hashes each row against them: the
+        payload table alone is never trusted (it no longer stores a commitment of its
+        own: see schema.PAYLOAD_TABLE_COLUMNS).
 
         bounds: the records' (min, max) start_time in ns. The ledger writes a payload
         row with its envelope's start_time, so this prunes the day partitions.
         """
-        sql = (f"SELECT record_id, name, salt, content, commitment FROM {DB}.payloads"
+        sql = (f"SELECT record_id, name, salt, content FROM {DB}.payloads"
                " WHERE chain_id = {c:String} AND record_id IN {ids:Array(String)}")
         params: dict[str, Any] = {"c": chain_id, "ids": list(record_ids)}
         if bounds:

@@ -41,9 +41,17 @@ FORMULA_SQL = ("'^(?:\u00a0|(?: |\u00a0)*(?:"
                + "|".join(_literal(c) for c in FORMULA_CHARS) + "))'")
 
 
+# The bytes a formula can start with (csv_format.FORMULA_CHARS, a space, NBSP's lead
+# byte 0xC2, U+FF1D's lead byte 0xEF): only a cell starting with one of them needs the
+# regular expression, and ascii() of its first byte costs far less than a match.
+FORMULA_LEAD = sorted({c.encode("utf-8")[0] for c in FORMULA_CHARS + " \u00a0"})
+
+
 def _safe(expr: str) -> str:
     # csv_format.csv_cell: text a spreadsheet would run as a formula gets a leading quote.
-    return f"if(match({expr}, {FORMULA_SQL}), concat('''', {expr}), {expr})"
+    lead = ", ".join(map(str, FORMULA_LEAD))
+    return (f"if(ascii({expr}) IN ({lead}) AND match({expr}, {FORMULA_SQL}),"
+            f" concat('''', {expr}), {expr})")
 
 
 def _map(col: str) -> str:
@@ -63,12 +71,20 @@ def _unsealed(name: str) -> str:
 
 
 def _payload(name: str) -> str:
-    # The payload row whose name and commitment are the sealed ones; its content is
-    # re-hashed with its salt, so an edited row reads as tampered, never as data.
+    # queries._attach_payloads: the row of that name whose salt || content hashes to the
+    # sealed commitment gives the content; rows of that name of which none does read as
+    # tampered, never as data; no row reads as erased. The payload table's own word
+    # for its commitment is never used (it no longer stores one).
     k = f"(indexOf(p.keys, concat('{name}:', e.commitments['{name}'])) AS k_{name})"
-    return (f"if(mapContains(e.commitments, '{name}'), if({k} = 0, '{ERASED}',"
-            f" if(p.ok[k_{name}], {_safe(f'p.contents[k_{name}]')}, '{TAMPERED}')),"
-            f" {_unsealed(name)})")
+    return (f"if(mapContains(e.commitments, '{name}'), if({k} = 0,"
+            f" if(has(p.names, '{name}'), '{TAMPERED}', '{ERASED}'),"
+            f" {_safe(f'p.contents[k_{name}]')}), {_unsealed(name)})")
+
+
+# Cells that can never hold a comma, a quote or a line break (ISO times, numbers, hex)
+# need no quoting check.
+_PLAIN = ("time", "end_time", "received_time", "seq", "input_tokens", "output_tokens",
+          "streamed", "time_spent_ms", "confidence", "leaf_hash", "chain_hash")
 
 
 def cells() -> list[str]:
@@ -92,33 +108,51 @@ def cells() -> list[str]:
     return out
 
 
+def _quoted(i: int) -> str:
+    # Python csv's QUOTE_MINIMAL: a cell holding a comma, a quote, CR or LF is quoted.
+    c = f"c{i}"
+    return (f"if(multiSearchAny({c}, [',', '\"', '\\r', '\\n']),"
+            f" concat('\"', replaceAll({c}, '\"', '\"\"'), '\"'), {c})")
+
+
+def _payload_window(filters: Filters) -> str:
+    # The ledger writes a payload row with its envelope's start_time, so the filters'
+    # time bounds also bound the payload rows: only those day partitions are read.
+    out = ""
+    if filters.since:
+        out += " AND start_time >= fromUnixTimestamp64Nano({since:Int64})"
+    if filters.until:
+        out += " AND start_time < fromUnixTimestamp64Nano({until:Int64})"
+    return out
+
+
 def export_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
     """One CSV line per matching record (Python csv's QUOTE_MINIMAL with CRLF)."""
     where, params = filters.where()
     exprs = cells()
-    quoted = [f"if(match(c{i}, '[,\"\\r\\n]'), concat('\"', replaceAll(c{i}, '\"', '\"\"'),"
-              f" '\"'), c{i})" for i in range(len(exprs))]
+    quoted = [f"c{i}" if col in _PLAIN else _quoted(i) for i, col in enumerate(RESULT_COLUMNS)]
     select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(exprs))
     order = "DESC" if filters.order == "desc" else "ASC"
     envelopes = f"(SELECT * FROM {DB}.envelopes{where})"
-    payloads = ("(SELECT record_id, groupArray(concat(name, ':', commitment)) AS keys,"
-                " groupArray(content) AS contents,"
-                " groupArray(lower(hex(SHA256(concat(unhex(salt), content)))) = commitment) AS ok"
+    payloads = ("(SELECT record_id, groupArray(name) AS names,"
+                " groupArray(concat(name, ':', lower(hex(SHA256(concat(unhex(salt), content))))))"
+                " AS keys, groupArray(content) AS contents"
                 f" FROM {DB}.payloads WHERE record_id IN (SELECT record_id FROM {DB}.envelopes"
-                f"{where}) GROUP BY record_id)")
-    inner = (f"SELECT {select} FROM {envelopes} AS e LEFT JOIN {payloads} AS p"
-             f" ON p.record_id = e.record_id"
-             f" ORDER BY e.{filters.sort} {order}, e.seq {order}")
-    if filters.limit is not None:
-        inner += " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
-        params.update(limit=filters.limit, offset=filters.offset)
+                f"{where}){_payload_window(filters)} GROUP BY record_id)")
     line = f"concat(arrayStringConcat([{', '.join(quoted)}], ','), '\\r\\n')"
-    return f"SELECT {line} AS line FROM ({inner})", params
+    inner = (f"SELECT {select}, e.{filters.sort} AS sort_key, e.seq AS sort_seq"
+             f" FROM {envelopes} AS e LEFT JOIN {payloads} AS p ON p.record_id = e.record_id")
+    # The line is built before the sort, so the sort moves one column, not forty.
+    sql = f"SELECT {line} AS line FROM ({inner}) ORDER BY sort_key {order}, sort_seq {order}"
+    if filters.limit is not None:
+        sql += " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+        params.update(limit=filters.limit, offset=filters.offset)
+    return sql, params
 
 
 def export_csv(store: Store, filters: Filters) -> Iterator[bytes]:
-    """The header, then every matching record as CSV, streamed in engine blocks."""
+    """The header, then every matching record as CSV: the engine's bytes as they come
+    (FORMAT RawBLOB: the lines back to back), never a Python string per row."""
     yield next(csv_lines([])).encode("utf-8")
     sql, params = export_sql(filters)
-    for block in store.stream_blocks(sql, params):
-        yield "".join(block[0]).encode("utf-8")
+    yield from store.stream_raw(sql, params, "RawBLOB")

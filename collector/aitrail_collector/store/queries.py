@@ -211,9 +211,10 @@ def _unsealed_value(rec: dict[str, Any], name: str) -> str:
 def _attach_payloads(store: Store, records: list[dict[str, Any]],
                      bounds: Optional[tuple[int, int]] = None) -> None:
     """Fill each payload column from the payload table, trusting only the sealed
-    commitments: a row whose commitment is not the sealed one is ignored (the
-    payload reads as erased), a row whose content fails its commitment reads as
-    tampered."""
+    commitments: a stored row that hashes (salt || content) to the sealed commitment
+    gives the content; stored rows of that name of which none does read as tampered
+    (an extra non-matching row beside a matching one is an orphan of a retried write,
+    ignored); no row reads as erased. The same rule as ledger.erasure.check_payloads."""
     wanted: dict[str, list[str]] = {}
     for rec in records:
         if rec["_commitments"]:
@@ -221,12 +222,15 @@ def _attach_payloads(store: Store, records: list[dict[str, Any]],
     sealed = {rec["record_id"]: rec["_commitments"] for rec in records}
     found: dict[str, dict[str, Optional[str]]] = {}
     for chain_id, ids in wanted.items():
-        for rid, name, salt, content, digest in store.payload_rows(chain_id, ids, bounds):
+        for rid, name, salt, content in store.payload_rows(chain_id, ids, bounds):
             expected = sealed[rid].get(name)
-            if expected is None or digest != expected:
-                continue
-            ok = commitment(salt_bytes(salt), content) == expected
-            found.setdefault(rid, {})[name] = content if ok else None
+            if expected is None:
+                continue  # not a sealed payload of this record: a stray row
+            got = found.setdefault(rid, {})
+            if commitment(salt_bytes(salt), content) == expected:
+                got[name] = content
+            else:
+                got.setdefault(name, None)
     for rec in records:
         content = found.get(rec["record_id"], {})
         for name in PAYLOAD_COLUMNS:

@@ -35,7 +35,6 @@ _CH_TYPES = {
     "f64?": "Nullable(Float64)",
     "map": "Map(String, String)",
 }
-LOOKUP_COLUMNS = ("record_id", "task_id", "request_id", "trace_id", "reviewer_id")
 HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
 # envelope_version: which canonical encoding the row was sealed under (1 or 2); the
 # row has every column of every version (envelope.STORED_FIELDS), the other
@@ -75,26 +74,82 @@ def split_row(row: Any) -> tuple[int, dict[str, Any], bytes, bytes, bytes]:
 DEDUP_OFF = "non_replicated_deduplication_window = 0"
 
 
+# Per-column codecs (ClickHouse's default is LZ4). Text, ids and maps compress
+# about a third better with ZSTD; times and seq are near-sorted within a part, so
+# their deltas are small; the three hashes are random bytes that nothing compresses,
+# so they are stored as they are (no codec work on read). The representation only:
+# every value reads back exactly as it was written (the sealed content is fixed).
+_CODECS = {
+    "str": "ZSTD(3)",
+    "lstr": "ZSTD(1)",
+    "u64": "T64, ZSTD(1)",
+    "time": "Delta(8), ZSTD(1)",
+    "f64?": "ZSTD(1)",
+    "map": "ZSTD(3)",
+}
+SEQ_CODEC = "Delta(8), ZSTD(1)"
+HASH_CODEC = "NONE"
+# Exact secondary index: a lightweight projection keeps only the column, sorted, and
+# each row's offset in its part, so a lookup by value reads just the matching rows:
+# record_id, for the ingest's duplicate check and lookups of one record. (The same
+# projections on the three reviewer columns read exactly the matching rows too, but
+# cost a projection lookup per part and column: the reviewer search ran at 1.85x the
+# bloom filters' time on the 1M store, BENCHMARKS.md, so those stay bloom filters.)
+PROJECTIONS = {
+    "p_record": "SELECT _part_offset ORDER BY record_id",
+}
+# The sorting key of a store made by this version: a task's records sit together, so
+# its timeline is one primary-key range per day partition and the per-task columns
+# (trace, request, parent span, host) compress to almost nothing. Stores made before
+# keep (chain_id, event_type, start_time, seq): a sorting key cannot be altered.
+ENVELOPE_ORDER_BY = "(chain_id, task_id, start_time, seq)"
+# Bloom-filtered: ids looked up that are neither the key (task_id) nor projected
+# (record_id). An escalation names people in its own columns, so the reviewer search
+# looks in all three.
+BLOOM_COLUMNS = ("request_id", "trace_id", "reviewer_id", "escalation_from", "escalation_to")
+# 2048-row granules: a timeline or a page of search results reads single rows, and a
+# row costs one granule of each column it reads.
+ENVELOPE_SETTINGS = "index_granularity = 2048"
+
+
+def _column(name: str, kind: str) -> str:
+    return f"{name} {_CH_TYPES[kind]} CODEC({_CODECS[kind]})"
+
+
 def envelope_ddl(retention_days: int) -> str:
-    cols = ["seq UInt64", "envelope_version UInt8 DEFAULT 1"]
-    cols += [f"{f.name} {_CH_TYPES[f.kind]}" for f in STORED_FIELDS]
-    cols += [f"{h} FixedString(32)" for h in HASH_COLUMNS]
-    cols += [f"INDEX idx_{c} {c} TYPE bloom_filter(0.001) GRANULARITY 1" for c in LOOKUP_COLUMNS]
+    cols = [f"seq UInt64 CODEC({SEQ_CODEC})", "envelope_version UInt8 DEFAULT 1 CODEC(ZSTD(1))"]
+    cols += [_column(f.name, f.kind) for f in STORED_FIELDS]
+    cols += [f"{h} FixedString(32) CODEC({HASH_CODEC})" for h in HASH_COLUMNS]
+    cols += [f"INDEX idx_{c} {c} TYPE bloom_filter(0.001) GRANULARITY 1" for c in BLOOM_COLUMNS]
+    cols += [f"PROJECTION {name} ({sql})" for name, sql in PROJECTIONS.items()]
     return (f"CREATE TABLE IF NOT EXISTS {DB}.envelopes (\n  " + ",\n  ".join(cols) + "\n)"
             " ENGINE = MergeTree"
             " PARTITION BY toDate(start_time)"
-            " ORDER BY (chain_id, event_type, start_time, seq)"
+            f" ORDER BY {ENVELOPE_ORDER_BY}"
             f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
             " SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 0,"
-            " fsync_after_insert = 1, fsync_part_directory = 1")
+            f" fsync_after_insert = 1, fsync_part_directory = 1, {ENVELOPE_SETTINGS}")
+
+
+# The payload table. The salt stays hex text (ZSTD stores its 32 digits in about
+# 16 bytes, what the binary would take). `commitment` is EPHEMERAL: an insert may
+# still name it (the ledger writes the same rows as before) but it is not stored.
+# It only repeated the commitment sealed in the envelope, and no reader may trust a
+# payload row's own word for what it commits to: readers hash salt || content and
+# compare with the sealed map. `content` keeps LZ4, which stores text that does not
+# repeat literally: the erasure tests find the bytes on disk before an erasure and
+# prove them gone after it; with ZSTD they could not tell.
+PAYLOAD_TABLE_COLUMNS = (
+    "chain_id LowCardinality(String) CODEC(ZSTD(1)), record_id String CODEC(ZSTD(3)),"
+    " name LowCardinality(String) CODEC(ZSTD(1)),\n"
+    "  start_time DateTime64(9, 'UTC') CODEC(Delta(8), ZSTD(1)),"
+    " salt String CODEC(ZSTD(3)) /* hex */, content String CODEC(LZ4),"
+    " commitment String EPHEMERAL")
 
 
 def payload_ddl(retention_days: int) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {DB}.payloads (\n"
-            "  chain_id LowCardinality(String), record_id String, name LowCardinality(String),\n"
-            "  start_time DateTime64(9, 'UTC'), salt String /* hex */, content String,"
-            " commitment String,\n"
-            "  INDEX idx_record record_id TYPE bloom_filter(0.001) GRANULARITY 1\n)"
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.payloads (\n  {PAYLOAD_TABLE_COLUMNS},\n"
+            ")"  # no skip index: record_id is the key
             " ENGINE = MergeTree"
             " PARTITION BY toDate(start_time)"
             " ORDER BY (chain_id, record_id, name)"
@@ -172,4 +227,36 @@ def ensure_schema(client: Any, retention_days: int) -> None:
                    " ADD COLUMN IF NOT EXISTS principal_kind LowCardinality(String)"
                    " AFTER sdk_version,"
                    " ADD COLUMN IF NOT EXISTS principal_id String AFTER principal_kind")
+    migrate_layout(client)
     create_views(client)
+
+
+def migrate_layout(client: Any) -> None:
+    """Bring a store made by an earlier version to this version's representation,
+    with metadata changes only (no part is rewritten, nothing is read back):
+
+    * the column codecs: parts written from now on (inserts, merges) use them;
+    * the lookup projection and the bloom filters on the escalation columns: parts
+      written from now on carry them, older parts are read as before;
+    * payloads.commitment becomes EPHEMERAL: no longer stored for new rows, and no
+      longer readable for old ones (nothing reads it: see PAYLOAD_TABLE_COLUMNS).
+
+    The sorting key stays what it was (ClickHouse cannot change it). Each statement
+    is a no-op on a store made by this version, so this runs at every start."""
+    env = [f"MODIFY COLUMN {f.name} CODEC({_CODECS[f.kind]})" for f in STORED_FIELDS]
+    env += [f"MODIFY COLUMN seq CODEC({SEQ_CODEC})",
+            "MODIFY COLUMN envelope_version CODEC(ZSTD(1))"]
+    env += [f"MODIFY COLUMN {h} CODEC({HASH_CODEC})" for h in HASH_COLUMNS]
+    env += [f"ADD PROJECTION IF NOT EXISTS {name} ({sql})" for name, sql in PROJECTIONS.items()]
+    env += [f"ADD INDEX IF NOT EXISTS idx_{c} {c} TYPE bloom_filter(0.001) GRANULARITY 1"
+            for c in BLOOM_COLUMNS]
+    client.command(f"ALTER TABLE {DB}.envelopes " + ", ".join(env))
+    types = dict(client.query("SELECT name, default_kind FROM system.columns"
+                              " WHERE database = {d:String} AND table = 'payloads'",
+                              parameters={"d": DB}).result_rows)
+    pay = ["MODIFY COLUMN chain_id CODEC(ZSTD(1))", "MODIFY COLUMN record_id CODEC(ZSTD(3))",
+           "MODIFY COLUMN name CODEC(ZSTD(1))", "MODIFY COLUMN start_time CODEC(Delta(8), ZSTD(1))",
+           "MODIFY COLUMN salt CODEC(ZSTD(3))"]
+    if types.get("commitment") != "EPHEMERAL":
+        pay.append("MODIFY COLUMN commitment String EPHEMERAL")
+    client.command(f"ALTER TABLE {DB}.payloads " + ", ".join(pay))
