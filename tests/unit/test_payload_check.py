@@ -112,17 +112,17 @@ def test_deleted_row_is_missing_on_both_paths(store):
 
 def test_added_rows_are_judged_alike_on_both_paths(store):
     chain, _, ids = _seal(store)
-    copy = "record_id, name, start_time, salt, content, commitment"
+    copy = "record_id, name, start_time, salt, content"
     _sql(store,
          # beside a matching row: an orphan of a retried write, ignored
          f"INSERT INTO {P} (chain_id, {copy}) SELECT chain_id, record_id, name, start_time,"
-         f" salt, 'orphan', commitment FROM {P} WHERE record_id = '{ids[0]}' AND name = 'input'",
+         f" salt, 'orphan' FROM {P} WHERE record_id = '{ids[0]}' AND name = 'input'",
          # a name no commitment seals: ignored
          f"INSERT INTO {P} (chain_id, {copy}) SELECT chain_id, record_id, 'extra', start_time,"
-         f" salt, content, commitment FROM {P} WHERE record_id = '{ids[1]}' AND name = 'input'",
+         f" salt, content FROM {P} WHERE record_id = '{ids[1]}' AND name = 'input'",
          # a forged row in place of a deleted one: modified
          f"INSERT INTO {P} (chain_id, {copy}) SELECT chain_id, record_id, name, start_time,"
-         f" salt, 'forged', commitment FROM {P} WHERE record_id = '{ids[2]}' AND name = 'output'")
+         f" salt, 'forged' FROM {P} WHERE record_id = '{ids[2]}' AND name = 'output'")
     _sql(store, f"ALTER TABLE {P} DELETE WHERE record_id = '{ids[2]}' AND name = 'output'"
                 " AND content != 'forged'")
     found, _ = _both(store, chain)
@@ -131,8 +131,9 @@ def test_added_rows_are_judged_alike_on_both_paths(store):
 
 def test_a_row_moved_to_another_record_is_judged_alike_on_both_paths(store):
     chain, _, ids = _seal(store)
-    _sql(store, f"INSERT INTO {P} SELECT chain_id, '{ids[1]}', name, start_time, salt, content,"
-                f" commitment FROM {P} WHERE record_id = '{ids[0]}' AND name = 'input'",
+    _sql(store, f"INSERT INTO {P} (chain_id, record_id, name, start_time, salt, content)"
+                f" SELECT chain_id, '{ids[1]}', name, start_time, salt, content"
+                f" FROM {P} WHERE record_id = '{ids[0]}' AND name = 'input'",
          f"ALTER TABLE {P} DELETE WHERE (record_id = '{ids[0]}' AND name = 'input') OR"
          f" (record_id = '{ids[1]}' AND name = 'input' AND content = 'question 1')")
     found, _ = _both(store, chain)
