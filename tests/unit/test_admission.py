@@ -40,6 +40,9 @@ class _SlowLedger:
         assert self.go.wait(10)
         return AppendResult(accepted=len(records))
 
+    def append_request(self, raw, request, sender=None):
+        return self.append(request.records, sender)
+
 
 def test_request_bytes_waiting_to_be_sealed_are_capped():
     ledger = _SlowLedger()

@@ -345,3 +345,15 @@ def test_small_groups_take_the_reference_lane_large_ones_the_engine(store):
     assert used == [1]  # the large group only
     assert answers == [(10, []), (30, [])]
     assert verify_store(store)["ok"]
+
+
+def test_a_foreign_part_with_only_a_nested_message_is_judged_without_error():
+    """validate's 'carries a value' walk over a foreign part: a nested message (usage,
+    rationale) is looked into, not taken for a value, and never raises."""
+    rec = _ordinary(random.Random(2), 0)
+    rec.event_type = "task_created"
+    rec.ClearField("model_call")
+    rec.review.rationale.SetInParent()            # present, empty: carries nothing
+    assert validate(rec, NOW, Limits()) is None
+    rec.model_call.usage.input_tokens = 3         # a value, two levels down
+    assert validate(rec, NOW, Limits()) == "model_call fields are set on a 'task_created' record"

@@ -456,7 +456,7 @@ def _parts_reference(rec: pb.AuditRecord, limits: Any) -> None:
     Invalid, check_len = validate.Invalid, validate._check_len
     kind = rec.event_type
     for part in ("model_call", "review", "escalation", "resolution", "data_access"):
-        if rec.HasField(part) and part != kind:
+        if rec.HasField(part) and part != kind and _carries(getattr(rec, part)):
             raise Invalid(f"{part} fields are set on a {kind!r} record")
     if kind == "model_call":
         m = rec.model_call
@@ -523,6 +523,12 @@ def _reason(fn: Any, rec: pb.AuditRecord, limits: Any) -> Any:
     except validate.Invalid as exc:
         return str(exc)
     return None
+
+
+def _carries(message) -> bool:
+    # A part present but empty carries nothing: the wire cannot tell it from an absent one.
+    return any(fd.message_type is None or fd.is_repeated or _carries(value)
+               for fd, value in message.ListFields())
 
 
 def test_part_validation_equals_its_old_version_on_random_records():

@@ -130,7 +130,7 @@ def _carries_values(message: Any) -> bool:
     present but empty carries nothing (and the wire format cannot tell it from an
     absent one: the engine lane, which reads the wire format, sees no difference)."""
     for fd, value in message.ListFields():
-        if fd.message_type is None or fd.label == fd.LABEL_REPEATED:
+        if fd.message_type is None or fd.is_repeated:
             return True  # a scalar set, a non-empty map or list
         if _carries_values(value):
             return True
