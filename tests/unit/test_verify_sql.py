@@ -148,7 +148,7 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
                 " SETTINGS mutations_sync = 1")
     store.query(f"ALTER TABLE aitrail.envelopes UPDATE {stray} = 'x' WHERE seq = 4"
                 " SETTINGS mutations_sync = 1")
-    store.query("ALTER TABLE aitrail.envelopes UPDATE task_id = 'T2' WHERE seq = 5"
+    store.query("ALTER TABLE aitrail.envelopes UPDATE request_id = 'R2' WHERE seq = 5"
                 " SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [2, 3, 4, 5] and summary.intact
