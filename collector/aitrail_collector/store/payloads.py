@@ -105,13 +105,8 @@ def commitment_rows(store: Store, chain_id: str, lo: int, hi: int,
                     record_ids: Optional[Sequence[str]] = None) -> Iterator[tuple]:
     """(seq, record_id, commitments) of the records in [lo, hi) that seal payloads
     (only ``record_ids``, when given), streamed."""
-    sql = (f"SELECT seq, record_id, commitments FROM {DB}.envelopes"
-           f" WHERE chain_id = {{c:String}} AND {_WINDOW} AND notEmpty(commitments)")
-    params: dict[str, Any] = {"c": chain_id, "lo": lo, "hi": hi}
-    if record_ids is not None:
-        sql += " AND record_id IN {ids:Array(String)}"
-        params["ids"] = list(record_ids)
-    return store.stream(sql, params)
+    return _window_rows(store, "seq, record_id, commitments", "envelopes",
+                        " AND notEmpty(commitments)", chain_id, lo, hi, record_ids)
 
 
 def window_payload_rows(store: Store, chain_id: str, lo: int, hi: int,
@@ -119,8 +114,15 @@ def window_payload_rows(store: Store, chain_id: str, lo: int, hi: int,
     """(record_id, name, salt, content) of the payload rows in [lo, hi) (only of
     ``record_ids``, when given), streamed: the rows the check holds against the
     commitments of the same window."""
-    sql = (f"SELECT record_id, name, salt, content FROM {DB}.payloads"
-           f" WHERE chain_id = {{c:String}} AND {_WINDOW}")
+    return _window_rows(store, "record_id, name, salt, content", "payloads", "",
+                        chain_id, lo, hi, record_ids)
+
+
+def _window_rows(store: Store, columns: str, table: str, extra: str, chain_id: str,
+                 lo: int, hi: int, record_ids: Optional[Sequence[str]]) -> Iterator[tuple]:
+    # columns, table and extra are constants of this module; values are parameters.
+    sql = (f"SELECT {columns} FROM {DB}.{table}"
+           f" WHERE chain_id = {{c:String}} AND {_WINDOW}{extra}")
     params: dict[str, Any] = {"c": chain_id, "lo": lo, "hi": hi}
     if record_ids is not None:
         sql += " AND record_id IN {ids:Array(String)}"
