@@ -105,11 +105,10 @@ class EngineLane:
         """Seal and store the requests of ``group`` (each with ``raw``, ``request``,
         ``sender`` and ``result``); fills in each result. Returns (the new head seq,
         the new head hash, the leaf hashes stored, by seq)."""
-        sql = self.sql
         try:
             return self._commit(group, head_seq, head_hash)
         finally:
-            sql.clear()
+            self.sql.clear()
 
     def _commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
                 ) -> tuple[int, bytes, bytes]:

@@ -89,14 +89,10 @@ def _types_of(part: Part) -> tuple[str, ...]:
 
 
 def _layouts() -> list[tuple[tuple[str, ...], Part, PartField]]:
-    """(event types, part, field) for every field that some event type seals."""
-    out = []
-    for part in _ALL_PARTS:
-        for f in part.fields:
-            out.append((_types_of(part), part, f))
-    # A redaction seals its data_access.purpose as the erase_reason payload; it is made
-    # by the collector only, so a client's redaction is refused and never stored here.
-    return out
+    """(event types, part, field) for every field of every part. The redaction layout
+    (data_access.purpose sealed as erase_reason) is left out: redactions are made by
+    the collector only, so a client's is refused and never stored by this lane."""
+    return [(_types_of(part), part, f) for part in _ALL_PARTS for f in part.fields]
 
 
 def _for_types(types: tuple[str, ...], expr: str, zero: str) -> str:
