@@ -354,3 +354,20 @@ def test_processor_makes_the_same_records_in_process(memory_sdk):
     receiver = records_of(encode_spans(finished[:1]), Redactor(KEY)).records
     assert [r.record_id for r in receiver] == [call.record_id, evaluation.record_id]
     assert receiver[0].model_call.input == call.model_call.input  # one key, one redaction
+
+
+def test_streaming_error_and_response_id_as_each_dialect_says_them():
+    oi = dict(OPENINFERENCE, **{
+        "llm.invocation_parameters": json.dumps({"model": "gpt-4o", "stream": True}),
+        "output.mime_type": "application/json",
+        "output.value": json.dumps({"id": "chatcmpl-oi", "object": "chat.completion"})})
+    (span,) = spans(("ChatCompletion", oi), events=[("exception", {
+        "exception.type": "openai.RateLimitError", "exception.message": "429"})],
+        status=Status(StatusCode.ERROR))
+    (d,) = drafts_for(view_of(span))
+    assert d["streamed"] is True and d["response_id"] == "chatcmpl-oi"
+    assert d["error_type"] == "openai.RateLimitError" and d["error_message"] == "429"
+    (legacy,) = spans(("openai.chat", dict(LEGACY, **{"gen_ai.is_streaming": True})))
+    assert drafts_for(view_of(legacy))[0]["streamed"] is True
+    (plain,) = spans(("chat", SEMCONV))
+    assert drafts_for(view_of(plain))[0]["streamed"] is False

@@ -146,16 +146,35 @@ def _model_call(span: SpanView, attrs: Attributes, options: MappingOptions) -> d
         "output_tokens": _first_int(attrs, ("gen_ai.usage.output_tokens",
                                             "gen_ai.usage.completion_tokens",
                                             "llm.token_count.completion")),
-        "streamed": _is_true(attrs.get("gen_ai.request.stream")
-                             if "gen_ai.request.stream" in attrs
-                             else attrs.get("llm.is_streaming")),
-        "response_id": _first_text(attrs, ("gen_ai.response.id",)),
+        "streamed": _streamed(attrs, params),
+        "response_id": _first_text(attrs, ("gen_ai.response.id",)) or _response_json_id(attrs),
         "attributes": _kept_attributes(span, attrs),
     })
+    exception = next((e.attributes for e in span.events if e.name == "exception"), {})
     if span.status_code == STATUS_ERROR or attrs.get("error.type"):
-        d["error_type"] = _text(attrs.get("error.type")) or "error"
-        d["error_message"] = span.status_message
+        d["error_type"] = (_first_text(attrs, ("error.type",))
+                           or _first_text(exception, ("exception.type",)) or "error")
+        d["error_message"] = span.status_message or _text(exception.get("exception.message"))
     return d
+
+
+def _streamed(attrs: Attributes, params: Mapping[str, str]) -> bool:
+    """Conventions: gen_ai.request.stream; OpenLLMetry: gen_ai.is_streaming;
+    OpenInference only says so in its invocation parameters."""
+    for key in ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming"):
+        if key in attrs:
+            return _is_true(attrs[key])
+    return params.get("stream") == "true"
+
+
+def _response_json_id(attrs: Attributes) -> str:
+    """OpenInference has no response-id attribute; its output.value is the
+    provider's JSON response, whose ``id`` is the response id."""
+    if attrs.get("output.mime_type") != "application/json":
+        return ""
+    body = _json(attrs.get("output.value"))
+    return _text(body.get("id")) if isinstance(body, dict) and isinstance(body.get("id"), str) \
+        else ""
 
 
 _REQUEST_PREFIX = "gen_ai.request."
@@ -180,7 +199,7 @@ def _parameters(attrs: Attributes) -> dict[str, str]:
 _KEPT_KEYS = ("gen_ai.operation.name", "gen_ai.response.finish_reasons",
               "gen_ai.conversation.id", "gen_ai.response.id", "gen_ai.output.type",
               "gen_ai.agent.name", "gen_ai.agent.id", "session.id", "user.id",
-              "openinference.span.kind", "llm.request.type", "error.type",
+              "openinference.span.kind", "llm.request.type", "llm.finish_reason", "error.type",
               "server.address")
 _KEPT_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
 _COLUMN_KEYS = frozenset({"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
