@@ -112,6 +112,14 @@ def _review_head(ev: dict[str, Any]) -> str:
             f" after {ev['time_spent_ms'] / 1000:.1f} s")
 
 
+def _evaluation_head(ev: dict[str, Any]) -> str:
+    head = f"  {ev['evaluation_name']}"
+    verdict = " ".join(x for x in (
+        ev.get("score_label") or "",
+        f"({ev['score_value']:g})" if ev.get("score_value") is not None else "") if x)
+    return f"{head}: {verdict}" if verdict else head
+
+
 def _review_reason(ev: dict[str, Any]) -> list[str]:
     why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
                                 f"policy {ev['policy_ref']}") if x)
@@ -126,7 +134,8 @@ def _error(ev: dict[str, Any]) -> list[str]:
 
 # Headlines and lines the table of event types cannot say as a template.
 _HEADS: dict[str, Callable[[dict[str, Any]], str]] = {"model_call": _model_call_head,
-                                            "review": _review_head}
+                                            "review": _review_head,
+                                            "evaluation": _evaluation_head}
 _BEFORE: dict[str, Callable[[dict[str, Any]], list[str]]] = {"review": _review_reason}
 _AFTER: dict[str, Callable[[dict[str, Any]], list[str]]] = {"model_call": _error}
 
