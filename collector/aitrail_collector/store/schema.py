@@ -22,7 +22,7 @@ from typing import Any
 
 from clickhouse_connect.driver import options as clickhouse_options
 
-from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS
+from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS, V3_COLUMNS
 from aitrail_collector.errors import StoreError
 
 DB = "aitrail"
@@ -36,9 +36,9 @@ _CH_TYPES = {
     "map": "Map(String, String)",
 }
 HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
-# envelope_version: which canonical encoding the row was sealed under (1 or 2); the
+# envelope_version: which canonical encoding the row was sealed under (1, 2 or 3); the
 # row has every column of every version (envelope.STORED_FIELDS), the other
-# version's at their zero value.
+# versions' at their zero value.
 ENVELOPE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES + HASH_COLUMNS
 PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
 
@@ -227,6 +227,11 @@ def ensure_schema(client: Any, retention_days: int) -> None:
                    " ADD COLUMN IF NOT EXISTS principal_kind LowCardinality(String)"
                    " AFTER sdk_version,"
                    " ADD COLUMN IF NOT EXISTS principal_id String AFTER principal_kind")
+    # Stores made before envelope v3: their rows gain v3's columns at their zero value
+    # (what a v1 or v2 row holds in them). Metadata only, like the v2 columns above.
+    client.command(f"ALTER TABLE {DB}.envelopes " + ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {_column(f.name, f.kind)} AFTER {after}"
+        for f, after in V3_COLUMNS))
     migrate_layout(client)
     create_views(client)
 
