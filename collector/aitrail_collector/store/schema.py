@@ -220,20 +220,26 @@ def ensure_schema(client: Any, retention_days: int) -> None:
     client.command(checkpoint_ddl())
     for table in ("envelopes", "payloads"):  # stores made before the window was 0
         client.command(f"ALTER TABLE {DB}.{table} MODIFY SETTING {DEDUP_OFF}")
-    # Stores made before envelope v2: their rows are v1 (the default), and gain v2's
-    # columns empty. Metadata only: no part is rewritten.
+    add_version_columns(client)
+    migrate_layout(client)
+    create_views(client)
+
+
+def add_version_columns(client: Any) -> None:
+    """Give a store made before envelope v2 or v3 the columns of every version, at their
+    zero value (what an older row holds in them): every reader selects them all. Metadata
+    only: no part is rewritten, no row changes. Run at every start of a collector, and
+    when the CLI opens a store directly (an older store verified by this version)."""
+    # Before v2: the rows are v1 (the default), and gain v2's columns empty.
     client.command(f"ALTER TABLE {DB}.envelopes"
                    " ADD COLUMN IF NOT EXISTS envelope_version UInt8 DEFAULT 1 AFTER seq,"
                    " ADD COLUMN IF NOT EXISTS principal_kind LowCardinality(String)"
                    " AFTER sdk_version,"
                    " ADD COLUMN IF NOT EXISTS principal_id String AFTER principal_kind")
-    # Stores made before envelope v3: their rows gain v3's columns at their zero value
-    # (what a v1 or v2 row holds in them). Metadata only, like the v2 columns above.
+    # Before v3: v3's columns (a model response's id, an evaluation's fields).
     client.command(f"ALTER TABLE {DB}.envelopes " + ", ".join(
         f"ADD COLUMN IF NOT EXISTS {_column(f.name, f.kind)} AFTER {after}"
         for f, after in V3_COLUMNS))
-    migrate_layout(client)
-    create_views(client)
 
 
 def migrate_layout(client: Any) -> None:
