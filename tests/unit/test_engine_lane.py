@@ -379,3 +379,32 @@ def test_a_foreign_part_with_only_a_nested_message_is_judged_without_error():
     assert validate(rec, NOW, Limits()) is None
     rec.model_call.usage.input_tokens = 3         # a value, two levels down
     assert validate(rec, NOW, Limits()) == "model_call fields are set on a 'task_created' record"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_envelope_version_refuses_what_only_v3_can_seal(store, version):
+    """--envelope-version 1 or 2 has no column for an evaluation or a model call's
+    response id: such a record is refused with the reason, never sealed without them."""
+    _fresh(store)
+    ledger = Ledger(store, "main", Limits(), envelope_version=version)
+    assert not ledger.uses_engine  # older versions are sealed by the reference lane
+    ledger.clock = lambda: NOW
+    def record(kind: str) -> pb.AuditRecord:
+        return pb.AuditRecord(record_id=str(uuid.uuid4()), event_type=kind, task_id="T-1",
+                              start_time_unix_nano=NOW, service="svc")
+    plain, with_id, evaluation = record("model_call"), record("model_call"), record("evaluation")
+    plain.model_call.model = "m"
+    with_id.model_call.model, with_id.model_call.response_id = "m", "chatcmpl-1"
+    evaluation.evaluation.name = "relevance"
+    try:
+        result = ledger.append([plain, with_id, evaluation], Sender())
+    finally:
+        ledger.close()
+    assert result.accepted == 1
+    assert [(i, reason) for i, _, reason in result.rejected] == [
+        (1, "model_call.response_id needs envelope v3 (this collector seals an older "
+            "version)"),
+        (2, "evaluation records need envelope v3 (this collector seals an older version)")]
+    assert verify_store(store)["ok"]
+    rows = _stored(store)[0]
+    assert [r["envelope_version"] for r in rows] == [version]
