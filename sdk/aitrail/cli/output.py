@@ -70,7 +70,8 @@ def _cell(rec: dict[str, Any], col: str) -> str:
     if col == "model":
         return _model(rec)
     if col == "decision":
-        return rec.get("decision") or rec.get("resolution_outcome") or ""
+        # An evaluation's verdict in words (its name and score: aitrail timeline).
+        return rec.get("decision") or rec.get("resolution_outcome") or rec.get("score_label") or ""
     value = rec.get(col)
     if col == "confidence":
         return "" if value is None else f"{value:.2f}"
