@@ -121,10 +121,11 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
                    help="likewise past this many request bytes (default 256 MiB)")
     g = p.add_argument_group("compatibility")
-    g.add_argument("--envelope-version", type=int, choices=(1, 2), default=d.envelope_version,
+    g.add_argument("--envelope-version", type=int, choices=(1, 2, 3), default=d.envelope_version,
                    help="seal new records under this canonical encoding (default %(default)s; "
                         "1 only for verifiers that predate v2: it seals free text and no "
-                        "principal in the envelope)")
+                        "principal in the envelope; 1 and 2 refuse evaluation records and "
+                        "model response ids, which need v3)")
 
 
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:

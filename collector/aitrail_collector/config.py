@@ -89,13 +89,13 @@ class CollectorConfig:
     demo: bool = False                   # the demo: a trust root in the data dir is expected
     users: Optional[str] = None          # console accounts file; default DataDir.users
     session_idle_s: float = 1800.0
-    envelope_version: int = 2            # the canonical encoding new records are sealed under
+    envelope_version: int = 3            # the canonical encoding new records are sealed under
     shutdown_limit_s: float = 60.0       # a shutdown stuck this long dumps stacks, exits 1
     signal_poll_s: float = 0.2
 
     def validate(self) -> None:
-        if self.envelope_version not in (1, 2):
-            raise ConfigError("--envelope-version must be 1 or 2")
+        if self.envelope_version not in (1, 2, 3):
+            raise ConfigError("--envelope-version must be 1, 2 or 3")
         if self.retention_days < 1:
             raise ConfigError("--retention-days must be at least one day")
         if min(self.checkpoint_interval, self.checkpoint_max_quiet, self.checkpoint_latency) <= 0:

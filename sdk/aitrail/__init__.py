@@ -25,6 +25,7 @@ from aitrail.instrument import (
     current_call,
     data_access,
     escalate,
+    evaluate,
     event,
     flush,
     model_call,
@@ -38,6 +39,6 @@ from aitrail.version import SDK_VERSION as __version__
 
 __all__ = [
     "AuditUnavailable", "Rationale", "configure", "current_call", "data_access", "escalate",
-    "event", "flush",
+    "evaluate", "event", "flush",
     "model_call", "resolve", "review", "shutdown", "stats", "task", "__version__",
 ]

@@ -284,3 +284,47 @@ def test_odd_task_ids_open_their_own_timeline_from_search(browser, console_site)
         assert page.locator("[data-testid=task-id]").inner_text() == task
         assert page.locator("[data-testid=timeline] li").count() == 1
     page.context.close()
+
+
+def test_an_evaluation_shows_in_the_timeline_beside_the_review(browser, console_site):
+    """An evaluation of a model response (envelope v3) in its task's timeline, beside
+    the review of the same response, and in search with the event-type filter."""
+    from support import make_record, stub
+
+    from aitrail.v1 import audit_pb2 as pb
+    task = {"task_id": "T-console-eval"}
+    records = [
+        make_record("model_call", **task, **{"model_call.model": "triage-llm",
+                                             "model_call.response_id": "chatcmpl-eval-1",
+                                             "model_call.output": "category: refund"}),
+        make_record("evaluation", **task, **{
+            "evaluation.name": "relevance", "evaluation.score_value": 0.82,
+            "evaluation.score_label": "relevant", "evaluation.response_id": "chatcmpl-eval-1",
+            "evaluation.explanation": "answers the question asked"}),
+        make_record("review", **task, **{"review.reviewer_id": "rev-ann",
+                                         "review.decision": "approve"}),
+    ]
+    for n, rec in enumerate(records):
+        rec.start_time_unix_nano += n * 10**6
+    assert stub(console_site.grpc).Export(pb.ExportRequest(records=records),
+                                          timeout=60).accepted == len(records)
+    page = _sign_in(browser, console_site, "audrey")
+    page.goto(console_site.url + "/console/search?preset=all&type=evaluation")
+    assert page.locator("input[name=type][value=evaluation]").is_checked()
+    cells = page.locator("[data-testid=results] tbody tr td").all_inner_texts()
+    assert "evaluation: relevance" in cells and "relevant (0.82)" in cells
+    page.locator("[data-testid=results] tbody a", has_text="T-console-eval").first.click()
+    page.wait_for_load_state()
+    events = page.locator("[data-testid=timeline] > li")
+    assert [events.nth(i).get_attribute("data-event-type") for i in range(events.count())] \
+        == ["model_call", "evaluation", "review"]
+    evaluation = page.locator("li[data-event-type=evaluation]")
+    assert evaluation.locator("[data-testid=evaluation-name]").inner_text() == "relevance"
+    assert evaluation.locator("[data-testid=score-label]").inner_text() == "relevant"
+    assert evaluation.locator("[data-testid=score]").inner_text() == "0.82"
+    assert evaluation.locator("[data-testid=explanation]").inner_text() == \
+        "answers the question asked"
+    assert evaluation.locator("[data-testid=response-id]").inner_text() == "chatcmpl-eval-1"
+    assert page.locator("li[data-event-type=model_call] [data-testid=response-id]"
+                        ).inner_text() == "chatcmpl-eval-1"
+    page.context.close()

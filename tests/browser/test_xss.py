@@ -189,10 +189,12 @@ def test_timeline_shows_every_payload_as_text(auditor, site):
 def test_search_page_shows_payloads_as_text(auditor, site):
     for kind, task in enumerate(TASKS):
         text = auditor.open("/console/search?" + _q(preset="all", task=task))
-        assert "5 records match" in text, text[:2000]
+        # One record of each event type a client may send.
+        assert "6 records match" in text, text[:2000]
         for name in ("task_id", "model_call.model", "model_call.prompt_version",
                      "review.reviewer_id", "escalation.from_reviewer",
-                     "resolution.outcome", "data_access.actor"):
+                     "resolution.outcome", "data_access.actor", "evaluation.name",
+                     "evaluation.score_label"):
             assert site.shown[kind][name] in text, (kind, name)
         # Every link on the page stays on the console.
         hrefs = auditor.page.eval_on_selector_all("a[href]", "as => as.map(a => a.href)")

@@ -175,15 +175,15 @@ def test_rewritten_history_with_recomputed_hashes_is_caught_by_the_checkpoints(s
     """An attacker who edits a record and recomputes its leaf and every later chain
     hash leaves a chain that links up; only the signed roots give it away."""
     from aitrail.verify.chain import Sealer
-    from aitrail.verify.envelope import FIELDS
-    names = [f.name for f in FIELDS]
+    from aitrail.verify.envelope import CURRENT_VERSION, FIELDS
+    names = [f.name for f in FIELDS]  # the store's rows are all of the current version
     sel = ", ".join(f"toUnixTimestamp64Nano({n})" if f.kind == "time" else n
                     for n, f in zip(names, FIELDS))
     rows = engine(signed_store, f"SELECT seq, {sel} FROM {E} ORDER BY seq")[0]
     sealer = Sealer("main")
     updates = []
     for row in rows:
-        env = dict(zip(names, row[1:]), envelope_version=2)
+        env = dict(zip(names, row[1:]), envelope_version=CURRENT_VERSION)
         env["confidence"] = None
         if row[0] == 4:
             env["resolution_outcome"] = "approved everything"

@@ -170,6 +170,12 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
                 return text
             echo(cell)
             sdk.resolve(resolution=cell, final_decision=cell)
+    # Evaluations: a score is any finite number, and each spelling of one is the engine's.
+    scores = (42.0, -0.0, 0.82, 1e-07, 2.5e-05, -1e300, 1e21, 123456789012345678.0, None)
+    with sdk.task("T-scores"):
+        for score in scores:
+            sdk.evaluate(name="relevance", score=score, label="-1 ok, \"quoted\"",
+                         explanation="=explained", response_id="chatcmpl-1")
     assert sdk.flush(30)
     collector.stop()
     engine(collector.data_dir,
@@ -180,9 +186,10 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
     collector.start()
 
     # The reads themselves are sealed as data_access records; leave them out of both.
-    kinds = "&".join(f"type={t}" for t in ("model_call", "review", "escalation", "resolution"))
+    kinds = "&".join(f"type={t}" for t in ("model_call", "review", "escalation", "resolution",
+                                           "evaluation"))
     records = collector.get(f"/api/v1/records?limit=10000&{kinds}")["records"]
-    assert len(records) == 7 + 2 * (len(FORMULA_CELLS) + 3)
+    assert len(records) == 7 + 2 * (len(FORMULA_CELLS) + 3) + len(scores)
     assert {"[erased]", "[payload does not match its sealed commitment]"} <= {
         v for r in records for v in r.values() if isinstance(v, str)}
     with __import__("urllib.request").request.urlopen(
@@ -190,6 +197,12 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
         exported = r.read()
     assert exported == "".join(csv_lines(records)).encode("utf-8")
     rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8"))))
+    evaluations = [r for r in rows if r["event_type"] == "evaluation"]
+    assert sorted(r["score_value"] for r in evaluations) == sorted(
+        ["42", "-0", "0.82", "1e-7", "0.000025", "-1e300", "1e21", "123456789012345680", ""])
+    assert {(r["explanation"], r["score_label"]) for r in evaluations} == {
+        ("'=explained", "'-1 ok, \"quoted\"")}
+    rows = [r for r in rows if r["event_type"] != "evaluation"]
     assert rows[4]["task_id"] == "'=SUM(A1)" and rows[4]["parameters"] == "a=x,y;b=-1"
     for row in rows[7:]:
         task = row["task_id"].removeprefix("'")

@@ -13,6 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 import grpc
+import pytest
 from support import CollectorProc, cli, engine, make_record, stub
 
 from aitrail.v1 import audit_pb2 as pb
@@ -56,15 +57,17 @@ def _timeline(proc: CollectorProc, task: str) -> dict[str, dict]:
     return {e["event_type"]: e for e in events}
 
 
-def test_free_text_is_sealed_as_payloads_and_erasure_removes_it_from_disk(tmp_path):
-    proc = CollectorProc(tmp_path / "store").start()
+@pytest.mark.parametrize("version", [2, 3])
+def test_free_text_is_sealed_as_payloads_and_erasure_removes_it_from_disk(tmp_path, version):
+    # v2's rule, kept by v3 (the default), which adds an evaluation's explanation.
+    proc = CollectorProc(tmp_path / "store", "--envelope-version", str(version)).start()
     try:
         assert _send(proc.grpc, _text_records("T-text", "v2")).accepted == 3
         shown = _timeline(proc, "T-text")
         assert shown["escalation"]["escalation_reason"] == f"v2 escalation {SECRET}"
         assert shown["resolution"]["final_decision"] == f"v2 final {SECRET}"
         assert shown["model_call"]["error_message"] == f"v2 error {SECRET}"
-        assert {e["envelope_version"] for e in shown.values()} == {2}
+        assert {e["envelope_version"] for e in shown.values()} == {version}
         out = cli("erase", "--task", "T-text", "--reason", "GDPR request REQ-17", "--url",
                   proc.url)
         assert out.returncode == 0, out.stderr
@@ -149,44 +152,64 @@ def test_mutual_tls_clients_are_sealed_by_their_certificate_subject(tmp_path):
 
 
 def test_records_sealed_as_v1_keep_verifying_after_the_upgrade(tmp_path):
+    """A store sealed under v1, then v2, then v3 (the default): every version verifies,
+    and each record's proof bundle is of its own version."""
     data = tmp_path / "store"
     old = CollectorProc(data, "--envelope-version", "1").start()
     try:
         assert _send(old.grpc, _text_records("T-v1", "old")).accepted == 3
+        # v1 has no column for an evaluation: refused, not stored without its fields.
+        refused = _send(old.grpc, [make_record("evaluation", task_id="T-v1",
+                                               **{"evaluation.name": "relevance"})])
+        assert refused.accepted == 0 and "need envelope v3" in refused.rejected[0].reason
         assert cli("erase", "--task", "T-v1", "--reason", "old erasure",
                    "--url", old.url).returncode == 0
         v1_id = old.get("/api/v1/records?task=T-v1&type=escalation")["records"][0]["record_id"]
     finally:
         old.stop()
-    new = CollectorProc(data).start()
+    mid = CollectorProc(data, "--envelope-version", "2").start()
     try:
         records = _text_records("T-v2", "new")
-        assert _send(new.grpc, records).accepted == 3
+        assert _send(mid.grpc, records).accepted == 3
+    finally:
+        mid.stop()
+    new = CollectorProc(data).start()
+    try:
+        evaluation = make_record("evaluation", task_id="T-v3", **{
+            "evaluation.name": "relevance", "evaluation.score_value": -2.5,
+            "evaluation.score_label": "off topic", "evaluation.response_id": "chatcmpl-9",
+            "evaluation.explanation": f"about {SECRET}"})
+        assert _send(new.grpc, [evaluation]).accepted == 1
         v1_shown, v2_shown = _timeline(new, "T-v1"), _timeline(new, "T-v2")
+        v3_shown = _timeline(new, "T-v3")
         assert {e["envelope_version"] for e in v1_shown.values()} == {1}
         assert {e["envelope_version"] for e in v2_shown.values()} == {2}
+        assert v3_shown["evaluation"]["envelope_version"] == 3
+        assert (v3_shown["evaluation"]["score_value"], v3_shown["evaluation"]["explanation"]
+                ) == (-2.5, f"about {SECRET}")
         # v1 sealed the free text in the envelope: erasure could not take it (the reason
         # v2 exists); a v1 redaction's reason reads the same as a v2 one's.
         assert v1_shown["escalation"]["escalation_reason"] == f"old escalation {SECRET}"
         assert v1_shown["redaction"]["erase_reason"] == "old erasure"
         assert v2_shown["escalation"]["escalation_reason"] == f"new escalation {SECRET}"
         bundles = {}
-        for name, rid in (("v1", v1_id), ("v2", records[0].record_id)):
+        for name, rid in (("v1", v1_id), ("v2", records[0].record_id),
+                          ("v3", evaluation.record_id)):
             path = tmp_path / f"{name}.json"
             out = cli("prove", rid, "--url", new.url, "-o", str(path))
             assert out.returncode == 0, out.stderr
             bundles[name] = path
     finally:
         new.stop()
-    assert json.loads(bundles["v1"].read_text())["format"] == "aitrail-proof-bundle/v1"
-    assert json.loads(bundles["v2"].read_text())["format"] == "aitrail-proof-bundle/v2"
+    for name, path in bundles.items():
+        assert json.loads(path.read_text())["format"] == f"aitrail-proof-bundle/{name}"
     for path in bundles.values():
         out = subprocess.run([sys.executable, "-m", "aitrail.cli", "verify-proof", str(path),
                               "--public-key", str(data / "signing-key.pub")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
     versions = engine(data, f"SELECT envelope_version, count() FROM {E} GROUP BY 1 ORDER BY 1")
-    assert [v for v, _ in versions[0]] == [1, 2]
+    assert [v for v, _ in versions[0]] == [1, 2, 3]
     ok = cli("verify", "--data-dir", str(data))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     # A v1 row's free text is still bound by its leaf hash.

@@ -1,8 +1,8 @@
 """A store made by the previous version's DDL (tests/testdata/store-ddl-issue11.sql:
 LZ4 everywhere, ORDER BY (chain_id, event_type, start_time, seq), a stored
-payloads.commitment column, no projections) is opened by this version: the schema is
-migrated with metadata changes only, and the store still verifies and answers queries,
-old rows and new rows alike."""
+payloads.commitment column, no projections, and no envelope v3 columns: its rows are
+v2) is opened by this version: the schema is migrated with metadata changes only, and
+the store still verifies and answers queries, old rows and new (v3) rows alike."""
 
 from __future__ import annotations
 
@@ -30,15 +30,21 @@ def _send(proc: CollectorProc, records: list) -> None:
     assert reply.accepted == len(records) and not reply.rejected, reply
 
 
+# The columns envelope v3 added (aitrail.verify.envelope.V3_COLUMNS): not in the old DDL.
+V3_COLUMNS = ("response_id", "evaluation_name", "score_value", "score_label")
+
+
 def _as_old_store(data_dir: Path) -> None:
     """Rebuild the tables of a (stopped) store with the previous version's DDL, rows
-    unchanged; the old payload table stores each row's commitment (the sealed one)."""
+    unchanged (sealed as v2: the old DDL has no v3 column); the old payload table
+    stores each row's commitment (the sealed one)."""
     text = "\n".join(line for line in OLD_DDL.splitlines() if not line.startswith("--"))
     old = [s.strip() for s in text.split(";") if s.strip()]
     engine(data_dir,
            "RENAME TABLE aitrail.envelopes TO aitrail.env_new, aitrail.payloads TO aitrail.pay_new",
            *old,
-           "INSERT INTO aitrail.envelopes SELECT * FROM aitrail.env_new",
+           "INSERT INTO aitrail.envelopes SELECT * EXCEPT (" + ", ".join(V3_COLUMNS) + ")"
+           " FROM aitrail.env_new",
            "INSERT INTO aitrail.payloads (chain_id, record_id, name, start_time, salt, content,"
            " commitment) SELECT p.chain_id, p.record_id, p.name, p.start_time, p.salt, p.content,"
            " e.commitments[p.name] FROM aitrail.pay_new AS p JOIN aitrail.env_new AS e"
@@ -48,6 +54,7 @@ def _as_old_store(data_dir: Path) -> None:
                  "SHOW CREATE TABLE aitrail.envelopes")
     assert "EPHEMERAL" not in ddl[0][0][0] and "PROJECTION" not in ddl[1][0][0]
     assert "ORDER BY (chain_id, event_type, start_time, seq)" in ddl[1][0][0]
+    assert not any(f"`{c}`" in ddl[1][0][0] for c in V3_COLUMNS)
 
 
 def _verify(data_dir: Path) -> dict:
@@ -64,7 +71,7 @@ def _timeline(url: str, task: str) -> list[dict]:
 
 def test_a_store_made_by_the_previous_ddl_migrates_verifies_and_answers(tmp_path):
     data_dir = tmp_path / "data"
-    proc = CollectorProc(data_dir).start()
+    proc = CollectorProc(data_dir, "--envelope-version", "2").start()  # as the old one did
     try:
         _send(proc, _ticket("T-old", "rev-ann"))
     finally:
@@ -74,12 +81,26 @@ def test_a_store_made_by_the_previous_ddl_migrates_verifies_and_answers(tmp_path
 
     proc = CollectorProc(data_dir).start()  # ensure_schema migrates
     try:
-        _send(proc, _ticket("T-new", "rev-ann"))
+        ticket = _ticket("T-new", "rev-ann")
+        evaluation = make_record("evaluation", task_id="T-new", **{
+            "evaluation.name": "relevance", "evaluation.score_value": 0.5,
+            "evaluation.score_label": "partly", "evaluation.explanation": "half of it",
+            "evaluation.response_id": "chatcmpl-1"})
+        _send(proc, ticket + [evaluation])
         for task in ("T-old", "T-new"):
             events = _timeline(proc.url, task)
-            assert [e["event_type"] for e in events] == ["model_call", "review", "resolution"]
+            assert [e["event_type"] for e in events][:3] == ["model_call", "review",
+                                                             "resolution"]
             assert events[0]["input"] == f"ticket {task}"  # payloads read and checked
             assert events[1]["rationale"] == f"why {task}"
+            assert {e["envelope_version"] for e in events} == {2 if task == "T-old" else 3}
+            # The old rows read the v3 columns at their zero value.
+            assert all(e["response_id"] == "" and e["score_value"] is None
+                       for e in events if e["event_type"] != "evaluation")
+        sealed = _timeline(proc.url, "T-new")[3]
+        assert (sealed["evaluation_name"], sealed["score_value"], sealed["score_label"],
+                sealed["explanation"], sealed["response_id"]) == (
+            "relevance", 0.5, "partly", "half of it", "chatcmpl-1")
         found = json.loads(cli("query", "--url", proc.url, "--reviewer", "rev-ann",
                                "--format", "json").stdout)["records"]
         assert sorted(r["task_id"] for r in found) == ["T-new", "T-old"]

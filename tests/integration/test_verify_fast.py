@@ -1,5 +1,5 @@
 """The engine path of verification (store/verify_sql.py) and the reference path give the
-same report, on a real store from a collector (every event type, envelope v1 and v2
+same report, on a real store from a collector (every event type, envelope v1, v2 and v3
 rows) left untouched and after each kind of tampering the other suites make."""
 
 from __future__ import annotations
@@ -38,14 +38,24 @@ def _records(tag: str) -> list:
     access = make_record("data_access", task_id=f"T-{tag}-3", **{
         "data_access.actor": "auditor", "data_access.resource": "r", "data_access.purpose": "p"})
     plain = make_record("model_call", task_id=f"T-{tag}-4", **{"model_call.model": "m"})
-    return [call, review, esc, res, created, access, plain]
+    if tag != "v3":  # older versions have no column for what follows
+        return [call, review, esc, res, created, access, plain]
+    call.model_call.response_id = "chatcmpl-v3"
+    evaluation = make_record("evaluation", task_id=f"T-{tag}-1", **{
+        "evaluation.name": "relevance", "evaluation.score_value": -12.5,
+        "evaluation.score_label": "off", "evaluation.explanation": f"{tag} why",
+        "evaluation.response_id": "chatcmpl-v3"})
+    label_only = make_record("evaluation", task_id=f"T-{tag}-4", **{
+        "evaluation.name": "toxicity", "evaluation.score_label": "none"})
+    return [call, review, esc, res, created, access, plain, evaluation, label_only]
 
 
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory):
-    """A stopped store: v1 rows, then v2 rows, then an erasure (a redaction record)."""
+    """A stopped store: v1 rows, then v2 rows, then an erasure (a redaction record), then
+    v3 rows (evaluations among them)."""
     data = tmp_path_factory.mktemp("fast") / "store"
-    for version in (1, 2):
+    for version in (1, 2, 3):
         proc = CollectorProc(data, "--envelope-version", str(version)).start()
         try:
             for rec in _records(f"v{version}"):  # one batch each: seq follows the list
@@ -58,7 +68,7 @@ def base_store(tmp_path_factory):
         finally:
             proc.stop()
     versions = engine(data, f"SELECT envelope_version, count() FROM {E} GROUP BY 1 ORDER BY 1")[0]
-    assert [v for v, _ in versions] == [1, 2], versions
+    assert [v for v, _ in versions] == [1, 2, 3], versions
     return data
 
 
@@ -122,20 +132,38 @@ def _other_version_column(d: Path) -> None:
               " SETTINGS mutations_sync = 1")
 
 
+def _edit_evaluation(d: Path) -> None:
+    """A v3 evaluation's score and another's name edited; a v3 column written into a v2
+    row (which does not seal it)."""
+    scored = _seq_of(d, "envelope_version = 3 AND event_type = 'evaluation'")
+    named = _seq_of(d, "envelope_version = 3 AND event_type = 'evaluation' AND"
+                       " isNull(score_value)")
+    v2 = _seq_of(d, "envelope_version = 2 AND event_type = 'model_call'")
+    engine(d, f"ALTER TABLE {E} UPDATE score_value = 12.5 WHERE seq = {scored}"
+              " SETTINGS mutations_sync = 1",
+           f"ALTER TABLE {E} UPDATE evaluation_name = 'harmless' WHERE seq = {named}"
+              " SETTINGS mutations_sync = 1",
+           f"ALTER TABLE {E} UPDATE response_id = 'x' WHERE seq = {v2}"
+              " SETTINGS mutations_sync = 1")
+
+
 def _rewrite_history(d: Path) -> None:
-    """Edit a v2 record and recompute its leaf and every later chain hash: the chain
-    links up, and only the signed checkpoints give it away."""
+    """Edit a v2 record and recompute its leaf and every later chain hash (v2 and v3
+    rows): the chain links up, and only the signed checkpoints give it away."""
     from aitrail.verify.chain import Sealer
-    from aitrail.verify.envelope import FIELDS
+    from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS
     first = _seq_of(d, "envelope_version = 2")
     sel = ", ".join(f"toUnixTimestamp64Nano({f.name})" if f.kind == "time" else f.name
-                    for f in FIELDS)
+                    for f in STORED_FIELDS)
     (head,), = engine(d, f"SELECT hex(chain_hash) FROM {E} WHERE seq = {first - 1}")[0]
-    rows = engine(d, f"SELECT seq, {sel} FROM {E} WHERE seq >= {first} ORDER BY seq")[0]
+    rows = engine(d, f"SELECT seq, envelope_version, {sel} FROM {E} WHERE seq >= {first}"
+                     " ORDER BY seq")[0]
     sealer = Sealer("main", first - 1, bytes.fromhex(head))
     updates = []
     for row in rows:
-        env = dict(zip([f.name for f in FIELDS], row[1:]), envelope_version=2)
+        stored = dict(zip([f.name for f in STORED_FIELDS], row[2:]))
+        env = {f.name: stored[f.name] for f in VERSION_FIELDS[row[1]]}
+        env["envelope_version"] = row[1]
         if row[0] == first + 3:
             env["host"] = "rewritten"
         link = sealer.seal(env)
@@ -149,7 +177,8 @@ def _rewrite_history(d: Path) -> None:
 
 TAMPERINGS = {"untouched": None, "edited": _edit_fields, "deleted": _delete_row,
               "inserted": _insert_row, "swapped": _swap_rows, "nan": _not_encodable,
-              "other_version": _other_version_column, "rewritten": _rewrite_history}
+              "other_version": _other_version_column, "rewritten": _rewrite_history,
+              "evaluation": _edit_evaluation}
 
 
 @pytest.mark.parametrize("name", list(TAMPERINGS))

@@ -170,7 +170,7 @@ def test_a_forged_row_with_renumbered_successors_is_inserted():
     assert all(f.kind != MISSING for f in found)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_the_published_spec_lists_the_fields_in_sealing_order(version):
     import re
     from pathlib import Path
@@ -197,7 +197,7 @@ def _envelope_of(version):
     return st.fixed_dictionaries(fields)
 
 
-_envelopes = st.one_of(_envelope_of(1), _envelope_of(2))
+_envelopes = st.one_of(_envelope_of(1), _envelope_of(2), _envelope_of(3))
 
 
 @settings(max_examples=300, deadline=None)

@@ -27,3 +27,32 @@ def test_maps_are_joined_then_made_safe():
     assert csv_cell({"b": "2", "a": "1"}) == "a=1;b=2"
     assert csv_cell({" =k": "v"}) == "' =k=v"
     assert csv_cell(None) == "" and csv_cell(3) == 3
+
+
+def test_floats_are_written_as_the_engine_writes_them():
+    """The SQL export (store/export.py) writes a score or confidence with the engine's
+    toString; csv_cell writes the same text, for every kind of finite float (an
+    evaluation's score is any finite number): the shortest round-trip digits,
+    positional within exponents -6..20, else d.ddde<exp>, no '.0', '-0'."""
+    import math
+    import random
+    import struct
+
+    import chdb
+
+    from aitrail.record.csv_format import float_text
+    assert [csv_cell(x) for x in (42.0, 0.82, -0.0, 1e-05, 2.5e-07, 1e21, -1e300)] == [
+        "42", "0.82", "-0", "0.00001", "2.5e-7", "1e21", "-1e300"]
+    rng = random.Random(13)
+    values = [0.0, -0.0, 1.0, 5e-324, 1.7976931348623157e308, 1e-6, 1e-7, 1e20, 1e21,
+              123456789012345678.0, 0.1, -3.5]
+    values += [v for v in (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+                           for _ in range(3000)) if math.isfinite(v)]
+    values += [rng.random() * 10 ** rng.randint(-9, 24) for _ in range(2000)]
+    values += [round(rng.uniform(-100, 100), rng.randint(0, 3)) for _ in range(1000)]
+    # One row per value, in order (numbers: the unhex literal is the exact bits).
+    sql = ("SELECT toString(reinterpretAsFloat64(unhex(h))) FROM (SELECT arrayJoin(["
+           + ",".join(f"'{struct.pack('<d', v).hex()}'" for v in values) + "]) AS h)"
+           " FORMAT TSV")
+    engine = chdb.query(sql).bytes().decode().split("\n")[:len(values)]
+    assert [float_text(v) for v in values] == engine

@@ -109,7 +109,7 @@ def test_ordinary_records_are_not_suspects(store, tmp_path):
 
 def _ordinary(rng: random.Random, i: int) -> pb.AuditRecord:
     kind = rng.choice(["model_call", "review", "escalation", "resolution", "data_access",
-                       "task_created", "custom.step"])
+                       "task_created", "custom.step", "evaluation"])
     rec = pb.AuditRecord(record_id=str(uuid.UUID(int=rng.getrandbits(128))), event_type=kind, task_id=f"T-{i % 40:04d}",
                          request_id=f"req-{i}", trace_id=f"{rng.getrandbits(128) | 1:032x}",
                          span_id=f"{rng.getrandbits(64) | 1:016x}", start_time_unix_nano=NOW - i * 10**9,
@@ -130,6 +130,16 @@ def _ordinary(rng: random.Random, i: int) -> pb.AuditRecord:
                                logprob=-rng.random() * 3)
         m.usage.input_tokens, m.usage.output_tokens = rng.randrange(5000), rng.randrange(900)
         m.streamed = rng.random() < 0.3
+        if rng.random() < 0.5:
+            m.response_id = f"chatcmpl-{i}"
+    elif kind == "evaluation":
+        e = rec.evaluation
+        e.name, e.score_label = rng.choice(["relevance", "toxicity", "é 漢"]), "pass"
+        if rng.random() < 0.7:
+            e.score_value = rng.choice([0.0, -0.0, 0.82, -3.5, 1e300, rng.random() * 100])
+        if rng.random() < 0.6:
+            e.explanation = "on topic é 🙂 " * rng.randint(1, 5)
+        e.response_id = f"chatcmpl-{i}" if rng.random() < 0.8 else ""
     elif kind == "review":
         v = rec.review
         v.reviewer_id, v.decision = f"rev-{i % 7}", rng.choice(["approve", "reject", "modify"])
@@ -196,7 +206,7 @@ def _groups(rng: random.Random, limits: Limits) -> list[list[tuple[list, Sender]
 
 
 def _spoil(rng: random.Random, rec: pb.AuditRecord, limits: Limits) -> None:
-    how = rng.randrange(12)
+    how = rng.randrange(15)
     if how == 0:
         rec.record_id = rec.record_id.upper()
     elif how == 1:
@@ -219,6 +229,12 @@ def _spoil(rng: random.Random, rec: pb.AuditRecord, limits: Limits) -> None:
         rec.error.message = "e" * (limits.max_text_chars + 1)
     elif how == 10:
         rec.escalation.SetInParent()   # present but empty: carries nothing, not refused
+    elif how == 11:
+        rec.evaluation.score_value = rng.choice([float("nan"), float("inf"), -float("inf")])
+    elif how == 12:
+        rec.evaluation.name = ""       # an evaluation needs one; on another type, nothing
+    elif how == 13:
+        rec.model_call.response_id = "r" * (limits.max_id_chars + 1)
     else:
         rec.span_id, rec.trace_id = "1" * 16, ""
 
@@ -252,6 +268,12 @@ def test_both_lanes_answer_and_store_the_same(store, tmp_path):
     assert sum(len(a[2]) for a in flat) > 10
     assert stored[True] == stored[False]
     assert set(STORED_FIELD_NAMES) - {"received_time"} <= set(stored[True][0][0])
+    # Evaluations were among them, with and without a score, and their explanations.
+    evaluations = [e for e in stored[True][0] if e["event_type"] == "evaluation"]
+    assert len(evaluations) > 10 and all(e["evaluation_name"] for e in evaluations)
+    assert {e["score_value"] is None for e in evaluations} == {True, False}
+    assert any(name == "explanation" for _, name in stored[True][1])
+    assert any(e["response_id"] for e in stored[True][0] if e["event_type"] == "model_call")
 
 
 def test_a_killed_collectors_group_files_are_removed(store, tmp_path):
@@ -357,3 +379,32 @@ def test_a_foreign_part_with_only_a_nested_message_is_judged_without_error():
     assert validate(rec, NOW, Limits()) is None
     rec.model_call.usage.input_tokens = 3         # a value, two levels down
     assert validate(rec, NOW, Limits()) == "model_call fields are set on a 'task_created' record"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_envelope_version_refuses_what_only_v3_can_seal(store, version):
+    """--envelope-version 1 or 2 has no column for an evaluation or a model call's
+    response id: such a record is refused with the reason, never sealed without them."""
+    _fresh(store)
+    ledger = Ledger(store, "main", Limits(), envelope_version=version)
+    assert not ledger.uses_engine  # older versions are sealed by the reference lane
+    ledger.clock = lambda: NOW
+    def record(kind: str) -> pb.AuditRecord:
+        return pb.AuditRecord(record_id=str(uuid.uuid4()), event_type=kind, task_id="T-1",
+                              start_time_unix_nano=NOW, service="svc")
+    plain, with_id, evaluation = record("model_call"), record("model_call"), record("evaluation")
+    plain.model_call.model = "m"
+    with_id.model_call.model, with_id.model_call.response_id = "m", "chatcmpl-1"
+    evaluation.evaluation.name = "relevance"
+    try:
+        result = ledger.append([plain, with_id, evaluation], Sender())
+    finally:
+        ledger.close()
+    assert result.accepted == 1
+    assert [(i, reason) for i, _, reason in result.rejected] == [
+        (1, "model_call.response_id needs envelope v3 (this collector seals an older "
+            "version)"),
+        (2, "evaluation records need envelope v3 (this collector seals an older version)")]
+    assert verify_store(store)["ok"]
+    rows = _stored(store)[0]
+    assert [r["envelope_version"] for r in rows] == [version]

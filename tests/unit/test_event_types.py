@@ -17,15 +17,17 @@ from aitrail.record.csv_format import RESULT_COLUMNS
 from aitrail.v1 import audit_pb2 as pb
 from aitrail.verify.envelope import (
     FIELD_NAMES_V1,
+    FIELDS_V2,
     PAYLOAD_NAMES,
     STORED_FIELD_NAMES,
     empty_envelope,
 )
 from aitrail_collector.ingest import validate
-from aitrail_collector.ledger.group_commit import Sender, as_v1, split_record
+from aitrail_collector.ledger.group_commit import Sender, as_v1, as_v2, split_record
 from aitrail_collector.web.console import pages
 
 RECORD = pb.AuditRecord.DESCRIPTOR
+FIELD_NAMES_V2 = tuple(f.name for f in FIELDS_V2)
 
 
 # ------------------------------------------------------------- table <-> proto descriptor
@@ -90,8 +92,24 @@ def test_record_columns_are_the_records_own_fields():
 
 
 def test_every_field_goes_to_one_envelope_column_or_one_payload():
-    columns = [f.column for p in et.PARTS_BY_NAME.values() for f in p.fields if f.column]
+    columns = [f.column for f in et.ERROR_PART.fields if f.column]
     columns += [column for _, column in et.RECORD_COLUMNS]
+    # Parts of event types are never on one record together, so two of them may share
+    # a column of one meaning (response_id: the model response a record is about), with
+    # the same kind of value; within a part, and against the record's own columns and
+    # the error part (on every record), a column is one field's.
+    shared: dict[str, et.PartField] = {}
+    for p in et.PARTS:
+        own = [f.column for f in p.fields if f.column]
+        assert len(own) == len(set(own)), p.name
+        for f in p.fields:
+            if f.column in shared:
+                assert (f.value, f.limit) == (shared[f.column].value, shared[f.column].limit)
+            elif f.column:
+                shared[f.column] = f
+    assert [c for c in shared if sum(1 for p in et.PARTS for f in p.fields
+                                     if f.column == c) > 1] == ["response_id"]
+    columns += list(shared)
     assert len(columns) == len(set(columns))
     assert set(columns) <= set(STORED_FIELD_NAMES)
     for p in et.PARTS_BY_NAME.values():
@@ -103,13 +121,14 @@ def test_every_field_goes_to_one_envelope_column_or_one_payload():
 
 
 def test_derived_lists():
-    assert et.KNOWN_TYPES == ("model_call", "review", "escalation", "resolution",
-                              "task_created", "data_access", "redaction", "admin_action")
+    assert et.KNOWN_TYPES == ("model_call", "review", "evaluation", "escalation",
+                              "resolution", "task_created", "data_access", "redaction",
+                              "admin_action")
     assert validate.KNOWN_TYPES == pages.EVENT_TYPES == et.KNOWN_TYPES
     assert validate.RESERVED_TYPES == ("redaction", "admin_action")
     assert validate.DECISIONS == ("approve", "reject", "modify", "none")
     assert et.PART_NAMES == ("model_call", "review", "escalation", "resolution",
-                             "data_access")
+                             "data_access", "evaluation")
     for t in et.EVENT_TYPES:
         assert et.EVENT_TYPE_PATTERN.fullmatch(t.name)
         part = et.part_of(t.name)
@@ -120,19 +139,22 @@ def test_derived_lists():
 def test_result_columns():
     # The CSV export, the SQL export (store/export.py) and stored exports depend on this.
     # Envelope v2 added the principal after host and the erase_reason payload; the
-    # payloads that v1 sealed as columns kept their columns' places.
+    # payloads that v1 sealed as columns kept their columns' places. v3 added
+    # response_id after the model call's columns and the evaluation's after data
+    # access's, and the explanation payload.
     assert RESULT_COLUMNS == (
         "time", "end_time", "received_time", "seq", "chain_id", "record_id", "event_type",
         "task_id", "request_id", "trace_id", "span_id", "parent_span_id", "service",
         "service_version", "environment", "host", "principal_kind", "principal_id",
         "provider", "model", "model_version",
         "prompt_template_id", "prompt_version", "confidence", "input_tokens",
-        "output_tokens", "streamed", "reviewer_id", "decision", "time_spent_ms",
-        "reason_code", "policy_ref", "escalation_from", "escalation_to",
+        "output_tokens", "streamed", "response_id", "reviewer_id", "decision",
+        "time_spent_ms", "reason_code", "policy_ref", "escalation_from", "escalation_to",
         "escalation_reason", "resolution_outcome", "final_decision", "actor", "resource",
-        "purpose", "error_type", "error_message", "attributes", "parameters",
+        "purpose", "evaluation_name", "score_value", "score_label", "error_type",
+        "error_message", "attributes", "parameters",
         "input", "output", "logprobs", "modified_output", "diff", "rationale",
-        "erase_reason", "leaf_hash", "chain_hash")
+        "explanation", "erase_reason", "leaf_hash", "chain_hash")
 
 
 # --------------------------------------------------- split_record against its old version
@@ -197,10 +219,17 @@ def _text(rng: random.Random, n: int = 12) -> str:
     return "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(1, n)))
 
 
-def random_record(rng: random.Random) -> pb.AuditRecord:
+# The old versions below predate the evaluation type (envelope v3): the random records
+# they are held to are of the other types, with no evaluation part.
+OLD_TYPES = tuple(t for t in et.KNOWN_TYPES if t != "evaluation")
+OLD_PARTS = tuple(p for p in et.PART_NAMES if p != "evaluation")
+
+
+def random_record(rng: random.Random, types: tuple[str, ...] = OLD_TYPES,
+                  parts: tuple[str, ...] = OLD_PARTS) -> pb.AuditRecord:
     t = _text
     rec = pb.AuditRecord(
-        record_id=t(rng, 36), event_type=rng.choice(et.KNOWN_TYPES + ("custom.x", "", "x")),
+        record_id=t(rng, 36), event_type=rng.choice(types + ("custom.x", "", "x")),
         task_id=t(rng), request_id=t(rng), trace_id=t(rng), span_id=t(rng),
         parent_span_id=t(rng), start_time_unix_nano=rng.randrange(2**64),
         end_time_unix_nano=rng.choice((0, rng.randrange(2**64))), service=t(rng),
@@ -211,7 +240,7 @@ def random_record(rng: random.Random) -> pb.AuditRecord:
         rec.error.type, rec.error.message = t(rng), t(rng)
     # The part matching the type most often; any other parts sometimes (append_own
     # does not validate, and split_record must ignore them).
-    for part in et.PART_NAMES:
+    for part in parts:
         if (part == rec.event_type and rng.random() < 0.9) or rng.random() < 0.15:
             _fill(rec, part, rng)
     return rec
@@ -233,6 +262,13 @@ def _fill(rec: pb.AuditRecord, part: str, rng: random.Random) -> None:
         m.usage.input_tokens = rng.randrange(2**32)
         m.usage.output_tokens = rng.choice((0, rng.randrange(2**32)))
         m.streamed = rng.random() < 0.5
+        if rng.random() < 0.3:
+            m.response_id = t(rng)  # v3: not in the v1 envelope the old split made
+    elif part == "evaluation":
+        e = rec.evaluation
+        e.name, e.score_label, e.explanation, e.response_id = t(rng), t(rng), t(rng, 40), t(rng)
+        if rng.random() < 0.7:
+            e.score_value = rng.choice((0.0, -0.0, 1.0, rng.random(), 1e300, -5.5, 42.0))
     elif part == "review":
         v = rec.review
         v.reviewer_id, v.decision = t(rng), rng.choice(et.DECISIONS + ("", "maybe"))
@@ -277,7 +313,7 @@ def test_split_record_of_each_type():
         if rec.event_type == "model_call" and rec.model_call.logprobs:
             text = dict(payloads)["logprobs"]
             assert json.loads(text) == [[lp.token, lp.logprob] for lp in rec.model_call.logprobs]
-    assert seen >= set(et.KNOWN_TYPES)
+    assert seen >= set(OLD_TYPES)
 
 
 # ------------------------------------------------- describe_event against its old version
@@ -543,8 +579,10 @@ def test_part_validation_equals_its_old_version_on_random_records():
         rec = random_record(rng)
         if rec.event_type in et.RESERVED_TYPES:
             continue  # refused before its parts are looked at (validate._identity)
+        if rec.HasField("model_call"):  # v3's, checked by test_evaluation_validation
+            rec.model_call.ClearField("response_id")
         if rng.random() < 0.5:  # parts of other types: mostly not, to reach the checks
-            for part in et.PART_NAMES:
+            for part in OLD_PARTS:
                 if part != rec.event_type:
                     rec.ClearField(part)
         got = _reason(validate._parts, rec, limits)
@@ -562,8 +600,8 @@ def test_v2_seals_no_free_text_and_names_the_principal():
     rec.escalation.from_reviewer, rec.escalation.to_reviewer = "a", "b"
     rec.escalation.reason = "customer Bob called twice"
     rec.error.type, rec.error.message = "Timeout", "user bob@example.com waited"
-    env, payloads = split_record(rec, "c", 1, Sender("apikey", "0123abcd", "s"))
-    assert env["envelope_version"] == 2
+    env, payloads = as_v2(*split_record(rec, "c", 1, Sender("apikey", "0123abcd", "s")))
+    assert env.pop("envelope_version") == 2 and list(env) == list(FIELD_NAMES_V2)
     assert "escalation_reason" not in env and "error_message" not in env
     assert dict(payloads) == {"escalation_reason": "customer Bob called twice",
                               "error_message": "user bob@example.com waited"}
@@ -571,12 +609,102 @@ def test_v2_seals_no_free_text_and_names_the_principal():
     res = pb.AuditRecord(record_id="r2", event_type="resolution", start_time_unix_nano=1,
                          service="s")
     res.resolution.outcome, res.resolution.final_decision = "refunded", "refund Bob $40"
-    env, payloads = split_record(res, "c", 1)
+    env, payloads = as_v2(*split_record(res, "c", 1))
     assert dict(payloads) == {"final_decision": "refund Bob $40"}
     assert env["principal_kind"] == "unauthenticated"
     red = pb.AuditRecord(record_id="r3", event_type="redaction", start_time_unix_nano=1,
                          service="aitrail-collector")
     red.data_access.actor, red.data_access.resource = "dpo", "task:T-1"
     red.data_access.purpose = "GDPR request REQ-7"
-    env, payloads = split_record(red, "c", 1)
+    env, payloads = as_v2(*split_record(red, "c", 1))
     assert env["purpose"] == "" and dict(payloads) == {"erase_reason": "GDPR request REQ-7"}
+
+
+# ------------------------------------------------------- envelope v3: the evaluation type
+
+def _evaluation(**fields: Any) -> pb.AuditRecord:
+    rec = pb.AuditRecord(record_id="0190a5c6-7b1e-7c3d-8e9f-0123456789ab",
+                         event_type="evaluation", start_time_unix_nano=1, service="s")
+    for key, value in fields.items():
+        setattr(rec.evaluation, key, value)
+    return rec
+
+
+def test_v3_seals_an_evaluation_and_a_model_calls_response_id():
+    rec = _evaluation(name="relevance", score_value=-3.5, score_label="poor",
+                      explanation="talks about Bob", response_id="chatcmpl-1")
+    env, payloads = split_record(rec, "c", 1)
+    assert env["envelope_version"] == 3
+    assert (env["evaluation_name"], env["score_value"], env["score_label"],
+            env["response_id"]) == ("relevance", -3.5, "poor", "chatcmpl-1")
+    assert payloads == [("explanation", "talks about Bob")]
+    assert split_record(_evaluation(name="x"), "c", 1)[0]["score_value"] is None
+    call = pb.AuditRecord(record_id="m", event_type="model_call", start_time_unix_nano=1,
+                          service="s")
+    call.model_call.model, call.model_call.response_id = "gpt", "chatcmpl-2"
+    env, _ = split_record(call, "c", 1)
+    assert env["response_id"] == "chatcmpl-2" and env["evaluation_name"] == ""
+    # An evaluation part on another type is not sealed (validate refuses it anyway).
+    call.evaluation.name = "stray"
+    assert split_record(call, "c", 1)[0]["evaluation_name"] == ""
+
+
+@pytest.mark.parametrize("fields,reason", [
+    ({}, "evaluation needs a name"),
+    ({"score_value": 0.5}, "evaluation needs a name"),
+    ({"name": "r", "score_value": float("nan")}, "evaluation.score_value nan must be a finite"
+                                                 " number"),
+    ({"name": "r", "score_value": float("-inf")}, "evaluation.score_value -inf must be a"
+                                                  " finite number"),
+    ({"name": "r" * 2000}, "evaluation.name is 2000 characters; the limit is 1024"),
+    ({"name": "r", "score_value": -1e300, "score_label": "bad"}, None),  # any finite score
+    ({"name": "r", "score_value": 7.0}, None),
+    ({"name": "r"}, None),
+    ({"name": "r", "response_id": "x" * 300}, "evaluation.response_id is 300 characters;"
+                                              " the limit is 256"),
+])
+def test_evaluation_validation(fields, reason):
+    from aitrail_collector.config import Limits
+    assert validate.validate(_evaluation(**fields), 2, Limits()) == reason
+
+
+def test_an_evaluation_part_on_another_type_is_refused():
+    from aitrail_collector.config import Limits
+    rec = pb.AuditRecord(record_id="0190a5c6-7b1e-7c3d-8e9f-0123456789ab",
+                         event_type="review", start_time_unix_nano=1, service="s")
+    rec.review.reviewer_id, rec.review.decision = "ann", "approve"
+    rec.evaluation.score_label = "pass"
+    assert (validate.validate(rec, 2, Limits())
+            == "evaluation fields are set on a 'review' record")
+
+
+def test_describe_an_evaluation():
+    ev = {"event_type": "evaluation", "seq": 3, "time": "T", "record_id": "r",
+          "evaluation_name": "relevance", "score_value": 0.82, "score_label": "pass",
+          "explanation": "on topic", "response_id": "chatcmpl-1", "attributes": {}}
+    assert describe_event(ev) == [
+        "T  #3      EVALUATION  relevance: pass (0.82)",
+        "    explanation: on topic", "    response id: chatcmpl-1", "    record=r"]
+    ev.update(score_value=None, score_label="", explanation="", response_id="")
+    assert describe_event(ev)[0] == "T  #3      EVALUATION  relevance"
+    ev.update(score_value=-2.0)
+    assert describe_event(ev)[0] == "T  #3      EVALUATION  relevance: (-2)"
+
+
+def test_build_record_of_an_evaluation_and_a_response_id():
+    from aitrail.record.build import build_record
+    d = {"record_id": "id", "event_type": "evaluation", "start": 5,
+         "evaluation_name": "relevance", "score_value": 3, "score_label": "ok",
+         "explanation": "fine", "response_id": "resp-1"}
+    rec = build_record(d, _Config(), _Tagging())
+    e = rec.evaluation
+    assert (e.name, e.score_value, e.score_label, e.explanation, e.response_id) == (
+        "relevance", 3.0, "ok", "<explanation:fine>", "resp-1")
+    rec = build_record(dict(d, score_value=None), _Config(), _Tagging())
+    assert not rec.evaluation.HasField("score_value")
+    with pytest.raises(KeyError):
+        build_record({k: v for k, v in d.items() if k != "evaluation_name"}, _Config(),
+                     _Tagging())
+    call = build_record({"record_id": "id", "event_type": "model_call", "start": 5,
+                         "model": "m", "response_id": "resp-2"}, _Config(), _Tagging())
+    assert call.model_call.response_id == "resp-2"

@@ -36,9 +36,9 @@ S = 10**9
 MAX_U64 = 2**64 - 1
 MAX_U32 = 2**32 - 1
 
-PARTS = ("model_call", "review", "escalation", "resolution", "data_access")
+PARTS = ("model_call", "review", "escalation", "resolution", "data_access", "evaluation")
 KNOWN_TYPES = ("model_call", "review", "escalation", "resolution", "task_created",
-               "data_access", "redaction")
+               "data_access", "redaction", "evaluation")
 DECISIONS = ("approve", "reject", "modify", "none")
 
 # Written from the documented rules (proto comments, validate.py docstrings),
@@ -133,7 +133,7 @@ def times_for(limits: Limits) -> st.SearchStrategy[int]:
 WILD = ("record_id", "event_type", "task_id", "request_id", "trace_id", "span_id",
         "parent_span_id", "start", "end", "service", "system", "attributes", "error",
         "extra_part", "no_part", "part_fields", "part_required", "confidence", "logprobs",
-        "decision", "parameters", "usage")
+        "decision", "parameters", "usage", "score")
 
 
 class _Gen:
@@ -234,6 +234,19 @@ class _Gen:
                 "usage", st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
                 st.tuples(st.integers(0, MAX_U32), st.integers(0, MAX_U32)))
             m.streamed = draw(st.booleans())
+            m.response_id = self.text("part_fields", L.max_id_chars)
+        elif part == "evaluation":
+            e = rec.evaluation
+            e.SetInParent()
+            e.name = need(L.max_name_chars)
+            if draw(st.booleans()) or "score" in self.wild:
+                e.score_value = self.pick("score", st.floats(allow_nan=False,
+                                                             allow_infinity=False),
+                                          st.one_of(floats_any, st.sampled_from(
+                                              [-0.0, 5e-324, -1.7976931348623157e308])))
+            e.score_label = t(L.max_name_chars)
+            e.explanation = t(L.max_text_chars)
+            e.response_id = t(L.max_id_chars)
         elif part == "review":
             v = rec.review
             v.SetInParent()
@@ -288,7 +301,7 @@ def _carries(message) -> bool:
 
 
 FIRST_FIELD = {"model_call": "model", "review": "reviewer_id", "escalation": "from_reviewer",
-               "resolution": "outcome", "data_access": "actor"}
+               "resolution": "outcome", "data_access": "actor", "evaluation": "name"}
 
 
 # ---------------------------------------------------------------- the invariants
@@ -367,6 +380,16 @@ def violations(rec: pb.AuditRecord, now: int, limits: Limits) -> list[tuple[str,
         need(len(m.logprobs) <= limits.max_logprobs, "logprobs:count")
         for lp in m.logprobs:
             need(math.isfinite(lp.logprob) and lp.logprob <= 0, "logprob", repr(lp.logprob))
+        length("model_call.response_id", m.response_id, limits.max_id_chars)
+    elif kind == "evaluation":
+        e = rec.evaluation
+        need(e.name, "evaluation.name:empty")
+        length("evaluation.name", e.name, limits.max_name_chars)
+        if e.HasField("score_value"):  # any finite number: evaluators' scales differ
+            need(math.isfinite(e.score_value), "score_value", repr(e.score_value))
+        length("evaluation.score_label", e.score_label, limits.max_name_chars)
+        length("evaluation.explanation", e.explanation, limits.max_text_chars)
+        length("evaluation.response_id", e.response_id, limits.max_id_chars)
     elif kind == "review":
         v = rec.review
         need(v.reviewer_id, "review.reviewer_id:empty")
@@ -438,6 +461,12 @@ _EDGE_CASES = [
         model="m", logprobs=[pb.TokenLogprob(token="t", logprob=5e-324)])},
     {"event_type": "task_created", "escalation": pb.Escalation(from_reviewer="a",
                                                                 to_reviewer="b")},
+    {"event_type": "evaluation", "evaluation": pb.Evaluation(name="r", score_value=math.nan)},
+    {"event_type": "evaluation", "evaluation": pb.Evaluation(name="r", score_value=-math.inf)},
+    {"event_type": "evaluation", "evaluation": pb.Evaluation(name="r", score_value=-1e308)},
+    {"event_type": "evaluation", "evaluation": pb.Evaluation(score_value=0.5)},
+    {"event_type": "model_call", "evaluation": pb.Evaluation(name="r"),
+     "model_call": pb.ModelCall(model="m")},
 ]
 
 

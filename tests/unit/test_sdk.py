@@ -238,6 +238,32 @@ def test_escalation_resolution_and_data_access(sent):
         aitrail.escalate("T", from_reviewer="a", to_reviewer="")
 
 
+def test_evaluate_records_an_evaluation_with_its_explanation_redacted(sent):
+    with aitrail.task("T-ev"):
+        rid = aitrail.evaluate(name="relevance", score=0.82, label="relevant",
+                               explanation="mail bob@corp.example for the rest",
+                               response_id="chatcmpl-7", attributes={"evaluator": "judge-1"})
+    aitrail.evaluate("T-ev2", name="toxicity", label="none")
+    aitrail.evaluate("T-ev3", name="pass@1", score=-3)  # any finite number, ints too
+    ev, label_only, negative = sent()
+    assert (ev.record_id, ev.event_type, ev.task_id) == (rid, "evaluation", "T-ev")
+    e = ev.evaluation
+    assert (e.name, e.score_value, e.score_label, e.response_id) == (
+        "relevance", 0.82, "relevant", "chatcmpl-7")
+    assert e.explanation.startswith("mail [EMAIL:") and "bob@" not in e.explanation
+    assert dict(ev.attributes) == {"evaluator": "judge-1"}
+    assert not label_only.evaluation.HasField("score_value")
+    assert (label_only.task_id, label_only.evaluation.score_label) == ("T-ev2", "none")
+    assert negative.evaluation.score_value == -3.0
+    with pytest.raises(ValueError, match="name"):
+        aitrail.evaluate("T", name="")
+    for bad in (float("nan"), float("inf"), True, "0.5"):
+        with pytest.raises(ValueError, match="score"):
+            aitrail.evaluate("T", name="x", score=bad)
+    with pytest.raises(ValueError, match="label"):
+        aitrail.evaluate("T", name="x", label=None)
+
+
 def test_pii_is_redacted_before_it_leaves_the_process(sent):
     @aitrail.model_call(model="m")
     def ask(prompt):

@@ -197,16 +197,23 @@ def test_valid_bundle(case):
     assert bundle["checkpoint"] in {c["text"] for c in CHECKPOINTS["valid"]}
 
 
-def test_valid_bundles_cover_trees_of_size_1_2_7_and_10():
-    assert {c["tree_size"] for c in BUNDLES["valid"]} == {1, 2, 7, 10}
+def test_valid_bundles_cover_trees_of_size_1_2_7_10_and_12():
+    assert {c["tree_size"] for c in BUNDLES["valid"]} == {1, 2, 7, 10, 12}
 
 
 def test_the_chain_changes_envelope_version_and_verifies_across_it():
-    """Records 1..7 are v1, 8..10 v2, in one chain: a store sealed before v2 goes on."""
+    """Records 1..7 are v1, 8..10 v2, 11..12 v3, in one chain: a store sealed before v2
+    (and before v3) goes on."""
     versions = [c["envelope"].get("envelope_version", 1) for c in ENVELOPES["chain"]]
-    assert versions == [1] * 7 + [2] * 3
+    assert versions == [1] * 7 + [2] * 3 + [3] * 2
     formats = {json.loads(c["text"])["format"] for c in BUNDLES["valid"]}
-    assert formats == {"aitrail-proof-bundle/v1", "aitrail-proof-bundle/v2"}
+    assert formats == {"aitrail-proof-bundle/v1", "aitrail-proof-bundle/v2",
+                       "aitrail-proof-bundle/v3"}
+    # The v3 records: a model call's response id, and an evaluation of that response.
+    call, evaluation = (c["envelope"] for c in ENVELOPES["chain"][10:])
+    assert call["response_id"] == evaluation["response_id"] != ""
+    assert (evaluation["event_type"], evaluation["score_value"]) == ("evaluation", 0.82)
+    assert set(evaluation["commitments"]) == {"explanation"}
 
 
 @pytest.mark.parametrize("case", BUNDLES["invalid"], ids=_ids(BUNDLES["invalid"]))

@@ -107,7 +107,7 @@ def test_engine_bytes_match_the_committed_vectors(store):
                              bytes.fromhex(case["leaf_hash"]), bytes.fromhex(case["chain_hash"]))
                   for seq, case in enumerate(cases, 1)], [])
     got = dict(verify_sql.canonical_of_rows(store))
-    assert {1, 2} <= {c["envelope"].get("envelope_version", 1) for c in cases}
+    assert {1, 2, 3} <= {c["envelope"].get("envelope_version", 1) for c in cases}
     for seq, case in enumerate(cases, 1):
         assert got[seq].hex() == case["canonical_hex"], case["name"]
     # Every vector's hash columns pass the engine's per-row checks.
@@ -163,6 +163,34 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
     assert fast == reference
     assert {(f["kind"], f["seq"]) for f in fast["findings"]} == {
         ("modified", 2), ("modified", 3), ("modified", 4), ("modified", 5), ("missing", 6)}
+
+
+def test_v3_evaluation_rows_and_their_tampering_agree_with_the_reference(store):
+    """v1, v2 and v3 rows in one chain (v3: evaluations and a model call's response id);
+    an edited score, a NaN score, an edited evaluation name, a v3 column written into a
+    v2 row: the engine fails exactly those rows, and its report is the reference's."""
+    _fresh(store)
+    evaluation = dict(empty_envelope(3), event_type="evaluation", evaluation_name="relevance",
+                      score_value=0.82, score_label="pass", response_id="chatcmpl-1")
+    envs = [dict(empty_envelope(v), chain_id="c", record_id=f"r{i}")
+            for i, v in enumerate([1, 2, 3, 3, 3, 2, 3], 1)]
+    for i in (2, 3, 4):
+        envs[i].update(evaluation, chain_id="c", record_id=f"r{i + 1}")
+    envs[6].update(event_type="model_call", model="gpt-4o", response_id="chatcmpl-1")
+    _store_envelopes(store, envs)
+    assert verify_sql.summarize(store, "c", 1, ZERO_HASH).failing_seqs == []
+    for sql in ("score_value = -0.82 WHERE seq = 3", "score_value = nan WHERE seq = 4",
+                "evaluation_name = 'faithfulness' WHERE seq = 5",
+                "score_label = 'pass' WHERE seq = 6"):
+        store.query(f"ALTER TABLE aitrail.envelopes UPDATE {sql} SETTINGS mutations_sync = 1")
+    summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
+    assert summary.failing_seqs == [3, 4, 5, 6] and summary.intact
+    fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
+    assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
+    fast.pop("seconds"), reference.pop("seconds")
+    assert fast == reference
+    assert {(f["kind"], f["seq"]) for f in fast["findings"]} == {
+        ("modified", 3), ("modified", 4), ("modified", 5), ("modified", 6)}
 
 
 def test_the_audit_gets_every_leaf_and_chain_hash_in_seq_order(store):

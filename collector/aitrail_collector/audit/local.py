@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Mapping, Optional, Union
 
+from clickhouse_connect.driver.exceptions import DatabaseError
+
 from aitrail.cli.remote import ClientError, HttpBackend
 from aitrail.verify.audit import AuditError, Trust
 from aitrail.verify.checkpoint import CheckpointError, key_id, load_public_key
@@ -38,6 +40,14 @@ class LocalBackend:
         if not has_schema:
             raise ClientError(f"no aitrail ledger at {dsn} (run `aitrail collector` or "
                               "`aitrail demo` to create one)")
+        try:
+            # A store made before the current envelope version lacks its columns, which
+            # every read selects: added empty, metadata only (no row changes).
+            self.store.add_version_columns()
+        except (StoreError, DatabaseError) as exc:
+            raise ClientError(f"cannot bring the store at {dsn} to this version's columns "
+                              f"(metadata only; needs ALTER on aitrail.envelopes): {exc}"
+                              ) from None
 
     @staticmethod
     def _filters(params: Mapping[str, Any], **override: Any) -> query.Filters:

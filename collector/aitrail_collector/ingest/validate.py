@@ -169,6 +169,15 @@ def _unit_interval(f: PartField) -> _Check:
     return check
 
 
+def _finite(part: str, f: PartField) -> _Check:
+    def check(m: Any, limits: Limits) -> None:
+        if m.HasField(f.path):
+            x = getattr(m, f.path)
+            if not math.isfinite(x):
+                raise Invalid(f"{part}.{f.path} {x!r} must be a finite number")
+    return check
+
+
 def _logprobs(f: PartField) -> _Check:
     read = attrgetter(f.path)
 
@@ -198,6 +207,7 @@ def _decision(part: str, f: PartField) -> _Check:
 
 _RULES: dict[Rule, Callable[[str, PartField], _Check]] = {
     Rule.UNIT_INTERVAL: lambda part, f: _unit_interval(f),
+    Rule.FINITE: _finite,
     Rule.LOGPROBS: lambda part, f: _logprobs(f),
     Rule.DECISION: _decision,
 }

@@ -22,6 +22,7 @@ from aitrail.verify.envelope import (
     STORED_FIELD_NAMES,
     STORED_FIELDS,
     V1_ENVELOPE_TEXT,
+    V3_COLUMNS,
     empty_envelope,
     zero_value,
 )
@@ -112,6 +113,29 @@ def split_record(rec: pb.AuditRecord, chain_id: str, received_ns: int,
     return env, payloads
 
 
+_V3_ONLY = tuple(f.name for f, _ in V3_COLUMNS)
+
+
+def v3_content(rec: pb.AuditRecord) -> Optional[str]:
+    """Why ``rec`` cannot be sealed under envelope v1 or v2, or None: an evaluation, or a
+    model call's response id, has no column there (and is never silently dropped)."""
+    if rec.event_type == "evaluation":
+        return "evaluation records need envelope v3 (this collector seals an older version)"
+    if rec.model_call.response_id and rec.event_type == "model_call":
+        return ("model_call.response_id needs envelope v3 (this collector seals an older "
+                "version)")
+    return None
+
+
+def as_v2(env: Mapping[str, Any], payloads: Sequence[tuple[str, str]]
+          ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The same record as envelope v2 seals it: without v3's columns (``v3_content``
+    refused every record that has a value in them). For ``--envelope-version 2``."""
+    out = {k: v for k, v in env.items() if k not in _V3_ONLY}
+    out["envelope_version"] = 2
+    return out, list(payloads)
+
+
 def as_v1(env: Mapping[str, Any], payloads: Sequence[tuple[str, str]]
           ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The same record as envelope v1 seals it: its free text in the envelope (a
@@ -170,7 +194,8 @@ class Ledger:
         self._tree = self._load_tree()
         # Requests are sealed by the embedded engine (engine_lane.py) unless the store is
         # a ClickHouse server (it must not compute what the collector signs) or records
-        # are sealed as envelope v1 (a compatibility mode): then record by record here.
+        # are sealed as an older envelope version (a compatibility mode): then record by
+        # record here.
         self.uses_engine = engine and store.embedded and envelope_version == CURRENT_VERSION
         self._engine: Optional[EngineLane] = None
         self.engine_min_records = engine_min_records
@@ -254,6 +279,8 @@ class Ledger:
         seen: set[str] = set()
         for index, rec in enumerate(records):
             reason = validate(rec, now, self.limits) or sender.refuses(rec)
+            if reason is None and self.envelope_version < 3:
+                reason = v3_content(rec)
             if reason is not None:
                 pending.result.rejected.append((index, rec.record_id[:64], reason))
             elif rec.record_id in seen:
@@ -377,6 +404,8 @@ class Ledger:
             env, payloads = split_record(rec, self.chain_id, received_ns, sender)
             if self.envelope_version == 1:
                 env, payloads = as_v1(env, payloads)
+            elif self.envelope_version == 2:
+                env, payloads = as_v2(env, payloads)
             for name, content in payloads:
                 salt = os.urandom(16)
                 digest = commitment(salt, content)

@@ -78,6 +78,9 @@ class Store:
     def ensure_schema(self) -> None:
         schema.ensure_schema(self.client, self.retention_days)
 
+    def add_version_columns(self) -> None:
+        schema.add_version_columns(self.client)
+
     def has_schema(self) -> bool:
         rows = self.client.query("SELECT count() FROM system.tables WHERE database = {db:String}"
                                  " AND name = 'envelopes'", parameters={"db": DB}).result_rows

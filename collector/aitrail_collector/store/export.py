@@ -84,7 +84,7 @@ def _payload(name: str) -> str:
 # Cells that can never hold a comma, a quote or a line break (ISO times, numbers, hex)
 # need no quoting check.
 _PLAIN = ("time", "end_time", "received_time", "seq", "input_tokens", "output_tokens",
-          "streamed", "time_spent_ms", "confidence", "leaf_hash", "chain_hash")
+          "streamed", "time_spent_ms", "confidence", "score_value", "leaf_hash", "chain_hash")
 
 
 def cells() -> list[str]:
@@ -95,8 +95,8 @@ def cells() -> list[str]:
             out.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
         elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
             out.append(f"toString(e.{col})")
-        elif col == "confidence":
-            out.append("ifNull(toString(e.confidence), '')")
+        elif col in ("confidence", "score_value"):  # csv_format.float_text
+            out.append(f"ifNull(toString(e.{col}), '')")
         elif col in ("attributes", "parameters"):
             out.append(_safe(_map(f"e.{col}")))
         elif col in ("leaf_hash", "chain_hash"):

@@ -124,13 +124,21 @@ def _envelope_exprs() -> dict[str, str]:
     for proto, column in event_types.RECORD_COLUMNS:
         exprs.setdefault(column, proto)
     kinds = {f.name: f.kind for f in STORED_FIELDS}
+    # A column two parts share (response_id: model_call's and evaluation's) takes the
+    # value of the part the record's type carries.
+    sources: dict[str, list[tuple[tuple[str, ...], str]]] = {}
     for types, part, f in _layouts():
         if f.column and f.column not in exprs:
             value = _col(part.name, f)
             if f.value is Value.BOOL:
                 value = f"toUInt64({value})"
-            exprs[f.column] = _for_types(types, value, _zero_sql(kinds[f.column]))
-    for f in STORED_FIELDS:  # v1's free-text columns: empty in a v2 row
+            sources.setdefault(f.column, []).append((types, value))
+    for column, found in sources.items():
+        expr = _zero_sql(kinds[column])
+        for types, value in reversed(found):
+            expr = _for_types(types, value, expr)
+        exprs[column] = expr
+    for f in STORED_FIELDS:  # v1's free-text columns: empty in a later version's row
         exprs.setdefault(f.name, _zero_sql(f.kind))
     return exprs
 
@@ -190,6 +198,8 @@ def _field_bad(part: Part, f: PartField, limits: Limits) -> list[str]:
     if f.rule is Rule.UNIT_INTERVAL:
         out.append(f"(isNotNull({c}) AND NOT (isFinite(assumeNotNull({c}))"
                    f" AND assumeNotNull({c}) >= 0 AND assumeNotNull({c}) <= 1))")
+    elif f.rule is Rule.FINITE:
+        out.append(f"(isNotNull({c}) AND NOT isFinite(assumeNotNull({c})))")
     elif f.rule is Rule.LOGPROBS:
         lp = _lp(part.name, f, "logprob")
         out.append(f"length({lp}) > {int(limits.max_logprobs)}"

@@ -22,7 +22,7 @@ from typing import Any
 
 from clickhouse_connect.driver import options as clickhouse_options
 
-from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS
+from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS, V3_COLUMNS
 from aitrail_collector.errors import StoreError
 
 DB = "aitrail"
@@ -36,9 +36,9 @@ _CH_TYPES = {
     "map": "Map(String, String)",
 }
 HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
-# envelope_version: which canonical encoding the row was sealed under (1 or 2); the
+# envelope_version: which canonical encoding the row was sealed under (1, 2 or 3); the
 # row has every column of every version (envelope.STORED_FIELDS), the other
-# version's at their zero value.
+# versions' at their zero value.
 ENVELOPE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES + HASH_COLUMNS
 PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
 
@@ -220,15 +220,26 @@ def ensure_schema(client: Any, retention_days: int) -> None:
     client.command(checkpoint_ddl())
     for table in ("envelopes", "payloads"):  # stores made before the window was 0
         client.command(f"ALTER TABLE {DB}.{table} MODIFY SETTING {DEDUP_OFF}")
-    # Stores made before envelope v2: their rows are v1 (the default), and gain v2's
-    # columns empty. Metadata only: no part is rewritten.
+    add_version_columns(client)
+    migrate_layout(client)
+    create_views(client)
+
+
+def add_version_columns(client: Any) -> None:
+    """Give a store made before envelope v2 or v3 the columns of every version, at their
+    zero value (what an older row holds in them): every reader selects them all. Metadata
+    only: no part is rewritten, no row changes. Run at every start of a collector, and
+    when the CLI opens a store directly (an older store verified by this version)."""
+    # Before v2: the rows are v1 (the default), and gain v2's columns empty.
     client.command(f"ALTER TABLE {DB}.envelopes"
                    " ADD COLUMN IF NOT EXISTS envelope_version UInt8 DEFAULT 1 AFTER seq,"
                    " ADD COLUMN IF NOT EXISTS principal_kind LowCardinality(String)"
                    " AFTER sdk_version,"
                    " ADD COLUMN IF NOT EXISTS principal_id String AFTER principal_kind")
-    migrate_layout(client)
-    create_views(client)
+    # Before v3: v3's columns (a model response's id, an evaluation's fields).
+    client.command(f"ALTER TABLE {DB}.envelopes " + ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {_column(f.name, f.kind)} AFTER {after}"
+        for f, after in V3_COLUMNS))
 
 
 def migrate_layout(client: Any) -> None:

@@ -70,7 +70,8 @@ def _cell(rec: dict[str, Any], col: str) -> str:
     if col == "model":
         return _model(rec)
     if col == "decision":
-        return rec.get("decision") or rec.get("resolution_outcome") or ""
+        # An evaluation's verdict in words (its name and score: aitrail timeline).
+        return rec.get("decision") or rec.get("resolution_outcome") or rec.get("score_label") or ""
     value = rec.get(col)
     if col == "confidence":
         return "" if value is None else f"{value:.2f}"
@@ -112,6 +113,14 @@ def _review_head(ev: dict[str, Any]) -> str:
             f" after {ev['time_spent_ms'] / 1000:.1f} s")
 
 
+def _evaluation_head(ev: dict[str, Any]) -> str:
+    head = f"  {ev['evaluation_name']}"
+    verdict = " ".join(x for x in (
+        ev.get("score_label") or "",
+        f"({ev['score_value']:g})" if ev.get("score_value") is not None else "") if x)
+    return f"{head}: {verdict}" if verdict else head
+
+
 def _review_reason(ev: dict[str, Any]) -> list[str]:
     why = ", ".join(x for x in (ev.get("reason_code"), ev.get("policy_ref") and
                                 f"policy {ev['policy_ref']}") if x)
@@ -126,7 +135,8 @@ def _error(ev: dict[str, Any]) -> list[str]:
 
 # Headlines and lines the table of event types cannot say as a template.
 _HEADS: dict[str, Callable[[dict[str, Any]], str]] = {"model_call": _model_call_head,
-                                            "review": _review_head}
+                                            "review": _review_head,
+                                            "evaluation": _evaluation_head}
 _BEFORE: dict[str, Callable[[dict[str, Any]], list[str]]] = {"review": _review_reason}
 _AFTER: dict[str, Callable[[dict[str, Any]], list[str]]] = {"model_call": _error}
 

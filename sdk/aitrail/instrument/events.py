@@ -1,8 +1,9 @@
-"""Single events: escalations, resolutions, data access (SOC 2 / HIPAA access
-logs) and other kinds; each returns its record id."""
+"""Single events: escalations, resolutions, evaluations, data access (SOC 2 / HIPAA
+access logs) and other kinds; each returns its record id."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 from aitrail.instrument.draft import _Draft
@@ -38,6 +39,32 @@ def resolve(task_id: Optional[str] = None, *, resolution: str, final_decision: s
     _require(resolution=resolution)
     return _emit_with_id(_Draft("resolution", task_id, attributes, {
         "resolution_outcome": resolution, "final_decision": final_decision}))
+
+
+def evaluate(task_id: Optional[str] = None, *, name: str, score: Optional[float] = None,
+             label: str = "", explanation: str = "", response_id: str = "",
+             attributes: Optional[Mapping[str, Any]] = None) -> str:
+    """Record the result of an evaluation of a model response (what an OpenTelemetry
+    ``gen_ai.evaluation.result`` event says, for code without OpenTelemetry).
+
+    ``name`` says what was evaluated for (``"relevance"``); ``score`` is a finite
+    number on the evaluator's own scale, or None; ``label`` the verdict in words
+    (``"pass"``); ``explanation`` free text (redacted like a model's output);
+    ``response_id`` the provider's id of the evaluated response. Returns the record id.
+    """
+    _require(name=name)
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"score must be a number or None, not {type(score).__name__}")
+        if not math.isfinite(score):
+            raise ValueError(f"score must be a finite number, not {score!r}")
+    for key, value in (("label", label), ("explanation", explanation),
+                       ("response_id", response_id)):
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, not {type(value).__name__}")
+    return _emit_with_id(_Draft("evaluation", task_id, attributes, {
+        "evaluation_name": name, "score_value": None if score is None else float(score),
+        "score_label": label, "explanation": explanation, "response_id": response_id}))
 
 
 def data_access(*, actor: str, resource: str, purpose: str, task_id: Optional[str] = None,

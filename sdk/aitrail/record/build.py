@@ -65,6 +65,8 @@ def build_record(d: Mapping[str, Any], config: Any, redactor: Redactor) -> pb.Au
         _model_call(rec.model_call, d, r)
     elif kind == "review":
         _review(rec.review, d, r)
+    elif kind == "evaluation":
+        _evaluation(rec.evaluation, d, r)
     elif kind in _TEXT_PARTS:
         _text_part(getattr(rec, _TEXT_PARTS[kind].name), _TEXT_PARTS[kind], d, r)
     return rec
@@ -103,6 +105,16 @@ def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r: Redact) -> None:
     m.usage.input_tokens = int(d.get("input_tokens") or 0)
     m.usage.output_tokens = int(d.get("output_tokens") or 0)
     m.streamed = bool(d.get("streamed"))
+    m.response_id = d.get("response_id") or ""
+
+
+def _evaluation(e: pb.Evaluation, d: Mapping[str, Any], r: Redact) -> None:
+    e.name = d["evaluation_name"]
+    if d.get("score_value") is not None:
+        e.score_value = float(d["score_value"])
+    e.score_label = d.get("score_label") or ""
+    e.explanation = r("explanation", d.get("explanation") or "")
+    e.response_id = d.get("response_id") or ""
 
 
 def _review(v: pb.Review, d: Mapping[str, Any], r: Redact) -> None:

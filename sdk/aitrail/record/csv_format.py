@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from typing import Any, Iterable, Iterator
 
@@ -35,8 +36,40 @@ def is_formula(text: str) -> bool:
     return _FORMULA.match(text) is not None
 
 
+def float_text(x: float) -> str:
+    """A finite float as ClickHouse's toString writes it (the engine renders the SQL
+    export, store/export.py, and the two exports agree byte for byte): the shortest
+    digits that read back as ``x`` (Python's repr has the same digits), positional when
+    the decimal exponent is within -6..20, else ``d.ddde<exponent>``; no ``.0`` on whole
+    numbers, ``-0`` for negative zero. An evaluation's score is any finite number, so
+    every spelling occurs (tests/unit/test_csv_format.py holds this to the engine)."""
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    sign = "-" if x < 0 else ""
+    mantissa, _, e = repr(abs(x)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    if e:
+        exponent = int(e) + len(whole) - 1
+    elif whole != "0":
+        exponent = len(whole) - 1
+    else:
+        exponent = -(len(frac) - len(frac.lstrip("0"))) - 1
+    digits = (whole + frac).lstrip("0").rstrip("0") or "0"
+    if -6 <= exponent < 21:
+        point = exponent + 1
+        if point <= 0:
+            return f"{sign}0.{'0' * -point}{digits}"
+        if point >= len(digits):
+            return sign + digits + "0" * (point - len(digits))
+        return f"{sign}{digits[:point]}.{digits[point:]}"
+    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{head}e{exponent}"
+
+
 def csv_cell(value: Any) -> Any:
     """Spreadsheet-safe cell: text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, float):
+        return float_text(value) if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         value = ";".join(f"{k}={v}" for k, v in sorted(value.items()))
     if value is None:

@@ -24,6 +24,7 @@ Special cases, each handled in one place, by ``Value`` or ``Rule``:
 * ``Value.BOOL`` (streamed): sealed as the integer 0 or 1;
 * ``Value.LOGPROBS``: the payload text is the JSON ``[[token, logprob], ...]``;
 * ``Rule.UNIT_INTERVAL`` (confidence): a finite number within 0..1;
+* ``Rule.FINITE`` (an evaluation's score_value): any finite number (scales differ);
 * ``Rule.LOGPROBS``: at most ``max_logprobs`` of them, each finite and <= 0;
 * ``Rule.DECISION``: one of ``DECISIONS``, and ``modify`` needs modified_output;
 * the record's end_time defaults to its start_time (split_record).
@@ -61,6 +62,7 @@ class Value(enum.Enum):
 class Rule(enum.Enum):
     """A check beyond required-ness and length; validate.py implements each once."""
     UNIT_INTERVAL = "unit_interval"  # finite, 0 <= x <= 1
+    FINITE = "finite"                # finite (not NaN, not infinite), any sign and size
     LOGPROBS = "logprobs"            # count <= max_logprobs; each finite and <= 0
     DECISION = "decision"            # one of DECISIONS; 'modify' needs modified_output
 
@@ -157,6 +159,7 @@ PARTS: tuple[Part, ...] = (
         PartField("usage.output_tokens", "output tokens", column="output_tokens",
                   value=Value.UINT),
         PartField("streamed", "streamed", column="streamed", value=Value.BOOL),
+        PartField("response_id", "response id", column="response_id", limit=_I),
     )),
     Part("review", missing="review needs a reviewer_id", fields=(
         PartField("reviewer_id", "reviewer", column="reviewer_id", limit=_I, required=True,
@@ -190,6 +193,17 @@ PARTS: tuple[Part, ...] = (
                   redact="resource"),
         PartField("purpose", "purpose", column="purpose", limit=_N, required=True),
     )),
+    # From envelope v3 on. An OpenTelemetry gen_ai.evaluation.result event, or
+    # aitrail.evaluate(): the score is on the evaluator's own scale, so any finite number.
+    Part("evaluation", missing="evaluation needs a name", fields=(
+        PartField("name", "evaluation", column="evaluation_name", limit=_N, required=True),
+        PartField("score_value", "score", column="score_value", value=Value.OPTIONAL_F64,
+                  rule=Rule.FINITE),
+        PartField("score_label", "label", column="score_label", limit=_N),
+        PartField("explanation", "explanation", payload="explanation", limit=_T,
+                  redact="explanation"),
+        PartField("response_id", "response id", column="response_id", limit=_I),
+    )),
 )
 
 # A redaction (made by the collector only, ledger/erasure.py) travels in the
@@ -209,11 +223,15 @@ ERROR_PART = Part("error", fields=(
 ))
 
 EVENT_TYPES: tuple[EventType, ...] = (
-    # model_call and review headlines have conditional pieces: cli/output.py builds them.
+    # model_call, review and evaluation headlines have conditional pieces: cli/output.py
+    # builds them.
     EventType("model_call", part="model_call",
-              details=(Detail("input"), Detail("output"))),
+              details=(Detail("input"), Detail("output"), Detail("response_id"))),
     EventType("review", part="review",
               details=(Detail("rationale.text"), Detail("modified_output"), Detail("diff"))),
+    # An evaluation of a model response (the headline: "relevance: pass (0.82)").
+    EventType("evaluation", part="evaluation",
+              details=(Detail("explanation"), Detail("response_id"))),
     EventType("escalation", part="escalation", summary="{escalation_from} -> {escalation_to}",
               details=(Detail("reason"),)),
     EventType("resolution", part="resolution", summary="{resolution_outcome}",
@@ -386,8 +404,9 @@ def result_columns() -> tuple[str, ...]:
     parts = PARTS + (ERROR_PART,)
     # A payload that v1 sealed as a column keeps that column's place (one column for
     # both versions); the principal (v2) follows who sent the record.
-    scalar = tuple(f.key for p in parts for f in p.fields
-                   if (f.column or f.v1_column) and f.value is not Value.MAP)
+    # A column two parts share (response_id: model_call's, evaluation's) is one column.
+    scalar = tuple(dict.fromkeys(f.key for p in parts for f in p.fields
+                                 if (f.column or f.v1_column) and f.value is not Value.MAP))
     maps = tuple(f.column for p in parts for f in p.fields
                  if f.column and f.value is Value.MAP)
     payloads = tuple(n for n in payload_names() if n not in scalar)

@@ -27,7 +27,8 @@ ACTIONS = (SCAN, HASH, REFERENCE, DROP, KEEP)
 
 # Fields scanned by default; identifiers are kept unless declared otherwise.
 FREE_TEXT_FIELDS = ("input", "output", "modified_output", "diff", "rationale",
-                    "escalation_reason", "error_message", "final_decision", "logprobs")
+                    "escalation_reason", "error_message", "final_decision", "logprobs",
+                    "explanation")
 
 _EMAIL = r"(?P<EMAIL>[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
 _SSN = r"(?P<SSN>\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b)"

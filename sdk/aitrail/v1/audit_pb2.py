@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61itrail/v1/audit.proto\x12\naitrail.v1\".\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\"\x91\x03\n\tModelCall\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12prompt_template_id\x18\x04 \x01(\t\x12\x16\n\x0eprompt_version\x18\x05 \x01(\t\x12\x39\n\nparameters\x18\x06 \x03(\x0b\x32%.aitrail.v1.ModelCall.ParametersEntry\x12\r\n\x05input\x18\x07 \x01(\t\x12\x0e\n\x06output\x18\x08 \x01(\t\x12\x17\n\nconfidence\x18\t \x01(\x01H\x00\x88\x01\x01\x12*\n\x08logprobs\x18\n \x03(\x0b\x32\x18.aitrail.v1.TokenLogprob\x12%\n\x05usage\x18\x0b \x01(\x0b\x32\x16.aitrail.v1.TokenUsage\x12\x10\n\x08streamed\x18\x0c \x01(\x08\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_confidence\"B\n\tRationale\x12\x13\n\x0breason_code\x18\x01 \x01(\t\x12\x12\n\npolicy_ref\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x97\x01\n\x06Review\x12\x13\n\x0breviewer_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x17\n\x0fmodified_output\x18\x03 \x01(\t\x12\x0c\n\x04\x64iff\x18\x04 \x01(\t\x12\x15\n\rtime_spent_ms\x18\x05 \x01(\x04\x12(\n\trationale\x18\x06 \x01(\x0b\x32\x15.aitrail.v1.Rationale\"H\n\nEscalation\x12\x15\n\rfrom_reviewer\x18\x01 \x01(\t\x12\x13\n\x0bto_reviewer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\nResolution\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x16\n\x0e\x66inal_decision\x18\x02 \x01(\t\">\n\nDataAccess\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x96\x05\n\x0b\x41uditRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x07 \x01(\t\x12\x1c\n\x14start_time_unix_nano\x18\x08 \x01(\x06\x12\x1a\n\x12\x65nd_time_unix_nano\x18\t \x01(\x06\x12\x0f\n\x07service\x18\n \x01(\t\x12\x17\n\x0fservice_version\x18\x0b \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x0c \x01(\t\x12\x0c\n\x04host\x18\r \x01(\t\x12\x13\n\x0bsdk_version\x18\x0e \x01(\t\x12)\n\nmodel_call\x18\x14 \x01(\x0b\x32\x15.aitrail.v1.ModelCall\x12\"\n\x06review\x18\x15 \x01(\x0b\x32\x12.aitrail.v1.Review\x12*\n\nescalation\x18\x16 \x01(\x0b\x32\x16.aitrail.v1.Escalation\x12*\n\nresolution\x18\x17 \x01(\x0b\x32\x16.aitrail.v1.Resolution\x12+\n\x0b\x64\x61ta_access\x18\x18 \x01(\x0b\x32\x16.aitrail.v1.DataAccess\x12 \n\x05\x65rror\x18\x19 \x01(\x0b\x32\x11.aitrail.v1.Error\x12;\n\nattributes\x18\x1e \x03(\x0b\x32\'.aitrail.v1.AuditRecord.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\rExportRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.aitrail.v1.AuditRecord\"=\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x83\x01\n\x0e\x45xportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\'\n\x08rejected\x18\x03 \x03(\x0b\x32\x15.aitrail.v1.Rejection\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\t\x12\x10\n\x08head_seq\x18\x05 \x01(\x04\x32O\n\x0c\x41uditService\x12?\n\x06\x45xport\x12\x19.aitrail.v1.ExportRequest\x1a\x1a.aitrail.v1.ExportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61itrail/v1/audit.proto\x12\naitrail.v1\".\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\"\xa6\x03\n\tModelCall\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12prompt_template_id\x18\x04 \x01(\t\x12\x16\n\x0eprompt_version\x18\x05 \x01(\t\x12\x39\n\nparameters\x18\x06 \x03(\x0b\x32%.aitrail.v1.ModelCall.ParametersEntry\x12\r\n\x05input\x18\x07 \x01(\t\x12\x0e\n\x06output\x18\x08 \x01(\t\x12\x17\n\nconfidence\x18\t \x01(\x01H\x00\x88\x01\x01\x12*\n\x08logprobs\x18\n \x03(\x0b\x32\x18.aitrail.v1.TokenLogprob\x12%\n\x05usage\x18\x0b \x01(\x0b\x32\x16.aitrail.v1.TokenUsage\x12\x10\n\x08streamed\x18\x0c \x01(\x08\x12\x13\n\x0bresponse_id\x18\r \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_confidence\"B\n\tRationale\x12\x13\n\x0breason_code\x18\x01 \x01(\t\x12\x12\n\npolicy_ref\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x97\x01\n\x06Review\x12\x13\n\x0breviewer_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x17\n\x0fmodified_output\x18\x03 \x01(\t\x12\x0c\n\x04\x64iff\x18\x04 \x01(\t\x12\x15\n\rtime_spent_ms\x18\x05 \x01(\x04\x12(\n\trationale\x18\x06 \x01(\x0b\x32\x15.aitrail.v1.Rationale\"H\n\nEscalation\x12\x15\n\rfrom_reviewer\x18\x01 \x01(\t\x12\x13\n\x0bto_reviewer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\nResolution\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x16\n\x0e\x66inal_decision\x18\x02 \x01(\t\">\n\nDataAccess\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"\x83\x01\n\nEvaluation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0bscore_value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bscore_label\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x13\n\x0bresponse_id\x18\x05 \x01(\tB\x0e\n\x0c_score_value\"&\n\x05\x45rror\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc2\x05\n\x0b\x41uditRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0f\n\x07span_id\x18\x06 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x07 \x01(\t\x12\x1c\n\x14start_time_unix_nano\x18\x08 \x01(\x06\x12\x1a\n\x12\x65nd_time_unix_nano\x18\t \x01(\x06\x12\x0f\n\x07service\x18\n \x01(\t\x12\x17\n\x0fservice_version\x18\x0b \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x0c \x01(\t\x12\x0c\n\x04host\x18\r \x01(\t\x12\x13\n\x0bsdk_version\x18\x0e \x01(\t\x12)\n\nmodel_call\x18\x14 \x01(\x0b\x32\x15.aitrail.v1.ModelCall\x12\"\n\x06review\x18\x15 \x01(\x0b\x32\x12.aitrail.v1.Review\x12*\n\nescalation\x18\x16 \x01(\x0b\x32\x16.aitrail.v1.Escalation\x12*\n\nresolution\x18\x17 \x01(\x0b\x32\x16.aitrail.v1.Resolution\x12+\n\x0b\x64\x61ta_access\x18\x18 \x01(\x0b\x32\x16.aitrail.v1.DataAccess\x12 \n\x05\x65rror\x18\x19 \x01(\x0b\x32\x11.aitrail.v1.Error\x12*\n\nevaluation\x18\x1a \x01(\x0b\x32\x16.aitrail.v1.Evaluation\x12;\n\nattributes\x18\x1e \x03(\x0b\x32\'.aitrail.v1.AuditRecord.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\rExportRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.aitrail.v1.AuditRecord\"=\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x83\x01\n\x0e\x45xportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\'\n\x08rejected\x18\x03 \x03(\x0b\x32\x15.aitrail.v1.Rejection\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\t\x12\x10\n\x08head_seq\x18\x05 \x01(\x04\x32O\n\x0c\x41uditService\x12?\n\x06\x45xport\x12\x19.aitrail.v1.ExportRequest\x1a\x1a.aitrail.v1.ExportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,31 +40,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENUSAGE']._serialized_start=86
   _globals['_TOKENUSAGE']._serialized_end=143
   _globals['_MODELCALL']._serialized_start=146
-  _globals['_MODELCALL']._serialized_end=547
-  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_start=483
-  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_end=532
-  _globals['_RATIONALE']._serialized_start=549
-  _globals['_RATIONALE']._serialized_end=615
-  _globals['_REVIEW']._serialized_start=618
-  _globals['_REVIEW']._serialized_end=769
-  _globals['_ESCALATION']._serialized_start=771
-  _globals['_ESCALATION']._serialized_end=843
-  _globals['_RESOLUTION']._serialized_start=845
-  _globals['_RESOLUTION']._serialized_end=898
-  _globals['_DATAACCESS']._serialized_start=900
-  _globals['_DATAACCESS']._serialized_end=962
-  _globals['_ERROR']._serialized_start=964
-  _globals['_ERROR']._serialized_end=1002
-  _globals['_AUDITRECORD']._serialized_start=1005
-  _globals['_AUDITRECORD']._serialized_end=1667
-  _globals['_AUDITRECORD_ATTRIBUTESENTRY']._serialized_start=1618
-  _globals['_AUDITRECORD_ATTRIBUTESENTRY']._serialized_end=1667
-  _globals['_EXPORTREQUEST']._serialized_start=1669
-  _globals['_EXPORTREQUEST']._serialized_end=1726
-  _globals['_REJECTION']._serialized_start=1728
-  _globals['_REJECTION']._serialized_end=1789
-  _globals['_EXPORTRESPONSE']._serialized_start=1792
-  _globals['_EXPORTRESPONSE']._serialized_end=1923
-  _globals['_AUDITSERVICE']._serialized_start=1925
-  _globals['_AUDITSERVICE']._serialized_end=2004
+  _globals['_MODELCALL']._serialized_end=568
+  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_start=504
+  _globals['_MODELCALL_PARAMETERSENTRY']._serialized_end=553
+  _globals['_RATIONALE']._serialized_start=570
+  _globals['_RATIONALE']._serialized_end=636
+  _globals['_REVIEW']._serialized_start=639
+  _globals['_REVIEW']._serialized_end=790
+  _globals['_ESCALATION']._serialized_start=792
+  _globals['_ESCALATION']._serialized_end=864
+  _globals['_RESOLUTION']._serialized_start=866
+  _globals['_RESOLUTION']._serialized_end=919
+  _globals['_DATAACCESS']._serialized_start=921
+  _globals['_DATAACCESS']._serialized_end=983
+  _globals['_EVALUATION']._serialized_start=986
+  _globals['_EVALUATION']._serialized_end=1117
+  _globals['_ERROR']._serialized_start=1119
+  _globals['_ERROR']._serialized_end=1157
+  _globals['_AUDITRECORD']._serialized_start=1160
+  _globals['_AUDITRECORD']._serialized_end=1866
+  _globals['_AUDITRECORD_ATTRIBUTESENTRY']._serialized_start=1817
+  _globals['_AUDITRECORD_ATTRIBUTESENTRY']._serialized_end=1866
+  _globals['_EXPORTREQUEST']._serialized_start=1868
+  _globals['_EXPORTREQUEST']._serialized_end=1925
+  _globals['_REJECTION']._serialized_start=1927
+  _globals['_REJECTION']._serialized_end=1988
+  _globals['_EXPORTRESPONSE']._serialized_start=1991
+  _globals['_EXPORTRESPONSE']._serialized_end=2122
+  _globals['_AUDITSERVICE']._serialized_start=2124
+  _globals['_AUDITSERVICE']._serialized_end=2203
 # @@protoc_insertion_point(module_scope)

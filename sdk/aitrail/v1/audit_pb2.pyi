@@ -23,7 +23,7 @@ class TokenUsage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelCall(_message.Message):
-    __slots__ = ("provider", "model", "model_version", "prompt_template_id", "prompt_version", "parameters", "input", "output", "confidence", "logprobs", "usage", "streamed")
+    __slots__ = ("provider", "model", "model_version", "prompt_template_id", "prompt_version", "parameters", "input", "output", "confidence", "logprobs", "usage", "streamed", "response_id")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class ModelCall(_message.Message):
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     STREAMED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     model_version: str
@@ -55,7 +56,8 @@ class ModelCall(_message.Message):
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
     usage: TokenUsage
     streamed: bool
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., prompt_template_id: _Optional[str] = ..., prompt_version: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., input: _Optional[str] = ..., output: _Optional[str] = ..., confidence: _Optional[float] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., streamed: _Optional[bool] = ...) -> None: ...
+    response_id: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., prompt_template_id: _Optional[str] = ..., prompt_version: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., input: _Optional[str] = ..., output: _Optional[str] = ..., confidence: _Optional[float] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., streamed: _Optional[bool] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class Rationale(_message.Message):
     __slots__ = ("reason_code", "policy_ref", "text")
@@ -111,6 +113,20 @@ class DataAccess(_message.Message):
     purpose: str
     def __init__(self, actor: _Optional[str] = ..., resource: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
 
+class Evaluation(_message.Message):
+    __slots__ = ("name", "score_value", "score_label", "explanation", "response_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score_value: float
+    score_label: str
+    explanation: str
+    response_id: str
+    def __init__(self, name: _Optional[str] = ..., score_value: _Optional[float] = ..., score_label: _Optional[str] = ..., explanation: _Optional[str] = ..., response_id: _Optional[str] = ...) -> None: ...
+
 class Error(_message.Message):
     __slots__ = ("type", "message")
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -120,7 +136,7 @@ class Error(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("record_id", "event_type", "task_id", "request_id", "trace_id", "span_id", "parent_span_id", "start_time_unix_nano", "end_time_unix_nano", "service", "service_version", "environment", "host", "sdk_version", "model_call", "review", "escalation", "resolution", "data_access", "error", "attributes")
+    __slots__ = ("record_id", "event_type", "task_id", "request_id", "trace_id", "span_id", "parent_span_id", "start_time_unix_nano", "end_time_unix_nano", "service", "service_version", "environment", "host", "sdk_version", "model_call", "review", "escalation", "resolution", "data_access", "error", "evaluation", "attributes")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +164,7 @@ class AuditRecord(_message.Message):
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     DATA_ACCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     event_type: str
@@ -169,8 +186,9 @@ class AuditRecord(_message.Message):
     resolution: Resolution
     data_access: DataAccess
     error: Error
+    evaluation: Evaluation
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, record_id: _Optional[str] = ..., event_type: _Optional[str] = ..., task_id: _Optional[str] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., service: _Optional[str] = ..., service_version: _Optional[str] = ..., environment: _Optional[str] = ..., host: _Optional[str] = ..., sdk_version: _Optional[str] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., review: _Optional[_Union[Review, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., data_access: _Optional[_Union[DataAccess, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, record_id: _Optional[str] = ..., event_type: _Optional[str] = ..., task_id: _Optional[str] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., service: _Optional[str] = ..., service_version: _Optional[str] = ..., environment: _Optional[str] = ..., host: _Optional[str] = ..., sdk_version: _Optional[str] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., review: _Optional[_Union[Review, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., data_access: _Optional[_Union[DataAccess, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("records",)

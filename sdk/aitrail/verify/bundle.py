@@ -23,6 +23,7 @@ from aitrail.errors import AitrailError
 from aitrail.verify import merkle
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.envelope import (
+    CURRENT_VERSION,
     VERSION_FIELDS,
     EncodingError,
     canonical_bytes,
@@ -32,10 +33,12 @@ from aitrail.verify.envelope import (
 from aitrail.verify.hashes import leaf_hash
 
 # The bundle format names the envelope's encoding: v1 bundles carry v1 envelopes
-# (and stay valid); v2 bundles carry v2 envelopes with "envelope_version": 2.
-FORMATS = {"aitrail-proof-bundle/v1": 1, "aitrail-proof-bundle/v2": 2}
+# (and stay valid); v2 and v3 bundles carry envelopes of their version, with
+# "envelope_version": 2 or 3.
+FORMATS = {"aitrail-proof-bundle/v1": 1, "aitrail-proof-bundle/v2": 2,
+           "aitrail-proof-bundle/v3": 3}
 FORMAT_OF = {version: name for name, version in FORMATS.items()}
-FORMAT = FORMAT_OF[2]
+FORMAT = FORMAT_OF[CURRENT_VERSION]
 KEYS = frozenset({"format", "chain_id", "record_id", "seq", "leaf_index", "leaf_hash",
                   "tree_size", "inclusion_proof", "envelope", "checkpoint"})
 # JSON types per envelope field kind: exact, so `true` cannot stand in for 1.

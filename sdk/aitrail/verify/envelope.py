@@ -6,12 +6,16 @@ recomputes leaf hashes with ``canonical_bytes``. The encoding is specified,
 byte for byte, in docs/canonical-envelope.md so that a verifier in any language
 can rebuild it.
 
-Two encoding versions exist. Records are sealed under the current one, v2
-(``FIELDS``); records sealed under v1 (``FIELDS_V1``) keep verifying. v2 holds
-no free text: the escalation reason, the final decision, the error message and
-an erasure's reason are payloads (erasable), and it seals who delivered the
-record (``principal_kind``, ``principal_id``). A stored row, a proof bundle and
-an envelope dict say their version in ``envelope_version`` (absent: 1).
+Three encoding versions exist. Records are sealed under the current one, v3
+(``FIELDS``); records sealed under v1 (``FIELDS_V1``) and v2 (``FIELDS_V2``) keep
+verifying. v2 holds no free text: the escalation reason, the final decision, the
+error message and an erasure's reason are payloads (erasable), and it seals who
+delivered the record (``principal_kind``, ``principal_id``). v3 adds the model
+response's id (``response_id``, after the model call's fields) and the evaluation
+event type's ``evaluation_name``, ``score_value`` and ``score_label`` (after the
+data access fields); an evaluation's explanation is a payload. A stored row, a
+proof bundle and an envelope dict say their version in ``envelope_version``
+(absent: 1).
 
 Encoding, in the version's field order after its version tag:
 
@@ -120,24 +124,51 @@ def _v2_fields() -> tuple[Field, ...]:
 
 
 FIELDS_V2: tuple[Field, ...] = _v2_fields()
-CURRENT_VERSION = 2
-FIELDS: tuple[Field, ...] = FIELDS_V2      # what is sealed now
+
+# v3: the model response's id, and the evaluation event type. Each group goes after
+# the field named (v2's and v1's order otherwise unchanged).
+_V3_AFTER: Mapping[str, tuple[Field, ...]] = {
+    "streamed": (
+        Field("response_id", "str", "the provider's id of the model response (a "
+              "model call's own, or the one an evaluation judged)"),),
+    "purpose": (
+        Field("evaluation_name", "lstr", "evaluation: what was evaluated for"),
+        Field("score_value", "f64?", "evaluation: the score, when numeric"),
+        Field("score_label", "lstr", "evaluation: the verdict in words")),
+}
+
+
+def _with_v3(fields: tuple[Field, ...]) -> tuple[Field, ...]:
+    return tuple(g for f in fields for g in (f,) + _V3_AFTER.get(f.name, ()))
+
+
+FIELDS_V3: tuple[Field, ...] = _with_v3(FIELDS_V2)
+CURRENT_VERSION = 3
+FIELDS: tuple[Field, ...] = FIELDS_V3      # what is sealed now
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 
-VERSION_TAGS: Mapping[int, bytes] = {1: b"aitrail.envelope.v1", 2: b"aitrail.envelope.v2"}
-VERSION_FIELDS: Mapping[int, tuple[Field, ...]] = {1: FIELDS_V1, 2: FIELDS_V2}
+VERSION_TAGS: Mapping[int, bytes] = {1: b"aitrail.envelope.v1", 2: b"aitrail.envelope.v2",
+                                     3: b"aitrail.envelope.v3"}
+VERSION_FIELDS: Mapping[int, tuple[Field, ...]] = {1: FIELDS_V1, 2: FIELDS_V2, 3: FIELDS_V3}
 
 # Every column a stored row has, whatever its version: v1's, with v2's principal
-# after sdk_version. A row's fields of the other version hold their zero value.
-STORED_FIELDS: tuple[Field, ...] = tuple(
-    f for v1 in FIELDS_V1 for f in ((v1,) + (_PRINCIPAL if v1.name == "sdk_version" else ())))
+# after sdk_version and v3's columns where v3 puts them. A row's fields of another
+# version hold their zero value.
+STORED_FIELDS: tuple[Field, ...] = _with_v3(tuple(
+    f for v1 in FIELDS_V1 for f in ((v1,) + (_PRINCIPAL if v1.name == "sdk_version" else ()))))
 STORED_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in STORED_FIELDS)
+# The columns v3 added, with the column each follows in a stored row (for the
+# migration of a store made before v3: store/schema.py).
+V3_COLUMNS: tuple[tuple[Field, str], ...] = tuple(
+    (g, STORED_FIELD_NAMES[STORED_FIELD_NAMES.index(g.name) - 1])
+    for group in _V3_AFTER.values() for g in group)
 
-# Content held apart from the envelope so that it can be erased; the last four are
-# payloads from v2 on (v1 sealed the first three of them as envelope fields).
+# Content held apart from the envelope so that it can be erased; escalation_reason,
+# final_decision, error_message and erase_reason are payloads from v2 on (v1 sealed
+# the first three of them as envelope fields), explanation from v3 on.
 PAYLOAD_NAMES: tuple[str, ...] = (
     "input", "output", "logprobs", "modified_output", "diff", "rationale",
-    "escalation_reason", "final_decision", "error_message", "erase_reason",
+    "escalation_reason", "final_decision", "explanation", "error_message", "erase_reason",
 )
 # Payloads that were envelope fields under v1: a v1 row holds them in its columns.
 V1_ENVELOPE_TEXT: tuple[str, ...] = _MOVED_TO_PAYLOADS
@@ -153,7 +184,7 @@ def _put_str(out: list[bytes], value: str) -> None:
     out.append(data)
 
 
-def _put(out: list[bytes], kind: str, value: Any) -> None:
+def _put(out: list[bytes], kind: str, value: Any, name: str = "confidence") -> None:
     if kind in ("str", "lstr"):
         _put_str(out, value)
     elif kind in ("u64", "time"):
@@ -163,7 +194,7 @@ def _put(out: list[bytes], kind: str, value: Any) -> None:
             out.append(b"\x00")
         else:
             if not math.isfinite(value):
-                raise EncodingError("confidence must be a finite number")
+                raise EncodingError(f"{name} must be a finite number")
             out.append(b"\x01" + _F64.pack(value))
     elif kind == "map":
         items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-8"))
@@ -191,7 +222,7 @@ def canonical_bytes_reference(envelope: Mapping[str, Any]) -> bytes:
     out: list[bytes] = []
     _put_str(out, VERSION_TAGS[version].decode())
     for f in VERSION_FIELDS[version]:
-        _put(out, f.kind, envelope[f.name])
+        _put(out, f.kind, envelope[f.name], f.name)
     return b"".join(out)
 
 
@@ -222,7 +253,7 @@ def _f64_bytes(value: Any) -> bytes:
     if value is None:
         return b"\x00"
     if not math.isfinite(value):
-        raise EncodingError("confidence must be a finite number")
+        raise EncodingError("a finite number is required")  # named by _encoding_error
     return b"\x01" + _F64.pack(value)
 
 
@@ -284,7 +315,7 @@ def _encoding_error(envelope: Mapping[str, Any], version: int) -> EncodingError:
         if f.name not in envelope:
             return EncodingError(f"{f.name}: missing")
         try:
-            _put([], f.kind, envelope[f.name])
+            _put([], f.kind, envelope[f.name], f.name)
         except (ValueError, TypeError, AttributeError, OverflowError, struct.error) as exc:
             if isinstance(exc, EncodingError):
                 return exc
