@@ -4,9 +4,9 @@ Run: ``python tests/testdata/otel/capture.py`` (from the repository, in the proj
 Each instrumentation runs in its own subprocess, because instrumentors patch the ``openai``
 module globally and read their environment at ``instrument()`` time.
 
-The OpenAI API is stood in for by ``httpx2.MockTransport`` (openai 3.x is built on httpx2), so
-the real client code, the real instrumentor and the real OpenTelemetry SDK run; only the socket
-to api.openai.com does not. Ids come from a counting generator, so reruns differ only in times.
+The OpenAI API is stood in for by ``httpx2.MockTransport`` (openai 3.x is built on httpx2;
+tests/fake_openai.py), so the real client code, the real instrumentor and the real
+OpenTelemetry SDK run; only the socket to api.openai.com does not. Ids come from a counting generator, so reruns differ only in times.
 
 Writes ``<instrumentation>-<case>.json`` beside this file: the finished spans (and, for the
 official instrumentation, the log records it emits as events).
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # tests/: the fake OpenAI API the tests use too
+import fake_openai  # noqa: E402
 
 #: what each instrumentation needs in its environment to capture message content
 INSTRUMENTATIONS: dict[str, dict[str, str]] = {
@@ -43,127 +45,27 @@ INSTRUMENTATIONS: dict[str, dict[str, str]] = {
     "openllmetry-events": {"TRACELOOP_TRACE_CONTENT": "true"},
 }
 
-MODEL = "gpt-4o-2024-08-06"
-SYSTEM = "You are a concise support assistant."
-PROMPT = "How do I reset my password?"
-PII_PROMPT = (
-    "My e-mail is jane.doe@example.com, my SSN is 123-45-6789 and my card is "
-    "4111 1111 1111 1111. Why was I charged twice?"
-)
-ANSWER = "Open Settings, choose Security, then Reset password."
-PII_ANSWER = "I have flagged the duplicate charge on the card ending 1111 for a refund."
-
 CASES: dict[str, dict[str, Any]] = {
-    "chat": {"prompt": PROMPT, "answer": ANSWER, "stream": False},
-    "stream": {"prompt": PROMPT, "answer": ANSWER, "stream": True},
-    "pii": {"prompt": PII_PROMPT, "answer": PII_ANSWER, "stream": False},
+    "chat": {"prompt": fake_openai.PROMPT, "answer": fake_openai.ANSWER, "stream": False},
+    "stream": {"prompt": fake_openai.PROMPT, "answer": fake_openai.ANSWER, "stream": True},
+    "pii": {"prompt": fake_openai.PII_PROMPT, "answer": fake_openai.PII_ANSWER,
+            "stream": False},
     # the API refuses: HTTP 429, openai.RateLimitError raised through the instrumentor
-    "error": {"prompt": PROMPT, "answer": None, "stream": False},
-}
-
-USAGE = {
-    "prompt_tokens": 42,
-    "completion_tokens": 17,
-    "total_tokens": 59,
-    "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0},
-    "completion_tokens_details": {
-        "reasoning_tokens": 5,
-        "audio_tokens": 0,
-        "accepted_prediction_tokens": 0,
-        "rejected_prediction_tokens": 0,
-    },
+    "error": {"prompt": fake_openai.PROMPT, "answer": None, "stream": False},
 }
 
 
-def completion_body(answer: str) -> dict[str, Any]:
-    """A realistic non-streamed chat.completion response."""
-    return {
-        "id": "chatcmpl-AbC123xyz",
-        "object": "chat.completion",
-        "created": 1764640000,
-        "model": MODEL,
-        "system_fingerprint": "fp_50cad350e4",
-        "service_tier": "default",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": USAGE,
-    }
-
-
-def stream_body(answer: str) -> bytes:
-    """The same response as server-sent chat.completion.chunk events (with include_usage)."""
-    base = {
-        "id": "chatcmpl-AbC123xyz",
-        "object": "chat.completion.chunk",
-        "created": 1764640000,
-        "model": MODEL,
-        "system_fingerprint": "fp_50cad350e4",
-    }
-    words = answer.split(" ")
-    chunks: list[dict[str, Any]] = [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                              "finish_reason": None}]}
-    ]
-    for i, word in enumerate(words):
-        text = word if i == 0 else " " + word
-        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": text},
-                                            "finish_reason": None}]})
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    chunks.append({**base, "choices": [], "usage": USAGE})
-    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
-    return "".join(lines).encode()
-
-
-def mock_openai_client(answer: str | None) -> Any:
-    """The real openai client whose HTTP goes to an in-process MockTransport."""
-    import httpx2
+def run_case(case: Mapping[str, Any]) -> None:
     import openai
-
-    def handle(request: httpx2.Request) -> httpx2.Response:
-        sent = json.loads(request.content)
-        if answer is None:
-            return httpx2.Response(429, headers={"x-request-id": "req_0123456789abcdef"}, json={
-                "error": {"message": "Rate limit reached for gpt-4o", "type": "requests",
-                          "param": None, "code": "rate_limit_exceeded"}})
-        if sent.get("stream"):
-            return httpx2.Response(
-                200, headers={"content-type": "text/event-stream",
-                              "x-request-id": "req_0123456789abcdef"},
-                content=stream_body(answer))
-        return httpx2.Response(
-            200, headers={"x-request-id": "req_0123456789abcdef"},
-            json=completion_body(answer))
-
-    return openai.OpenAI(api_key="sk-test-offline", base_url="https://api.openai.com/v1",
-                         http_client=httpx2.Client(transport=httpx2.MockTransport(handle)),
-                         max_retries=0)
-
-
-def run_case(client: Any, case: Mapping[str, Any]) -> None:
-    import openai
-    messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": case["prompt"]}]
-    params: dict[str, Any] = {"model": "gpt-4o", "messages": messages, "temperature": 0.2,
-                              "max_tokens": 256, "user": "user-42"}
-    if case["stream"]:
-        stream = client.chat.completions.create(
-            stream=True, stream_options={"include_usage": True}, **params)
-        "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
-    elif case["answer"] is None:
-        try:
-            client.chat.completions.create(**params)
-        except openai.RateLimitError:
-            pass
-        else:
-            raise AssertionError("the mock API should have refused")
-    else:
-        client.chat.completions.create(**params)
+    client = fake_openai.client(case["answer"])
+    if case["answer"] is not None:
+        fake_openai.chat(client, case["prompt"], stream=case["stream"])
+        return
+    try:
+        fake_openai.chat(client, case["prompt"])
+    except openai.RateLimitError:
+        return
+    raise AssertionError("the mock API should have refused")
 
 
 def counting_ids() -> Any:
@@ -275,10 +177,9 @@ def capture(name: str) -> None:
     for case_name, case in CASES.items():
         spans.clear()
         logs.clear()
-        client = mock_openai_client(case["answer"])
         # the application's own span: the GenAI span must be its child, in its trace
         with app.start_as_current_span("handle-ticket"):
-            run_case(client, case)
+            run_case(case)
         out = {
             "instrumentation": name,
             "case": case_name,
