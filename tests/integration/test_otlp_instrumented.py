@@ -1,0 +1,178 @@
+"""Real instrumentations, offline, end to end (issue 13).
+
+The real ``openai`` client (its HTTP answered by tests/fake_openai.py's MockTransport), the
+real instrumentor patching it, the real OpenTelemetry SDK; then either the real OTLP exporters
+(gRPC and HTTP) to a real collector, or ``aitrail.otel.AuditSpanProcessor`` in the
+application's own ``TracerProvider``. What was sealed is read back from the store.
+
+Each instrumentor patches the ``openai`` module globally: ``instrumented`` undoes it after
+every test, so the tests do not see each other's spans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterator
+
+import fake_openai
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support import CollectorProc, cli, verdict
+
+import aitrail
+from aitrail.export import InMemoryExporter
+from aitrail.otel import AuditSpanProcessor
+from aitrail.otel.mapping import record_id_for
+
+RESOURCE = {"service.name": "support-bot", "service.version": "1.4.2",
+            "deployment.environment.name": "staging", "host.name": "app-7"}
+
+
+@contextlib.contextmanager
+def instrumented(instrumentor: Any, provider: TracerProvider, **kwargs: Any) -> Iterator[None]:
+    instrumentor.instrument(tracer_provider=provider, **kwargs)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+        _unwrap_openai()
+
+
+def _unwrap_openai() -> None:
+    """Undo every wrapt wrapper left on the openai client's resource classes.
+
+    OpenLLMetry 0.62.4's uninstrument() leaves its wrappers on (it names the patched
+    method as "module.Completions", "create" dotted the wrong way, so its unwrap finds
+    nothing): without this, its spans would go on reaching a later test's SDK."""
+    from wrapt import BaseObjectProxy
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("openai.resources") or module is None:
+            continue
+        for cls in [v for v in vars(module).values() if isinstance(v, type)]:
+            for attr, value in list(vars(cls).items()):
+                # type(), not isinstance(): a proxy passes itself off as what it wraps
+                while issubclass(type(value), BaseObjectProxy):
+                    value = value.__wrapped__
+                    setattr(cls, attr, value)
+
+
+def openinference() -> Any:
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    return OpenAIInstrumentor()
+
+
+def app_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """The application's tracer provider, with an in-memory copy of every span it ends
+    (what the application itself saw, to compare the store against)."""
+    provider = TracerProvider(resource=Resource.create(RESOURCE))
+    seen = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(seen))
+    return provider, seen
+
+
+def genai_spans(seen: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in seen.get_finished_spans() if s.name != "handle-ticket"]
+
+
+def hex_ids(span: ReadableSpan) -> tuple[str, str, str]:
+    ctx, parent = span.get_span_context(), span.parent
+    return (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"),
+            format(parent.span_id, "016x") if parent else "")
+
+
+def assert_redacted(text: str) -> None:
+    """No raw e-mail address, SSN or card number; each replaced by its typed token."""
+    for raw in (fake_openai.EMAIL, fake_openai.SSN, fake_openai.CARD,
+                fake_openai.CARD.replace(" ", "")):
+        assert raw not in text
+    for token in ("[EMAIL:", "[SSN:", "[CARD:"):
+        assert token in text, text
+
+
+def assert_verifies(collector: CollectorProc, records: int) -> None:
+    out = cli("verify", "--data-dir", str(collector.data_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert verdict(out.stdout).startswith(f"OK: {records} records"), out.stdout
+
+
+# ---------------------------------------------------- in process: AuditSpanProcessor
+
+@pytest.fixture
+def in_memory_sdk() -> Iterator[InMemoryExporter]:
+    exporter = InMemoryExporter()
+    aitrail.configure(exporter=exporter, service="fallback-svc", redaction_key="test-key",
+                      delivery="best_effort", flush_interval=0.05)
+    yield exporter
+    aitrail.shutdown()
+
+
+def run_through_processor(instrumentor: Any, exporter: InMemoryExporter, **kwargs: Any
+                          ) -> tuple[list[Any], list[ReadableSpan]]:
+    """A plain and a PII chat completion under the application's span, the provider
+    carrying an AuditSpanProcessor; the records made and the GenAI spans seen."""
+    provider, seen = app_provider()
+    provider.add_span_processor(AuditSpanProcessor())
+    app = provider.get_tracer("support-bot")
+    with instrumented(instrumentor, provider, **kwargs):
+        with app.start_as_current_span("handle-ticket"):
+            assert fake_openai.chat(fake_openai.client()) == fake_openai.ANSWER
+        with app.start_as_current_span("handle-ticket"):
+            fake_openai.chat(fake_openai.client(fake_openai.PII_ANSWER), fake_openai.PII_PROMPT)
+    assert aitrail.flush(10)
+    return exporter.get_finished_records(), genai_spans(seen)
+
+
+def assert_model_call(rec: Any, span: ReadableSpan, answer: str) -> None:
+    call = rec.model_call
+    assert rec.event_type == "model_call"
+    assert (rec.trace_id, rec.span_id, rec.parent_span_id) == hex_ids(span)
+    assert rec.record_id == record_id_for(rec.trace_id, rec.span_id, "model_call", 0,
+                                          span.start_time or 0)
+    assert (call.provider, call.model) == ("openai", fake_openai.REQUEST_MODEL)
+    assert call.model_version == fake_openai.MODEL
+    assert (call.usage.input_tokens, call.usage.output_tokens) == (42, 17)
+    assert fake_openai.SYSTEM in call.input and call.output == answer
+    assert (rec.service, rec.service_version, rec.environment, rec.host) == (
+        "support-bot", "1.4.2", "staging", "app-7")
+
+
+def test_openllmetry_spans_become_model_calls_in_process(in_memory_sdk, monkeypatch):
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+    monkeypatch.setenv("TRACELOOP_TRACE_CONTENT", "true")
+    records, spans = run_through_processor(OpenAIInstrumentor(), in_memory_sdk)
+    assert [s.instrumentation_scope.name for s in spans] == [
+        "opentelemetry.instrumentation.openai.v1"] * 2
+    assert len(records) == 2  # the application's own spans made none
+    plain, pii = records
+    assert_model_call(plain, spans[0], fake_openai.ANSWER)
+    assert fake_openai.PROMPT in plain.model_call.input
+    assert plain.attributes["gen_ai.response.id"] == fake_openai.RESPONSE_ID
+    assert plain.attributes["gen_ai.usage.cache_read.input_tokens"] == "8"
+    assert plain.attributes["gen_ai.usage.reasoning_tokens"] == "5"
+    assert_model_call(pii, spans[1], fake_openai.PII_ANSWER)
+    assert_redacted(pii.model_call.input)
+
+
+def test_official_v2_spans_become_model_calls_in_process(in_memory_sdk, monkeypatch):
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    # span_only: the content on the span, where the processor sees it (event_only would
+    # put it in a log record, which no span processor is shown)
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
+    # The opt-in is read once per process, by the first instrumentor to start (here, maybe
+    # an earlier test's): have it read again, as in an application that sets it at start.
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    records, spans = run_through_processor(OpenAIInstrumentor(), in_memory_sdk)
+    assert [s.name for s in spans] == ["chat gpt-4o"] * 2
+    assert len(records) == 2
+    plain, pii = records
+    assert_model_call(plain, spans[0], fake_openai.ANSWER)
+    assert fake_openai.PROMPT in plain.model_call.input
+    assert plain.attributes["gen_ai.response.id"] == fake_openai.RESPONSE_ID
+    assert_model_call(pii, spans[1], fake_openai.PII_ANSWER)
+    assert_redacted(pii.model_call.input)
