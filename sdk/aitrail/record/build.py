@@ -38,6 +38,9 @@ def logprobs_text(logprobs: Any) -> list[tuple[str, float]]:
 
 
 def build_record(d: Mapping[str, Any], config: Any, redactor: Redactor) -> pb.AuditRecord:
+    """The record of draft ``d``. Who sent it (service, service_version, environment,
+    host, sdk_version) comes from ``config``, unless the draft names it (a span's
+    resource does, aitrail.otel)."""
     r = redactor.apply
     rec = pb.AuditRecord(
         record_id=d["record_id"], event_type=d["event_type"],
@@ -46,8 +49,11 @@ def build_record(d: Mapping[str, Any], config: Any, redactor: Redactor) -> pb.Au
         trace_id=d.get("trace_id", ""), span_id=d.get("span_id", ""),
         parent_span_id=d.get("parent_span_id", ""),
         start_time_unix_nano=d["start"], end_time_unix_nano=d.get("end") or d["start"],
-        service=config.service, service_version=config.service_version,
-        environment=config.environment, host=config.host, sdk_version=SDK_VERSION,
+        service=d.get("service") or config.service,
+        service_version=d.get("service_version") or config.service_version,
+        environment=d.get("environment") or config.environment,
+        host=d.get("host") or config.host,
+        sdk_version=d.get("sdk_version") or getattr(config, "sdk_version", SDK_VERSION),
     )
     for key, value in (d.get("attributes") or {}).items():
         rec.attributes[str(key)] = r(f"attributes.{key}", str(value))
