@@ -95,6 +95,10 @@ def assert_redacted(text: str) -> None:
         assert token in text, text
 
 
+def stored(collector: CollectorProc, query: str) -> list[dict[str, Any]]:
+    return collector.get(f"/api/v1/records?limit=1000&{query}")["records"]
+
+
 def assert_verifies(collector: CollectorProc, records: int) -> None:
     """`aitrail verify` is clean, over at least ``records`` (the collector seals a
     data_access record of each of the test's reads too)."""
@@ -104,12 +108,88 @@ def assert_verifies(collector: CollectorProc, records: int) -> None:
     assert found and int(found.group(1)) >= records, out.stdout
 
 
+# ------------------------------------------- over the network: OTLP exporters -> collector
+
+REDACTION_KEY = "test-key"   # the collector's, and the SDK's in the tests below: equal tokens
+
+
+@pytest.fixture(scope="module")
+def otlp_collector(tmp_path_factory) -> Iterator[tuple[CollectorProc, str]]:
+    """(collector, API key): keys required, the key writes as the app's service; span
+    content redacted under REDACTION_KEY."""
+    from aitrail_collector.ingest.apikeys import create_key
+    base = tmp_path_factory.mktemp("otlp-instrumented")
+    keys, key_file = str(base / "keys.json"), base / "redaction.key"
+    key_file.write_text(REDACTION_KEY)
+    key = create_key(keys, RESOURCE["service.name"])
+    proc = CollectorProc(base / "store", "--api-keys", keys,
+                         "--redaction-key-file", str(key_file)).start()
+    yield proc, key
+    proc.stop()
+
+
+def otlp_exporter(transport: str, collector: CollectorProc, key: str) -> Any:
+    """The real OTLP span exporter, as an application configures it for aitrail."""
+    headers = {"authorization": f"Bearer {key}"}
+    if transport == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter(endpoint=collector.grpc, insecure=True, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+    return HttpSpanExporter(endpoint=collector.url + "/v1/traces", headers=headers)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_openinference_over_otlp_is_sealed_redacted_in_the_apps_trace(otlp_collector, transport):
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from aitrail.record.redact import Redactor
+    collector, key = otlp_collector
+    not_genai = collector.get("/healthz")["otlp"]["not_genai"]
+    provider, seen = app_provider()
+    provider.add_span_processor(BatchSpanProcessor(otlp_exporter(transport, collector, key)))
+    app = provider.get_tracer("support-bot")
+    with instrumented(openinference(), provider):
+        with app.start_as_current_span("handle-ticket") as root:
+            answer = fake_openai.chat(fake_openai.client(fake_openai.PII_ANSWER),
+                                      fake_openai.PII_PROMPT)
+            streamed = fake_openai.chat(fake_openai.client(), stream=True)
+    assert (answer, streamed) == (fake_openai.PII_ANSWER, fake_openai.ANSWER)
+    assert provider.force_flush(30_000)
+    provider.shutdown()
+
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    app_span_id = format(root.get_span_context().span_id, "016x")
+    spans = genai_spans(seen)
+    records = stored(collector, f"trace_id={trace_id}")
+    # one record per GenAI span, in the application's trace; its own span made none
+    assert sorted(r["span_id"] for r in records) == sorted(hex_ids(s)[1] for s in spans)
+    assert collector.get("/healthz")["otlp"]["not_genai"] == not_genai + 1
+    by_span = {r["span_id"]: r for r in records}
+    pii, plain = (by_span[hex_ids(s)[1]] for s in spans)
+    for rec in (pii, plain):
+        assert (rec["event_type"], rec["trace_id"], rec["parent_span_id"]) == (
+            "model_call", trace_id, app_span_id)
+        assert (rec["provider"], rec["model"], rec["model_version"]) == (
+            "openai", fake_openai.REQUEST_MODEL, fake_openai.MODEL)
+        assert (rec["input_tokens"], rec["output_tokens"]) == (42, 17)
+        assert (rec["service"], rec["service_version"], rec["environment"], rec["host"]) == (
+            "support-bot", "1.4.2", "staging", "app-7")
+        assert fake_openai.SYSTEM in rec["input"]
+    assert (pii["output"], plain["output"]) == (fake_openai.PII_ANSWER, fake_openai.ANSWER)
+    assert_redacted(pii["input"])
+    # the collector's tokens are the SDK's under the same key: same customer, same token
+    assert Redactor(REDACTION_KEY.encode()).scan(fake_openai.PII_PROMPT) in pii["input"]
+    assert_verifies(collector, len(records))
+
+
 # ---------------------------------------------------- in process: AuditSpanProcessor
 
 @pytest.fixture
 def in_memory_sdk() -> Iterator[InMemoryExporter]:
     exporter = InMemoryExporter()
-    aitrail.configure(exporter=exporter, service="fallback-svc", redaction_key="test-key",
+    aitrail.configure(exporter=exporter, service="fallback-svc", redaction_key=REDACTION_KEY,
                       delivery="best_effort", flush_interval=0.05)
     yield exporter
     aitrail.shutdown()
@@ -193,14 +273,10 @@ def down_collector(tmp_path: Path) -> Iterator[CollectorProc]:
     proc.stop()
 
 
-def stored(collector: CollectorProc, query: str) -> list[dict[str, Any]]:
-    return collector.get(f"/api/v1/records?limit=1000&{query}")["records"]
-
-
 def test_processor_durable_spools_while_the_collector_is_down_and_loses_nothing(
         down_collector, tmp_path):
     aitrail.configure(endpoint=down_collector.grpc, service="fallback-svc",
-                      redaction_key="test-key", delivery="durable",
+                      redaction_key=REDACTION_KEY, delivery="durable",
                       spool_dir=str(tmp_path / "spool"), flush_interval=0.05, export_timeout=1)
     try:
         provider, seen = app_provider()
