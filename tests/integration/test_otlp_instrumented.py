@@ -151,8 +151,11 @@ def test_openinference_over_otlp_is_sealed_redacted_in_the_apps_trace(otlp_colle
     provider, seen = app_provider()
     provider.add_span_processor(BatchSpanProcessor(otlp_exporter(transport, collector, key)))
     app = provider.get_tracer("support-bot")
+    from openinference.instrumentation import using_attributes
     with instrumented(openinference(), provider):
-        with app.start_as_current_span("handle-ticket") as root:
+        # OpenInference's session id (session.id on its spans) becomes the task id
+        with app.start_as_current_span("handle-ticket") as root, \
+                using_attributes(session_id=f"T-ticket-{transport}", user_id="user-42"):
             answer = fake_openai.chat(fake_openai.client(fake_openai.PII_ANSWER),
                                       fake_openai.PII_PROMPT)
             streamed = fake_openai.chat(fake_openai.client(), stream=True)
@@ -172,6 +175,8 @@ def test_openinference_over_otlp_is_sealed_redacted_in_the_apps_trace(otlp_colle
     for rec in (pii, plain):
         assert (rec["event_type"], rec["trace_id"], rec["parent_span_id"]) == (
             "model_call", trace_id, app_span_id)
+        assert rec["task_id"] == f"T-ticket-{transport}"
+        assert rec["attributes"]["user.id"] == "user-42"
         assert (rec["provider"], rec["model"], rec["model_version"]) == (
             "openai", fake_openai.REQUEST_MODEL, fake_openai.MODEL)
         assert (rec["input_tokens"], rec["output_tokens"]) == (42, 17)

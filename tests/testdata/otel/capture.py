@@ -52,12 +52,21 @@ CASES: dict[str, dict[str, Any]] = {
             "stream": False},
     # the API refuses: HTTP 429, openai.RateLimitError raised through the instrumentor
     "error": {"prompt": fake_openai.PROMPT, "answer": None, "stream": False},
+    # inside OpenInference's using_attributes(session_id, user_id): only OpenInference
+    # reads it (session.id, user.id on its spans); the others ignore it
+    "session": {"prompt": fake_openai.PROMPT, "answer": fake_openai.ANSWER, "stream": False,
+                "session": True},
 }
 
 
 def run_case(case: Mapping[str, Any]) -> None:
     import openai
+    from openinference.instrumentation import using_attributes
     client = fake_openai.client(case["answer"])
+    if case.get("session"):
+        with using_attributes(session_id="conv-42", user_id="user-42"):
+            fake_openai.chat(client, case["prompt"])
+        return
     if case["answer"] is not None:
         fake_openai.chat(client, case["prompt"], stream=case["stream"])
         return
