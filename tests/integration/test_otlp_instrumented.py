@@ -143,6 +143,7 @@ def otlp_exporter(transport: str, collector: CollectorProc, key: str) -> Any:
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
 def test_openinference_over_otlp_is_sealed_redacted_in_the_apps_trace(otlp_collector, transport):
+    from openinference.instrumentation import using_attributes
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from aitrail.record.redact import Redactor
@@ -151,7 +152,6 @@ def test_openinference_over_otlp_is_sealed_redacted_in_the_apps_trace(otlp_colle
     provider, seen = app_provider()
     provider.add_span_processor(BatchSpanProcessor(otlp_exporter(transport, collector, key)))
     app = provider.get_tracer("support-bot")
-    from openinference.instrumentation import using_attributes
     with instrumented(openinference(), provider):
         # OpenInference's session id (session.id on its spans) becomes the task id
         with app.start_as_current_span("handle-ticket") as root, \
