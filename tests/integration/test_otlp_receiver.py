@@ -52,13 +52,21 @@ def open_collector(tmp_path_factory):
     proc.stop()
 
 
+REDACTION_KEY = "the-sdk-redaction-key"
+
+
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """(collector, key) with API keys: the key writes as SERVICE."""
+    """(collector, key) with API keys (the key writes as SERVICE), the SDK's redaction key
+    in a file, a redaction policy and the task id taken from session.id first."""
     base = tmp_path_factory.mktemp("otlp-keyed")
     keys = str(base / "keys.json")
     key = create_key(keys, SERVICE)
-    proc = CollectorProc(base / "store", "--api-keys", keys).start()
+    (base / "redaction.key").write_text(REDACTION_KEY + "\n")
+    proc = CollectorProc(base / "store", "--api-keys", keys,
+                         "--redaction-key-file", str(base / "redaction.key"),
+                         "--redaction-policy", "attributes.gen_ai.conversation.id=hash",
+                         "--otlp-task-id-keys", "session.id,gen_ai.conversation.id").start()
     yield proc, key
     proc.stop()
 
@@ -301,6 +309,28 @@ def test_a_key_may_only_write_its_own_service_refused_spans_are_counted(keyed):
     assert reply.partial_success.rejected_spans == 1
     assert "does not match the API key's service" in reply.partial_success.error_message
     assert stored(collector, trace.hex()) == []
+    verify_clean(collector)
+
+
+def test_span_content_is_redacted_under_the_collectors_key_and_policy(keyed):
+    """The key file gives the tokens the SDK gives with the same AITRAIL_REDACTION_KEY;
+    the policy and the task-id keys are the collector's flags."""
+    from aitrail.record.redact import Redactor
+    collector, key = keyed
+    trace = new_trace()
+    attributes = {**genai_attributes("write to carol@example.com"), "session.id": "S-7"}
+    request = hand_request(hand_span(trace, secrets.token_bytes(8), attributes))
+    resp = post(collector, request.SerializeToString(), Authorization=f"Bearer {key}")
+    assert resp.status_code == 200, resp.text
+    (rec,) = stored(collector, trace.hex())
+    sdk = Redactor(REDACTION_KEY.encode())
+    assert sdk.apply("input", "carol@example.com") in rec["input"]
+    assert "carol@example.com" not in rec["input"]
+    assert rec["task_id"] == "S-7"  # session.id before the conversation id here
+    policy = Redactor(REDACTION_KEY.encode(), {"attributes.gen_ai.conversation.id": "hash"})
+    assert rec["attributes"]["gen_ai.conversation.id"] == \
+        policy.apply("attributes.gen_ai.conversation.id", "conv-otlp-1")
+    assert rec["attributes"]["session.id"] == "S-7"  # kept: the policy names one field
     verify_clean(collector)
 
 
