@@ -284,9 +284,10 @@ def test_api_keys_are_required_on_both_transports(keyed):
         assert resp.status_code == 401
         assert "API key" in http_status(resp).message
         assert resp.headers["www-authenticate"].startswith("Bearer")
-    # A console-style token is not an ingest key either.
+    # A console-style token is not an ingest key either; and the key is checked first.
     resp = post(collector, b"", Authorization="Bearer aitk_console_token")
     assert resp.status_code == 401
+    assert post(collector, b"x", "text/plain").status_code == 401
     assert count_records(collector) == before and stored(collector, trace_id) == []
     for exporter in (GrpcExporter(endpoint=collector.grpc, insecure=True,
                                   headers={"authorization": f"Bearer {key}"}),

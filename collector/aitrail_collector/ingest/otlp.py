@@ -232,11 +232,17 @@ class OtlpReceiver:
     # ------------------------------------------------------------------ OTLP/HTTP
 
     async def http_export(self, request: Request) -> Response:
-        """POST /v1/traces. Everything that can refuse the call without its body (type,
-        encoding, key, declared length) is checked before the body is read; the body is
-        read at most ``max_message_bytes`` far, and inflated at most that far."""
+        """POST /v1/traces. Everything that can refuse the call without its body (key,
+        type, encoding, declared length) is checked before the body is read, the key
+        first (a caller without one learns nothing else); the body is read at most
+        ``max_message_bytes`` far, and inflated at most that far."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         answer_as = ctype if ctype in (PROTOBUF, JSON) else JSON
+        try:
+            sender = self._http_sender(request.headers.get("authorization", ""))
+        except AuthError as exc:
+            return _http_error(401, str(exc), answer_as,
+                               {"WWW-Authenticate": 'Bearer realm="aitrail OTLP"'})
         if ctype not in (PROTOBUF, JSON):
             return _http_error(415, f"Content-Type {ctype or '(none)'!r}: expected "
                                     f"{PROTOBUF} or {JSON}", answer_as)
@@ -244,11 +250,6 @@ class OtlpReceiver:
         if encoding not in ("", "identity", "gzip"):
             return _http_error(415, f"Content-Encoding {encoding!r}: expected gzip or none",
                                answer_as)
-        try:
-            sender = self._http_sender(request.headers.get("authorization", ""))
-        except AuthError as exc:
-            return _http_error(401, str(exc), answer_as,
-                               {"WWW-Authenticate": 'Bearer realm="aitrail OTLP"'})
         try:
             body = await _read_bounded(request, self.max_message_bytes)
             status, message = await run_in_threadpool(self._http_sync, body, encoding,
