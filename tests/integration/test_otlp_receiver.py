@@ -437,3 +437,4 @@ def test_unknown_content_types_and_encodings_are_415(open_collector):
     resp = post(open_collector, b"{}", "application/json", **{"Content-Encoding": "br"})
     assert resp.status_code == 415 and "Content-Encoding" in http_status(resp).message
     assert resp.headers["content-type"] == "application/json"
+    verify_clean(open_collector)

@@ -251,7 +251,7 @@ class OtlpReceiver:
             return _http_error(415, f"Content-Encoding {encoding!r}: expected gzip or none",
                                answer_as)
         try:
-            body = await _read_bounded(request, self.max_message_bytes)
+            body = await self._read(request)
             status, message = await run_in_threadpool(self._http_sync, body, encoding,
                                                       ctype == JSON, sender)
         except TooLarge as exc:
@@ -268,6 +268,28 @@ class OtlpReceiver:
             return _http_error(503, str(exc), answer_as,
                                _retry_after(self.admission.retry_pushback_ms))
         return _http_answer(status, message, answer_as)
+
+    async def _read(self, request: Request) -> bytes:
+        """The body, at most ``max_message_bytes`` of it. While it is read, its declared
+        length (else the limit) is held in the admission budget: uploads in flight are
+        bounded like requests waiting to be sealed (gRPC bounds them by its workers)."""
+        limit = self.max_message_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"the body is {declared} bytes; the limit is {limit} "
+                           "(--max-message-bytes)")
+        held = int(declared) if declared.isdigit() else limit
+        self.admission.admit(0, held)
+        try:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the body is more than {limit} bytes (--max-message-bytes)")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            self.admission.release(0, held)
 
     def _http_sender(self, authorization: str) -> Sender:
         """The sender of an HTTP call: its API key when keys are configured (AuthError
@@ -338,20 +360,6 @@ def _response(batch: OtlpBatch, result: AppendResult,
         response.partial_success.rejected_spans = len(batch.refused) + rejected
         response.partial_success.error_message = ". ".join(parts)
     return response
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit} "
-                       "(--max-message-bytes)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is more than {limit} bytes (--max-message-bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
