@@ -98,6 +98,16 @@ class OtlpStats:
         ("malformed", "too_large", "overloaded", "unavailable"), 0))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def exported(self, batch: OtlpBatch, result: AppendResult, refused_spans: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.spans += batch.spans
+            self.records += len(batch.records)
+            self.accepted += result.accepted
+            self.duplicates += result.duplicates
+            self.not_genai += batch.not_genai
+            self.refused_spans += refused_spans
+
     def refused(self, reason: str) -> None:
         with self._lock:
             self.refused_requests[reason] += 1
@@ -145,15 +155,7 @@ class OtlpReceiver:
         finally:
             self.admission.release(0, nbytes)
         rejected = self._rejected_spans(batch, result)
-        with self.stats._lock:
-            s = self.stats
-            s.requests += 1
-            s.spans += batch.spans
-            s.records += n
-            s.accepted += result.accepted
-            s.duplicates += result.duplicates
-            s.not_genai += batch.not_genai
-            s.refused_spans += len(batch.refused) + rejected
+        self.stats.exported(batch, result, len(batch.refused) + rejected)
         return _response(batch, result, rejected)
 
     def _append(self, batch: OtlpBatch, sender: Sender) -> AppendResult:
