@@ -267,7 +267,7 @@ def test_spans_that_are_not_genai_are_counted_not_stored(open_collector):
 
 # ------------------------------------------------------------------ authentication
 
-def test_api_keys_are_required_on_both_transports(keyed):
+def test_api_keys_are_required_on_both_transports(keyed, monkeypatch):
     collector, key = keyed
     spans, trace_id = sdk_spans()
     before = count_records(collector)
@@ -295,6 +295,11 @@ def test_api_keys_are_required_on_both_transports(keyed):
                                   headers={"Authorization": f"Bearer {key}"})):
         assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
+    # The exporters' standard variable carries it too (a retry of the same span here).
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer%20{key}")
+    exporter = GrpcExporter(endpoint=collector.grpc, insecure=True)
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
     records = stored(collector, trace_id)
     assert len(records) == 1 and records[0]["principal_kind"] == "apikey"
     verify_clean(collector)
