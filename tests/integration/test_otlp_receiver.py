@@ -52,13 +52,21 @@ def open_collector(tmp_path_factory):
     proc.stop()
 
 
+REDACTION_KEY = "the-sdk-redaction-key"
+
+
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """(collector, key) with API keys: the key writes as SERVICE."""
+    """(collector, key) with API keys (the key writes as SERVICE), the SDK's redaction key
+    in a file, a redaction policy and the task id taken from session.id first."""
     base = tmp_path_factory.mktemp("otlp-keyed")
     keys = str(base / "keys.json")
     key = create_key(keys, SERVICE)
-    proc = CollectorProc(base / "store", "--api-keys", keys).start()
+    (base / "redaction.key").write_text(REDACTION_KEY + "\n")
+    proc = CollectorProc(base / "store", "--api-keys", keys,
+                         "--redaction-key-file", str(base / "redaction.key"),
+                         "--redaction-policy", "attributes.gen_ai.conversation.id=hash",
+                         "--otlp-task-id-keys", "session.id,gen_ai.conversation.id").start()
     yield proc, key
     proc.stop()
 
@@ -259,7 +267,7 @@ def test_spans_that_are_not_genai_are_counted_not_stored(open_collector):
 
 # ------------------------------------------------------------------ authentication
 
-def test_api_keys_are_required_on_both_transports(keyed):
+def test_api_keys_are_required_on_both_transports(keyed, monkeypatch):
     collector, key = keyed
     spans, trace_id = sdk_spans()
     before = count_records(collector)
@@ -276,9 +284,10 @@ def test_api_keys_are_required_on_both_transports(keyed):
         assert resp.status_code == 401
         assert "API key" in http_status(resp).message
         assert resp.headers["www-authenticate"].startswith("Bearer")
-    # A console-style token is not an ingest key either.
+    # A console-style token is not an ingest key either; and the key is checked first.
     resp = post(collector, b"", Authorization="Bearer aitk_console_token")
     assert resp.status_code == 401
+    assert post(collector, b"x", "text/plain").status_code == 401
     assert count_records(collector) == before and stored(collector, trace_id) == []
     for exporter in (GrpcExporter(endpoint=collector.grpc, insecure=True,
                                   headers={"authorization": f"Bearer {key}"}),
@@ -286,6 +295,11 @@ def test_api_keys_are_required_on_both_transports(keyed):
                                   headers={"Authorization": f"Bearer {key}"})):
         assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
+    # The exporters' standard variable carries it too (a retry of the same span here).
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer%20{key}")
+    exporter = GrpcExporter(endpoint=collector.grpc, insecure=True)
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
     records = stored(collector, trace_id)
     assert len(records) == 1 and records[0]["principal_kind"] == "apikey"
     verify_clean(collector)
@@ -301,6 +315,28 @@ def test_a_key_may_only_write_its_own_service_refused_spans_are_counted(keyed):
     assert reply.partial_success.rejected_spans == 1
     assert "does not match the API key's service" in reply.partial_success.error_message
     assert stored(collector, trace.hex()) == []
+    verify_clean(collector)
+
+
+def test_span_content_is_redacted_under_the_collectors_key_and_policy(keyed):
+    """The key file gives the tokens the SDK gives with the same AITRAIL_REDACTION_KEY;
+    the policy and the task-id keys are the collector's flags."""
+    from aitrail.record.redact import Redactor
+    collector, key = keyed
+    trace = new_trace()
+    attributes = {**genai_attributes("write to carol@example.com"), "session.id": "S-7"}
+    request = hand_request(hand_span(trace, secrets.token_bytes(8), attributes))
+    resp = post(collector, request.SerializeToString(), Authorization=f"Bearer {key}")
+    assert resp.status_code == 200, resp.text
+    (rec,) = stored(collector, trace.hex())
+    sdk = Redactor(REDACTION_KEY.encode())
+    assert sdk.apply("input", "carol@example.com") in rec["input"]
+    assert "carol@example.com" not in rec["input"]
+    assert rec["task_id"] == "S-7"  # session.id before the conversation id here
+    policy = Redactor(REDACTION_KEY.encode(), {"attributes.gen_ai.conversation.id": "hash"})
+    assert rec["attributes"]["gen_ai.conversation.id"] == \
+        policy.apply("attributes.gen_ai.conversation.id", "conv-otlp-1")
+    assert rec["attributes"]["session.id"] == "S-7"  # kept: the policy names one field
     verify_clean(collector)
 
 
@@ -406,3 +442,4 @@ def test_unknown_content_types_and_encodings_are_415(open_collector):
     resp = post(open_collector, b"{}", "application/json", **{"Content-Encoding": "br"})
     assert resp.status_code == 415 and "Content-Encoding" in http_status(resp).message
     assert resp.headers["content-type"] == "application/json"
+    verify_clean(open_collector)

@@ -98,6 +98,16 @@ class OtlpStats:
         ("malformed", "too_large", "overloaded", "unavailable"), 0))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def exported(self, batch: OtlpBatch, result: AppendResult, refused_spans: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.spans += batch.spans
+            self.records += len(batch.records)
+            self.accepted += result.accepted
+            self.duplicates += result.duplicates
+            self.not_genai += batch.not_genai
+            self.refused_spans += refused_spans
+
     def refused(self, reason: str) -> None:
         with self._lock:
             self.refused_requests[reason] += 1
@@ -145,15 +155,7 @@ class OtlpReceiver:
         finally:
             self.admission.release(0, nbytes)
         rejected = self._rejected_spans(batch, result)
-        with self.stats._lock:
-            s = self.stats
-            s.requests += 1
-            s.spans += batch.spans
-            s.records += n
-            s.accepted += result.accepted
-            s.duplicates += result.duplicates
-            s.not_genai += batch.not_genai
-            s.refused_spans += len(batch.refused) + rejected
+        self.stats.exported(batch, result, len(batch.refused) + rejected)
         return _response(batch, result, rejected)
 
     def _append(self, batch: OtlpBatch, sender: Sender) -> AppendResult:
@@ -232,11 +234,17 @@ class OtlpReceiver:
     # ------------------------------------------------------------------ OTLP/HTTP
 
     async def http_export(self, request: Request) -> Response:
-        """POST /v1/traces. Everything that can refuse the call without its body (type,
-        encoding, key, declared length) is checked before the body is read; the body is
-        read at most ``max_message_bytes`` far, and inflated at most that far."""
+        """POST /v1/traces. Everything that can refuse the call without its body (key,
+        type, encoding, declared length) is checked before the body is read, the key
+        first (a caller without one learns nothing else); the body is read at most
+        ``max_message_bytes`` far, and inflated at most that far."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         answer_as = ctype if ctype in (PROTOBUF, JSON) else JSON
+        try:
+            sender = self._http_sender(request.headers.get("authorization", ""))
+        except AuthError as exc:
+            return _http_error(401, str(exc), answer_as,
+                               {"WWW-Authenticate": 'Bearer realm="aitrail OTLP"'})
         if ctype not in (PROTOBUF, JSON):
             return _http_error(415, f"Content-Type {ctype or '(none)'!r}: expected "
                                     f"{PROTOBUF} or {JSON}", answer_as)
@@ -245,12 +253,7 @@ class OtlpReceiver:
             return _http_error(415, f"Content-Encoding {encoding!r}: expected gzip or none",
                                answer_as)
         try:
-            sender = self._http_sender(request.headers.get("authorization", ""))
-        except AuthError as exc:
-            return _http_error(401, str(exc), answer_as,
-                               {"WWW-Authenticate": 'Bearer realm="aitrail OTLP"'})
-        try:
-            body = await _read_bounded(request, self.max_message_bytes)
+            body = await self._read(request)
             status, message = await run_in_threadpool(self._http_sync, body, encoding,
                                                       ctype == JSON, sender)
         except TooLarge as exc:
@@ -267,6 +270,28 @@ class OtlpReceiver:
             return _http_error(503, str(exc), answer_as,
                                _retry_after(self.admission.retry_pushback_ms))
         return _http_answer(status, message, answer_as)
+
+    async def _read(self, request: Request) -> bytes:
+        """The body, at most ``max_message_bytes`` of it. While it is read, its declared
+        length (else the limit) is held in the admission budget: uploads in flight are
+        bounded like requests waiting to be sealed (gRPC bounds them by its workers)."""
+        limit = self.max_message_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"the body is {declared} bytes; the limit is {limit} "
+                           "(--max-message-bytes)")
+        held = int(declared) if declared.isdigit() else limit
+        self.admission.admit(0, held)
+        try:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the body is more than {limit} bytes (--max-message-bytes)")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            self.admission.release(0, held)
 
     def _http_sender(self, authorization: str) -> Sender:
         """The sender of an HTTP call: its API key when keys are configured (AuthError
@@ -337,20 +362,6 @@ def _response(batch: OtlpBatch, result: AppendResult,
         response.partial_success.rejected_spans = len(batch.refused) + rejected
         response.partial_success.error_message = ". ".join(parts)
     return response
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit} "
-                       "(--max-message-bytes)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is more than {limit} bytes (--max-message-bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -4,7 +4,9 @@ resource, OpenAPI at /docs) and the console (``web/console``), over one
 ``Authorization: Bearer <token>`` (``aitrail user token-create``), the console with
 a sign-in session. Every search, timeline and export is sealed into the ledger as
 a ``data_access`` record, and so is every proof, summary and dashboard read.
-Every answer carries the security headers (``SecurityHeaders``).
+Every answer carries the security headers (``SecurityHeaders``). With an OTLP
+receiver in ``Services``, ``POST /v1/traces`` takes OpenTelemetry traces
+(ingest/otlp.py): it authenticates with the ingest API keys, not these tokens.
 """
 
 from __future__ import annotations
