@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Sequence
 
@@ -25,17 +26,19 @@ def free_port() -> int:
 
 
 class CollectorProcess:
-    """``aitrail collector`` on a data dir, gRPC on a free loopback port, no HTTP."""
+    """``aitrail collector`` on a data dir, gRPC on a free loopback port; HTTP too (at
+    ``url``) when asked."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, http: bool = False):
         self.data_dir = data_dir
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{free_port()}" if http else ""
         self.log_path = os.path.join(os.path.dirname(data_dir), "collector.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "aitrail"), "collector", "--data-dir", data_dir,
-             "--grpc-listen", self.endpoint, "--http-listen", ""],
+             "--grpc-listen", self.endpoint, "--http-listen", self.url[len("http://"):]],
             stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(60.0)
 
@@ -47,7 +50,10 @@ class CollectorProcess:
                          + Path(self.log_path).read_text())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
+                if self.url:  # the HTTP side starts after gRPC
+                    urllib.request.urlopen(self.url + "/healthz", timeout=1).close()
+                return
             except OSError:
                 time.sleep(0.05)
         self.stop()

@@ -21,6 +21,8 @@ from typing import Optional
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
+from aitrail.otel.mapping import MappingOptions
+from aitrail.record.redact import Redactor
 from aitrail.verify.audit import Trust
 from aitrail.verify.checkpoint import key_id, load_private_key, write_keypair
 from aitrail.verify.trust_root import (
@@ -35,7 +37,8 @@ from aitrail_collector.anchor import open_anchor
 from aitrail_collector.config import CollectorConfig, ConfigError, DataDir
 from aitrail_collector.credentials import write_secret
 from aitrail_collector.ingest.apikeys import KeyRing
-from aitrail_collector.ingest.service import ExportHandler, start_grpc
+from aitrail_collector.ingest.otlp import OtlpReceiver
+from aitrail_collector.ingest.service import Admission, ExportHandler, start_grpc
 from aitrail_collector.ledger.access_log import AccessLog
 from aitrail_collector.ledger.admin_log import AdminQueue, queue_path
 from aitrail_collector.ledger.checkpointer import Checkpointer
@@ -73,6 +76,7 @@ class Collector:
         self.store.ensure_schema()
         # Everything that can refuse the configuration comes before anything is written.
         self.keys = KeyRing(config.api_keys) if config.api_keys else None
+        self.redactor = self._redactor()
         self.ledger = Ledger(self.store, config.chain_id, config.limits,
                              envelope_version=config.envelope_version)
         self._check_trust_root()
@@ -110,9 +114,26 @@ class Collector:
                             trusted_proxies=config.trusted_proxies)
         self.grpc_port = 0
         self.http_port = 0
+        self.otlp: Optional[OtlpReceiver] = None
         self._grpc = None
         self._http: Optional[uvicorn.Server] = None
         self._http_thread: Optional[threading.Thread] = None
+
+    def _redactor(self) -> Redactor:
+        """What the OTLP receivers redact span content with: the SDK's policy engine under
+        the operator's key. With no key configured, a random one for this process: no
+        raw PII is sealed either way, but equal values then give equal tokens only
+        until a restart, and never the tokens the SDK gives (the warning says so)."""
+        key, source = self.config.redaction_key()
+        if not key:
+            key = os.urandom(32)
+            log.warning("OTLP span content is redacted under a random key for this process "
+                        "(no --redaction-key-file or $AITRAIL_REDACTION_KEY): redaction "
+                        "tokens of equal values match only until a restart, and never the "
+                        "SDK's; give the collector the SDK's key to make them match")
+        else:
+            log.info("OTLP span content is redacted under the key from %s", source)
+        return Redactor(key, dict(self.config.redaction_policy))
 
     def _check_trust_root(self) -> None:
         """``--production``: the signing key and the anchor must not sit in the data
@@ -176,14 +197,20 @@ class Collector:
         cfg = self.config
         self.checkpointer.start()
         self.admin_queue.start()
+        # One admission budget for every way in: they all wait for the same ledger.
+        admission = Admission(cfg.max_pending_records, cfg.max_pending_bytes,
+                              cfg.retry_pushback_ms)
         handler = ExportHandler(self.ledger, keys=self.keys,
-                                max_records=cfg.max_records_per_batch,
-                                max_pending=cfg.max_pending_records,
-                                max_pending_bytes=cfg.max_pending_bytes,
-                                retry_pushback_ms=cfg.retry_pushback_ms)
+                                max_records=cfg.max_records_per_batch, admission=admission)
+        self.otlp = OtlpReceiver(self.ledger, self.redactor, admission, keys=self.keys,
+                                 options=MappingOptions(task_id_keys=cfg.otlp_task_id_keys),
+                                 max_records=cfg.max_records_per_batch,
+                                 max_message_bytes=cfg.max_message_bytes,
+                                 max_attribute_chars=cfg.limits.max_text_chars)
         self._grpc, self.grpc_port = start_grpc(handler, cfg.grpc_listen, tls=cfg.tls,
                                                 max_message_bytes=cfg.max_message_bytes,
-                                                workers=cfg.grpc_workers)
+                                                workers=cfg.grpc_workers,
+                                                extra=[self.otlp.grpc_methods()])
         if self.config.http_listen:
             self._start_http()
         self._write_lock()
@@ -224,7 +251,7 @@ class Collector:
         access = AccessLog(self.ledger, self.admin_queue.path)
         return Services(store=self.store, auth=self.auth, access=access,
                         ledger=self.ledger, checkpointer=self.checkpointer, trust=self.trust,
-                        public_key_pem=pem,
+                        public_key_pem=pem, otlp=self.otlp,
                         info={"chain_id": self.config.chain_id, "grpc": self.grpc_endpoint,
                               "hashing": native.status()})
 

@@ -104,9 +104,32 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="reverse proxies in front of the HTTP side (addresses or networks); "
                         "their X-Forwarded-For names the client, and they are never trusted "
                         "as callers on this machine (default: none)")
+    g = p.add_argument_group(
+        "OTLP ingest",
+        "OpenTelemetry exporters may send traces here: OTLP/gRPC on --grpc-listen "
+        "(TraceService/Export), OTLP/HTTP at POST /v1/traces on --http-listen (protobuf or "
+        "JSON, gzip or not), with the same API keys (authorization: Bearer ait_...), TLS "
+        "and limits as the native service. GenAI spans become sealed records; other spans "
+        "are counted (partial_success, /healthz) and not stored. Span content is "
+        "redacted before it is sealed, under the key from --redaction-key-file, else "
+        "$AITRAIL_REDACTION_KEY (the SDK's variable); with neither, under a random key "
+        "for this process, with a warning: no raw PII is sealed either way, but then "
+        "redaction tokens match only until a restart and never the SDK's.")
+    g.add_argument("--redaction-key-file", metavar="FILE",
+                   help="the redaction key (the file's text, without its line end: give it "
+                        "the SDK's AITRAIL_REDACTION_KEY to get the same tokens)")
+    g.add_argument("--redaction-policy", metavar="FIELD=ACTION[,FIELD=ACTION...]", default="",
+                   help="per-field redaction actions, as the SDK's redaction_policy: scan, "
+                        "hash, drop or keep for input, output, error_message, "
+                        "attributes.KEY, ... (default: scan free text, keep identifiers)")
+    g.add_argument("--otlp-task-id-keys", metavar="KEY[,KEY...]",
+                   default=",".join(d.otlp_task_id_keys),
+                   help="the span attributes (or baggage) that give a record's task id, "
+                        "first one set wins (default %(default)s)")
     g = p.add_argument_group("limits (hostile input and overload)")
     g.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help="largest gRPC request accepted, as decompressed (default 64 MiB)")
+                   help="largest gRPC or OTLP/HTTP request accepted, as sent and as "
+                        "decompressed (default 64 MiB)")
     g.add_argument("--max-records-per-batch", type=int, default=d.max_records_per_batch)
     g.add_argument("--max-record-bytes", type=int, default=lim.max_record_bytes)
     g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars,
@@ -163,9 +186,24 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
         if args.tls_cert else None,
         http_tls=TlsFiles(args.http_tls_cert, args.http_tls_key) if args.http_tls_cert else None,
-        trusted_proxies=tuple(p.strip() for p in args.trusted_proxies.split(",") if p.strip()))
+        trusted_proxies=tuple(p.strip() for p in args.trusted_proxies.split(",") if p.strip()),
+        redaction_key_file=args.redaction_key_file,
+        redaction_policy=_redaction_policy(args.redaction_policy),
+        otlp_task_id_keys=tuple(k.strip() for k in args.otlp_task_id_keys.split(",")
+                                if k.strip()))
     config.validate()
     return config
+
+
+def _redaction_policy(text: str) -> tuple[tuple[str, str], ...]:
+    from aitrail_collector.config import ConfigError
+    policy = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, eq, action = item.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"--redaction-policy {item!r}: expected FIELD=ACTION")
+        policy.append((name.strip(), action.strip()))
+    return tuple(policy)
 
 
 def start_from_args(args: argparse.Namespace) -> Any:

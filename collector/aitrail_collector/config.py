@@ -18,8 +18,11 @@ from typing import Optional
 import grpc
 
 from aitrail.errors import AitrailError
+from aitrail.otel.mapping import MappingOptions
+from aitrail.record.redact import ACTIONS, REFERENCE
 
 CHDB_SCHEME = "chdb://"
+REDACTION_KEY_ENV = "AITRAIL_REDACTION_KEY"  # the SDK's (aitrail/config.py)
 
 
 class ConfigError(AitrailError, ValueError):
@@ -90,6 +93,14 @@ class CollectorConfig:
     users: Optional[str] = None          # console accounts file; default DataDir.users
     session_idle_s: float = 1800.0
     envelope_version: int = 3            # the canonical encoding new records are sealed under
+    # The OTLP receivers (ingest/otlp.py) redact span content like the SDK does, with
+    # this key (a file holding it; else $AITRAIL_REDACTION_KEY, the SDK's variable;
+    # else a random key per process, with a warning) and this policy ({field: action},
+    # the SDK's redaction_policy), and take the task id from the first of these
+    # attributes (or baggage) that a span has.
+    redaction_key_file: Optional[str] = None
+    redaction_policy: tuple[tuple[str, str], ...] = ()
+    otlp_task_id_keys: tuple[str, ...] = MappingOptions().task_id_keys
     shutdown_limit_s: float = 60.0       # a shutdown stuck this long dumps stacks, exits 1
     signal_poll_s: float = 0.2
 
@@ -111,9 +122,29 @@ class CollectorConfig:
             except ValueError:
                 raise ConfigError(f"--trusted-proxies {proxy!r}: expected an IP address or "
                                   "network (127.0.0.1, 10.0.0.0/8)") from None
-        for path in paths + [self.api_keys, self.signing_key]:
+        for path in paths + [self.api_keys, self.signing_key, self.redaction_key_file]:
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{path}: no such file")
+        if not self.otlp_task_id_keys or not all(self.otlp_task_id_keys):
+            raise ConfigError("--otlp-task-id-keys: name at least one attribute, none empty")
+        for name, action in self.redaction_policy:
+            if action not in ACTIONS or action == REFERENCE:
+                raise ConfigError(f"--redaction-policy {name}={action}: the action must be "
+                                  f"one of {', '.join(a for a in ACTIONS if a != REFERENCE)} "
+                                  "(the collector has no reference store)")
+
+    def redaction_key(self) -> tuple[bytes, str]:
+        """(key, where it came from) for span content: the key file (its text without the
+        line end, so it gives the same tokens as the same text in the SDK's
+        AITRAIL_REDACTION_KEY), else that variable, else (b"", "none")."""
+        if self.redaction_key_file:
+            with open(self.redaction_key_file, "rb") as fh:
+                key = fh.read().rstrip(b"\r\n")
+            if not key:
+                raise ConfigError(f"--redaction-key-file {self.redaction_key_file}: empty")
+            return key, self.redaction_key_file
+        env = os.environ.get(REDACTION_KEY_ENV, "")
+        return (env.encode("utf-8"), f"${REDACTION_KEY_ENV}") if env else (b"", "none")
 
 
 def default_data_dir() -> str:

@@ -163,6 +163,9 @@ PUBLIC = {
     ("GET", "/docs"): "the API's description, no data",
     ("GET", "/docs/oauth2-redirect"): "part of /docs",
     ("GET", "/redoc"): "the API's description, no data",
+    # Ingest, not the console: it takes the ingest API keys, and without --api-keys it is
+    # open like the native gRPC service (test_otlp_receiver.py covers both).
+    ("POST", "/v1/traces"): "OTLP/HTTP ingest (API keys when --api-keys is given)",
 }
 PATH_VALUES = {"task_id": "T-console-1",
                "figure": "override-daily",
@@ -206,7 +209,8 @@ def test_every_route_is_listed_and_public_ones_are_only_the_listed(site):
     routes = _app_routes()
     # The real collector's OpenAPI and the app's routes agree, and every route the
     # OpenAPI leaves out is in CONSOLE_ROUTES: a new route must be added there.
-    assert {r for r in routes if r[1].startswith("/api/") or r[1] == "/healthz"} == api
+    assert {r for r in routes
+            if r[1].startswith(("/api/", "/v1/")) or r[1] == "/healthz"} == api
     assert routes - api == CONSOLE_ROUTES, (routes - api) ^ CONSOLE_ROUTES
     assert set(PUBLIC) <= routes
 
@@ -266,6 +270,7 @@ API_PERMISSION: dict[tuple[str, str], Optional[str]] = {
     ("GET", "/api/v1/checkpoints"): "verify",
     ("GET", "/api/v1/public-key"): None,
     ("POST", "/api/v1/erase"): "erase",
+    ("POST", "/v1/traces"): None,  # OTLP ingest: API keys, not console roles
 }
 CONSOLE_PERMISSION: dict[tuple[str, str], str] = {
     ("GET", "/console/search"): "records",

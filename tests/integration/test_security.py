@@ -510,6 +510,37 @@ def test_mtls_sdk_with_client_cert_delivers(mtls_collector, certs):
     assert _stored_ids(mtls_collector, task="T-mtls-sdk") == {rid}
 
 
+def test_mtls_applies_to_the_otlp_grpc_receiver_too(mtls_collector, certs):
+    """OTLP/gRPC rides the same server: the OTel exporter needs a client certificate,
+    and its records carry the certificate's subject as their principal."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "svc-mtls"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span("chat") as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                             "gen_ai.request.model": "gpt-4o", "aitrail.task_id": "T-mtls-otlp"})
+    spans = memory.get_finished_spans()
+    before = count_records(mtls_collector)
+    plain = OTLPSpanExporter(endpoint=mtls_collector.grpc, timeout=3,
+                             credentials=grpc.ssl_channel_credentials(Certs.read(certs.ca)))
+    assert plain.export(spans) == SpanExportResult.FAILURE  # no client certificate
+    plain.shutdown()
+    assert count_records(mtls_collector) == before
+    exporter = OTLPSpanExporter(endpoint=mtls_collector.grpc, timeout=10,
+                                credentials=grpc.ssl_channel_credentials(
+                                    Certs.read(certs.ca), Certs.read(certs.client_key),
+                                    Certs.read(certs.client_cert)))
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    (rec,) = mtls_collector.get("/api/v1/records?task=T-mtls-otlp")["records"]
+    assert rec["principal_kind"] == "mtls" and rec["model"] == "gpt-4o"
+
+
 @pytest.mark.parametrize("which", ["no client cert", "cert from another CA", "expired cert"])
 def test_mtls_refuses_clients_without_a_valid_cert(mtls_collector, certs, which):
     cert, key = {"no client cert": (None, None),

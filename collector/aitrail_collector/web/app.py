@@ -4,7 +4,9 @@ resource, OpenAPI at /docs) and the console (``web/console``), over one
 ``Authorization: Bearer <token>`` (``aitrail user token-create``), the console with
 a sign-in session. Every search, timeline and export is sealed into the ledger as
 a ``data_access`` record, and so is every proof, summary and dashboard read.
-Every answer carries the security headers (``SecurityHeaders``).
+Every answer carries the security headers (``SecurityHeaders``). With an OTLP
+receiver in ``Services``, ``POST /v1/traces`` takes OpenTelemetry traces
+(ingest/otlp.py): it authenticates with the ingest API keys, not these tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from aitrail_collector.ingest.otlp import mount_http
 from aitrail_collector.web.api import dashboards, erasure, integrity, records
 from aitrail_collector.web.api.common import who_for
 from aitrail_collector.web.auth.guard import PEER
@@ -32,10 +35,16 @@ def create_app(services: Services) -> FastAPI:
     console_pages.mount(app, console_pages.Console(services))
     api = APIRouter(prefix="/api/v1", dependencies=[Security(_BEARER)])
 
+    otlp = services.otlp
+    if otlp is not None:
+        mount_http(app, otlp)
+
     @app.get("/healthz", tags=["status"])
     def healthz() -> dict:
-        """Liveness; no credentials needed."""
-        return {"ok": True, **services.info}
+        """Liveness; no credentials needed. ``otlp``: the OTLP receivers' counters since
+        the collector started (ingest/otlp.py OtlpStats)."""
+        return {"ok": True, **services.info,
+                **({"otlp": otlp.stats.snapshot()} if otlp is not None else {})}
 
     who = who_for(services)
     records.mount(api, services, who)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from aitrail.verify.audit import Trust
+from aitrail_collector.ingest.otlp import OtlpReceiver
 from aitrail_collector.ledger.access_log import AccessLog
 from aitrail_collector.ledger.checkpointer import Checkpointer
 from aitrail_collector.ledger.group_commit import Ledger
@@ -29,6 +30,7 @@ class Services:
     trust: Callable[[], Optional[Trust]] = lambda: None
     public_key_pem: Optional[bytes] = None
     info: dict[str, Any] = field(default_factory=dict)  # shown by /healthz
+    otlp: Optional[OtlpReceiver] = None  # set: POST /v1/traces, and its counters in /healthz
 
     @property
     def signs(self) -> bool:
