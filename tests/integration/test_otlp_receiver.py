@@ -443,3 +443,41 @@ def test_unknown_content_types_and_encodings_are_415(open_collector):
     assert resp.status_code == 415 and "Content-Encoding" in http_status(resp).message
     assert resp.headers["content-type"] == "application/json"
     verify_clean(open_collector)
+
+
+# ------------------------------------------------------------------ evaluations
+
+def test_evaluation_events_are_sealed_beside_the_model_call(open_collector):
+    """gen_ai.evaluation.result events become `evaluation` records in the task's
+    timeline, with the call they evaluate; one without a name is refused alone."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": SERVICE}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    task = f"T-eval-{secrets.token_hex(3)}"
+    with provider.get_tracer("test-otlp").start_as_current_span("chat gpt-4o") as span:
+        span.set_attributes(dict(genai_attributes("is this right?"), **{
+            "aitrail.task_id": task, "gen_ai.response.id": "chatcmpl-ev1"}))
+        span.add_event("gen_ai.evaluation.result", {
+            "gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.25,
+            "gen_ai.evaluation.score.label": "irrelevant",
+            "gen_ai.evaluation.explanation": "Off topic; write to ann@example.com"})
+        span.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.score.label": "x"})
+    provider.shutdown()
+    reply = ExportTraceServiceResponse.FromString(
+        post(open_collector, encode_spans(memory.get_finished_spans()).SerializeToString())
+        .content)
+    assert reply.partial_success.rejected_spans == 1
+    assert "evaluation needs a name" in reply.partial_success.error_message
+    timeline = open_collector.get(f"/api/v1/tasks/{task}/timeline")["events"]
+    assert [r["event_type"] for r in timeline] == ["model_call", "evaluation"]
+    call, evaluation = timeline
+    assert call["response_id"] == evaluation["response_id"] == "chatcmpl-ev1"
+    assert (evaluation["evaluation_name"], evaluation["score_label"]) == ("relevance",
+                                                                          "irrelevant")
+    assert evaluation["score_value"] == 0.25
+    assert "ann@example.com" not in evaluation["explanation"]
+    assert "[EMAIL:" in evaluation["explanation"]
+    assert evaluation["trace_id"] == call["trace_id"]
+    found = open_collector.get(f"/api/v1/records?type=evaluation&task={task}")
+    assert [r["record_id"] for r in found["records"]] == [evaluation["record_id"]]
+    verify_clean(open_collector)
