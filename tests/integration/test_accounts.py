@@ -54,7 +54,7 @@ def _raw(path: str) -> dict:
 
 EXPECTED = {
     "auditor": {"records", "payloads", "export", "aggregates", "verify", "erase"},
-    "analyst": {"records", "aggregates", "verify"},
+    "analyst": {"records", "aggregates"},
     "admin": {"verify", "admin"},
 }
 

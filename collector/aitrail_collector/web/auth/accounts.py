@@ -83,13 +83,18 @@ log = logging.getLogger("aitrail.collector")
 
 ROLES = ("auditor", "analyst", "admin")
 
-# permission -> (roles that have it, what it covers). The one place roles are defined.
+# permission -> (roles that have it, what it covers). The one place roles are defined;
+# the README's role table says the same (tests/unit/test_roles_readme.py holds them
+# equal). Verification is the auditor's (and, to run the collector, the admin's), not
+# the analyst's: proving the records were not rewritten is evidence for an auditor,
+# kept apart from reading figures off them (SOC 2 separation of duties; least
+# privilege: nothing an analyst does needs it).
 PERMISSIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "records": (("auditor", "analyst"), "search and timelines, without payload text"),
     "payloads": (("auditor",), "payload text: inputs, outputs, rationale, diffs"),
     "export": (("auditor",), "CSV export (it carries payloads)"),
     "aggregates": (("auditor", "analyst"), "charts and the summary"),
-    "verify": (("auditor", "analyst", "admin"), "run verification, see its status"),
+    "verify": (("auditor", "admin"), "run verification, see its status"),
     "erase": (("auditor",), "GDPR erasure of payloads"),
     "admin": (("admin",), "manage users and API tokens"),
 }

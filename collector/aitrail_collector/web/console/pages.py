@@ -48,6 +48,12 @@ PRESETS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days",
            "all": "All time", "custom": "Custom range"}
 EVENT_TYPES = KNOWN_TYPES  # the table of event types (aitrail.record.event_types)
 HIDDEN = "[hidden for your role]"
+# Each console page and the permission it needs, in the order a role's start page is
+# chosen: a sign-in lands on the first one the role may open (an admin reads no
+# records, so lands on Users & tokens, not on a "Not allowed" search).
+PAGES = (("/console/search", "records"), ("/console/tasks", "records"),
+         ("/console/admin", "admin"), ("/console/status", "verify"),
+         ("/console/charts", "aggregates"), ("/console/export.csv", "export"))
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -84,6 +90,8 @@ templates.env.filters["ago"] = _ago
 templates.env.filters["task_href"] = task_href
 templates.env.filters["principal"] = principal_text
 templates.env.globals["allowed"] = allowed
+templates.env.globals["roles_with"] = lambda permission: [
+    role for role in ROLES if allowed(role, permission)]
 
 
 class Console:
@@ -293,8 +301,10 @@ def mount(app: FastAPI, console: Console) -> None:
                               code=exc.status_code, message=exc.detail)
 
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/console/search", status_code=303)
+    def root(request: Request) -> RedirectResponse:
+        who = auth.principal(request)
+        return RedirectResponse(landing(who.role) if who else "/console/search",
+                                status_code=303)
 
     @app.get("/login", include_in_schema=False)
     def login_page(request: Request, next: str = "/console/search"):
@@ -326,7 +336,7 @@ def mount(app: FastAPI, console: Console) -> None:
             return login_form(request, next, "Wrong user name or password (or the account is "
                                              "disabled or temporarily locked).")
         session = auth.sessions.create(who)
-        resp = RedirectResponse(_safe_next(next), status_code=303)
+        resp = RedirectResponse(_next_for(who.role, _safe_next(next)), status_code=303)
         resp.set_cookie(SESSION_COOKIE, session.id, httponly=True, samesite="strict",
                         secure=auth.secure_cookies, path="/")
         resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
@@ -461,6 +471,22 @@ def _safe_next(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/console/search"
     return target
+
+
+def landing(role: str) -> str:
+    """The first console page ``role`` may open: where a sign-in without a usable
+    target lands (a role with none gets the search page's "Not allowed")."""
+    return next((path for path, permission in PAGES if allowed(role, permission)),
+                "/console/search")
+
+
+def _next_for(role: str, target: str) -> str:
+    # The page asked for, unless the role may not open it: then its start page (the
+    # default target, the search, is one an admin may not open).
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    needs = next((permission for page, permission in PAGES
+                  if path == page or path.startswith(page + "/")), None)
+    return target if needs is None or allowed(role, needs) else landing(role)
 
 
 def _same(a: str, b: str) -> bool:
