@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import pytest
 import test_console
-from support import CONSOLE_USERS
 
 browser = test_console.browser  # the module's Chromium (Debian's, see test_console)
 
 
-def _sign_in_at(browser, site, user: str, start: str):
-    page = browser.new_context().new_page()
-    page.goto(site.url + start)
-    assert "/login" in page.url
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", CONSOLE_USERS[user][1])
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    assert page.locator("[data-testid=whoami]").inner_text().startswith(user)
-    return page
+_sign_in_at = test_console._sign_in  # (browser, site, user, the page first asked for)
 
 
 @pytest.mark.parametrize("user, lands_on, heading", [
