@@ -158,13 +158,16 @@ class Console:
             for e in events:
                 e.update({name: HIDDEN for name in PAYLOAD_NAMES})
         covering = self._covering(events)
-        last_output = ""
+        last_output, previous = "", None  # the model's output; the review before
         for e in events:
             e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
-            if e["event_type"] == "model_call" and show_payloads:
-                last_output = e.get("output", "")
+            if e["event_type"] == "model_call":
+                last_output, previous = (e.get("output", "") if show_payloads else ""), None
             if e["event_type"] == "review":
-                e["diff_lines"] = _diff_lines(e, last_output, show_payloads)
+                e["diff_lines"] = _diff_lines(e, last_output, show_payloads,
+                                              sent=previous is None)
+                e["diff_previous"] = _diff_previous(e, previous, show_payloads)
+                previous = e
         ids = {k: sorted({e[k] for e in events if e[k]}) for k in ("trace_id", "request_id")}
         return self.render(request, "timeline.html", who, task_id=task_id, events=events,
                            ids=ids, show_payloads=show_payloads)
@@ -261,18 +264,50 @@ def _integrity(event: dict, checkpoints: list[tuple[int, int, int]]) -> dict:
     return {"sealed": True, "checkpoint": None}
 
 
-def _diff_lines(review: dict, model_output: str, show: bool) -> list[tuple[str, str]]:
+def _text(value: Optional[str]) -> str:
+    # A payload text, or "" when absent or replaced ("[redacted ...]", "[hidden ...]").
+    return "" if not value or value.startswith("[") else value
+
+
+def _diff_lines(review: dict, model_output: str, show: bool,
+                sent: bool = True) -> list[tuple[str, str]]:
     """The reviewer's change as (kind, text) lines: the SDK's unified diff when it sent
-    one, else one computed here from the model's output and the reviewer's."""
+    one (and ``sent``), else one computed here from the model's output and the
+    reviewer's. A later reviewer's SDK diff may be against the previous reviewer's
+    text, so for them (``sent=False``) the diff against the model is computed when the
+    model's output is known."""
     if not show or review.get("decision") != "modify":
         return []
-    text = review.get("diff") or ""
-    if not text or text.startswith("["):
-        new = review.get("modified_output") or ""
-        if not new or new.startswith("["):
+    text = _text(review.get("diff"))
+    if not text or (not sent and _text(model_output)):
+        new = _text(review.get("modified_output"))
+        if not new:
             return []
-        text = "\n".join(difflib.unified_diff(model_output.splitlines(), new.splitlines(),
-                                              "model output", "reviewer's output", lineterm=""))
+        text = _unified(model_output, new, "model output", "reviewer's output")
+    return _classified(text)
+
+
+def _diff_previous(review: dict, previous: Optional[dict],
+                   show: bool) -> list[tuple[str, str]]:
+    """A review after another review that changed the output: what this reviewer
+    changed in the previous reviewer's text (after an approval the text was the
+    model's, shown already; after a rejection there was none)."""
+    if not show or previous is None or "modify" != review.get("decision") \
+            or previous.get("decision") != "modify":
+        return []
+    old, new = _text(previous.get("modified_output")), _text(review.get("modified_output"))
+    if not old or not new:
+        return []
+    return _classified(_unified(old, new, f"{previous.get('reviewer_id') or 'previous'}'s output",
+                                f"{review.get('reviewer_id') or 'this reviewer'}'s output"))
+
+
+def _unified(old: str, new: str, old_name: str, new_name: str) -> str:
+    return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name,
+                                          new_name, lineterm=""))
+
+
+def _classified(text: str) -> list[tuple[str, str]]:
     out = []
     for line in text.splitlines():
         kind = ("meta" if line.startswith(("---", "+++", "@@")) else
