@@ -1,18 +1,12 @@
 -- v_override_by_variant: overrides per day and per model / prompt variant, the
 -- figures an A/B rollout of a model or a prompt is judged on.
 --
--- A review record carries no model columns, so each decided review (approve,
--- reject, modify; 'none' is left out) is attributed to one model call of the
--- same task_id, chosen deterministically:
---   1. the task's latest model call that started at or before the review
---      (a retry or a regeneration after the review does not take the review over);
---   2. if every model call of the task started after the review (clocks of two
---      services disagree), the task's earliest model call;
---   3. equal start times are broken by the larger record_id (UUIDv7: the later one);
---   4. a review whose task has no model call, or that has no task_id, is kept with
---      model, model_version, prompt_template_id and prompt_version all '' so that
---      the totals still match v_override_daily.
--- `day` is the UTC day of the review, not of the model call.
+-- Each decided review counts for the model call v_attributed_reviews attributes it
+-- to (the task's latest model call at or before the review; see that view for the
+-- whole rule); a review of a task without a model call counts with model,
+-- model_version, prompt_template_id and prompt_version all '', so that the totals
+-- still match v_override_daily. `day` is the UTC day of the review, not of the
+-- model call. Create v_attributed_reviews first (the files sort in that order).
 --
 -- Reading it: one row per (day, model, model_version, prompt_template_id,
 -- prompt_version). Sum decided and overrides over any period and any of the key
@@ -21,41 +15,15 @@
 CREATE OR REPLACE VIEW aitrail.v_override_by_variant AS
 SELECT
     day,
-    tupleElement(variant, 1) AS model,
-    tupleElement(variant, 2) AS model_version,
-    tupleElement(variant, 3) AS prompt_template_id,
-    tupleElement(variant, 4) AS prompt_version,
+    model,
+    model_version,
+    prompt_template_id,
+    prompt_version,
     count() AS decided,
     countIf(decision IN ('reject', 'modify')) AS overrides,
     countIf(decision = 'approve') AS approve,
     countIf(decision = 'reject') AS reject,
     countIf(decision = 'modify') AS modify,
     overrides / decided AS override_rate
-FROM
-(
-    -- One row per decided review, with the variant of the model call it is
-    -- attributed to. The key orders the task's model calls by the rule above:
-    -- calls at or before the review first, latest of those; else earliest after.
-    SELECT
-        toDate(r.start_time) AS day,
-        r.decision AS decision,
-        argMax(
-            tuple(m.model, m.model_version, m.prompt_template_id, m.prompt_version),
-            tuple(m.start_time <= r.start_time,
-                  if(m.start_time <= r.start_time, 1, -1) * toUnixTimestamp64Nano(m.start_time),
-                  m.record_id)) AS variant
-    FROM aitrail.envelopes AS r
-    LEFT JOIN
-    (
-        SELECT task_id, record_id, start_time, model, model_version,
-               prompt_template_id, prompt_version
-        FROM aitrail.envelopes
-        WHERE event_type = 'model_call' AND task_id != ''
-    ) AS m ON m.task_id = r.task_id
-    WHERE r.event_type = 'review' AND r.decision IN ('approve', 'reject', 'modify')
-    GROUP BY r.chain_id, r.record_id, r.start_time, r.decision
-    -- An unmatched review must see '' and epoch defaults, not NULLs, whatever
-    -- the server profile says.
-    SETTINGS join_use_nulls = 0
-)
+FROM aitrail.v_attributed_reviews
 GROUP BY day, model, model_version, prompt_template_id, prompt_version;

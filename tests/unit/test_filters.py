@@ -49,3 +49,13 @@ def test_no_limit_is_only_for_callers_that_stream_everything():
     assert Filters.parse(limit=None).limit is None  # the export: it does not take limit
     assert Filters.parse().limit == 100
     assert Filters.parse(limit="").limit == 100
+
+
+def test_a_model_call_variant_filter_binds_empty_values_and_refuses_other_columns():
+    # A chart's bar for prompt '(none)@v7' has prompt_template_id '': a value, bound.
+    f = Filters.parse(variant=[("prompt_template_id", ""), ("prompt_version", "v7")])
+    where, params = f.where()
+    assert "v_attributed_reviews" in where
+    assert params["variant_prompt_template_id"] == "" and params["variant_prompt_version"] == "v7"
+    with pytest.raises(FilterError, match="'decision': not a model call variant column"):
+        Filters.parse(variant=[("decision", "modify")])

@@ -67,6 +67,14 @@ OVERRIDE_BY_VARIANT_SQL = (
     " GROUP BY model, model_version, prompt_version"
     " ORDER BY prompt_version, model, model_version")
 
+# Over a period, per variant of reviews attributed to a model call: which models went
+# with which prompt versions (the console's check that the two can be told apart).
+VARIANTS_IN_PERIOD_SQL = (
+    "SELECT model, model_version, prompt_template_id, prompt_version, sum(decided)"
+    f" FROM aitrail.v_override_by_variant WHERE {_PERIOD} AND model != ''"
+    " GROUP BY model, model_version, prompt_template_id, prompt_version"
+    " ORDER BY model, model_version, prompt_template_id, prompt_version")
+
 VOLUME_BY_TYPE_SQL = (
     f"SELECT event_type, sum(records) AS n FROM aitrail.v_volume_daily WHERE {_PERIOD}"
     " GROUP BY event_type ORDER BY n DESC, event_type")
@@ -157,6 +165,16 @@ def override_by_variant(store: Store) -> list[dict[str, Any]]:
             for model, version, prompt, *counts in store.query(OVERRIDE_BY_VARIANT_SQL).result_rows]
 
 
+def variants_in_period(store: Store, since: date, until: date) -> list[dict[str, Any]]:
+    """Decided reviews per (model, model_version, prompt_template_id, prompt_version)
+    of the model calls they are attributed to, over the period; reviews of tasks
+    without a model call are left out."""
+    return [{"model": model, "model_version": version, "prompt_template_id": template,
+             "prompt_version": prompt, "decided": int(n)}
+            for model, version, template, prompt, n in _rows(
+                store, VARIANTS_IN_PERIOD_SQL, since, until)]
+
+
 def review_time_percentiles(store: Store, since: date, until: date) -> list[dict[str, Any]]:
     """Per reviewer: decided reviews in the period and the exact p50 / p90 / p99 of
     their time_spent_ms (the value at 0-based position floor(q * n) of the sorted
@@ -190,6 +208,6 @@ def volume_by_type(store: Store, since: date, until: date,
             for kind, n in _rows(store, VOLUME_BY_TYPE_SQL, since, until)]
 
 
-__all__ = ["period_parameters", "override_by_variant",
+__all__ = ["period_parameters", "override_by_variant", "variants_in_period",
            "override_daily", "override_by_model", "override_by_prompt_version",
            "review_time_percentiles", "escalations_daily", "volume_by_type"]

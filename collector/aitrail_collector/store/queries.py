@@ -27,6 +27,8 @@ from aitrail_collector.store.schema import (
 MAX_LIMIT = 10_000
 SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model",
             "prompt_version", "decision", "service", "confidence", "time_spent_ms")
+# The columns of a model call variant a search may pick reviews by (a chart's bar).
+VARIANT = ("model", "model_version", "prompt_template_id", "prompt_version")
 ERASED = "[erased]"
 TAMPERED = "[payload does not match its sealed commitment]"
 
@@ -87,6 +89,10 @@ class Filters:
     record_id: Optional[str] = None
     service: Optional[str] = None
     types: Sequence[str] = field(default_factory=tuple)
+    # (column of VARIANT, value): only the decided reviews attributed to a model call
+    # of that variant, as the override charts count them (v_attributed_reviews); ''
+    # is a value here (no prompt template; no model call at all).
+    variant: tuple[tuple[str, str], ...] = ()
     since: Optional[datetime] = None
     until: Optional[datetime] = None
     limit: Optional[int] = 100
@@ -98,12 +104,17 @@ class Filters:
     def parse(cls, *, task=None, reviewer=None, request_id=None, trace_id=None, record_id=None,
               service=None,
               types=(), since=None, until=None, limit="100", offset="0", sort="start_time",
-              order="asc") -> "Filters":
+              order="asc", variant=()) -> "Filters":
         """Build filters from text (command-line or URL values), with clear errors."""
         f = cls(task=task or None, reviewer=reviewer or None, request_id=request_id or None,
                 trace_id=(trace_id or "").lower() or None, record_id=record_id or None,
                 service=service or None,
-                types=tuple(t for t in (types or ()) if t))
+                types=tuple(t for t in (types or ()) if t),
+                variant=tuple((str(c), str(v)) for c, v in variant))
+        for column, _ in f.variant:
+            if column not in VARIANT:
+                raise FilterError(f"{column!r}: not a model call variant column "
+                                  f"(one of {', '.join(VARIANT)})")
         f.since = parse_time(since, "since") if since else None
         f.until = parse_time(until, "until") if until else None
         if f.since and f.until and f.since > f.until:
@@ -144,6 +155,11 @@ class Filters:
                 else:
                     clauses.append(f"{column} = {{{key}:String}}")
                 params[key] = value
+        if self.variant:
+            same = " AND ".join(f"{c} = {{variant_{c}:String}}" for c, _ in self.variant)
+            clauses.append(f"record_id IN (SELECT record_id FROM {DB}.v_attributed_reviews"
+                           f" WHERE {same})")
+            params.update({f"variant_{c}": v for c, v in self.variant})
         if self.types:
             clauses.append("event_type IN {types:Array(String)}")
             params["types"] = list(self.types)

@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 PRESETS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days",
            "all": "All time", "custom": "Custom range"}
+CHART_DAYS = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days", "365": "Last year"}
 EVENT_TYPES = KNOWN_TYPES  # the table of event types (aitrail.record.event_types)
 HIDDEN = "[hidden for your role]"
 # Each console page and the permission it needs, in the order a role's start page is
@@ -121,6 +122,7 @@ class Console:
                 task=qp.get("task"), reviewer=qp.get("reviewer"),
                 request_id=qp.get("request_id"), trace_id=qp.get("trace_id"),
                 types=qp.getlist("type"), since=since, until=until,
+                variant=[(k, qp[k]) for k in query.VARIANT if k in qp],  # '' counts
                 limit=str(limit) if limit else None, offset=str((page - 1) * (limit or 0)),
                 sort=qp.get("sort") or "start_time", order=qp.get("order") or "desc")
         except query.FilterError as exc:
@@ -141,6 +143,7 @@ class Console:
         args = [(k, v) for k, v in qp.multi_items() if k not in ("page", "sort", "order")]
         return self.render(request, "search.html", who, status=400 if error else 200,
                            error=error, rows=rows, total=total, filters=f, q=qp,
+                           without_variant=[(k, v) for k, v in args if k not in query.VARIANT],
                            event_types=EVENT_TYPES, page=_page(qp.get("page")),
                            page_size=PAGE_SIZE, base_args=args, urlencode=urlencode)
 
@@ -182,16 +185,27 @@ class Console:
 
     def charts_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "aggregates")
-        days = request.query_params.get("days") or "30"
-        if days not in ("7", "30", "90", "365"):
+        qp = request.query_params
+        days = qp.get("days") or "7"  # the search's default period too
+        if days not in CHART_DAYS:
             raise HTTPException(400, "days: choose 7, 30, 90 or 365")
-        until = datetime.now(timezone.utc).date()  # both days included
-        since = until - timedelta(days=int(days) - 1)
+        try:  # typed dates apply, whatever the period menu says
+            first, last = (_day((qp.get(k) or "").strip(), name)
+                           for k, name in (("since", "From"), ("until", "To")))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        until = last or datetime.now(timezone.utc).date()  # both days included
+        since = first or until - timedelta(days=int(days) - 1)
+        if since > until:
+            raise HTTPException(400, f"From {since} is after To {until}: the first day of "
+                                     "the period comes first")
         rendered = charts.render_all(self.store, since, until)
-        self.access.record(who, f"charts:{days}", {"since": since.isoformat(),
-                                                   "until": until.isoformat()},
+        self.access.record(who, f"charts:{since}..{until}", {"since": since.isoformat(),
+                                                              "until": until.isoformat()},
                            len(rendered), via="console")
-        return self.render(request, "charts.html", who, days=days, charts=rendered)
+        return self.render(request, "charts.html", who, days=days, charts=rendered,
+                           since=since, until=until, custom=bool(first or last),
+                           chart_days=CHART_DAYS)
 
     def status_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "verify")
