@@ -39,6 +39,7 @@ def site(tmp_path_factory):
             "review.modified_output": "category: refund\npriority: low"}),
         make_record("review", **two, **{
             "review.reviewer_id": "rev-sam", "review.decision": "modify",
+            "review.rationale.reason_code": "wrong_priority",
             "review.modified_output": "category: refund\npriority: high"}),
     ]
     # Now: one model, two prompt versions (told apart). Three weeks ago: model
@@ -83,6 +84,10 @@ def test_a_second_review_shows_what_each_reviewer_changed(browser, site):
     assert previous.locator(".add").all_inner_texts() == ["+priority: high"]
     assert "--- rev-ann's output" in previous.inner_text()
     assert "rev-sam changed in the previous reviewer's output" in second.inner_text()
+    # Codes as people read them (labels.py), the reason's code beside its label.
+    assert second.locator("[data-testid=decision]").text_content() == "Modified by reviewer"
+    assert second.locator("[data-testid=reason]").inner_text() == "Wrong priority"
+    assert "wrong_priority" in second.inner_text()
     model = second.locator("[data-testid=diff]")
     assert model.locator(".del").all_inner_texts() == ["-category: billing", "-priority: low"]
     assert model.locator(".add").all_inner_texts() == ["+category: refund", "+priority: high"]

@@ -39,7 +39,7 @@ from aitrail_collector.web.auth.accounts import (
 )
 from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn
 from aitrail_collector.web.auth.throttle import retry_after
-from aitrail_collector.web.console import charts
+from aitrail_collector.web.console import charts, labels
 from aitrail_collector.web.services import Services
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +90,7 @@ def task_href(task_id: str) -> str:
 templates.env.filters["ago"] = _ago
 templates.env.filters["task_href"] = task_href
 templates.env.filters["principal"] = principal_text
+templates.env.filters["label"] = labels.label  # codes as people read them
 templates.env.globals["allowed"] = allowed
 templates.env.globals["roles_with"] = lambda permission: [
     role for role in ROLES if allowed(role, permission)]
