@@ -80,7 +80,13 @@ def task_href(task_id: str) -> str:
     return "/console/tasks?" + urlencode({"task": task_id})
 
 
+def _utc(ns: int) -> str:
+    """An absolute time, as every page shows it beside a relative one."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 templates.env.filters["ago"] = _ago
+templates.env.filters["utc"] = _utc
 templates.env.filters["task_href"] = task_href
 templates.env.filters["principal"] = principal_text
 templates.env.globals["allowed"] = allowed
@@ -182,25 +188,38 @@ class Console:
                            len(rendered), via="console")
         return self.render(request, "charts.html", who, days=days, charts=rendered)
 
-    def status_page(self, request: Request) -> HTMLResponse:
+    def status_page(self, request: Request, error: str = "", form: Optional[dict] = None,
+                    status: int = 200) -> HTMLResponse:
         who = self.auth.page(request, "verify")
         trust = self.services.trust()
-        return self.render(request, "status.html", who, chains=self._chain_status(),
-                           last=self.last_verify, trust_root=trust.root if trust else None)
+        return self.render(request, "status.html", who, status=status,
+                           chains=self._chain_status(), last=self.last_verify,
+                           trust_root=trust.root if trust else None, error=error,
+                           form=form or {}, next_due=self._next_due())
 
     def run_verify(self, request: Request, csrf: str, since: str, until: str) -> Response:
         who = self.auth.page(request, "verify")
         self.auth.check_form(request, csrf)
+        from aitrail.verify.audit import AuditError
         from aitrail_collector.audit.verify import verify_period
         trust = self.services.trust()
+        form = {"since": since, "until": until}
         try:
-            period = (_day(since, "from"), _day(until, "to"))
-        except ValueError as exc:
-            raise HTTPException(400, str(exc)) from None
-        report = verify_period(self.store, trust, *period)
+            first, last = period_days(since, until)
+            # The form's To is a day included in the period; verify_period's end is
+            # exclusive: the day after To, 00:00 UTC.
+            report = verify_period(self.store, trust, first,
+                                   last + timedelta(days=1) if last else None)
+        except (ValueError, AuditError) as exc:
+            return self.status_page(request, error=str(exc), form=form, status=400)
         self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
-                            "since": since or "the beginning", "until": until or "now"}
+                            "since": since or "the beginning", "until": until or "now",
+                            "next_due": self._next_due()}
         return RedirectResponse("/console/status", status_code=303)
+
+    def _next_due(self) -> Optional[int]:
+        cp = self.services.checkpointer
+        return cp.next_due_ns() if cp is not None else None
 
     # ------------------------------------------------------------ integrity
     def _covering(self, events: list[dict]) -> dict[str, list[tuple[int, int, int]]]:
@@ -234,6 +253,16 @@ def _page(value: Optional[str]) -> int:
         return max(1, min(int(value or 1), 10**6))
     except ValueError:
         raise HTTPException(400, f"page {value!r}: expected a whole number") from None
+
+
+def period_days(since: str, until: str) -> tuple[Optional[date], Optional[date]]:
+    """The console's From and To: UTC days, both included (From == To is that one
+    whole day); either may be empty (from the beginning, up to now)."""
+    first, last = _day(since.strip(), "From"), _day(until.strip(), "To")
+    if first and last and first > last:
+        raise ValueError(f"From ({first.isoformat()}) is after To ({last.isoformat()}): the "
+                         "period runs from the From day to the To day, both included")
+    return first, last
 
 
 def _day(value: str, name: str) -> Optional[date]:
