@@ -5,9 +5,17 @@ proof bundles checked offline, and the log review sign-off."""
 from __future__ import annotations
 
 import datetime
+import os
 import re
+import subprocess
+import sys
+import time
+import zipfile
 
-from test_console import _sign_in, browser  # noqa: F401 - the module's browser fixture
+import test_console
+from test_console import _sign_in
+
+browser = test_console.browser  # the same module-scoped Chromium fixture
 
 
 def _verify(page, since: str, until: str):
@@ -63,3 +71,76 @@ def test_period_verification_counts_the_period_and_names_edge_cases(browser, con
     assert "From (2026-11-25) is after To (2026-11-24)" in _text(page, "verify-error")
     assert page.input_value("input[name=since]") == "2026-11-25"
     page.context.close()
+
+
+def _covered(page, site, path: str):
+    """The page once the task's records are in a signed checkpoint (the cadence signs
+    within seconds of the scenario's records)."""
+    for _ in range(40):
+        page.goto(site.url + path)
+        if "not yet" not in " ".join(page.locator("[data-testid=trust]").all_inner_texts()):
+            return page
+        time.sleep(0.5)
+    raise AssertionError("the task's records were never covered by a checkpoint")
+
+
+def test_verify_this_task_checks_each_record_against_the_newest_checkpoint(browser,
+                                                                          console_site):
+    page = _sign_in(browser, console_site, "andy", "/console/search")
+    _covered(page, console_site, "/console/tasks?task=T-console-1")
+    plain = page.locator("[data-testid=trust]").first.inner_text()
+    # The checkpoint's time as an absolute UTC time and a relative one.
+    assert re.match(r"Sealed, in signed checkpoint #\d+ of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+                    r"\(\d+ (s|min|h) ago\)", plain), plain
+    with page.expect_navigation():
+        page.click("[data-testid=verify-task]")
+    result = _text(page, "task-verify-result")
+    assert re.match(r"4 of 4 records verified: unchanged since sealed, in signed checkpoint "
+                    r"main #\d+ of .* UTC", result), result
+    statuses = page.locator("[data-testid=trust]").all_inner_texts()
+    assert len(statuses) == 4 and all(
+        re.match(r"Verified: unchanged since sealed, in signed checkpoint #\d+ of .* UTC", s)
+        for s in statuses), statuses
+    # The seq / leaf / chain details stay, folded.
+    details = page.locator("[data-testid=seal-details]").first
+    assert not details.locator("p").is_visible()
+    details.locator("summary").click()
+    assert re.search(r"seq \d+ of chain main · leaf", details.inner_text())
+    page.context.close()
+
+
+def test_the_task_proof_download_verifies_offline(browser, console_site, tmp_path):
+    page = _sign_in(browser, console_site, "audrey", "/console/search")
+    _covered(page, console_site, "/console/tasks?task=T-console-1")
+    with page.expect_download() as info:
+        page.click("[data-testid=download-proofs]")
+    assert info.value.suggested_filename == "aitrail-proofs-T-console-1.zip"
+    archive = tmp_path / info.value.suggested_filename
+    info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+        key = z.read("public-key.pem")
+        members = {n: z.read(n) for n in names}
+    assert len([n for n in names if n.endswith(".json")]) == 4 and "README.txt" in names
+    assert key == console_site.api("/api/v1/public-key")[1].encode()
+    (tmp_path / "key.pem").write_bytes(key)
+    out = _verify_proof(archive, tmp_path / "key.pem")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("OK: record ") == 4 and "OK: 4 of 4 bundles" in out.stdout
+    # One byte changed in one bundle: that bundle fails, and so does the archive.
+    bad = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        for i, (name, data) in enumerate(sorted(members.items())):
+            if name.endswith(".json") and i == 1:
+                data = data.replace(b'"seq": ', b'"seq":  ', 1)
+            z.writestr(name, data)
+    out = _verify_proof(bad, tmp_path / "key.pem")
+    assert out.returncode == 1 and "FAILED: 3 of 4 bundles" in out.stdout, out.stdout
+    page.context.close()
+
+
+def _verify_proof(path, key) -> subprocess.CompletedProcess:
+    env = dict(os.environ)  # PYTHONPATH as the test run has it
+    return subprocess.run([sys.executable, "-m", "aitrail.cli", "verify-proof", str(path),
+                           "--public-key", str(key)], capture_output=True, text=True,
+                          timeout=60, env=env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hmac
+import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -156,16 +157,83 @@ class Console:
             for e in events:
                 e.update({name: HIDDEN for name in PAYLOAD_NAMES})
         covering = self._covering(events)
+        check = self._verify_task(events) if request.query_params.get("verify") else None
+        next_due = self._next_due()
         last_output = ""
         for e in events:
             e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
+            e["trust"] = _trust(e, check, next_due)
             if e["event_type"] == "model_call" and show_payloads:
                 last_output = e.get("output", "")
             if e["event_type"] == "review":
                 e["diff_lines"] = _diff_lines(e, last_output, show_payloads)
         ids = {k: sorted({e[k] for e in events if e[k]}) for k in ("trace_id", "request_id")}
         return self.render(request, "timeline.html", who, task_id=task_id, events=events,
-                           ids=ids, show_payloads=show_payloads)
+                           ids=ids, show_payloads=show_payloads, check=check,
+                           next_due=next_due)
+
+    def _verify_task(self, events: list[dict]) -> dict:
+        """Each record of the task against its chain's newest signed checkpoint: the
+        stored envelope re-encoded and hashed, its inclusion proof checked against the
+        signed root, the signature against the trusted key, exactly as `aitrail
+        verify-proof` checks the downloaded bundles (aitrail.verify.bundle)."""
+        from aitrail.verify.bundle import BundleError, verify_bundle
+        from aitrail_collector.audit import proofs
+        trust = self.services.trust()
+        key = trust.public_key if trust else None
+        found = proofs.latest_bundles(self.store, [(e["record_id"], e["chain_id"], e["seq"])
+                                                   for e in events])
+        results: dict[str, tuple[str, str]] = {}
+        for record_id, text in found.bundles.items():
+            if key is None:
+                results[record_id] = ("unchecked", "no public key to check the signature with")
+                continue
+            try:
+                verify_bundle(text, key)
+                results[record_id] = ("verified", "")
+            except BundleError as exc:
+                results[record_id] = ("failed", str(exc))
+        for record_id in found.uncovered:
+            results[record_id] = ("uncovered", "")
+        kinds = [kind for kind, _ in results.values()]
+        return {"results": results, "at": time.time_ns(),
+                "checkpoints": {chain: {"number": s.checkpoint.number, "size": s.checkpoint.size,
+                                        "time_ns": s.checkpoint.time_ns}
+                                for chain, s in found.checkpoints.items()},
+                **{kind: kinds.count(kind) for kind in
+                   ("verified", "failed", "uncovered", "unchecked")}}
+
+    def task_proofs(self, request: Request, task: str) -> Response:
+        """The task's proof bundles against the newest checkpoint, in one proof archive
+        (aitrail.verify.bundle.make_archive) with the public key: `aitrail verify-proof`
+        checks it offline."""
+        who = self.auth.page(request, "records")
+        from aitrail.verify.bundle import make_archive
+        from aitrail_collector.audit import proofs
+        if not task:
+            raise HTTPException(400, "Which task? Give its id: ?task=T-00042")
+        if self.services.public_key_pem is None:
+            raise HTTPException(503, "No collector signs this store: there is no key.")
+        events = query.search(self.store, query.Filters(task=task, limit=None,
+                                                        sort="start_time", order="asc"),
+                              payloads=False)
+        if not events:
+            raise HTTPException(404, f"No records for task {task!r}.")
+        found = proofs.latest_bundles(self.store, [(e["record_id"], e["chain_id"], e["seq"])
+                                                   for e in events])
+        if not found.bundles:
+            due = self._next_due()
+            raise HTTPException(409, "No record of this task is in a signed checkpoint yet"
+                                + (f"; the next is due about {_utc(due)}." if due else "."))
+        seqs = {e["record_id"]: e["seq"] for e in events}
+        members = [(f"bundles/{seqs[rid]:012d}-{rid}.json", text)
+                   for rid, text in sorted(found.bundles.items(), key=lambda kv: seqs[kv[0]])]
+        data = make_archive(members, self.services.public_key_pem,
+                            _archive_readme(task, who.name, found, events))
+        self.access.record(who, f"proofs:{task}", {"task": task}, len(members), via="console")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", task)[:80]
+        return Response(data, media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="aitrail-proofs-{name}.zip"'})
 
     def export(self, request: Request) -> StreamingResponse:
         who = self.auth.page(request, "export")
@@ -282,6 +350,47 @@ def _integrity(event: dict, checkpoints: list[tuple[int, int, int]]) -> dict:
     return {"sealed": True, "checkpoint": None}
 
 
+def _trust(event: dict, check: Optional[dict], next_due: Optional[int]) -> dict:
+    """The plain status of one record: what was checked, against which checkpoint."""
+    due = f"; next due about {_utc(next_due)}" if next_due else ""
+    if check is not None:
+        kind, detail = check["results"].get(event["record_id"], ("uncovered", ""))
+        cp = check["checkpoints"].get(event["chain_id"])
+        where = (f"signed checkpoint #{cp['number']} of {_utc(cp['time_ns'])} "
+                 f"({_ago(cp['time_ns'])})") if cp else ""
+        text = {"verified": f"Verified: unchanged since sealed, in {where}",
+                "failed": f"FAILED against {where}: {detail}",
+                "unchecked": f"In {where}, but not checked: {detail}",
+                "uncovered": f"Sealed, not yet in a signed checkpoint{due}"}[kind]
+        return {"kind": kind, "text": text + "."}
+    cp = event["integrity"]
+    if cp.get("checkpoint"):
+        return {"kind": "sealed", "text": f"Sealed, in signed checkpoint #{cp['checkpoint']} "
+                f"of {_utc(cp['checkpoint_time'])} ({_ago(cp['checkpoint_time'])}); "
+                "not verified on this page yet."}
+    return {"kind": "uncovered", "text": f"Sealed, not yet in a signed checkpoint{due}."}
+
+
+def _archive_readme(task: str, by: str, found: Any, events: list[dict]) -> str:
+    lines = [f"aitrail proof archive: task {task}",
+             f"Made {_utc(time.time_ns())} for {by}.", "",
+             "Each bundles/*.json file proves one record of the task is included, unchanged,",
+             "in a signed checkpoint. Check them all offline (pip install aitrail):", "",
+             "    aitrail verify-proof THIS-FILE.zip --public-key public-key.pem", "",
+             "public-key.pem is the collector's checkpoint key as it served it; compare it",
+             "with the key you got from the collector's operator out of band before trusting",
+             "an OK.", "", "Checkpoints:"]
+    for chain, signed in sorted(found.checkpoints.items()):
+        cp = signed.checkpoint
+        lines.append(f"    chain {chain}: #{cp.number}, {cp.size} records, signed "
+                     f"{_utc(cp.time_ns)}")
+    if found.uncovered:
+        lines += ["", "Not yet in a signed checkpoint (no bundle here; download again later):"]
+        lines += [f"    {e['record_id']} (seq {e['seq']} of chain {e['chain_id']})"
+                  for e in events if e["record_id"] in set(found.uncovered)]
+    return "\n".join(lines) + "\n"
+
+
 def _diff_lines(review: dict, model_output: str, show: bool) -> list[tuple[str, str]]:
     """The reviewer's change as (kind, text) lines: the SDK's unified diff when it sent
     one, else one computed here from the model's output and the reviewer's."""
@@ -381,6 +490,11 @@ def mount(app: FastAPI, console: Console) -> None:
     # Also reachable as a path (any id, ``/`` or ``%2F`` included); links use the query.
     app.get("/console/tasks/{task_id:path}", include_in_schema=False)(console.timeline_page)
     app.get("/console/export.csv", include_in_schema=False)(console.export)
+
+    @app.get("/console/task-proofs.zip", include_in_schema=False)
+    def task_proofs(request: Request, task: str = ""):
+        return console.task_proofs(request, task)
+
     app.get("/console/charts", include_in_schema=False)(console.charts_page)
     app.get("/console/status", include_in_schema=False)(console.status_page)
 
