@@ -144,3 +144,52 @@ def _verify_proof(path, key) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "aitrail.cli", "verify-proof", str(path),
                            "--public-key", str(key)], capture_output=True, text=True,
                           timeout=60, env=env)
+
+
+def test_a_log_review_sign_off_is_sealed_and_shown_in_the_cadence(browser, console_site):
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    this_week = "%d-W%02d" % today.isocalendar()[:2]
+    last = today - datetime.timedelta(weeks=1)
+    last_week = "%d-W%02d" % last.isocalendar()[:2]
+    page = _sign_in(browser, console_site, "ada", "/console/status")
+    rows = page.locator("[data-testid=review-cadence] tbody tr")
+    assert rows.count() == 12
+    assert page.locator(f"tr[data-week='{this_week}']").inner_text().count("In progress") == 1
+    assert "Not reviewed" in page.locator(f"tr[data-week='{last_week}']").inner_text()
+    # A note is required; the page says so and keeps the form.
+    page.select_option("select[name=period]", last_week)
+    with page.expect_navigation() as nav:
+        page.click("[data-testid=sign-off]")
+    assert nav.value.status == 400 and "note" in _text(page, "review-error")
+    page.select_option("select[name=period]", last_week)
+    page.fill("input[name=note]", "read the week's access log and admin actions; nothing odd")
+    with page.expect_navigation():
+        page.click("[data-testid=sign-off]")
+    row = page.locator(f"tr[data-week='{last_week}']")
+    assert row.get_attribute("data-reviewed") == "yes"
+    text = row.inner_text()
+    assert "Reviewed" in text and "ada" in text and "nothing odd" in text
+    assert re.search(rf"{today.isoformat()} \d\d:\d\d:\d\d UTC", text), text
+    page.context.close()
+
+    # Sealed: a log_review record in the ledger, and the chain verifies clean.
+    token = console_site.token("auditor")
+    status, found = console_site.api("/api/v1/records?type=log_review&since=1h", token=token)
+    assert status == 200 and found["total"] >= 1, found
+    rec = found["records"][-1]
+    assert (rec["actor"], rec["resource"], rec["service"]) == (
+        "ada", f"period:{last_week}", "aitrail-collector")
+    assert rec["attributes"]["note"].endswith("nothing odd")
+    status, report = console_site.api("/api/v1/verify", token=token)
+    assert status == 200 and report["ok"], report["findings"]
+
+    # An analyst sees the cadence but may not sign off.
+    page = _sign_in(browser, console_site, "andy", "/console/status")
+    assert page.locator("[data-testid=review-form]").count() == 0
+    assert page.locator(f"tr[data-week='{last_week}'][data-reviewed=yes]").count() == 1
+    status = page.evaluate("""async (csrf) => (await fetch('/console/reviews', {method: 'POST',
+        headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+        body: 'period=2026-W01&note=x&csrf=' + csrf})).status""",
+                           page.locator("input[name=csrf]").first.input_value())
+    assert status == 403
+    page.context.close()

@@ -256,14 +256,42 @@ class Console:
                            len(rendered), via="console")
         return self.render(request, "charts.html", who, days=days, charts=rendered)
 
-    def status_page(self, request: Request, error: str = "", form: Optional[dict] = None,
-                    status: int = 200) -> HTMLResponse:
+    def status_page(self, request: Request) -> HTMLResponse:
+        return self.render_status(request)
+
+    def render_status(self, request: Request, error: str = "", form: Optional[dict] = None,
+                      status: int = 200, review_error: str = "",
+                      review_form: Optional[dict] = None) -> HTMLResponse:
+        """The integrity page; the messages come from this server only, never the URL."""
         who = self.auth.page(request, "verify")
         trust = self.services.trust()
         return self.render(request, "status.html", who, status=status,
                            chains=self._chain_status(), last=self.last_verify,
                            trust_root=trust.root if trust else None, error=error,
-                           form=form or {}, next_due=self._next_due())
+                           form=form or {}, next_due=self._next_due(),
+                           reviews=self._reviews(), review_error=review_error,
+                           review_form=review_form or {})
+
+    def _reviews(self) -> list[dict]:
+        """The weekly review cadence: the recent weeks and their sealed sign-offs."""
+        from aitrail_collector.ledger import review_log
+        today = datetime.now(timezone.utc).date()
+        weeks = 12
+        signoffs = query.search(self.store, query.Filters(
+            types=(review_log.EVENT_TYPE,), limit=None, sort="start_time", order="asc",
+            since=datetime.now(timezone.utc) - timedelta(weeks=weeks + 8)), payloads=False)
+        return review_log.cadence(signoffs, today, weeks)
+
+    def sign_off(self, request: Request, csrf: str, period: str, note: str) -> Response:
+        who = self.auth.page(request, "review")
+        self.auth.check_form(request, csrf)
+        from aitrail_collector.ledger import review_log
+        try:
+            review_log.sign_off(self.services.ledger, who, period, note)
+        except review_log.ReviewError as exc:
+            return self.render_status(request, review_error=str(exc), status=400,
+                                    review_form={"period": period, "note": note})
+        return RedirectResponse("/console/status#reviews", status_code=303)
 
     def run_verify(self, request: Request, csrf: str, since: str, until: str) -> Response:
         who = self.auth.page(request, "verify")
@@ -279,7 +307,7 @@ class Console:
             report = verify_period(self.store, trust, first,
                                    last + timedelta(days=1) if last else None)
         except (ValueError, AuditError) as exc:
-            return self.status_page(request, error=str(exc), form=form, status=400)
+            return self.render_status(request, error=str(exc), form=form, status=400)
         self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
                             "since": since or "the beginning", "until": until or "now",
                             "next_due": self._next_due()}
@@ -502,6 +530,11 @@ def mount(app: FastAPI, console: Console) -> None:
     def verify(request: Request, csrf: str = Form(""), since: str = Form(""),
                until: str = Form("")):
         return console.run_verify(request, csrf, since, until)
+
+    @app.post("/console/reviews", include_in_schema=False)
+    def sign_off(request: Request, csrf: str = Form(""), period: str = Form(""),
+                 note: str = Form("")):
+        return console.sign_off(request, csrf, period, note)
 
     _mount_admin(app, console)
 
