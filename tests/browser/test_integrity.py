@@ -45,6 +45,8 @@ def test_period_verification_counts_the_period_and_names_edge_cases(browser, con
     counts = _text(page, "verify-counts")
     assert f"{api['period']['in_period']:,} records sealed in the period" in counts, counts
     assert "sealed after it" in counts and "not rewritten later" in counts
+    assert re.match(r"The next checkpoint is due about \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+                    _text(page, "next-checkpoint"))
     uncovered = _text(page, "verify-uncovered")
     assert ("not yet in a signed checkpoint" in uncovered and "next checkpoint is due" in
             uncovered) or "Every record is in a signed checkpoint (main #" in uncovered, uncovered
