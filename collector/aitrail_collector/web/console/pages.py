@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import hmac
-import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -41,6 +40,9 @@ from aitrail_collector.web.auth.accounts import (
 from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn
 from aitrail_collector.web.auth.throttle import retry_after
 from aitrail_collector.web.console import charts
+from aitrail_collector.web.console.trust import ago as _ago
+from aitrail_collector.web.console.trust import proof_archive, trust_status, verify_task
+from aitrail_collector.web.console.trust import utc as _utc
 from aitrail_collector.web.services import Services
 
 HERE = Path(__file__).resolve().parent
@@ -51,14 +53,6 @@ EVENT_TYPES = KNOWN_TYPES  # the table of event types (aitrail.record.event_type
 HIDDEN = "[hidden for your role]"
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-
-
-def _ago(ns: int) -> str:
-    seconds = max(0, (time.time_ns() - ns) / 1e9)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
 
 
 def principal_text(rec: dict) -> str:
@@ -79,11 +73,6 @@ def task_href(task_id: str) -> str:
     encoded, so no id (``../admin``, ``a/b``, ``..``, ``x?y``, ``x#y``) can make the
     link point anywhere else: a path segment could be resolved as a directory."""
     return "/console/tasks?" + urlencode({"task": task_id})
-
-
-def _utc(ns: int) -> str:
-    """An absolute time, as every page shows it beside a relative one."""
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 templates.env.filters["ago"] = _ago
@@ -162,7 +151,7 @@ class Console:
         last_output = ""
         for e in events:
             e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
-            e["trust"] = _trust(e, check, next_due)
+            e["trust"] = trust_status(e, check, next_due)
             if e["event_type"] == "model_call" and show_payloads:
                 last_output = e.get("output", "")
             if e["event_type"] == "review":
@@ -173,43 +162,12 @@ class Console:
                            next_due=next_due)
 
     def _verify_task(self, events: list[dict]) -> dict:
-        """Each record of the task against its chain's newest signed checkpoint: the
-        stored envelope re-encoded and hashed, its inclusion proof checked against the
-        signed root, the signature against the trusted key, exactly as `aitrail
-        verify-proof` checks the downloaded bundles (aitrail.verify.bundle)."""
-        from aitrail.verify.bundle import BundleError, verify_bundle
-        from aitrail_collector.audit import proofs
         trust = self.services.trust()
-        key = trust.public_key if trust else None
-        found = proofs.latest_bundles(self.store, [(e["record_id"], e["chain_id"], e["seq"])
-                                                   for e in events])
-        results: dict[str, tuple[str, str]] = {}
-        for record_id, text in found.bundles.items():
-            if key is None:
-                results[record_id] = ("unchecked", "no public key to check the signature with")
-                continue
-            try:
-                verify_bundle(text, key)
-                results[record_id] = ("verified", "")
-            except BundleError as exc:
-                results[record_id] = ("failed", str(exc))
-        for record_id in found.uncovered:
-            results[record_id] = ("uncovered", "")
-        kinds = [kind for kind, _ in results.values()]
-        return {"results": results, "at": time.time_ns(),
-                "checkpoints": {chain: {"number": s.checkpoint.number, "size": s.checkpoint.size,
-                                        "time_ns": s.checkpoint.time_ns}
-                                for chain, s in found.checkpoints.items()},
-                **{kind: kinds.count(kind) for kind in
-                   ("verified", "failed", "uncovered", "unchecked")}}
+        return verify_task(self.store, trust.public_key if trust else None, events)
 
     def task_proofs(self, request: Request, task: str) -> Response:
-        """The task's proof bundles against the newest checkpoint, in one proof archive
-        (aitrail.verify.bundle.make_archive) with the public key: `aitrail verify-proof`
-        checks it offline."""
+        """The task's proof bundles as one proof archive (console/trust.py)."""
         who = self.auth.page(request, "records")
-        from aitrail.verify.bundle import make_archive
-        from aitrail_collector.audit import proofs
         if not task:
             raise HTTPException(400, "Which task? Give its id: ?task=T-00042")
         if self.services.public_key_pem is None:
@@ -219,21 +177,15 @@ class Console:
                               payloads=False)
         if not events:
             raise HTTPException(404, f"No records for task {task!r}.")
-        found = proofs.latest_bundles(self.store, [(e["record_id"], e["chain_id"], e["seq"])
-                                                   for e in events])
-        if not found.bundles:
+        made = proof_archive(self.store, self.services.public_key_pem, task, who.name, events)
+        if made is None:
             due = self._next_due()
             raise HTTPException(409, "No record of this task is in a signed checkpoint yet"
                                 + (f"; the next is due about {_utc(due)}." if due else "."))
-        seqs = {e["record_id"]: e["seq"] for e in events}
-        members = [(f"bundles/{seqs[rid]:012d}-{rid}.json", text)
-                   for rid, text in sorted(found.bundles.items(), key=lambda kv: seqs[kv[0]])]
-        data = make_archive(members, self.services.public_key_pem,
-                            _archive_readme(task, who.name, found, events))
-        self.access.record(who, f"proofs:{task}", {"task": task}, len(members), via="console")
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", task)[:80]
+        data, name, count = made
+        self.access.record(who, f"proofs:{task}", {"task": task}, count, via="console")
         return Response(data, media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="aitrail-proofs-{name}.zip"'})
+            "Content-Disposition": f'attachment; filename="{name}"'})
 
     def export(self, request: Request) -> StreamingResponse:
         who = self.auth.page(request, "export")
@@ -376,47 +328,6 @@ def _integrity(event: dict, checkpoints: list[tuple[int, int, int]]) -> dict:
             return {"sealed": True, "checkpoint": number, "checkpoint_size": size,
                     "checkpoint_time": t}
     return {"sealed": True, "checkpoint": None}
-
-
-def _trust(event: dict, check: Optional[dict], next_due: Optional[int]) -> dict:
-    """The plain status of one record: what was checked, against which checkpoint."""
-    due = f"; next due about {_utc(next_due)}" if next_due else ""
-    if check is not None:
-        kind, detail = check["results"].get(event["record_id"], ("uncovered", ""))
-        cp = check["checkpoints"].get(event["chain_id"])
-        where = (f"signed checkpoint #{cp['number']} of {_utc(cp['time_ns'])} "
-                 f"({_ago(cp['time_ns'])})") if cp else ""
-        text = {"verified": f"Verified: unchanged since sealed, in {where}",
-                "failed": f"FAILED against {where}: {detail}",
-                "unchecked": f"In {where}, but not checked: {detail}",
-                "uncovered": f"Sealed, not yet in a signed checkpoint{due}"}[kind]
-        return {"kind": kind, "text": text + "."}
-    cp = event["integrity"]
-    if cp.get("checkpoint"):
-        return {"kind": "sealed", "text": f"Sealed, in signed checkpoint #{cp['checkpoint']} "
-                f"of {_utc(cp['checkpoint_time'])} ({_ago(cp['checkpoint_time'])}); "
-                "not verified on this page yet."}
-    return {"kind": "uncovered", "text": f"Sealed, not yet in a signed checkpoint{due}."}
-
-
-def _archive_readme(task: str, by: str, found: Any, events: list[dict]) -> str:
-    lines = [f"aitrail proof archive: task {task}",
-             f"Made {_utc(time.time_ns())} for {by}.", "",
-             "Each bundles/*.json file proves one record of the task is included, unchanged,",
-             "in a signed checkpoint. Check them all offline (pip install aitrail):", "",
-             "    aitrail verify-proof THIS-FILE.zip --public-key public-key.pem", "",
-             "public-key.pem is the collector's checkpoint key as it served it; compare it",
-             "with the key you got from the collector's operator out of band before trusting",
-             "an OK.", "", "Checkpoints:"]
-    for chain, signed in sorted(found.checkpoints.items()):
-        cp = signed.checkpoint
-        lines.append(f"    chain {chain}: #{cp.number}, {cp.size} records, signed "
-                     f"{_utc(cp.time_ns)}")
-    if found.uncovered:
-        lines += ["", "Not yet in a signed checkpoint (no bundle here; download again later):"]
-        lines += [f"    {e['record_id']} (seq {e['seq']} of chain {e['chain_id']})"
-                  for e in events if e["record_id"] in set(found.uncovered)]
-    return "\n".join(lines) + "\n"
 
 
 def _diff_lines(review: dict, model_output: str, show: bool) -> list[tuple[str, str]]:
