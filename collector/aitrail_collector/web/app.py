@@ -31,12 +31,13 @@ def create_app(services: Services) -> FastAPI:
     """The API and console over ``services.store``. With a signer (a running collector),
     also what needs it: proofs on demand, verification with trust, erasure, and the
     ledger that ``data_access`` records are sealed into."""
-    # /docs and /redoc with Swagger UI's and ReDoc's files served from here
-    # (fastapi-offline ships them): no CDN, so they work offline and air-gapped.
-    # validatorUrl None: Swagger UI would otherwise send the spec to an online validator.
+    # /docs with Swagger UI's files served from here (fastapi-offline ships them): no
+    # CDN, so it works offline and air-gapped. validatorUrl None: Swagger UI would
+    # otherwise send the spec to an online validator. No /redoc: ReDoc's page loads its
+    # logo from the vendor's CDN whatever the options; /docs says the same.
     app = FastAPIOffline(title="aitrail", version="1", description=API_DESCRIPTION,
                          static_url=DOCS_STATIC, favicon_url=DOCS_STATIC + "/favicon.png",
-                         swagger_ui_parameters={"validatorUrl": None})
+                         redoc_url=None, swagger_ui_parameters={"validatorUrl": None})
     app.add_middleware(SecurityHeaders)
     console_pages.mount(app, console_pages.Console(services))
     api = APIRouter(prefix="/api/v1", dependencies=[Security(_BEARER)])
@@ -81,14 +82,14 @@ def asgi_app(app: ASGIApp, trusted_proxies: Sequence[str] = ()) -> ASGIApp:
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-# /docs and /redoc (Swagger UI and ReDoc, their files served from DOCS_STATIC) start
-# with an inline script (FastAPI's page); ReDoc runs a worker from a blob. They show no
-# ledger data themselves: the calls they make go to /api/v1, which answers under CSP.
+# /docs (Swagger UI, its files served from DOCS_STATIC) starts with an inline script
+# (FastAPI's page). It shows no ledger data itself: the calls it makes go to /api/v1,
+# which answers under CSP.
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
-            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src blob:; "
-            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'")
 DOCS_STATIC = "/docs/static"
-DOCS_PATHS = ("/docs", "/redoc")
+DOCS_PATHS = ("/docs",)
 STATIC_PREFIX = "/console/static/"
 
 
