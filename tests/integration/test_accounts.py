@@ -53,15 +53,15 @@ def _raw(path: str) -> dict:
 # ------------------------------------------------------------------ permissions
 
 EXPECTED = {
-    "auditor": {"records", "payloads", "export", "aggregates", "verify", "erase"},
+    "auditor": {"records", "payloads", "export", "aggregates", "verify", "erase", "review"},
     "analyst": {"records", "aggregates"},
-    "admin": {"verify", "admin"},
+    "admin": {"verify", "admin", "review"},
 }
 
 
 def test_permission_matrix():
     assert set(PERMISSIONS) == {"records", "payloads", "export", "aggregates", "verify",
-                                "erase", "admin"}
+                                "erase", "admin", "review"}
     assert set(ROLES) == set(EXPECTED)
     for role in ROLES:
         for permission in PERMISSIONS:

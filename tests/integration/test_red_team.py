@@ -151,7 +151,7 @@ CONSOLE_ROUTES = {
     ("MOUNT", "/console/static"),
     # FastAPI's own documentation routes.
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("MOUNT", "/docs/static"),
 }
 # What anyone may reach without credentials, and why. Everything else is refused.
 PUBLIC = {
@@ -164,7 +164,7 @@ PUBLIC = {
     ("GET", "/openapi.json"): "the API's description, no data",
     ("GET", "/docs"): "the API's description, no data",
     ("GET", "/docs/oauth2-redirect"): "part of /docs",
-    ("GET", "/redoc"): "the API's description, no data",
+    ("MOUNT", "/docs/static"): "Swagger UI's files, served here (no CDN)",
     # Ingest, not the console: it takes the ingest API keys, and without --api-keys it is
     # open like the native gRPC service (test_otlp_receiver.py covers both).
     ("POST", "/v1/traces"): "OTLP/HTTP ingest (API keys when --api-keys is given)",
@@ -199,6 +199,8 @@ def _call(client: httpx.Client, method: str, path: str, headers=None) -> httpx.R
         url += "?" + QUERY[path]
     if path == "/console/static":
         url = "/console/static/console.css"
+    if path == "/docs/static":
+        url = "/docs/static/swagger-ui.css"
     if method == "GET":
         return client.get(url, headers=headers)
     if path in BODY:

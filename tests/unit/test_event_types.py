@@ -123,9 +123,9 @@ def test_every_field_goes_to_one_envelope_column_or_one_payload():
 def test_derived_lists():
     assert et.KNOWN_TYPES == ("model_call", "review", "evaluation", "escalation",
                               "resolution", "task_created", "data_access", "redaction",
-                              "admin_action")
+                              "admin_action", "log_review")
     assert validate.KNOWN_TYPES == pages.EVENT_TYPES == et.KNOWN_TYPES
-    assert validate.RESERVED_TYPES == ("redaction", "admin_action")
+    assert validate.RESERVED_TYPES == ("redaction", "admin_action", "log_review")
     assert validate.DECISIONS == ("approve", "reject", "modify", "none")
     assert et.PART_NAMES == ("model_call", "review", "escalation", "resolution",
                              "data_access", "evaluation")
@@ -204,7 +204,7 @@ def split_record_reference(rec: pb.AuditRecord, chain_id: str, received_ns: int
     elif kind == "data_access":
         a = rec.data_access
         env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
-    elif kind in ("redaction", "admin_action"):
+    elif kind in ("redaction", "admin_action", "log_review"):
         a = rec.data_access
         env.update(actor=a.actor, resource=a.resource, purpose=a.purpose)
     return env, [(name, content) for name, content in payloads if content]
@@ -382,6 +382,8 @@ def describe_event_reference(ev: dict) -> list[str]:
         body += _indent("reason:", ev["purpose"])
     elif kind == "admin_action":
         head += f"  {ev['actor']}: {ev['purpose']} {ev['resource']}"
+    elif kind == "log_review":
+        head += f"  {ev['actor']} signed off {ev['resource']} as reviewed"
     if ev.get("attributes"):
         body += _indent("attributes:", ", ".join(f"{k}={v}" for k, v in
                                                  sorted(ev["attributes"].items())))

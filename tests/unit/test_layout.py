@@ -109,3 +109,14 @@ def test_the_web_layer_gets_services_not_the_collector():
     offenders = [f"{p.relative_to(ROOT)}:{line}: {mod}" for p in _sources(web)
                  for line, mod in _imports(p) if mod.startswith("aitrail_collector.app")]
     assert not offenders, "\n".join(offenders)
+
+
+def test_every_package_is_installed():
+    """pyproject lists its packages by hand: a new one missing there works from a
+    checkout and is absent from `pip install aitrail` (aitrail.otel once was)."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    on_disk = {_module_name(p.parent / "__init__.py") for root in (SDK, COLLECTOR)
+               for p in root.rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert on_disk - listed == set()

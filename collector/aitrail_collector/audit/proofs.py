@@ -8,7 +8,8 @@ proof hashes up to every leaf of the tree.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.verify import merkle
@@ -16,6 +17,7 @@ from aitrail.verify.bundle import make_bundle
 from aitrail.verify.checkpoint import SignedCheckpoint
 from aitrail_collector import native
 from aitrail_collector.ledger.checkpointer import Checkpointer, NotCovered
+from aitrail_collector.store import periods, verify_sql
 from aitrail_collector.store.client import Store
 
 
@@ -63,6 +65,39 @@ def record_bundle(store: Store, checkpointer: Optional[Checkpointer], record_id:
     proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size,
                                    native.subtree_roots(leaves))
     return make_bundle(envelope, seq, link.leaf_hash, proof, signed)
+
+
+@dataclass
+class TaskProofs:
+    """Bundles of a set of records against each chain's newest signed checkpoint."""
+    checkpoints: dict[str, SignedCheckpoint] = field(default_factory=dict)
+    bundles: dict[str, str] = field(default_factory=dict)   # record id -> bundle text
+    uncovered: list[str] = field(default_factory=list)      # record ids no checkpoint covers
+
+
+def latest_bundles(store: Store, positions: Sequence[tuple[str, str, int]]) -> TaskProofs:
+    """The proof bundle of each (record id, chain, seq) against its chain's newest
+    stored checkpoint, so one checkpoint vouches for the whole task; a record past it
+    is listed as uncovered. The tree is read once per chain (its leaves up to the
+    checkpoint) and its subtrees hashed in C."""
+    out = TaskProofs()
+    chains = sorted({chain for _, chain, _ in positions})
+    for chain in chains:
+        signed = periods.newest_signed(store, chain)
+        size = signed.checkpoint.size if signed else 0
+        mine = [(rid, seq) for rid, c, seq in positions if c == chain]
+        out.uncovered += [rid for rid, seq in mine if seq > size]
+        covered = sorted(seq for _, seq in mine if seq <= size)
+        if signed is None or not covered:
+            continue
+        out.checkpoints[chain] = signed
+        leaves = _leaves(store, chain, size)
+        roots = native.subtree_roots(leaves)
+        for link, envelope in verify_sql.rows_at(store, chain, covered):
+            proof = merkle.inclusion_proof(leaves, link.seq - 1, size, roots)
+            out.bundles[envelope["record_id"]] = make_bundle(envelope, link.seq,
+                                                             link.leaf_hash, proof, signed)
+    return out
 
 
 def inclusion(store: Store, chain_id: str, index: int, size: int) -> dict[str, Any]:

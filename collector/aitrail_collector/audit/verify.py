@@ -31,7 +31,7 @@ from aitrail.verify.merkle import TreeError, consistency_proof
 from aitrail.verify.pinned import Extension, check_pinned, describe, newest_extension
 from aitrail_collector import native
 from aitrail_collector.ledger.erasure import check_payloads
-from aitrail_collector.store import verify_sql
+from aitrail_collector.store import periods, verify_sql
 from aitrail_collector.store.client import Store
 
 T = TypeVar("T")
@@ -230,20 +230,36 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     }
 
 
+def _day_ns(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 10**9
+
+
+NO_END_NS = 2**63 - 1
+
+
 def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
                   until: Optional[date]) -> dict:
-    """Verify the stretch of each chain that holds [since, until): from that chain's
-    last checkpoint signed before ``since`` on (everything when there is none). The
-    rest of the chain after ``until`` is checked too: it is what proves nothing in
-    the period was changed later, and it costs little next to reading the period."""
+    """Verify the stretch of each chain that holds [since, until) (UTC days; ``until``
+    exclusive): from that chain's last checkpoint signed before ``since`` on
+    (everything when there is none). The rest of the chain after ``until`` is checked
+    too: it is what proves nothing in the period was changed later, and it costs
+    little next to reading the period.
+
+    The period is one of *sealed* time (each record's received_time,
+    ``store.periods``). ``report["period"]`` says, per chain and in total, how many
+    records were sealed in it, how many after it were checked, which records no
+    signed checkpoint covers yet, and which checkpoints were signed in the period
+    (those of a quiet period show the chain was running then). Raises AuditError
+    when ``since`` is not before ``until``."""
     if since is not None and until is not None and since >= until:
-        raise AuditError("the period's start must be before its end")
+        raise AuditError(f"the period's start ({since.isoformat()}) must be before its end "
+                         f"({until.isoformat()}, exclusive)")
     starts: dict[str, int] = {}
+    since_ns = _day_ns(since) if since is not None else 0
+    until_ns = _day_ns(until) if until is not None else NO_END_NS
     if since is not None and trust is not None:
-        start_ns = int(datetime(since.year, since.month, since.day,
-                                tzinfo=timezone.utc).timestamp()) * 10**9
         for chain in store.checkpoint_chains():
-            number = _last_signed_before(chain, store.checkpoints(chain), start_ns, trust)
+            number = _last_signed_before(chain, store.checkpoints(chain), since_ns, trust)
             if number is not None:
                 starts[chain] = number
     try:
@@ -253,8 +269,42 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
         report = verify_store(store, trust=trust)
     report["period"] = {"since": since.isoformat() if since else None,
                         "until": until.isoformat() if until else None,
-                        "from_checkpoint": starts}
+                        "from_checkpoint": starts,
+                        **_period_counts(store, report, since_ns, until_ns)}
     return report
+
+
+def _period_counts(store: Store, report: dict, since_ns: int, until_ns: int) -> dict:
+    """What the period holds, chain by chain (store.periods), beside what was verified."""
+    held = periods.records(store, since_ns, until_ns)
+    verified = {c["chain_id"]: c["records"] for c in report["chains"]}
+    chains = []
+    for chain_id in sorted(set(held) | set(store.checkpoint_chains())):
+        p = held.get(chain_id) or periods.ChainPeriod(chain_id)
+        signed = periods.checkpoints_in(store, chain_id, since_ns, until_ns)
+        newest = periods.newest_checkpoint(store, chain_id)
+        covered = newest.size if newest else 0
+        uncovered = max(0, p.head_seq - covered)
+        chains.append({
+            "chain_id": chain_id, "in_period": p.in_period,
+            "first_seq": p.first_seq, "last_seq": p.last_seq, "after": p.after,
+            # read from the starting checkpoint up to the period, to link it to a signed root
+            "before": max(0, verified.get(chain_id, 0) - p.in_period - p.after),
+            "first_sealed_ns": p.first_time_ns,
+            "checkpoints_in_period": {
+                "count": signed.count,
+                "first": vars(signed.first) if signed.first else None,
+                "last": vars(signed.last) if signed.last else None},
+            "newest_checkpoint": vars(newest) if newest else None,
+            "uncovered": {"count": uncovered,
+                          "first_seq": covered + 1 if uncovered else 0,
+                          "last_seq": p.head_seq if uncovered else 0}})
+    return {"since_ns": since_ns, "until_ns": until_ns, "chains": chains,
+            "in_period": sum(c["in_period"] for c in chains),
+            "after": sum(c["after"] for c in chains),
+            "before": sum(c["before"] for c in chains),
+            "uncovered": sum(c["uncovered"]["count"] for c in chains),
+            "checkpoints_in_period": sum(c["checkpoints_in_period"]["count"] for c in chains)}
 
 
 def _last_signed_before(chain_id: str, rows: Sequence[tuple], start_ns: int,

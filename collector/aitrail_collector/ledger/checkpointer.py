@@ -246,9 +246,23 @@ class Checkpointer:
             self._issue_logged(force=True)
         else:
             self._issue_logged(force=False)
+        self._tick_origin_ns = time.time_ns()
         self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
         self._thread.start()
         return self
+
+    def next_due_ns(self) -> Optional[int]:
+        """When the cadence signs the next checkpoint (its next tick when records wait
+        for one, else when the quiet limit is reached); None before start."""
+        origin = getattr(self, "_tick_origin_ns", None)
+        if origin is None:
+            return None
+        tick_ns = int(min(self.latency, self.max_quiet) * 1e9)
+        now = time.time_ns()
+        last = self.last
+        moved = last is None or self.ledger.snapshot()[0] != last.checkpoint.size
+        at = now if moved else max(now, last.checkpoint.time_ns + int(self.max_quiet * 1e9))
+        return origin + -(-(at - origin) // tick_ns) * tick_ns  # the first tick from then
 
     def _run(self) -> None:
         tick = min(self.latency, self.max_quiet)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from fastapi import APIRouter, FastAPI, Security
 from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -30,7 +31,13 @@ def create_app(services: Services) -> FastAPI:
     """The API and console over ``services.store``. With a signer (a running collector),
     also what needs it: proofs on demand, verification with trust, erasure, and the
     ledger that ``data_access`` records are sealed into."""
-    app = FastAPI(title="aitrail", version="1", description=API_DESCRIPTION)
+    # /docs with Swagger UI's files served from here (fastapi-offline ships them): no
+    # CDN, so it works offline and air-gapped. validatorUrl None: Swagger UI would
+    # otherwise send the spec to an online validator. No /redoc: ReDoc's page loads its
+    # logo from the vendor's CDN whatever the options; /docs says the same.
+    app = FastAPIOffline(title="aitrail", version="1", description=API_DESCRIPTION,
+                         static_url=DOCS_STATIC, favicon_url=DOCS_STATIC + "/favicon.png",
+                         redoc_url=None, swagger_ui_parameters={"validatorUrl": None})
     app.add_middleware(SecurityHeaders)
     console_pages.mount(app, console_pages.Console(services))
     api = APIRouter(prefix="/api/v1", dependencies=[Security(_BEARER)])
@@ -75,23 +82,20 @@ def asgi_app(app: ASGIApp, trusted_proxies: Sequence[str] = ()) -> ASGIApp:
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-# /docs and /redoc (FastAPI's Swagger UI and ReDoc pages) load their script and CSS
-# from a CDN and start with an inline script; until they are vendored (a separate
-# issue) they get this looser policy. They show no ledger data themselves: the calls
-# they make go to /api/v1, which answers under CSP above.
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net "
-            "https://fonts.googleapis.com; "
-            "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; worker-src blob:; object-src 'none'; base-uri 'none'; "
-            "frame-ancestors 'none'")
-DOCS_PATHS = ("/docs", "/redoc")
+# /docs (Swagger UI, its files served from DOCS_STATIC) starts with an inline script
+# (FastAPI's page). It shows no ledger data itself: the calls it makes go to /api/v1,
+# which answers under CSP.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'")
+DOCS_STATIC = "/docs/static"
+DOCS_PATHS = ("/docs",)
 STATIC_PREFIX = "/console/static/"
 
 
 class SecurityHeaders:
     """On every answer: the CSP, no framing, no MIME sniffing, no referrer; and
-    ``Cache-Control: no-store`` on everything but the console's static files, since
+    ``Cache-Control: no-store`` on everything but the static files (console, docs), since
     pages and API answers carry ledger data that must not linger in caches."""
 
     def __init__(self, app: ASGIApp):
@@ -107,7 +111,7 @@ class SecurityHeaders:
             (b"content-security-policy", (DOCS_CSP if docs else CSP).encode()),
             (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer")]
-        if not path.startswith(STATIC_PREFIX):
+        if not path.startswith((STATIC_PREFIX, DOCS_STATIC + "/")):
             extra.append((b"cache-control", b"no-store"))
         names = {name for name, _ in extra}
 

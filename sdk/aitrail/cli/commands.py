@@ -21,7 +21,7 @@ from aitrail.cli.base import (
 )
 from aitrail.cli.output import describe_event, print_table, print_verify, safe
 from aitrail.record.csv_format import csv_lines
-from aitrail.verify.bundle import BundleError, verify_bundle
+from aitrail.verify.bundle import BundleError, archive_bundles, is_archive, verify_bundle
 from aitrail.verify.checkpoint import CheckpointError, key_id, load_public_key, write_keypair
 
 
@@ -137,24 +137,44 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> int:
+    """One bundle (``aitrail prove``), or a proof archive of several (a ZIP of bundles,
+    as the console's task download: aitrail.verify.bundle.archive_bundles); every
+    bundle must verify for exit 0."""
     try:
         key = load_public_key(args.public_key)
     except (CheckpointError, OSError) as exc:
         raise UsageError(f"--public-key: {exc}") from None
     try:
-        with open(args.bundle, encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(args.bundle, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
         raise UsageError(f"{args.bundle}: {exc}") from None
-    try:
-        bundle = verify_bundle(text, key)
-    except BundleError as exc:
-        print(safe(f"FAILED: {args.bundle}: {exc}"))
-        return EXIT_FAILED
-    print(safe(f"OK: record {bundle['record_id']} is record {bundle['seq']} of chain "
-               f"{bundle['chain_id']}, included in signed checkpoint of size "
-               f"{bundle['tree_size']}"))
-    return EXIT_OK
+    if is_archive(data):
+        try:
+            members = archive_bundles(data)
+        except BundleError as exc:
+            print(safe(f"FAILED: {args.bundle}: {exc}"))
+            return EXIT_FAILED
+    else:
+        try:
+            members = [(args.bundle, data.decode("utf-8"))]
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{args.bundle}: {exc}") from None
+    failed = 0
+    for name, text in members:
+        try:
+            bundle = verify_bundle(text, key)
+        except BundleError as exc:
+            failed += 1
+            print(safe(f"FAILED: {name}: {exc}"))
+            continue
+        print(safe(f"OK: record {bundle['record_id']} is record {bundle['seq']} of chain "
+                   f"{bundle['chain_id']}, included in signed checkpoint of size "
+                   f"{bundle['tree_size']}"))
+    if len(members) > 1:
+        print(safe(f"{'FAILED' if failed else 'OK'}: {len(members) - failed} of "
+                   f"{len(members)} bundles in {args.bundle} verified"))
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -217,7 +237,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("verify-proof", help="check a proof bundle offline (exit 0 valid, 1 not)")
-    p.add_argument("bundle", help="the bundle file written by `aitrail prove`")
+    p.add_argument("bundle", help="the bundle file written by `aitrail prove`, or a proof "
+                   "archive (a ZIP of bundles, the console's task download)")
     p.add_argument("--public-key", required=True, metavar="PEM",
                    help="the collector's checkpoint public key")
     p.set_defaults(func=cmd_verify_proof)

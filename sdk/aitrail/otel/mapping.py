@@ -356,6 +356,8 @@ def _as_text(value: Any) -> str:
     """An attribute value as text: strings as they are, the rest as JSON."""
     if isinstance(value, str):
         return value
+    if type(value) in (int, float) and value == value and abs(value) != float("inf"):
+        return repr(value)  # what json.dumps writes for a finite number, cheaper
     if isinstance(value, tuple):
         value = list(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)

@@ -45,13 +45,16 @@ def records_of(request: ExportTraceServiceRequest, redactor: Redactor,
                options: MappingOptions = MappingOptions()) -> OtlpBatch:
     """The redacted records of a request's GenAI spans, in request order."""
     batch = OtlpBatch()
+    resource: Optional[Mapping[str, Any]] = None
+    origin = SimpleNamespace()
     for where, span in views_of(request):
         batch.spans += 1
         drafts = drafts_for(span, options)
         if not drafts:
             batch.not_genai += 1
             continue
-        origin = _origin(span.resource)
+        if span.resource is not resource:  # one origin per resource, not per span
+            resource, origin = span.resource, _origin(span.resource)
         for d in drafts:
             try:
                 batch.records.append(build_record(d, origin, redactor))
@@ -98,6 +101,8 @@ def _attributes(kvs: Any) -> dict[str, Any]:
 
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
+    if kind == "string_value":  # most attributes: first
+        return v.string_value
     if kind is None:
         return None
     if kind == "array_value":

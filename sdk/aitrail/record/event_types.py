@@ -247,6 +247,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
     # or API keys; the admin in actor, what was done in purpose, its target in resource.
     EventType("admin_action", part="data_access", reserved=True,
               summary="{actor}: {purpose} {resource}"),
+    # Made by the collector only (ledger/review_log.py): a SOC 2 log review sign-off;
+    # the reviewer in actor, the period in resource (``period:2026-W48``), the note in
+    # attributes.
+    EventType("log_review", part="data_access", reserved=True,
+              summary="{actor} signed off {resource} as reviewed"),
 )
 
 BY_NAME: Mapping[str, EventType] = {t.name: t for t in EVENT_TYPES}

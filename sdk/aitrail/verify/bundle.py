@@ -150,3 +150,67 @@ def verify_bundle(text: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
     except merkle.ProofError as exc:
         raise BundleError(f"inclusion proof: {exc}") from None
     return bundle
+
+
+# ------------------------------------------------------------------ proof archives
+# A proof archive holds the bundles of several records in one file (the console's
+# "download the task's proofs"): a ZIP file whose members named ``*.json`` are each a
+# bundle in the canonical form above, checked one by one; other members (a README,
+# the public key ``public-key.pem``) are not read by the verifier, which takes the key
+# it trusts from its caller, never from the archive.
+
+ARCHIVE_KEY_NAME = "public-key.pem"
+MAX_ARCHIVE_MEMBER = 16 * 2**20  # bytes: a bundle is a few KB; this bounds a hostile file
+MAX_ARCHIVE_BUNDLES = 100_000
+
+
+def is_archive(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04"
+
+
+def archive_bundles(data: bytes) -> list[tuple[str, str]]:
+    """(member name, bundle text) of every ``*.json`` member of a proof archive, by
+    name. Raises BundleError when the file is not a ZIP, holds no bundle, or a member
+    is too large or not UTF-8."""
+    import io
+    import zipfile
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"not a proof archive (ZIP): {exc}") from None
+    members = sorted((i for i in archive.infolist()
+                      if i.filename.endswith(".json") and not i.is_dir()),
+                     key=lambda i: i.filename)
+    if not members:
+        raise BundleError("the archive holds no proof bundle (*.json)")
+    if len(members) > MAX_ARCHIVE_BUNDLES:
+        raise BundleError(f"the archive holds more than {MAX_ARCHIVE_BUNDLES} bundles")
+    out = []
+    for info in members:
+        if info.file_size > MAX_ARCHIVE_MEMBER:
+            raise BundleError(f"{info.filename}: larger than {MAX_ARCHIVE_MEMBER} bytes")
+        try:
+            with archive.open(info) as fh:
+                raw = fh.read(MAX_ARCHIVE_MEMBER + 1)
+            text = raw.decode("utf-8")
+        except (zipfile.BadZipFile, UnicodeDecodeError, OSError, RuntimeError) as exc:
+            raise BundleError(f"{info.filename}: cannot be read ({exc})") from None
+        if len(raw) > MAX_ARCHIVE_MEMBER:
+            raise BundleError(f"{info.filename}: larger than {MAX_ARCHIVE_MEMBER} bytes")
+        out.append((info.filename, text))
+    return out
+
+
+def make_archive(bundles: Sequence[tuple[str, str]], public_key_pem: bytes,
+                 readme: str) -> bytes:
+    """A proof archive of ``(member name, bundle text)`` pairs, with the public key and
+    a README for the person who receives it."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.txt", readme)
+        archive.writestr(ARCHIVE_KEY_NAME, public_key_pem)
+        for name, text in bundles:
+            archive.writestr(name, text)
+    return buf.getvalue()

@@ -95,6 +95,7 @@ PERMISSIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "export": (("auditor",), "CSV export (it carries payloads)"),
     "aggregates": (("auditor", "analyst"), "charts and the summary"),
     "verify": (("auditor", "admin"), "run verification, see its status"),
+    "review": (("auditor", "admin"), "sign off a period of the log as reviewed (SOC 2)"),
     "erase": (("auditor",), "GDPR erasure of payloads"),
     "admin": (("admin",), "manage users and API tokens"),
 }

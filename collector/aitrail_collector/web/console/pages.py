@@ -40,6 +40,9 @@ from aitrail_collector.web.auth.accounts import (
 from aitrail_collector.web.auth.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, NotSignedIn
 from aitrail_collector.web.auth.throttle import retry_after
 from aitrail_collector.web.console import charts, labels
+from aitrail_collector.web.console.trust import ago as _ago
+from aitrail_collector.web.console.trust import proof_archive, trust_status, verify_task
+from aitrail_collector.web.console.trust import utc as _utc
 from aitrail_collector.web.services import Services
 
 HERE = Path(__file__).resolve().parent
@@ -57,14 +60,6 @@ PAGES = (("/console/search", "records"), ("/console/tasks", "records"),
          ("/console/charts", "aggregates"), ("/console/export.csv", "export"))
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-
-
-def _ago(ns: int) -> str:
-    seconds = max(0, (time.time_ns() - ns) / 1e9)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
 
 
 def principal_text(rec: dict) -> str:
@@ -88,6 +83,7 @@ def task_href(task_id: str) -> str:
 
 
 templates.env.filters["ago"] = _ago
+templates.env.filters["utc"] = _utc
 templates.env.filters["task_href"] = task_href
 templates.env.filters["principal"] = principal_text
 templates.env.filters["label"] = labels.label  # codes as people read them
@@ -162,9 +158,12 @@ class Console:
             for e in events:
                 e.update({name: HIDDEN for name in PAYLOAD_NAMES})
         covering = self._covering(events)
+        check = self._verify_task(events) if request.query_params.get("verify") else None
+        next_due = self._next_due()
         last_output, previous = "", None  # the model's output; the review before
         for e in events:
             e["integrity"] = _integrity(e, covering.get(e["chain_id"], []))
+            e["trust"] = trust_status(e, check, next_due)
             if e["event_type"] == "model_call":
                 last_output, previous = (e.get("output", "") if show_payloads else ""), None
             if e["event_type"] == "review":
@@ -174,7 +173,34 @@ class Console:
                 previous = e
         ids = {k: sorted({e[k] for e in events if e[k]}) for k in ("trace_id", "request_id")}
         return self.render(request, "timeline.html", who, task_id=task_id, events=events,
-                           ids=ids, show_payloads=show_payloads)
+                           ids=ids, show_payloads=show_payloads, check=check,
+                           next_due=next_due)
+
+    def _verify_task(self, events: list[dict]) -> dict:
+        trust = self.services.trust()
+        return verify_task(self.store, trust.public_key if trust else None, events)
+
+    def task_proofs(self, request: Request, task: str) -> Response:
+        """The task's proof bundles as one proof archive (console/trust.py)."""
+        who = self.auth.page(request, "records")
+        if not task:
+            raise HTTPException(400, "Which task? Give its id: ?task=T-00042")
+        if self.services.public_key_pem is None:
+            raise HTTPException(503, "No collector signs this store: there is no key.")
+        events = query.search(self.store, query.Filters(task=task, limit=None,
+                                                        sort="start_time", order="asc"),
+                              payloads=False)
+        if not events:
+            raise HTTPException(404, f"No records for task {task!r}.")
+        made = proof_archive(self.store, self.services.public_key_pem, task, who.name, events)
+        if made is None:
+            due = self._next_due()
+            raise HTTPException(409, "No record of this task is in a signed checkpoint yet"
+                                + (f"; the next is due about {_utc(due)}." if due else "."))
+        data, name, count = made
+        self.access.record(who, f"proofs:{task}", {"task": task}, count, via="console")
+        return Response(data, media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="{name}"'})
 
     def export(self, request: Request) -> StreamingResponse:
         who = self.auth.page(request, "export")
@@ -209,24 +235,65 @@ class Console:
                            chart_days=CHART_DAYS)
 
     def status_page(self, request: Request) -> HTMLResponse:
+        return self.render_status(request)
+
+    def render_status(self, request: Request, error: str = "", form: Optional[dict] = None,
+                      status: int = 200, review_error: str = "",
+                      review_form: Optional[dict] = None) -> HTMLResponse:
+        """The integrity page; the messages come from this server only, never the URL."""
         who = self.auth.page(request, "verify")
         trust = self.services.trust()
-        return self.render(request, "status.html", who, chains=self._chain_status(),
-                           last=self.last_verify, trust_root=trust.root if trust else None)
+        return self.render(request, "status.html", who, status=status,
+                           chains=self._chain_status(), last=self.last_verify,
+                           trust_root=trust.root if trust else None, error=error,
+                           form=form or {}, next_due=self._next_due(),
+                           reviews=self._reviews(), review_error=review_error,
+                           review_form=review_form or {})
+
+    def _reviews(self) -> list[dict]:
+        """The weekly review cadence: the recent weeks and their sealed sign-offs."""
+        from aitrail_collector.ledger import review_log
+        today = datetime.now(timezone.utc).date()
+        weeks = 12
+        signoffs = query.search(self.store, query.Filters(
+            types=(review_log.EVENT_TYPE,), limit=None, sort="start_time", order="asc",
+            since=datetime.now(timezone.utc) - timedelta(weeks=weeks + 8)), payloads=False)
+        return review_log.cadence(signoffs, today, weeks)
+
+    def sign_off(self, request: Request, csrf: str, period: str, note: str) -> Response:
+        who = self.auth.page(request, "review")
+        self.auth.check_form(request, csrf)
+        from aitrail_collector.ledger import review_log
+        try:
+            review_log.sign_off(self.services.ledger, who, period, note)
+        except review_log.ReviewError as exc:
+            return self.render_status(request, review_error=str(exc), status=400,
+                                    review_form={"period": period, "note": note})
+        return RedirectResponse("/console/status#reviews", status_code=303)
 
     def run_verify(self, request: Request, csrf: str, since: str, until: str) -> Response:
         who = self.auth.page(request, "verify")
         self.auth.check_form(request, csrf)
+        from aitrail.verify.audit import AuditError
         from aitrail_collector.audit.verify import verify_period
         trust = self.services.trust()
+        form = {"since": since, "until": until}
         try:
-            period = (_day(since, "from"), _day(until, "to"))
-        except ValueError as exc:
-            raise HTTPException(400, str(exc)) from None
-        report = verify_period(self.store, trust, *period)
+            first, last = period_days(since, until)
+            # The form's To is a day included in the period; verify_period's end is
+            # exclusive: the day after To, 00:00 UTC.
+            report = verify_period(self.store, trust, first,
+                                   last + timedelta(days=1) if last else None)
+        except (ValueError, AuditError) as exc:
+            return self.render_status(request, error=str(exc), form=form, status=400)
         self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
-                            "since": since or "the beginning", "until": until or "now"}
+                            "since": since or "the beginning", "until": until or "now",
+                            "next_due": self._next_due()}
         return RedirectResponse("/console/status", status_code=303)
+
+    def _next_due(self) -> Optional[int]:
+        cp = self.services.checkpointer
+        return cp.next_due_ns() if cp is not None else None
 
     # ------------------------------------------------------------ integrity
     def _covering(self, events: list[dict]) -> dict[str, list[tuple[int, int, int]]]:
@@ -260,6 +327,16 @@ def _page(value: Optional[str]) -> int:
         return max(1, min(int(value or 1), 10**6))
     except ValueError:
         raise HTTPException(400, f"page {value!r}: expected a whole number") from None
+
+
+def period_days(since: str, until: str) -> tuple[Optional[date], Optional[date]]:
+    """The console's From and To: UTC days, both included (From == To is that one
+    whole day); either may be empty (from the beginning, up to now)."""
+    first, last = _day(since.strip(), "From"), _day(until.strip(), "To")
+    if first and last and first > last:
+        raise ValueError(f"From ({first.isoformat()}) is after To ({last.isoformat()}): the "
+                         "period runs from the From day to the To day, both included")
+    return first, last
 
 
 def _day(value: str, name: str) -> Optional[date]:
@@ -412,6 +489,11 @@ def mount(app: FastAPI, console: Console) -> None:
     # Also reachable as a path (any id, ``/`` or ``%2F`` included); links use the query.
     app.get("/console/tasks/{task_id:path}", include_in_schema=False)(console.timeline_page)
     app.get("/console/export.csv", include_in_schema=False)(console.export)
+
+    @app.get("/console/task-proofs.zip", include_in_schema=False)
+    def task_proofs(request: Request, task: str = ""):
+        return console.task_proofs(request, task)
+
     app.get("/console/charts", include_in_schema=False)(console.charts_page)
     app.get("/console/status", include_in_schema=False)(console.status_page)
 
@@ -419,6 +501,11 @@ def mount(app: FastAPI, console: Console) -> None:
     def verify(request: Request, csrf: str = Form(""), since: str = Form(""),
                until: str = Form("")):
         return console.run_verify(request, csrf, since, until)
+
+    @app.post("/console/reviews", include_in_schema=False)
+    def sign_off(request: Request, csrf: str = Form(""), period: str = Form(""),
+                 note: str = Form("")):
+        return console.sign_off(request, csrf, period, note)
 
     _mount_admin(app, console)
 
