@@ -148,6 +148,7 @@ CONSOLE_ROUTES = {
     ("GET", "/console/tasks"),
     ("GET", "/console/export.csv"), ("GET", "/console/charts"), ("GET", "/console/status"),
     ("POST", "/console/verify"), ("GET", "/console/admin"), ("POST", "/console/admin"),
+    ("GET", "/console/task-proofs.zip"), ("POST", "/console/reviews"),
     ("MOUNT", "/console/static"),
     # FastAPI's own documentation routes.
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
@@ -284,6 +285,8 @@ CONSOLE_PERMISSION: dict[tuple[str, str], str] = {
     ("GET", "/console/charts"): "aggregates",
     ("GET", "/console/status"): "verify",
     ("POST", "/console/verify"): "verify",
+    ("GET", "/console/task-proofs.zip"): "records",
+    ("POST", "/console/reviews"): "review",
     ("GET", "/console/admin"): "admin",
     ("POST", "/console/admin"): "admin",
 }
