@@ -45,11 +45,11 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
 
     def timeline(request: Request, task_id: str) -> dict:
         principal = who("records")(request)
-        events = query.search(store, query.Filters(task=task_id, limit=None),
+        events = query.search(store, query.timeline_filters(task_id),
                               payloads=allowed(principal.role, "payloads"))
         hidden = hide_payloads(events, principal)
         access.record(principal, f"timeline:{task_id}", {"task": task_id}, len(events),
-                      via="api")
+                      via="api", task_id=task_id)
         if not events:
             raise HTTPException(status_code=404, detail=f"no records for task {task_id!r}")
         return {"task_id": task_id, "payloads_hidden": hidden, "events": events}
