@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
-from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
+from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.verify.envelope import V1_ENVELOPE_TEXT
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
@@ -449,5 +449,6 @@ def summary(store: Store) -> dict[str, Any]:
     }
 
 
-__all__ = ["Filters", "FilterError", "explain_empty", "timeline_filters", "search", "count", "iter_records", "timeline", "csv_lines",
+__all__ = ["Filters", "FilterError", "explain_empty", "timeline_filters", "search", "count",
+           "iter_records", "timeline", "csv_lines",
            "summary", "parse_time", "RESULT_COLUMNS", "HASH_COLUMNS"]
