@@ -7,14 +7,18 @@ process)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 
 import pytest
 from support import make_record
 
+from aitrail.record.csv_format import COLUMN_SETS, RESULT_COLUMNS, csv_lines
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store import queries as query
 from aitrail_collector.store.client import Store
+from aitrail_collector.store.export import export_csv
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +36,20 @@ def store(tmp_path_factory):
                                                         "escalation.to_reviewer": "REV-GRACE2",
                                                         "escalation.reason": "limit"}),
         make_record("resolution", task_id="t-lower-9"),
+        # A task reviewed twice, each review of the model call before it (for the CSV).
+        make_record("model_call", task_id="T-csv-1", **{"model_call.model": "triage-llm",
+                                                        "model_call.prompt_version": "v7"}),
+        make_record("review", task_id="T-csv-1", **{"review.reviewer_id": "rev-ann",
+                                                    "review.decision": "reject",
+                                                    "review.time_spent_ms": 1500}),
+        make_record("model_call", task_id="T-csv-1", **{"model_call.model": "@triage-2",
+                                                        "model_call.prompt_version": "v8"}),
+        make_record("review", task_id="T-csv-1", **{"review.reviewer_id": "rev-ann",
+                                                    "review.decision": "approve",
+                                                    "review.time_spent_ms": 42000}),
+        make_record("review", task_id="T-csv-2", **{"review.reviewer_id": "rev-ann",
+                                                    "review.decision": "approve",
+                                                    "review.time_spent_ms": 1230}),
         make_record("data_access", task_id="T-00053", service="aitrail-collector",
                     **{"data_access.actor": "audrey", "data_access.resource": "timeline:T-00053"}),
     ]
@@ -99,3 +117,27 @@ def test_an_empty_search_says_which_id_matched_nothing_and_the_nearest(store):
 def test_from_after_to_is_refused_clearly():
     with pytest.raises(query.FilterError, match="is not before until"):
         query.Filters.parse(since="2026-12-01", until="2026-11-24")
+
+
+@pytest.mark.parametrize("columns", ["full", "compact"])
+def test_the_engine_export_is_the_python_csv_in_both_column_sets(store, columns):
+    f = query.Filters.parse(task="T-csv", prefix=True, limit=None)
+    engine = b"".join(export_csv(store, f, columns))
+    assert engine == "".join(csv_lines(query.search(store, f), columns)).encode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(engine.decode("utf-8"))))
+    assert list(rows[0]) == list(COLUMN_SETS[columns])
+    reviews = [r for r in rows if r["event_type"] == "review"]
+    model, prompt = ("task_model", "task_prompt_version") if columns == "full" else (
+        "model", "prompt_version")
+    # Each review carries the model call it reviewed (the latest before it), formula-safe;
+    # a review whose task has no model call carries none. Time spent is in seconds.
+    assert [(r["task_id"], r[model], r[prompt], r["time_spent_s"]) for r in reviews] == [
+        ("T-csv-1", "triage-llm", "v7", "1.5"), ("T-csv-1", "'@triage-2", "v8", "42"),
+        ("T-csv-2", "", "", "1.23")]
+    assert {r["time_spent_s"] for r in rows if r["event_type"] == "model_call"} == {""}
+    if columns == "full":  # every column of before, in its place, then the derived ones
+        assert list(rows[0])[:len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
+        assert [r["time_spent_ms"] for r in reviews] == ["1500", "42000", "1230"]
+        assert {r["model"] for r in reviews} == {""}
+    else:
+        assert "time_spent_ms" not in rows[0] and "leaf_hash" not in rows[0]

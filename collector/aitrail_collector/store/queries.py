@@ -372,10 +372,38 @@ def _select(filters: Filters) -> tuple[str, dict[str, Any]]:
     return sql, params
 
 
+# The model call a review reviewed: its task's latest model call at or before it. The
+# export joins the same in the engine (store/export.py, TASK_MODEL_JOIN).
+TASK_MODEL_SQL = (
+    "SELECT r.record_id, m.model, m.prompt_version FROM"
+    f" (SELECT record_id, task_id, start_time FROM {DB}.envelopes"
+    " WHERE record_id IN {ids:Array(String)}) AS r"
+    " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
+    f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
+    " AND task_id IN {tasks:Array(String)}) AS m"
+    " ON m.task_id = r.task_id AND m.start_time <= r.start_time")
+
+
+def _attach_task_models(store: Store, records: list[dict[str, Any]]) -> None:
+    """task_model and task_prompt_version on every record: a review's are its task's
+    model call's (one engine query per batch), any other record's are None."""
+    reviews = [r for r in records if r["event_type"] == "review" and r.get("task_id")]
+    found: dict[str, tuple[str, str]] = {}
+    if reviews:
+        rows = store.query(TASK_MODEL_SQL, {
+            "ids": [r["record_id"] for r in reviews],
+            "tasks": sorted({r["task_id"] for r in reviews})}).result_rows
+        found = {rid: (model, prompt) for rid, model, prompt in rows}
+    for rec in records:
+        model, prompt = found.get(rec["record_id"], (None, None))
+        rec["task_model"], rec["task_prompt_version"] = model, prompt
+
+
 def search(store: Store, filters: Filters, payloads: bool = True) -> list[dict[str, Any]]:
     sql, params = _select(filters)
     rows = store.query(sql, params).result_rows
     records = [_row_to_record(r) for r in rows]
+    _attach_task_models(store, records)
     if payloads:
         _attach_payloads(store, records, _bounds(rows))
     else:
@@ -404,6 +432,7 @@ def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[
 
 def _with_payloads(store: Store, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
     records = [_row_to_record(r) for r in rows]
+    _attach_task_models(store, records)
     _attach_payloads(store, records, _bounds(rows))
     return records
 

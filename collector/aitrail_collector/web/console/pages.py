@@ -171,7 +171,7 @@ class Console:
                            else "7d",
                            range_text=range_text(f) if f else "", why=why,
                            export_args=export_args, activity_args=activity_args,
-                           activity_choices=ACTIVITY_CHOICES)
+                           activity_choices=ACTIVITY_CHOICES, csv_columns=CSV_COLUMNS)
 
     def timeline_page(self, request: Request, task_id: str) -> HTMLResponse:
         who = self.auth.page(request, "records")
@@ -218,7 +218,11 @@ class Console:
         who = self.auth.page(request, "export")
         now = datetime.now(timezone.utc).replace(microsecond=0)
         f = self.filters(request, limit=None, now=now)
-        body = _with_bom(audited.export(self.services, who, f))
+        # People open the console's file: compact columns unless full ones are asked for.
+        columns = request.query_params.get("columns") or "compact"
+        if columns not in CSV_COLUMNS:
+            raise HTTPException(400, f"columns {columns!r}: choose compact or full")
+        body = _with_bom(audited.export(self.services, who, f, columns=columns))
         name = f"aitrail-export-{export_stamp(f.since)}_{export_stamp(f.until or now)}.csv"
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="{name}"'})
@@ -275,6 +279,7 @@ class Console:
         return chains
 
 
+CSV_COLUMNS = {"compact": "Compact (for people)", "full": "Full (every column, for systems)"}
 ACTIVITY_CHOICES = {"hide": "Hidden (records only)", "only": "Only the activity log",
                     "include": "Records and the activity log"}
 
