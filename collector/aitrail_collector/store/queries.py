@@ -262,13 +262,17 @@ def explain_empty(store: Store, f: Filters) -> Optional[str]:
 
 
 def nearest_id(store: Store, columns: Sequence[str], value: str) -> Optional[str]:
-    """The stored id whose start is nearest ``value`` (case-insensitive edit distance),
-    when it is near enough to be a typo."""
+    """The stored id whose start is nearest ``value`` (case-insensitive edit distance;
+    among equally near, the one sharing the longest start with it), when it is near
+    enough to be a typo."""
     ids = (f"SELECT DISTINCT arrayJoin([{', '.join(columns)}]) AS x FROM {DB}.envelopes")
     rows = store.query(
         "SELECT x, editDistanceUTF8(lowerUTF8(substringUTF8(x, 1, {n:UInt32})),"
-        f" lowerUTF8({{v:String}})) AS d FROM ({ids}) WHERE x != ''"
-        " ORDER BY d, length(x), x LIMIT 1",
+        " lowerUTF8({v:String})) AS d,"
+        " arrayFirstIndex(i -> substringUTF8(lowerUTF8(x), i, 1)"
+        " != substringUTF8(lowerUTF8({v:String}), i, 1), range(1, {n:UInt32} + 2)) AS common"
+        f" FROM ({ids}) WHERE x != ''"
+        " ORDER BY d, common DESC, length(x), x LIMIT 1",
         {"n": len(value), "v": value}).result_rows
     if rows and int(rows[0][1]) <= max(2, len(value) // 3):
         return str(rows[0][0])
