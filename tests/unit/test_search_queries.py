@@ -69,14 +69,15 @@ def _tasks(store, **filters) -> list[str]:
 
 
 def test_prefix_mode_matches_task_ids_case_insensitively_after_trimming(store):
-    assert _tasks(store, task="  t-0005", prefix=True) == [
+    assert _tasks(store, task="  t-0005", prefix=True, activity="include") == [
         "T-00053", "T-00053", "T-000530", "T-00054"]
     assert _tasks(store, task="t-00053 ", prefix=True, activity="hide") == ["T-00053",
                                                                            "T-000530"]
     assert _tasks(store, task="T-LOWER", prefix=True) == ["t-lower-9"]
-    # Exact mode (the API, a timeline) is unchanged, but trims.
+    # Exact mode (the API, a timeline) is unchanged: an id may hold a space.
     assert _tasks(store, task="t-00053") == []
-    assert _tasks(store, task=" T-00053 ", activity="hide") == ["T-00053"]
+    assert _tasks(store, task=" T-00053 ") == []
+    assert _tasks(store, task="T-00053", activity="hide") == ["T-00053"]
 
 
 def test_prefix_mode_matches_reviewer_and_request_ids(store):
@@ -91,6 +92,10 @@ def test_the_collectors_reads_are_a_filter_of_their_own(store):
     assert _tasks(store, task="T-00053", activity="only") == ["T-00053"]
     assert _tasks(store, task="T-00053", activity="hide") == ["T-00053"]
     assert len(query.timeline(store, "T-00053")) == 1  # a read does not join the timeline
+    # By default a task search stays the task's own records unless reads are asked for.
+    assert _tasks(store, task="T-00053") == ["T-00053"]
+    assert _tasks(store, task="T-00053", types=["data_access"]) == ["T-00053"]
+    assert len(query.search(store, query.Filters.parse(), payloads=False)) == 10
     with pytest.raises(query.FilterError, match="activity 'some'"):
         query.Filters.parse(activity="some")
 
@@ -115,7 +120,7 @@ def test_an_empty_search_says_which_id_matched_nothing_and_the_nearest(store):
 
 
 def test_from_after_to_is_refused_clearly():
-    with pytest.raises(query.FilterError, match="is not before until"):
+    with pytest.raises(query.FilterError, match="since is after until"):
         query.Filters.parse(since="2026-12-01", until="2026-11-24")
 
 

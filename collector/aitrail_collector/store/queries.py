@@ -105,24 +105,28 @@ class Filters:
     def parse(cls, *, task=None, reviewer=None, request_id=None, trace_id=None, record_id=None,
               service=None,
               types=(), since=None, until=None, limit="100", offset="0", sort="start_time",
-              order="asc", prefix=False, activity="include") -> "Filters":
+              order="asc", prefix=False, activity="auto") -> "Filters":
         """Build filters from text (command-line or URL values), with clear errors.
-        Id values are trimmed: a pasted id often carries a space."""
+        In prefix mode (a person's search box) values are trimmed too: a pasted id
+        often carries a space. Exact mode takes them as given (an id may hold one)."""
         def text(value: Optional[str]) -> Optional[str]:
-            return (value or "").strip() or None
+            return ((value or "").strip() if prefix else value) or None
         f = cls(task=text(task), reviewer=text(reviewer), request_id=text(request_id),
                 trace_id=(text(trace_id) or "").lower() or None, record_id=text(record_id),
                 service=text(service),
-                types=tuple(t.strip() for t in (types or ()) if t and t.strip()),
-                prefix=bool(prefix))
+                types=tuple(t for t in (types or ()) if t), prefix=bool(prefix))
         f.since = parse_time(since, "since") if since else None
         f.until = parse_time(until, "until") if until else None
-        if f.since and f.until and f.since >= f.until:
-            raise FilterError(f"since {f.since:%Y-%m-%d %H:%M:%S} UTC is not before until "
-                              f"{f.until:%Y-%m-%d %H:%M:%S} UTC: the period is empty (until "
-                              "is exclusive)")
-        if activity not in ACTIVITY:
-            raise FilterError(f"activity {activity!r}: expected one of {', '.join(ACTIVITY)}")
+        if f.since and f.until and f.since > f.until:
+            raise FilterError("since is after until")
+        if activity not in ACTIVITY + ("auto",):
+            raise FilterError(f"activity {activity!r}: expected one of "
+                              f"{', '.join(ACTIVITY + ('auto',))}")
+        if activity == "auto":
+            # A read names the task it read, so a task search would now list its readers
+            # too; by default it stays what it was (the task's own records) unless the
+            # reads are asked for by type. Every other search includes them, as before.
+            activity = "hide" if f.task and "data_access" not in f.types else "include"
         f.activity = activity
         # No limit is only for callers that stream everything (the export), never a
         # value a user gives: "all" and 0 are refused like any other out-of-range limit.

@@ -34,9 +34,11 @@ def filter_params(task: Optional[str] = None,
                   until: Optional[str] = None,
                   sort: str = Query("start_time", description=", ".join(query.SORTABLE)),
                   order: str = Query("asc", description="asc or desc"),
-                  activity: str = Query("include", description="the collector's own "
+                  activity: str = Query("auto", description="the collector's own "
                                         "data_access records (who read what): include, "
-                                        "hide or only")) -> dict[str, Any]:
+                                        "hide, only, or auto (hidden from a search by "
+                                        "task unless type=data_access, else included)")
+                  ) -> dict[str, Any]:
     return {"task": task, "reviewer": reviewer, "request_id": request_id, "trace_id": trace_id,
             "record_id": record_id, "service": service, "types": type or (), "since": since,
             "until": until,
