@@ -407,11 +407,15 @@ def _attach_task_models(store: Store, records: list[dict[str, Any]]) -> None:
         rec["task_model"], rec["task_prompt_version"] = model, prompt
 
 
-def search(store: Store, filters: Filters, payloads: bool = True) -> list[dict[str, Any]]:
+def search(store: Store, filters: Filters, payloads: bool = True,
+           task_models: bool = True) -> list[dict[str, Any]]:
+    """Matching records; with ``task_models`` each review's task model call's model and
+    prompt version too (what the CSV shows; a page that shows neither skips the query)."""
     sql, params = _select(filters)
     rows = store.query(sql, params).result_rows
     records = [_row_to_record(r) for r in rows]
-    _attach_task_models(store, records)
+    if task_models:
+        _attach_task_models(store, records)
     if payloads:
         _attach_payloads(store, records, _bounds(rows))
     else:
