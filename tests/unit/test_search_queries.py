@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 
 import pytest
@@ -146,3 +147,12 @@ def test_the_engine_export_is_the_python_csv_in_both_column_sets(store, columns)
         assert {r["model"] for r in reviews} == {""}
     else:
         assert "time_spent_ms" not in rows[0] and "leaf_hash" not in rows[0]
+
+
+def test_prefix_values_are_bound_never_written_into_the_sql():
+    value = "' OR 1=1 --{task:String}"
+    f = query.Filters.parse(task=value, reviewer=value, request_id=value, prefix=True)
+    sql, params = f.where()
+    assert "OR 1=1" not in sql and "{task:String}" not in sql
+    assert set(re.findall(r"\{(\w+):\w+\}", sql)) == set(params)
+    assert params["task_p"] == params["reviewer_p"] == params["request_id_p"] == value.strip()
