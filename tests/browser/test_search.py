@@ -100,4 +100,9 @@ def test_the_reason_code_shows_beside_a_decision(browser, console_site):  # noqa
     decision = page.locator("[data-testid=results] tbody tr td").nth(6)
     assert decision.locator(".decision").inner_text().lower() == "modify"
     assert decision.locator("[data-testid=reason-code]").inner_text() == "wrong_category"
+    # The row opens as a record; an analyst's payload text stays hidden there too.
+    page.locator("[data-testid=results] [data-testid=record-link]").first.click()
+    page.wait_for_load_state()
+    assert page.locator("[data-field=reason_code]").inner_text() == "wrong_category"
+    assert page.locator("[data-field=rationale]").inner_text() == "[hidden for your role]"
     page.context.close()

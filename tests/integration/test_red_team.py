@@ -143,7 +143,7 @@ def _app_routes() -> set[tuple[str, str]]:
 CONSOLE_ROUTES = {
     ("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
     ("GET", "/console/search"), ("GET", "/console/tasks/{task_id}"),
-    ("GET", "/console/tasks"),
+    ("GET", "/console/tasks"), ("GET", "/console/records"),
     ("GET", "/console/export.csv"), ("GET", "/console/charts"), ("GET", "/console/status"),
     ("POST", "/console/verify"), ("GET", "/console/admin"), ("POST", "/console/admin"),
     ("MOUNT", "/console/static"),
@@ -276,6 +276,7 @@ CONSOLE_PERMISSION: dict[tuple[str, str], str] = {
     ("GET", "/console/search"): "records",
     ("GET", "/console/tasks/{task_id}"): "records",
     ("GET", "/console/tasks"): "records",
+    ("GET", "/console/records"): "records",
     ("GET", "/console/export.csv"): "export",
     ("GET", "/console/charts"): "aggregates",
     ("GET", "/console/status"): "verify",

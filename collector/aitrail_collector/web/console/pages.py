@@ -202,8 +202,8 @@ class Console:
         read, which belongs to no timeline) is opened."""
         who = self.auth.page(request, "records")
         show_payloads = allowed(who.role, "payloads")
-        found = query.search(self.store, query.Filters(record_id=record_id.strip(), limit=1),
-                             payloads=show_payloads)
+        # Payloads are read for every role, so a hidden one still shows that it exists.
+        found = query.search(self.store, query.Filters(record_id=record_id.strip(), limit=1))
         rec = found[0] if found else None
         self.access.record(who, f"record:{record_id}", {"record_id": record_id}, len(found),
                            via="console", task_id=rec["task_id"] if rec else "")
