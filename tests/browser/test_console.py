@@ -109,7 +109,8 @@ def test_auditor_searches_reads_the_timeline_and_exports(browser, console_site, 
     path = tmp_path / "export.csv"
     info.value.save_as(path)
     raw = path.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbftime,end_time,")  # a BOM, so spreadsheets read UTF-8
+    # A BOM, so spreadsheets read UTF-8; the compact columns, for people, by default.
+    assert raw.startswith(b"\xef\xbb\xbftime,event_type,task_id,")
     rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
     assert len(rows) == BULK_TASKS + 1 and {r["event_type"] for r in rows} == {"review"}
     assert rows[0]["time"].endswith("Z") and "T" in rows[0]["time"]

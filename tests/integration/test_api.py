@@ -217,3 +217,37 @@ def test_cli_needs_a_token_for_url_and_uses_the_local_one_for_the_data_dir(conso
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     out = cli("timeline", "T-console-1", "--data-dir", str(site.data_dir))
     assert out.returncode == 0 and "rev-ann" in out.stdout, out.stderr
+
+
+def test_an_unknown_parameter_is_a_400_naming_the_known_ones(console_site, auditor):
+    status, body = console_site.api("/api/v1/records?event_type=review", token=auditor)
+    assert status == 400 and body["detail"].startswith(
+        "unknown parameter event_type; this endpoint takes task, reviewer,"), body
+    assert "type" in body["detail"].split("takes ")[1].split(", ")
+    status, body = console_site.api("/api/v1/export.csv?limit=5", token=auditor)
+    assert status == 400 and "unknown parameter limit" in body["detail"], body
+
+
+def test_export_columns_are_full_by_default_or_compact(console_site, auditor):
+    from aitrail.record.csv_format import COLUMN_SETS
+    for asked, expected in (("", "full"), ("&columns=full", "full"),
+                            ("&columns=compact", "compact")):
+        status, text = console_site.api(
+            f"/api/v1/export.csv?task=T-console-1&type=review{asked}", token=auditor)
+        assert status == 200
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert tuple(rows[0]) == COLUMN_SETS[expected]
+        # The review carries its task's model call's model and prompt version.
+        model = "task_model" if expected == "full" else "model"
+        assert (rows[0][model], rows[0]["time_spent_s"]) == ("triage-llm", "42")
+    status, body = console_site.api("/api/v1/export.csv?columns=wide", token=auditor)
+    assert status == 400 and "expected full or compact" in body["detail"]
+
+
+def test_a_timeline_read_names_its_task_and_stays_out_of_the_timeline(console_site, auditor):
+    for _ in range(2):
+        status, body = console_site.api("/api/v1/timeline?task=T-console-1", token=auditor)
+        assert status == 200 and len(body["events"]) == 4
+    reads = _records(console_site, auditor, task="T-console-1", activity="only")["records"]
+    assert {r["event_type"] for r in reads} == {"data_access"}
+    assert [r["resource"] for r in reads].count("timeline:T-console-1") >= 2

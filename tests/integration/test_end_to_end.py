@@ -196,6 +196,10 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
             f"{collector.url}/api/v1/export.csv?{kinds}") as r:
         exported = r.read()
     assert exported == "".join(csv_lines(records)).encode("utf-8")
+    # Both column sets (full is the API's default; compact is for people).
+    with __import__("urllib.request").request.urlopen(
+            f"{collector.url}/api/v1/export.csv?{kinds}&columns=compact") as r:
+        assert r.read() == "".join(csv_lines(records, "compact")).encode("utf-8")
     rows = list(csv.DictReader(io.StringIO(exported.decode("utf-8"))))
     evaluations = [r for r in rows if r["event_type"] == "evaluation"]
     assert sorted(r["score_value"] for r in evaluations) == sorted(

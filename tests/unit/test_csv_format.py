@@ -1,5 +1,8 @@
 """Formula-safe CSV cells (aitrail.record.csv_format.csv_cell)."""
 
+import csv
+import io
+
 import pytest
 
 from aitrail.record.csv_format import csv_cell
@@ -56,3 +59,22 @@ def test_floats_are_written_as_the_engine_writes_them():
            " FORMAT TSV")
     engine = chdb.query(sql).bytes().decode().split("\n")[:len(values)]
     assert [float_text(v) for v in values] == engine
+
+
+@pytest.mark.parametrize("ms, text", [(0, "0"), (42000, "42"), (1500, "1.5"), (1234, "1.234"),
+                                      (1050, "1.05"), (7, "0.007")])
+def test_time_spent_is_written_in_exact_seconds(ms, text):
+    from aitrail.record.csv_format import seconds_text
+    assert seconds_text(ms) == text
+
+
+def test_column_sets_put_the_unit_in_the_header_and_keep_full_compatible():
+    from aitrail.record.csv_format import COLUMN_SETS, RESULT_COLUMNS, csv_lines
+    full, compact = COLUMN_SETS["full"], COLUMN_SETS["compact"]
+    assert full[:len(RESULT_COLUMNS)] == RESULT_COLUMNS and "time_spent_s" in full
+    assert "time_spent_s" in compact and "time_spent_ms" not in compact
+    review = {"event_type": "review", "time_spent_ms": 2500, "model": "",
+              "task_model": "triage-llm", "task_prompt_version": "v7"}
+    row = next(csv.DictReader(io.StringIO("".join(csv_lines([review], "compact")))))
+    assert (row["model"], row["prompt_version"], row["time_spent_s"]) == ("triage-llm", "v7",
+                                                                        "2.5")

@@ -566,14 +566,15 @@ def _shape_twin(f: Filters) -> Filters:
                    types=("t",) if f.types else (),
                    since=_FIXED if f.since is not None else None,
                    until=_FIXED + timedelta(1) if f.until is not None else None,
-                   limit=1 if f.limit is not None else None, offset=0, sort="seq", order="asc")
+                   limit=1 if f.limit is not None else None, offset=0, sort="seq", order="asc",
+                   activity=f.activity)  # which reads to show: a choice, not a value
 
 
 # Every clause where() can produce, with fixed values: a user value that occurs
 # in the SQL is only acceptable when it is a piece of this fixed text.
 _ALL_CLAUSES = _shape_twin(Filters(task="", reviewer="", request_id="", trace_id="",
                                    record_id="", types=("x",), since=_FIXED,
-                                   until=_FIXED)).where()[0]
+                                   until=_FIXED, activity="hide")).where()[0]
 
 @SETTINGS
 @given(filter_args)

@@ -32,13 +32,15 @@ class AccessLog:
         self.host = socket.gethostname()
 
     def record(self, who: Principal, resource: str, filters: Mapping[str, Any], rows: int,
-               via: str) -> Optional[str]:
+               via: str, task_id: str = "") -> Optional[str]:
         """Seal one read; returns its record id. A read is not refused when this fails
         (the store may be briefly unavailable), but the failure is logged loudly.
 
         The record names what was read in ``resource`` (``search``, ``timeline:T-1``,
-        ``export``) and carries no task id of its own: reading a task's timeline must
-        not change that timeline."""
+        ``record:<id>``, ``export``), the filters and the row count in its attributes,
+        and, for a read of one task, that task's id, so a search for the task shows
+        who read it ("who viewed T-1?"). Such a read stays out of the task's timeline
+        (queries.timeline_filters): reading a timeline must not change it."""
         if self.ledger is None:
             return None
         described = json.dumps(filters, sort_keys=True, default=str)[:MAX_FILTER_CHARS]
@@ -48,7 +50,7 @@ class AccessLog:
         if who.kind == "token":  # the actor is the token's owner; which token, here
             attributes.update(token_id=who.token_id, token_owner=who.token_owner)
         rec = pb.AuditRecord(
-            record_id=uuid7(), event_type="data_access",
+            record_id=uuid7(), event_type="data_access", task_id=task_id,
             start_time_unix_nano=now, end_time_unix_nano=now, service=SERVICE,
             environment="collector", host=self.host,
             data_access=pb.DataAccess(actor=who.name, resource=resource,

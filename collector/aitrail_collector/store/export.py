@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from aitrail.record.csv_format import FORMULA_CHARS, RESULT_COLUMNS, csv_lines
+from aitrail.record.csv_format import COLUMN_SETS, COMPACT_FROM_TASK, FORMULA_CHARS, csv_lines
 from aitrail.verify.envelope import PAYLOAD_NAMES, V1_ENVELOPE_TEXT
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.queries import ERASED, TAMPERED, Filters
@@ -84,14 +84,34 @@ def _payload(name: str) -> str:
 # Cells that can never hold a comma, a quote or a line break (ISO times, numbers, hex)
 # need no quoting check.
 _PLAIN = ("time", "end_time", "received_time", "seq", "input_tokens", "output_tokens",
-          "streamed", "time_spent_ms", "confidence", "score_value", "leaf_hash", "chain_hash")
+          "streamed", "time_spent_ms", "time_spent_s", "confidence", "score_value",
+          "leaf_hash", "chain_hash")
+
+# csv_format.seconds_text: exact decimal seconds, no trailing zeros; a review's only.
+_SECONDS = ("if(e.event_type = 'review', concat(toString(intDiv(e.time_spent_ms, 1000)),"
+            " if(e.time_spent_ms % 1000 = 0, '', concat('.', replaceRegexpOne("
+            "leftPad(toString(e.time_spent_ms % 1000), 3, '0'), '0+$', '')))), '')")
+# The task's model call a review reviewed (queries.TASK_MODEL_SQL), joined as m.
+_TASK = {"task_model": "m.m_model", "task_prompt_version": "m.m_prompt"}
 
 
-def cells() -> list[str]:
-    """One SQL expression per RESULT_COLUMNS cell, each the text csv_cell writes."""
+def _from_task(col: str) -> str:
+    return f"if(e.event_type = 'review' AND e.task_id != '', {_safe(_TASK[col])}, '')"
+
+
+def cells(columns: str = "full") -> list[str]:
+    """One SQL expression per cell of the column set (csv_format.COLUMN_SETS), each
+    the text csv_format.cell_value and csv_cell write."""
     out = []
-    for col in RESULT_COLUMNS:
-        if col in ("time", "end_time", "received_time"):
+    for col in COLUMN_SETS[columns]:
+        if col == "time_spent_s":
+            out.append(_SECONDS)
+        elif col in _TASK:
+            out.append(_from_task(col))
+        elif columns == "compact" and col in COMPACT_FROM_TASK:
+            out.append(f"if(e.event_type = 'review' AND e.{col} = '',"
+                       f" {_from_task(COMPACT_FROM_TASK[col])}, {_safe(f'toString(e.{col})')})")
+        elif col in ("time", "end_time", "received_time"):
             out.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
         elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
             out.append(f"toString(e.{col})")
@@ -126,11 +146,12 @@ def _payload_window(filters: Filters) -> str:
     return out
 
 
-def export_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
+def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, Any]]:
     """One CSV line per matching record (Python csv's QUOTE_MINIMAL with CRLF)."""
     where, params = filters.where()
-    exprs = cells()
-    quoted = [f"c{i}" if col in _PLAIN else _quoted(i) for i, col in enumerate(RESULT_COLUMNS)]
+    exprs = cells(columns)
+    quoted = [f"c{i}" if col in _PLAIN else _quoted(i)
+              for i, col in enumerate(COLUMN_SETS[columns])]
     select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(exprs))
     order = "DESC" if filters.order == "desc" else "ASC"
     envelopes = f"(SELECT * FROM {DB}.envelopes{where})"
@@ -139,9 +160,17 @@ def export_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
                 " AS keys, groupArray(content) AS contents"
                 f" FROM {DB}.payloads WHERE record_id IN (SELECT record_id FROM {DB}.envelopes"
                 f"{where}){_payload_window(filters)} GROUP BY record_id)")
+    # A review's task model call: the task's latest at or before the review, among the
+    # model calls of the tasks the matching reviews name (the key reads only those).
+    reviews = where + (" AND " if where else " WHERE ") + "event_type = 'review'"
+    models = ("(SELECT task_id, start_time, model AS m_model, prompt_version AS m_prompt"
+              f" FROM {DB}.envelopes WHERE event_type = 'model_call' AND task_id IN"
+              f" (SELECT task_id FROM {DB}.envelopes{reviews}))")
     line = f"concat(arrayStringConcat([{', '.join(quoted)}], ','), '\\r\\n')"
     inner = (f"SELECT {select}, e.{filters.sort} AS sort_key, e.seq AS sort_seq"
-             f" FROM {envelopes} AS e LEFT JOIN {payloads} AS p ON p.record_id = e.record_id")
+             f" FROM {envelopes} AS e ASOF LEFT JOIN {models} AS m"
+             " ON m.task_id = e.task_id AND m.start_time <= e.start_time"
+             f" LEFT JOIN {payloads} AS p ON p.record_id = e.record_id")
     # The line is built before the sort, so the sort moves one column, not forty.
     sql = f"SELECT {line} AS line FROM ({inner}) ORDER BY sort_key {order}, sort_seq {order}"
     if filters.limit is not None:
@@ -150,9 +179,10 @@ def export_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
     return sql, params
 
 
-def export_csv(store: Store, filters: Filters) -> Iterator[bytes]:
-    """The header, then every matching record as CSV: the engine's bytes as they come
-    (FORMAT RawBLOB: the lines back to back), never a Python string per row."""
-    yield next(csv_lines([])).encode("utf-8")
-    sql, params = export_sql(filters)
+def export_csv(store: Store, filters: Filters, columns: str = "full") -> Iterator[bytes]:
+    """The header, then every matching record as CSV in the column set ``columns``: the
+    engine's bytes as they come (FORMAT RawBLOB: the lines back to back), never a
+    Python string per row."""
+    yield next(csv_lines([], columns)).encode("utf-8")
+    sql, params = export_sql(filters, columns)
     yield from store.stream_raw(sql, params, "RawBLOB")

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
+from aitrail.record.event_types import COLLECTOR_SERVICE
 from aitrail.verify.envelope import V1_ENVELOPE_TEXT
 from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
@@ -99,17 +100,27 @@ class Filters:
     offset: int = 0
     sort: str = "start_time"
     order: str = "asc"
+    # True: the task, reviewer and request ids match case-insensitively as prefixes
+    # (the console's search box); False: exactly (the API, the CLI, a timeline).
+    prefix: bool = False
+    # The collector's own data_access records (who read what): "include" them,
+    # "hide" them (the console's default search, a task's timeline) or "only" them.
+    activity: str = "include"
 
     @classmethod
     def parse(cls, *, task=None, reviewer=None, request_id=None, trace_id=None, record_id=None,
               service=None,
               types=(), since=None, until=None, limit="100", offset="0", sort="start_time",
-              order="asc", variant=()) -> "Filters":
-        """Build filters from text (command-line or URL values), with clear errors."""
-        f = cls(task=task or None, reviewer=reviewer or None, request_id=request_id or None,
-                trace_id=(trace_id or "").lower() or None, record_id=record_id or None,
-                service=service or None,
-                types=tuple(t for t in (types or ()) if t),
+              order="asc", prefix=False, activity="auto", variant=()) -> "Filters":
+        """Build filters from text (command-line or URL values), with clear errors.
+        In prefix mode (a person's search box) values are trimmed too: a pasted id
+        often carries a space. Exact mode takes them as given (an id may hold one)."""
+        def text(value: Optional[str]) -> Optional[str]:
+            return ((value or "").strip() if prefix else value) or None
+        f = cls(task=text(task), reviewer=text(reviewer), request_id=text(request_id),
+                trace_id=(text(trace_id) or "").lower() or None, record_id=text(record_id),
+                service=text(service),
+                types=tuple(t for t in (types or ()) if t), prefix=bool(prefix),
                 variant=tuple((str(c), str(v)) for c, v in variant))
         for column, _ in f.variant:
             if column not in VARIANT:
@@ -119,6 +130,15 @@ class Filters:
         f.until = parse_time(until, "until") if until else None
         if f.since and f.until and f.since > f.until:
             raise FilterError("since is after until")
+        if activity not in ACTIVITY + ("auto",):
+            raise FilterError(f"activity {activity!r}: expected one of "
+                              f"{', '.join(ACTIVITY + ('auto',))}")
+        if activity == "auto":
+            # A read names the task it read, so a task search would now list its readers
+            # too; by default it stays what it was (the task's own records) unless the
+            # reads are asked for by type. Every other search includes them, as before.
+            activity = "hide" if f.task and "data_access" not in f.types else "include"
+        f.activity = activity
         # No limit is only for callers that stream everything (the export), never a
         # value a user gives: "all" and 0 are refused like any other out-of-range limit.
         if limit is None:
@@ -142,12 +162,15 @@ class Filters:
         return f
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses, params = [], {}
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and self.prefix and key in PREFIX_COLUMNS:
+                clauses.append(prefix_clause(key, value, params))
+            elif value is not None:
                 # An escalation names reviewers in its own columns.
                 if column == "reviewer_id":
                     clauses.append("(reviewer_id = {reviewer:String} OR escalation_from = "
@@ -160,6 +183,9 @@ class Filters:
             clauses.append(f"record_id IN (SELECT record_id FROM {DB}.v_attributed_reviews"
                            f" WHERE {same})")
             params.update({f"variant_{c}": v for c, v in self.variant})
+        if self.activity != "include":
+            own = f"(event_type = 'data_access' AND service = '{COLLECTOR_SERVICE}')"
+            clauses.append(own if self.activity == "only" else f"NOT {own}")
         if self.types:
             clauses.append("event_type IN {types:Array(String)}")
             params["types"] = list(self.types)
@@ -178,6 +204,99 @@ class Filters:
                 out[k] = out[k].isoformat()
         out["types"] = list(self.types)
         return out
+
+
+ACTIVITY = ("include", "hide", "only")
+# The id filters that match as prefixes in prefix mode, and the columns each reads (an
+# escalation names reviewers in its own columns).
+PREFIX_COLUMNS = {"task": ("task_id",),
+                  "reviewer": ("reviewer_id", "escalation_from", "escalation_to"),
+                  "request_id": ("request_id",)}
+PREFIX_LABELS = {"task": "task id", "reviewer": "reviewer id", "request_id": "request id"}
+MAX_CASE_VARIANTS = 16
+
+
+def case_variants(prefix: str) -> list[str]:
+    """Spellings of ``prefix`` that cover every id starting with it in any case, each
+    cut short before a letter that would make more than MAX_CASE_VARIANTS (a shorter
+    prefix still narrows). Only ASCII letters vary; the cut comes before any other
+    cased character, so the set is never too narrow."""
+    out = [""]
+    for c in prefix:
+        if c.isascii() and c.isalpha():
+            if len(out) * 2 > MAX_CASE_VARIANTS:
+                break
+            out = [v + x for v in out for x in (c.lower(), c.upper())]
+        elif c.lower() != c or c.upper() != c:
+            break
+        else:
+            out = [v + c for v in out]
+    return [v for v in out if v]
+
+
+def prefix_clause(key: str, value: str, params: dict[str, Any]) -> str:
+    """``value`` as a case-insensitive prefix of the id, in the engine. On task_id (the
+    sorting key's second column) startsWith on each case spelling lets the primary key
+    skip granules, and the exact test follows. The other ids are bloom-filtered, and
+    a bloom filter answers only equality: the ids that match are found first, in a
+    subquery reading that one column, and the rows by ``IN`` that set, which the
+    filters can use."""
+    params[f"{key}_p"] = value
+    match = f"startsWith(lowerUTF8({{x}}), lowerUTF8({{{{{key}_p:String}}}}))"
+    if key == "task":
+        variants = case_variants(value)
+        params.update({f"task_v{i}": v for i, v in enumerate(variants)})
+        keyed = " OR ".join(f"startsWith(task_id, {{task_v{i}:String}})"
+                            for i in range(len(variants)))
+        exact = match.format(x="task_id")
+        return f"(({keyed}) AND {exact})" if keyed else exact
+    columns = PREFIX_COLUMNS[key]
+    ids = (f"(SELECT DISTINCT x FROM (SELECT arrayJoin([{', '.join(columns)}]) AS x"
+           f" FROM {DB}.envelopes) WHERE {match.format(x='x')})" if len(columns) > 1 else
+           f"(SELECT DISTINCT {columns[0]} FROM {DB}.envelopes"
+           f" WHERE {match.format(x=columns[0])})")
+    return "(" + " OR ".join(f"{c} IN {ids}" for c in columns) + ")"
+
+
+def explain_empty(store: Store, f: Filters) -> Optional[str]:
+    """Why a prefix search found nothing, when an id filter is the reason: no id of the
+    store starts with it, said with the nearest id there is (one engine lookup of the
+    id column, an edit distance over its distinct values; run only on an empty
+    result). None when every id filter matches some record (then the period or the
+    other filters are why)."""
+    for key, columns in PREFIX_COLUMNS.items():
+        value = getattr(f, key)
+        if value is None:
+            continue
+        params: dict[str, Any] = {}
+        clause = prefix_clause(key, value, params) if f.prefix else f"{columns[0]} = {{v:String}}"
+        params.setdefault("v", value)
+        if store.query(f"SELECT 1 FROM {DB}.envelopes WHERE {clause} LIMIT 1",
+                       params).result_rows:
+            continue
+        label = PREFIX_LABELS[key]
+        said = f"no {label} starts with {value!r}" if f.prefix else f"no {label} is {value!r}"
+        near = nearest_id(store, columns, value)
+        return f"{said}; did you mean {near}?" if near else said + "."
+    return None
+
+
+def nearest_id(store: Store, columns: Sequence[str], value: str) -> Optional[str]:
+    """The stored id whose start is nearest ``value`` (case-insensitive edit distance;
+    among equally near, the one sharing the longest start with it), when it is near
+    enough to be a typo."""
+    ids = (f"SELECT DISTINCT arrayJoin([{', '.join(columns)}]) AS x FROM {DB}.envelopes")
+    rows = store.query(
+        "SELECT x, editDistanceUTF8(lowerUTF8(substringUTF8(x, 1, {n:UInt32})),"
+        " lowerUTF8({v:String})) AS d,"
+        " arrayFirstIndex(i -> substringUTF8(lowerUTF8(x), i, 1)"
+        " != substringUTF8(lowerUTF8({v:String}), i, 1), range(1, {n:UInt32} + 2)) AS common"
+        f" FROM ({ids}) WHERE x != ''"
+        " ORDER BY d, common DESC, length(x), x LIMIT 1",
+        {"n": len(value), "v": value}).result_rows
+    if rows and int(rows[0][1]) <= max(2, len(value) // 3):
+        return str(rows[0][0])
+    return None
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
@@ -277,10 +396,42 @@ def _select(filters: Filters) -> tuple[str, dict[str, Any]]:
     return sql, params
 
 
-def search(store: Store, filters: Filters, payloads: bool = True) -> list[dict[str, Any]]:
+# The model call a review reviewed: its task's latest model call at or before it. The
+# export joins the same in the engine (store/export.py, TASK_MODEL_JOIN).
+TASK_MODEL_SQL = (
+    "SELECT r.record_id, m.model, m.prompt_version FROM"
+    f" (SELECT record_id, task_id, start_time FROM {DB}.envelopes"
+    " WHERE record_id IN {ids:Array(String)}) AS r"
+    " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
+    f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
+    " AND task_id IN {tasks:Array(String)}) AS m"
+    " ON m.task_id = r.task_id AND m.start_time <= r.start_time")
+
+
+def _attach_task_models(store: Store, records: list[dict[str, Any]]) -> None:
+    """task_model and task_prompt_version on every record: a review's are its task's
+    model call's (one engine query per batch), any other record's are None."""
+    reviews = [r for r in records if r["event_type"] == "review" and r.get("task_id")]
+    found: dict[str, tuple[str, str]] = {}
+    if reviews:
+        rows = store.query(TASK_MODEL_SQL, {
+            "ids": [r["record_id"] for r in reviews],
+            "tasks": sorted({r["task_id"] for r in reviews})}).result_rows
+        found = {rid: (model, prompt) for rid, model, prompt in rows}
+    for rec in records:
+        model, prompt = found.get(rec["record_id"], (None, None))
+        rec["task_model"], rec["task_prompt_version"] = model, prompt
+
+
+def search(store: Store, filters: Filters, payloads: bool = True,
+           task_models: bool = True) -> list[dict[str, Any]]:
+    """Matching records; with ``task_models`` each review's task model call's model and
+    prompt version too (what the CSV shows; a page that shows neither skips the query)."""
     sql, params = _select(filters)
     rows = store.query(sql, params).result_rows
     records = [_row_to_record(r) for r in rows]
+    if task_models:
+        _attach_task_models(store, records)
     if payloads:
         _attach_payloads(store, records, _bounds(rows))
     else:
@@ -309,13 +460,19 @@ def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[
 
 def _with_payloads(store: Store, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
     records = [_row_to_record(r) for r in rows]
+    _attach_task_models(store, records)
     _attach_payloads(store, records, _bounds(rows))
     return records
 
 
 def timeline(store: Store, task_id: str) -> list[dict[str, Any]]:
-    f = Filters(task=task_id, limit=None, sort="start_time", order="asc")
-    return search(store, f)
+    return search(store, timeline_filters(task_id))
+
+
+def timeline_filters(task_id: str) -> Filters:
+    """A task's events, in order: exactly that id, without the records of who read it
+    (a read names the task it read, and reading must not change the timeline)."""
+    return Filters(task=task_id, limit=None, sort="start_time", order="asc", activity="hide")
 
 
 def highest_task_number(store: Store, prefix: str) -> int:
@@ -349,5 +506,6 @@ def summary(store: Store) -> dict[str, Any]:
     }
 
 
-__all__ = ["Filters", "FilterError", "search", "count", "iter_records", "timeline", "csv_lines",
+__all__ = ["Filters", "FilterError", "explain_empty", "timeline_filters", "search", "count",
+           "iter_records", "timeline", "csv_lines",
            "summary", "parse_time", "RESULT_COLUMNS", "HASH_COLUMNS"]

@@ -13,11 +13,12 @@ from aitrail_collector.web.services import Services
 
 
 def export(services: Services, who: Principal, f: query.Filters,
-           via: str = "console") -> Iterator[bytes]:
+           via: str = "console", columns: str = "full") -> Iterator[bytes]:
     rows = -1  # the header line
     try:
-        for chunk in export_csv(services.store, f):
+        for chunk in export_csv(services.store, f, columns):
             rows += chunk.count(b"\r\n")
             yield chunk
     finally:
-        services.access.record(who, "export", f.describe(), max(rows, 0), via=via)
+        services.access.record(who, "export", {**f.describe(), "columns": columns},
+                               max(rows, 0), via=via)

@@ -20,6 +20,44 @@ PAYLOAD_COLUMNS: tuple[str, ...] = payload_names()  # equal to envelope.PAYLOAD_
 # one expression per column, in this order.
 RESULT_COLUMNS: tuple[str, ...] = result_columns()
 
+# The CSV's two column sets. "full", for systems: every result column, in the places
+# they have always had, then three derived ones at the end (so a reader that counts
+# columns keeps working): the model and prompt version of the model call a review
+# reviewed (the task's latest model call before it; empty on other rows), and the
+# review's time spent in seconds. "compact", for people: what a reviewer's decision
+# needs on one row, a review's model and prompt version being its task's. The API's
+# export defaults to full (compatibility), the console's to compact.
+DERIVED_COLUMNS: tuple[str, ...] = ("task_model", "task_prompt_version", "time_spent_s")
+FULL_COLUMNS: tuple[str, ...] = RESULT_COLUMNS + DERIVED_COLUMNS
+COMPACT_COLUMNS: tuple[str, ...] = (
+    "time", "event_type", "task_id", "request_id", "model", "prompt_version",
+    "reviewer_id", "decision", "reason_code", "policy_ref", "rationale", "time_spent_s",
+    "confidence", "escalation_from", "escalation_to", "escalation_reason",
+    "resolution_outcome", "final_decision", "actor", "resource", "evaluation_name",
+    "score_value", "score_label", "error_message", "input", "output", "modified_output",
+    "service", "record_id")
+COLUMN_SETS: dict[str, tuple[str, ...]] = {"full": FULL_COLUMNS, "compact": COMPACT_COLUMNS}
+# A compact column that a review takes from its task's model call.
+COMPACT_FROM_TASK: dict[str, str] = {"model": "task_model",
+                                     "prompt_version": "task_prompt_version"}
+
+
+def seconds_text(ms: int) -> str:
+    """Milliseconds as exact decimal seconds, no trailing zeros: 42000 -> 42,
+    1500 -> 1.5, 1234 -> 1.234 (store/export.py writes the same in SQL)."""
+    whole, frac = divmod(int(ms), 1000)
+    return f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+
+
+def cell_value(rec: dict[str, Any], col: str, columns: str = "full") -> Any:
+    """What a record holds in column ``col`` of the column set ``columns``."""
+    if col == "time_spent_s":
+        return seconds_text(rec.get("time_spent_ms") or 0) if rec.get("event_type") == "review" \
+            else ""
+    if columns == "compact" and col in COMPACT_FROM_TASK and rec.get("event_type") == "review":
+        return rec.get(col) or rec.get(COMPACT_FROM_TASK[col])
+    return rec.get(col)
+
 
 # A cell a spreadsheet may run as a formula (CWE-1236): one starting with a formula
 # character (= + - @, | and % for DDE and some importers, U+FF1D FULLWIDTH EQUALS
@@ -79,14 +117,18 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def csv_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """CSV text, header first, one chunk per record (UTF-8 friendly, RFC 4180 quoting)."""
+def csv_lines(records: Iterable[dict[str, Any]], columns: str = "full") -> Iterator[str]:
+    """CSV text, header first, one chunk per record (UTF-8 friendly, RFC 4180 quoting),
+    in the column set ``columns`` (COLUMN_SETS). A review's task_model and
+    task_prompt_version are read from the record (the collector's search attaches
+    them)."""
+    names = COLUMN_SETS[columns]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(RESULT_COLUMNS)
+    writer.writerow(names)
     yield buf.getvalue()
     for rec in records:
         buf.seek(0)
         buf.truncate()
-        writer.writerow([csv_cell(rec.get(col)) for col in RESULT_COLUMNS])
+        writer.writerow([csv_cell(cell_value(rec, col, columns)) for col in names])
         yield buf.getvalue()

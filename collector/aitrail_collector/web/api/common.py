@@ -33,11 +33,32 @@ def filter_params(task: Optional[str] = None,
                   since: Optional[str] = Query(None, description="ISO 8601, or 30m / 24h / 7d ago"),
                   until: Optional[str] = None,
                   sort: str = Query("start_time", description=", ".join(query.SORTABLE)),
-                  order: str = Query("asc", description="asc or desc")) -> dict[str, Any]:
+                  order: str = Query("asc", description="asc or desc"),
+                  activity: str = Query("auto", description="the collector's own "
+                                        "data_access records (who read what): include, "
+                                        "hide, only, or auto (hidden from a search by "
+                                        "task unless type=data_access, else included)")
+                  ) -> dict[str, Any]:
     return {"task": task, "reviewer": reviewer, "request_id": request_id, "trace_id": trace_id,
             "record_id": record_id, "service": service, "types": type or (), "since": since,
             "until": until,
-            "sort": sort, "order": order}
+            "sort": sort, "order": order, "activity": activity}
+
+
+FILTER_PARAMS = ("task", "reviewer", "request_id", "trace_id", "record_id", "service", "type",
+                 "since", "until", "sort", "order", "activity")
+
+
+def known_params(request: Request, extra: tuple[str, ...] = ()) -> None:
+    """A 400 naming the known parameters for one this endpoint does not take
+    (``event_type=review`` for ``type=review``): ignored, it would widen the answer
+    without a word."""
+    known = FILTER_PARAMS + extra
+    unknown = sorted({k for k in request.query_params if k not in known})
+    if unknown:
+        raise HTTPException(status_code=400, detail=(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"this endpoint takes {', '.join(known)}"))
 
 
 def parse_filters(params: dict[str, Any], limit: Optional[str], offset: str) -> query.Filters:

@@ -6,9 +6,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from aitrail.record.csv_format import COLUMN_SETS
 from aitrail_collector.store import queries as query
 from aitrail_collector.web import audited
-from aitrail_collector.web.api.common import Who, filter_params, hide_payloads, parse_filters
+from aitrail_collector.web.api.common import (
+    Who,
+    filter_params,
+    hide_payloads,
+    known_params,
+    parse_filters,
+)
 from aitrail_collector.web.auth.accounts import allowed
 from aitrail_collector.web.services import Services
 
@@ -24,6 +31,7 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
         """Search: matching records (newest last unless order=desc), payloads included
         for roles that may read them, and the total number of matches."""
         principal = who("records")(request)
+        known_params(request, ("limit", "offset"))
         f = parse_filters(params, limit, offset)
         found = query.search(store, f, payloads=allowed(principal.role, "payloads"))
         hidden = hide_payloads(found, principal)
@@ -33,23 +41,32 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
                 "payloads_hidden": hidden, "records": found}
 
     @api.get("/export.csv", tags=["records"], response_class=StreamingResponse)
-    def export_csv(request: Request, params: dict = Depends(filter_params)) -> StreamingResponse:
+    def export_csv(request: Request, params: dict = Depends(filter_params),
+                   columns: str = Query("full", description="full: every column, for "
+                                        "systems (the default, as before, three derived "
+                                        "columns at the end); compact: for people")
+                   ) -> StreamingResponse:
         """Every matching record as CSV: a header, UTF-8, ISO 8601 times, formula-safe
         cells; streamed. Auditors only (the file carries payloads)."""
         principal = who("export")(request)
+        known_params(request, ("columns",))
+        if columns not in COLUMN_SETS:
+            raise HTTPException(status_code=400, detail=f"columns {columns!r}: expected "
+                                f"{' or '.join(COLUMN_SETS)}")
         f = parse_filters(params, None, "0")
-        return StreamingResponse(audited.export(services, principal, f, via="api"),
+        return StreamingResponse(audited.export(services, principal, f, via="api",
+                                                columns=columns),
                                  media_type="text/csv; charset=utf-8", headers={
                                      "Content-Disposition":
                                          'attachment; filename="aitrail-export.csv"'})
 
     def timeline(request: Request, task_id: str) -> dict:
         principal = who("records")(request)
-        events = query.search(store, query.Filters(task=task_id, limit=None),
+        events = query.search(store, query.timeline_filters(task_id),
                               payloads=allowed(principal.role, "payloads"))
         hidden = hide_payloads(events, principal)
         access.record(principal, f"timeline:{task_id}", {"task": task_id}, len(events),
-                      via="api")
+                      via="api", task_id=task_id)
         if not events:
             raise HTTPException(status_code=404, detail=f"no records for task {task_id!r}")
         return {"task_id": task_id, "payloads_hidden": hidden, "events": events}

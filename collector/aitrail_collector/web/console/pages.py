@@ -75,6 +75,11 @@ def principal_text(rec: dict) -> str:
     return f"{text} {ident}" if ident else text
 
 
+def record_href(record_id: str) -> str:
+    """The console's link to one record (an activity-log row has no timeline)."""
+    return "/console/records?" + urlencode({"id": record_id})
+
+
 def task_href(task_id: str) -> str:
     """The console's link to a task's timeline. The id travels as a query value, fully
     encoded, so no id (``../admin``, ``a/b``, ``..``, ``x?y``, ``x#y``) can make the
@@ -85,6 +90,7 @@ def task_href(task_id: str) -> str:
 templates.env.filters["ago"] = _ago
 templates.env.filters["utc"] = _utc
 templates.env.filters["task_href"] = task_href
+templates.env.filters["record_href"] = record_href
 templates.env.filters["principal"] = principal_text
 templates.env.filters["label"] = labels.label  # codes as people read them
 templates.env.globals["allowed"] = allowed
@@ -106,22 +112,38 @@ class Console:
             **context}, status_code=status)
 
     # ------------------------------------------------------------ filters
-    def filters(self, request: Request, limit: Optional[int] = PAGE_SIZE) -> query.Filters:
+    def filters(self, request: Request, limit: Optional[int] = PAGE_SIZE,
+                now: Optional[datetime] = None) -> query.Filters:
+        """The search form's filters. A filled From or To is a custom range whatever
+        the Period select says (a date typed is never ignored, with or without
+        JavaScript); a preset ends now. Either way the filters hold absolute times,
+        so the header, the export link and the CSV's name say the same range."""
         qp = request.query_params
-        preset = qp.get("preset") or "7d"
-        if preset not in PRESETS:
-            raise HTTPException(400, f"period {preset!r}: choose one of {', '.join(PRESETS)}")
-        since, until = (qp.get("since"), qp.get("until")) if preset == "custom" else (
-            None if preset == "all" else preset, None)
-        page = _page(qp.get("page"))
+        preset = period_of(qp)
+        now = now or datetime.now(timezone.utc).replace(microsecond=0)
+        since: Optional[str] = None
+        until: Optional[str] = None
         try:
+            if preset == "custom":
+                start = query.parse_time(qp["since"], "From") if qp.get("since") else None
+                end = query.parse_time(qp["until"], "To") if qp.get("until") else now
+                if start and start >= end:
+                    raise query.FilterError(
+                        f"From {_when(start)} is not before To {_when(end)}: the period is "
+                        "empty (To is exclusive: To 2026-12-01 ends at 2026-12-01 00:00 UTC)")
+                since, until = start.isoformat() if start else None, end.isoformat()
+            elif preset != "all":
+                since = query.parse_time(preset, "since", now=now).isoformat()
+                until = now.isoformat()
+            page = _page(qp.get("page"))
             return query.Filters.parse(
                 task=qp.get("task"), reviewer=qp.get("reviewer"),
                 request_id=qp.get("request_id"), trace_id=qp.get("trace_id"),
                 types=qp.getlist("type"), since=since, until=until,
                 variant=[(k, qp[k]) for k in query.VARIANT if k in qp],  # '' counts
                 limit=str(limit) if limit else None, offset=str((page - 1) * (limit or 0)),
-                sort=qp.get("sort") or "start_time", order=qp.get("order") or "desc")
+                sort=qp.get("sort") or "start_time", order=qp.get("order") or "desc",
+                prefix=True, activity=qp.get("activity") or "hide")
         except query.FilterError as exc:
             raise HTTPException(400, str(exc)) from None
 
@@ -129,29 +151,43 @@ class Console:
     def search_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "records")
         qp = request.query_params
-        error, rows, total, f = None, [], 0, None
+        error, rows, total, f, why = None, [], 0, None, None
         try:
             f = self.filters(request)
-            rows = query.search(self.store, f, payloads=False)
+            rows = query.search(self.store, f, payloads=False, task_models=False)
             total = query.count(self.store, f)
+            why = query.explain_empty(self.store, f) if not total else None
             self.access.record(who, "search", f.describe(), len(rows), via="console")
         except HTTPException as exc:
             error = exc.detail
         args = [(k, v) for k, v in qp.multi_items() if k not in ("page", "sort", "order")]
+        # The export covers the range the header states (absolute times), not "the last
+        # 7 days" as of the click.
+        export_args = [(k, v) for k, v in args if k not in ("preset", "since", "until")]
+        if f is not None and (f.since or f.until):
+            export_args += [("preset", "custom")] + [
+                (k, getattr(f, k).isoformat()) for k in ("since", "until") if getattr(f, k)]
+        else:
+            export_args.append(("preset", "all"))
+        activity_args = [(k, v) for k, v in args if k != "activity"] + [("activity", "only")]
         return self.render(request, "search.html", who, status=400 if error else 200,
                            error=error, rows=rows, total=total, filters=f, q=qp,
                            without_variant=[(k, v) for k, v in args if k not in query.VARIANT],
                            event_types=EVENT_TYPES, page=_page(qp.get("page")),
-                           page_size=PAGE_SIZE, base_args=args, urlencode=urlencode)
+                           page_size=PAGE_SIZE, base_args=args, urlencode=urlencode,
+                           period=period_of(qp) if not error or qp.get("preset") in PRESETS
+                           else "7d",
+                           range_text=range_text(f) if f else "", why=why,
+                           export_args=export_args, activity_args=activity_args,
+                           activity_choices=ACTIVITY_CHOICES, csv_columns=CSV_COLUMNS)
 
     def timeline_page(self, request: Request, task_id: str) -> HTMLResponse:
         who = self.auth.page(request, "records")
         show_payloads = allowed(who.role, "payloads")
-        events = query.search(self.store, query.Filters(task=task_id, limit=None,
-                                                        sort="start_time", order="asc"),
+        events = query.search(self.store, query.timeline_filters(task_id),
                               payloads=show_payloads)
         self.access.record(who, f"timeline:{task_id}", {"task": task_id}, len(events),
-                           via="console")
+                           via="console", task_id=task_id)
         if not events:
             raise HTTPException(404, f"No records for task {task_id!r}.")
         if not show_payloads:
@@ -187,9 +223,8 @@ class Console:
             raise HTTPException(400, "Which task? Give its id: ?task=T-00042")
         if self.services.public_key_pem is None:
             raise HTTPException(503, "No collector signs this store: there is no key.")
-        events = query.search(self.store, query.Filters(task=task, limit=None,
-                                                        sort="start_time", order="asc"),
-                              payloads=False)
+        events = query.search(self.store, query.timeline_filters(task), payloads=False,
+                              task_models=False)
         if not events:
             raise HTTPException(404, f"No records for task {task!r}.")
         made = proof_archive(self.store, self.services.public_key_pem, task, who.name, events)
@@ -198,17 +233,40 @@ class Console:
             raise HTTPException(409, "No record of this task is in a signed checkpoint yet"
                                 + (f"; the next is due about {_utc(due)}." if due else "."))
         data, name, count = made
-        self.access.record(who, f"proofs:{task}", {"task": task}, count, via="console")
+        self.access.record(who, f"proofs:{task}", {"task": task}, count, via="console",
+                           task_id=task)
         return Response(data, media_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="{name}"'})
 
+    def record_page(self, request: Request, record_id: str) -> HTMLResponse:
+        """One record, every field that holds something: how an activity-log row (a
+        read, which belongs to no timeline) is opened."""
+        who = self.auth.page(request, "records")
+        show_payloads = allowed(who.role, "payloads")
+        # Payloads are read for every role, so a hidden one still shows that it exists.
+        found = query.search(self.store, query.Filters(record_id=record_id.strip(), limit=1))
+        rec = found[0] if found else None
+        self.access.record(who, f"record:{record_id}", {"record_id": record_id}, len(found),
+                           via="console", task_id=rec["task_id"] if rec else "")
+        if rec is None:
+            raise HTTPException(404, f"No record {record_id!r}.")
+        if not show_payloads:
+            rec.update({name: HIDDEN for name in PAYLOAD_NAMES if rec.get(name)})
+        fields = [(k, v) for k, v in rec.items() if v not in (None, "", {}, [])]
+        return self.render(request, "record.html", who, rec=rec, fields=fields)
+
     def export(self, request: Request) -> StreamingResponse:
         who = self.auth.page(request, "export")
-        f = self.filters(request, limit=None)
-        body = _with_bom(audited.export(self.services, who, f))
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        f = self.filters(request, limit=None, now=now)
+        # People open the console's file: compact columns unless full ones are asked for.
+        columns = request.query_params.get("columns") or "compact"
+        if columns not in CSV_COLUMNS:
+            raise HTTPException(400, f"columns {columns!r}: choose compact or full")
+        body = _with_bom(audited.export(self.services, who, f, columns=columns))
+        name = f"aitrail-export-{export_stamp(f.since)}_{export_stamp(f.until or now)}.csv"
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="aitrail-export-{stamp}.csv"'})
+            "Content-Disposition": f'attachment; filename="{name}"'})
 
     def charts_page(self, request: Request) -> HTMLResponse:
         who = self.auth.page(request, "aggregates")
@@ -312,6 +370,41 @@ class Console:
             chains.append({"chain_id": chain, "number": number, "size": size, "time_ns": t,
                            "age_s": (time.time_ns() - t) / 1e9, "count": count})
         return chains
+
+
+CSV_COLUMNS = {"compact": "Compact (for people)", "full": "Full (every column, for systems)"}
+ACTIVITY_CHOICES = {"hide": "Hidden (records only)", "only": "Only the activity log",
+                    "include": "Records and the activity log"}
+
+
+def period_of(qp: Any) -> str:
+    """The period a search covers: a filled From or To is a custom range, whatever the
+    select says; else the select's choice (Last 7 days by default)."""
+    if (qp.get("since") or "").strip() or (qp.get("until") or "").strip():
+        return "custom"
+    preset = qp.get("preset") or "7d"
+    if preset not in PRESETS:
+        raise HTTPException(400, f"period {preset!r}: choose one of {', '.join(PRESETS)}")
+    return preset
+
+
+def _when(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC" if t.second else "%Y-%m-%d %H:%M UTC")
+
+
+def range_text(f: query.Filters) -> str:
+    """The range a search covered, in absolute UTC times."""
+    if not f.since and not f.until:
+        return "all time"
+    start = _when(f.since) if f.since else "the beginning"
+    return f"{start} to {_when(f.until)}" if f.until else f"from {start}"
+
+
+def export_stamp(t: Optional[datetime]) -> str:
+    """A time for a file name (no colons): 2026-11-24T00-00Z."""
+    if t is None:
+        return "beginning"
+    return t.strftime("%Y-%m-%dT%H-%M-%SZ" if t.second else "%Y-%m-%dT%H-%MZ")
 
 
 def _with_bom(chunks):
@@ -493,6 +586,13 @@ def mount(app: FastAPI, console: Console) -> None:
     @app.get("/console/task-proofs.zip", include_in_schema=False)
     def task_proofs(request: Request, task: str = ""):
         return console.task_proofs(request, task)
+
+    @app.get("/console/records", include_in_schema=False)
+    def record_of(request: Request, id: str = ""):
+        auth.page(request, "records")
+        if not id.strip():
+            raise HTTPException(400, "Which record? Give its id: /console/records?id=<record id>")
+        return console.record_page(request, id)
 
     app.get("/console/charts", include_in_schema=False)(console.charts_page)
     app.get("/console/status", include_in_schema=False)(console.status_page)
