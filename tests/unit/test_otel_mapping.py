@@ -371,3 +371,15 @@ def test_streaming_error_and_response_id_as_each_dialect_says_them():
     assert drafts_for(view_of(legacy))[0]["streamed"] is True
     (plain,) = spans(("chat", SEMCONV))
     assert drafts_for(view_of(plain))[0]["streamed"] is False
+
+
+def test_request_parameters_are_redacted_too():
+    """OpenInference puts the call's `user` parameter (an end user's id, often an
+    e-mail address) in llm.invocation_parameters: it must not reach the ledger raw."""
+    oi = dict(OPENINFERENCE, **{"llm.invocation_parameters": json.dumps(
+        {"model": "gpt-4o", "user": "jane.doe@example.com", "temperature": 0.5})})
+    (span,) = spans(("ChatCompletion", oi))
+    (rec,) = records_of(encode_spans([span]), Redactor(KEY)).records
+    assert rec.model_call.parameters["temperature"] == "0.5"
+    assert "jane.doe@example.com" not in rec.model_call.parameters["user"]
+    assert rec.model_call.parameters["user"].startswith("[EMAIL:")

@@ -95,7 +95,7 @@ def _model_call(m: pb.ModelCall, d: Mapping[str, Any], r: Redact) -> None:
     m.prompt_version = d.get("prompt_version") or ""
     for key, value in (d.get("parameters") or {}).items():
         text = value if isinstance(value, str) else json.dumps(value, default=repr)
-        m.parameters[str(key)] = text
+        m.parameters[str(key)] = r(f"parameters.{key}", text)
     m.input = r("input", d.get("input") or "")
     m.output = r("output", d.get("output") or "")
     if d.get("confidence") is not None:

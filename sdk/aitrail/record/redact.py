@@ -12,7 +12,8 @@ hash), ``reference`` (replaced by a reference from the operator's own store),
 ``drop`` (emptied) or ``keep`` (left as it is). Fields are named as in the
 record: ``input``, ``output``, ``modified_output``, ``rationale``,
 ``escalation_reason``, ``error_message``, ``task_id``, ``reviewer_id``,
-``actor``, ``resource``, or ``attributes.<key>``.
+``actor``, ``resource``, ``attributes.<key>`` or ``parameters.<key>`` (a model
+call's request parameters, scanned like attributes).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class Redactor:
         action = self._policy.get(field)
         if action is not None:
             return action
-        if field in FREE_TEXT_FIELDS or field.startswith("attributes."):
+        if field in FREE_TEXT_FIELDS or field.startswith(("attributes.", "parameters.")):
             return SCAN
         return KEEP
 
