@@ -80,7 +80,7 @@ def test_free_text_is_sealed_as_payloads_and_erasure_removes_it_from_disk(tmp_pa
     # The envelope never held the text, and erasure took it off the disk.
     rows = engine(tmp_path / "store", f"SELECT countIf(escalation_reason != '' OR"
                   f" final_decision != '' OR error_message != ''), countIf(purpose != '')"
-                  f" FROM {E} WHERE task_id = 'T-text'")[0]
+                  f" FROM {E} WHERE task_id = 'T-text' AND event_type != 'data_access'")[0]
     assert rows == [[0, 0]]
     assert _files_containing(tmp_path / "store", SECRET.encode()) == []
     report = cli("verify", "--data-dir", str(tmp_path / "store"), "--format", "json")
