@@ -37,7 +37,7 @@ from typing import Any, Optional
 import grpc
 from fastapi import FastAPI, Request, Response
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aitrail.errors import AitrailError
 from aitrail.otel.mapping import MappingOptions
-from aitrail.otel.otlp import OtlpBatch, OtlpError, parse_json, records_of
+from aitrail.otel.otlp import OtlpBatch, OtlpError, parse_json, parse_protobuf, records_of
 from aitrail.record.redact import Redactor
 from aitrail.v1 import audit_pb2 as pb
 from aitrail_collector.ingest.apikeys import ApiKey, AuthError, KeyRing
@@ -208,14 +208,7 @@ class OtlpReceiver:
                     key: Optional[ApiKey] = None) -> bytes:
         """TraceService/Export, bytes in, bytes out (``key``: from the KeyInterceptor)."""
         try:
-            request = ExportTraceServiceRequest.FromString(raw)
-        except DecodeError as exc:
-            self.stats.refused("malformed")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"request is not a valid OTLP ExportTraceServiceRequest (bad wire "
-                          f"format or invalid UTF-8 in a string field): {exc}")
-        try:
-            response = self.export(request, len(raw), sender_of(key, context))
+            response = self.export(parse_protobuf(raw), len(raw), sender_of(key, context))
         except OtlpError as exc:
             self.stats.refused("malformed")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request refused whole: {exc}")
@@ -306,15 +299,7 @@ class OtlpReceiver:
                    sender: Sender) -> tuple[int, Message]:
         if encoding == "gzip":
             body = _gunzip(body, self.max_message_bytes)
-        if is_json:
-            request = parse_json(body)
-        else:
-            try:
-                request = ExportTraceServiceRequest.FromString(body)
-            except DecodeError as exc:
-                raise OtlpError(f"the body is not a valid OTLP ExportTraceServiceRequest "
-                                f"(bad wire format or invalid UTF-8 in a string field): "
-                                f"{exc}") from None
+        request = parse_json(body) if is_json else parse_protobuf(body)
         return 200, self.export(request, len(body), sender)
 
 

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any, Iterator, Mapping, Optional
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -135,6 +136,16 @@ def _origin(resource: Mapping[str, Any]) -> SimpleNamespace:
         sdk_version=f"otlp {sdk}".strip())
 
 
+def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP protobuf body (either transport) as a request."""
+    try:
+        request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise OtlpError(f"the body is not a valid OTLP ExportTraceServiceRequest (bad wire "
+                        f"format or invalid UTF-8 in a string field): {exc}") from None
+    return request
+
+
 # -------------------------------------------------------------------------- OTLP/JSON
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
@@ -191,4 +202,4 @@ def _hex_ids_to_base64(obj: Any) -> None:
         obj[k] = base64.b64encode(raw).decode("ascii")
 
 
-__all__ = ["OtlpBatch", "OtlpError", "parse_json", "records_of", "views_of"]
+__all__ = ["OtlpBatch", "OtlpError", "parse_json", "parse_protobuf", "records_of", "views_of"]
