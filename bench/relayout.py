@@ -19,6 +19,7 @@ from aitrail_collector.store.schema import DB, envelope_ddl, payload_ddl
 
 def main() -> None:
     store = Store(f"chdb://{sys.argv[1]}")
+    store.ensure_schema()  # a store of an older version gains this version's columns first
     c = store.client
     for table, ddl, cols in (
             ("envelopes", envelope_ddl(3650), "*"),

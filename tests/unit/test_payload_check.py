@@ -103,6 +103,18 @@ def test_changed_salt_is_judged_alike_on_both_paths(store, salt):
     assert _kinds(found) == expected
 
 
+@pytest.mark.parametrize("sealed", ["upper(v)", "concat(v, '00')", "substring(v, 3)"])
+def test_a_sealed_commitment_rewritten_is_judged_alike_on_both_paths(store, sealed):
+    # The engine compares digest bytes, the reference the hex text: upper-case hex of
+    # the right digest must fail both (the reference never matches it), as must any
+    # other length.
+    chain, _, ids = _seal(store)
+    _sql(store, f"ALTER TABLE aitrail.envelopes UPDATE commitments = "
+                f"mapApply((k, v) -> (k, {sealed}), commitments) WHERE record_id = '{ids[2]}'")
+    found, _ = _both(store, chain)
+    assert _kinds(found) == [(PAYLOAD_MODIFIED, ids[2])] * 2
+
+
 def test_deleted_row_is_missing_on_both_paths(store):
     chain, _, ids = _seal(store)
     _sql(store, f"ALTER TABLE {P} DELETE WHERE record_id = '{ids[2]}' AND name = 'input'")

