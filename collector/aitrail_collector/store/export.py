@@ -9,6 +9,8 @@ which is what makes an export of millions of rows fast (BENCHMARKS.md).
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from aitrail.record.csv_format import COLUMN_SETS, COMPACT_FROM_TASK, FORMULA_CHARS, csv_lines
@@ -200,10 +202,44 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
     return sql, params
 
 
-def export_csv(store: Store, filters: Filters, columns: str = "full") -> Iterator[bytes]:
+# The rows one query of an export renders at most (whole days, unless one day holds
+# more): the engine sorts a window's lines in memory, so a window bounds what an
+# export holds (~200 MB of full-layout lines) however many rows it has, and its first
+# bytes leave after one window's work, not the whole export's.
+WINDOW_ROWS = 250_000
+
+
+def windows(store: Store, filters: Filters, rows: int = WINDOW_ROWS) -> list[Filters]:
+    """The export's filters cut into consecutive spans of whole days of at most about
+    ``rows`` matching records each, in the export's order. Days are the tables'
+    partitions, and the records of two spans never tie on time, so the spans' lines
+    back to back are the whole export's, in its order. An export in another order, or
+    with a limit, stays one query."""
+    if filters.sort != "start_time" or filters.limit is not None:
+        return [filters]
+    where, params = filters.where()
+    days = store.query(f"SELECT toDate(start_time) AS day, count() FROM {DB}.envelopes{where}"
+                       " GROUP BY day ORDER BY day", params).result_rows
+    starts, held = [], rows
+    for day, n in days:
+        if held + n > rows:
+            starts.append(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+            held = 0
+        held += n
+    spans = [replace(filters, since=max(filters.since, a) if filters.since and i == 0 else a,
+                     until=starts[i + 1] if i + 1 < len(starts) else filters.until)
+             for i, a in enumerate(starts)]
+    if spans and filters.since is None:
+        spans[0].since = None  # the first span starts where the filters do
+    return spans[::-1] if filters.order == "desc" else spans
+
+
+def export_csv(store: Store, filters: Filters, columns: str = "full",
+               window_rows: int = WINDOW_ROWS) -> Iterator[bytes]:
     """The header, then every matching record as CSV in the column set ``columns``: the
     engine's bytes as they come (FORMAT RawBLOB: the lines back to back), never a
-    Python string per row."""
+    Python string per row; one query per window of days (``windows``)."""
     yield next(csv_lines([], columns)).encode("utf-8")
-    sql, params = export_sql(filters, columns)
-    yield from store.stream_raw(sql, params, "RawBLOB")
+    for span in windows(store, filters, window_rows):
+        sql, params = export_sql(span, columns)
+        yield from store.stream_raw(sql, params, "RawBLOB")
