@@ -97,22 +97,26 @@ _SECONDS = ("if(e.event_type = 'review', concat(toString(intDiv(e.time_spent_ms,
 _TASK = {"task_model": "m.m_model", "task_prompt_version": "m.m_prompt"}
 
 
-def _from_task(col: str) -> str:
-    return f"if(e.event_type = 'review' AND e.task_id != '', {_safe(_TASK[col])}, '')"
+def _from_task(col: str, guard: bool = True) -> str:
+    value = _safe(_TASK[col]) if guard else _TASK[col]
+    return f"if(e.event_type = 'review' AND e.task_id != '', {value}, '')"
 
 
-def cells(columns: str = "full") -> list[str]:
+def cells(columns: str = "full", guard: bool = True) -> list[str]:
     """One SQL expression per cell of the column set (csv_format.COLUMN_SETS), each
-    the text csv_format.cell_value and csv_cell write."""
+    the text csv_format.cell_value and csv_cell write. With ``guard`` False, the
+    envelope's text before the formula guard (payload cells keep theirs)."""
+    safe = _safe if guard else (lambda expr: expr)
     out = []
     for col in COLUMN_SETS[columns]:
         if col == "time_spent_s":
             out.append(_SECONDS)
         elif col in _TASK:
-            out.append(_from_task(col))
+            out.append(_from_task(col, guard))
         elif columns == "compact" and col in COMPACT_FROM_TASK:
             out.append(f"if(e.event_type = 'review' AND e.{col} = '',"
-                       f" {_from_task(COMPACT_FROM_TASK[col])}, {_safe(f'toString(e.{col})')})")
+                       f" {_from_task(COMPACT_FROM_TASK[col], guard)},"
+                       f" {safe(f'toString(e.{col})')})")
         elif col in ("time", "end_time", "received_time"):
             out.append(_iso("e.start_time" if col == "time" else f"e.{col}"))
         elif col in ("seq", "input_tokens", "output_tokens", "streamed", "time_spent_ms"):
@@ -120,13 +124,13 @@ def cells(columns: str = "full") -> list[str]:
         elif col in ("confidence", "score_value"):  # csv_format.float_text
             out.append(f"ifNull(toString(e.{col}), '')")
         elif col in ("attributes", "parameters"):
-            out.append(_safe(_map(f"e.{col}")))
+            out.append(safe(_map(f"e.{col}")))
         elif col in ("leaf_hash", "chain_hash"):
             out.append(f"lower(hex(e.{col}))")
         elif col in PAYLOAD_NAMES:
             out.append(_payload(col))
         else:
-            out.append(_safe(f"toString(e.{col})"))
+            out.append(safe(f"toString(e.{col})"))
     return out
 
 
@@ -158,24 +162,45 @@ def _narrows(filters: Filters) -> bool:
         filters.types or filters.variant or filters.activity != "include")
 
 
+def _fast(raw: list[str]) -> str:
+    """True for a row none of whose cells ``raw`` needs the formula guard or quotes:
+    joined by commas, the text holds no quote, CR or LF and exactly one comma per
+    joint (so no cell holds one), and no cell starts with a byte a formula can start
+    with (csv_format.FORMULA_CHARS, a space, NBSP's or U+FF1D's lead byte). Such a
+    row's guarded cells are its raw cells; the test is conservative (a cell that
+    merely starts with such a byte takes the guarded way, which is exact too)."""
+    joined = f"arrayStringConcat([{', '.join(raw)}], ',')"
+    starts = ", ".join(f"concat(',', char({b}))" for b in FORMULA_LEAD)
+    return (f"(countSubstrings({joined}, ',') = {len(raw) - 1}"
+            f" AND NOT multiSearchAny({joined}, ['\"', '\\r', '\\n', {starts}])"
+            f" AND ascii({joined}) NOT IN ({', '.join(map(str, FORMULA_LEAD))}))")
+
+
 def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, Any]]:
     """One CSV line per matching record (Python csv's QUOTE_MINIMAL with CRLF)."""
     where, params = filters.where()
-    exprs = cells(columns)
-    quoted = [f"c{i}" if col in _PLAIN else _quoted(i)
-              for i, col in enumerate(COLUMN_SETS[columns])]
-    select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(exprs))
+    names = COLUMN_SETS[columns]
+    guarded, raw = cells(columns), cells(columns, guard=False)
+    # The envelope's text cells: most rows need neither the formula guard nor quotes
+    # in any of them (ids, names, codes), and one test of the row's joined raw text
+    # costs far less than the guard and the quote test of each cell (the full layout
+    # has forty). A row that fails the test takes the guarded way, built only then.
+    text = [i for i, col in enumerate(names) if col not in _PLAIN and col not in PAYLOAD_NAMES]
+    select = ", ".join([f"{c} AS c{i}" for i, c in enumerate(guarded)]
+                       + [f"{raw[i]} AS r{i}" for i in text])
+    slow = [f"c{i}" if col in _PLAIN else _quoted(i) for i, col in enumerate(names)]
+    quick = [f"r{i}" if i in text else slow[i] for i in range(len(names))]
     order = "DESC" if filters.order == "desc" else "ASC"
     envelopes = f"(SELECT * FROM {DB}.envelopes{where})"
     # Only the payloads the column set shows: a compact export never reads, hashes or
     # carries a diff or the token log-probabilities.
-    names = ", ".join(f"'{n}'" for n in COLUMN_SETS[columns] if n in PAYLOAD_NAMES)
+    wanted = ", ".join(f"'{n}'" for n in names if n in PAYLOAD_NAMES)
     picked = (f" AND record_id IN (SELECT record_id FROM {DB}.envelopes{where})"
               if _narrows(filters) else "")
     payloads = ("(SELECT record_id, groupArray(name) AS names,"
                 " groupArray(concat(name, ':', lower(hex(SHA256(concat(unhex(salt), content))))))"
                 " AS keys, groupArray(content) AS contents"
-                f" FROM {DB}.payloads WHERE name IN ({names}){picked}{_payload_window(filters)}"
+                f" FROM {DB}.payloads WHERE name IN ({wanted}){picked}{_payload_window(filters)}"
                 " GROUP BY record_id)")
     # A review's task model call: the task's latest at or before the review, among the
     # model calls of the tasks the matching reviews name (the key reads only those).
@@ -183,7 +208,9 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
     models = ("(SELECT task_id, start_time, model AS m_model, prompt_version AS m_prompt"
               f" FROM {DB}.envelopes WHERE event_type = 'model_call' AND task_id IN"
               f" (SELECT task_id FROM {DB}.envelopes{reviews}))")
-    line = f"concat(arrayStringConcat([{', '.join(quoted)}], ','), '\\r\\n')"
+    line = (f"concat(if({_fast([f'r{i}' for i in text])},"
+            f" arrayStringConcat([{', '.join(quick)}], ','),"
+            f" arrayStringConcat([{', '.join(slow)}], ',')), '\\r\\n')")
     inner = (f"SELECT {select}, e.{filters.sort} AS sort_key, e.seq AS sort_seq"
              f" FROM {envelopes} AS e ASOF LEFT JOIN {models} AS m"
              " ON m.task_id = e.task_id AND m.start_time <= e.start_time"
@@ -199,6 +226,8 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
     if filters.limit is not None:
         sql += " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
         params.update(limit=filters.limit, offset=filters.offset)
+    # Each row's guarded cells are built only when its quick test fails.
+    sql += " SETTINGS short_circuit_function_evaluation = 'force_enable'"
     return sql, params
 
 
