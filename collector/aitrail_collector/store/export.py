@@ -203,10 +203,14 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
                 f" FROM {DB}.payloads WHERE name IN ({wanted}){picked}{_payload_window(filters)}"
                 " GROUP BY record_id)")
     # A review's task model call: the task's latest at or before the review, among the
-    # model calls of the tasks the matching reviews name (the key reads only those).
+    # model calls of the tasks the matching reviews name (the key reads only those),
+    # and so before the export's end (the day partitions after it are never read: a
+    # window of an export reads the model calls up to its own end).
     reviews = where + (" AND " if where else " WHERE ") + "event_type = 'review'"
+    before = (" AND start_time < fromUnixTimestamp64Nano({until:Int64})"
+              if filters.until else "")
     models = ("(SELECT task_id, start_time, model AS m_model, prompt_version AS m_prompt"
-              f" FROM {DB}.envelopes WHERE event_type = 'model_call' AND task_id IN"
+              f" FROM {DB}.envelopes WHERE event_type = 'model_call'{before} AND task_id IN"
               f" (SELECT task_id FROM {DB}.envelopes{reviews}))")
     line = (f"concat(if({_fast([f'r{i}' for i in text])},"
             f" arrayStringConcat([{', '.join(quick)}], ','),"
