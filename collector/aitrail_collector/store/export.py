@@ -76,11 +76,12 @@ def _payload(name: str) -> str:
     # queries._attach_payloads: the row of that name whose salt || content hashes to the
     # sealed commitment gives the content; rows of that name of which none does read as
     # tampered, never as data; no row reads as erased. The payload table's own word
-    # for its commitment is never used (it no longer stores one).
+    # for its commitment is never used (it no longer stores one). The payload side
+    # renders each content as its cell (formula guard, quotes) once, before the join.
     k = f"(indexOf(p.keys, concat('{name}:', e.commitments['{name}'])) AS k_{name})"
     return (f"if(mapContains(e.commitments, '{name}'), if({k} = 0,"
             f" if(has(p.names, '{name}'), '{TAMPERED}', '{ERASED}'),"
-            f" {_safe(f'p.contents[k_{name}]')}), {_unsealed(name)})")
+            f" p.cells[k_{name}]), {_quote(_unsealed(name))})")
 
 
 # Cells that can never hold a comma, a quote or a line break (ISO times, numbers, hex)
@@ -104,8 +105,10 @@ def _from_task(col: str, guard: bool = True) -> str:
 
 def cells(columns: str = "full", guard: bool = True) -> list[str]:
     """One SQL expression per cell of the column set (csv_format.COLUMN_SETS), each
-    the text csv_format.cell_value and csv_cell write. With ``guard`` False, the
-    envelope's text before the formula guard (payload cells keep theirs)."""
+    the text csv_format.cell_value and csv_cell write; a payload cell as the CSV holds
+    it, quoted already (the payload side renders its contents before the join). With
+    ``guard`` False, the envelope's text before the formula guard (payload cells keep
+    theirs)."""
     safe = _safe if guard else (lambda expr: expr)
     out = []
     for col in COLUMN_SETS[columns]:
@@ -134,11 +137,14 @@ def cells(columns: str = "full", guard: bool = True) -> list[str]:
     return out
 
 
-def _quoted(i: int) -> str:
+def _quote(c: str) -> str:
     # Python csv's QUOTE_MINIMAL: a cell holding a comma, a quote, CR or LF is quoted.
-    c = f"c{i}"
     return (f"if(multiSearchAny({c}, [',', '\"', '\\r', '\\n']),"
             f" concat('\"', replaceAll({c}, '\"', '\"\"'), '\"'), {c})")
+
+
+def _quoted(i: int) -> str:
+    return _quote(f"c{i}")
 
 
 def _payload_window(filters: Filters) -> str:
@@ -188,7 +194,9 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
     text = [i for i, col in enumerate(names) if col not in _PLAIN and col not in PAYLOAD_NAMES]
     select = ", ".join([f"{c} AS c{i}" for i, c in enumerate(guarded)]
                        + [f"{raw[i]} AS r{i}" for i in text])
-    slow = [f"c{i}" if col in _PLAIN else _quoted(i) for i, col in enumerate(names)]
+    # Payload cells come quoted from the payload side.
+    slow = [f"c{i}" if col in _PLAIN or col in PAYLOAD_NAMES else _quoted(i)
+            for i, col in enumerate(names)]
     quick = [f"r{i}" if i in text else slow[i] for i in range(len(names))]
     order = "DESC" if filters.order == "desc" else "ASC"
     envelopes = f"(SELECT * FROM {DB}.envelopes{where})"
@@ -199,7 +207,7 @@ def export_sql(filters: Filters, columns: str = "full") -> tuple[str, dict[str, 
               if _narrows(filters) else "")
     payloads = ("(SELECT record_id, groupArray(name) AS names,"
                 " groupArray(concat(name, ':', lower(hex(SHA256(concat(unhex(salt), content))))))"
-                " AS keys, groupArray(content) AS contents"
+                " AS keys, groupArray(" + _quote(_safe("content")) + ") AS cells"
                 f" FROM {DB}.payloads WHERE name IN ({wanted}){picked}{_payload_window(filters)}"
                 " GROUP BY record_id)")
     # A review's task model call: the task's latest at or before the review, among the
