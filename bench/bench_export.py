@@ -72,7 +72,7 @@ def without(sql: str, part: str) -> str:
         i = sql.index(" LEFT JOIN (SELECT record_id, groupArray")
         j = sql.index(" AS p ON p.record_id = e.record_id") + len(" AS p ON p.record_id = e.record_id")
         return (sql[:i] + " LEFT JOIN (SELECT '' AS record_id, [''] AS names, [''] AS keys,"
-                " [''] AS contents) AS p ON p.record_id = e.record_id" + sql[j:])
+                " [''] AS cells) AS p ON p.record_id = e.record_id" + sql[j:])
     if part == "task model join":
         i = sql.index(" ASOF LEFT JOIN")
         j = sql.index("m.start_time <= e.start_time") + len("m.start_time <= e.start_time")
