@@ -273,11 +273,9 @@ def windows(store: Store, filters: Filters, rows: int = WINDOW_ROWS) -> list[Fil
             starts.append(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
             held = 0
         held += n
-    spans = [replace(filters, since=max(filters.since, a) if filters.since and i == 0 else a,
-                     until=starts[i + 1] if i + 1 < len(starts) else filters.until)
-             for i, a in enumerate(starts)]
-    if spans and filters.since is None:
-        spans[0].since = None  # the first span starts where the filters do
+    # The first span starts where the filters do, the last ends where they do.
+    bounds = [filters.since] + starts[1:] + [filters.until]
+    spans = [replace(filters, since=bounds[i], until=bounds[i + 1]) for i in range(len(starts))]
     return spans[::-1] if filters.order == "desc" else spans
 
 
