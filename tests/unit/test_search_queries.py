@@ -16,6 +16,7 @@ import pytest
 from support import make_record
 
 from aitrail.record.csv_format import COLUMN_SETS, RESULT_COLUMNS, csv_lines
+from aitrail_collector.errors import StoreError
 from aitrail_collector.ledger.group_commit import Ledger
 from aitrail_collector.store import queries as query
 from aitrail_collector.store.client import Store
@@ -147,6 +148,25 @@ def test_the_engine_export_is_the_python_csv_in_both_column_sets(store, columns)
         assert {r["model"] for r in reviews} == {""}
     else:
         assert "time_spent_ms" not in rows[0] and "leaf_hash" not in rows[0]
+
+
+def test_the_embedded_engines_raw_bytes_arrive_block_by_block_not_held_whole(store):
+    # The export's format (RawBLOB) is one clickhouse-connect's chDB backend would run
+    # to the end and hand over whole: an export of millions of rows in memory, twice.
+    # A result whose last row fails shows the difference: streamed, the blocks before
+    # it arrive first; held whole, nothing would.
+    sql = ("SELECT concat(toString(throwIf(number = 3000000, 'the last row')), '\\n')"
+           " FROM numbers({n:UInt64})")
+    got = []
+    with pytest.raises(StoreError, match="the last row"):
+        for chunk in store.stream_raw(sql, {"n": 3000001}, "RawBLOB"):
+            got.append(chunk)
+    assert got and b"".join(got).startswith(b"0\n0\n")
+    # The store is usable after a stream that failed, and after one left unfinished.
+    unfinished = store.stream_raw(sql, {"n": 3000000}, "RawBLOB")
+    assert next(unfinished).startswith(b"0\n")
+    unfinished.close()
+    assert b"".join(store.stream_raw(sql, {"n": 3}, "RawBLOB")) == b"0\n0\n0\n"
 
 
 def test_prefix_values_are_bound_never_written_into_the_sql():

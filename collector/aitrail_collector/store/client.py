@@ -24,7 +24,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional, Sequence
 
+import chdb
 import clickhouse_connect
+from clickhouse_connect.driver.binding import bind_query
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from aitrail.verify.chain import Link
@@ -40,6 +42,9 @@ from aitrail_collector.store.schema import (
     PAYLOAD_COLUMNS,
     split_row,
 )
+
+# The formats clickhouse-connect's chDB backend streams block by block.
+_CHDB_STREAMED = frozenset({"Native", "TabSeparated", "TSV", "CSV", "RowBinary", "JSONEachRow"})
 
 
 class Store:
@@ -178,8 +183,13 @@ class Store:
 
     def stream_raw(self, sql: str, parameters: Optional[dict] = None, fmt: str = "RawBLOB",
                    chunk: int = 1 << 20) -> Iterator[bytes]:
-        """The engine's output in format ``fmt``, as bytes, in chunks of about ``chunk``
-        (on the stream client): nothing is decoded into Python values."""
+        """The engine's output in format ``fmt``, as bytes, as the engine makes it:
+        nothing is decoded into Python values, and nothing is held whole. A server's
+        answer comes in chunks of about ``chunk`` bytes; the embedded engine's one
+        block at a time."""
+        if self.embedded and fmt not in _CHDB_STREAMED:
+            yield from self._stream_embedded(sql, parameters or {}, fmt)
+            return
         client = getattr(self._local, "stream_client", None)
         if client is None:
             client = self._local.stream_client = self._connect()
@@ -192,6 +202,34 @@ class Store:
                 yield data
         finally:
             stream.close()
+
+    def _stream_embedded(self, sql: str, parameters: dict, fmt: str) -> Iterator[bytes]:
+        # clickhouse-connect's chDB backend streams only formats it can split into
+        # blocks itself (CSV, TSV, Native, ...); any other (RawBLOB, the export's) it
+        # runs to the end and hands over as one buffer: the whole CSV of an export in
+        # memory, then copied. chDB's own streaming query sends block by block, here
+        # on a handle of the stream's own (chDB allows any number of handles to one
+        # engine; opening one costs well under a millisecond), closed with the stream.
+        query, bound = bind_query(sql, parameters)
+        params = {k[len("param_"):] if k.startswith("param_") else k: v
+                  for k, v in bound.items()}
+        conn = chdb.connect(os.path.realpath(self.data_dir.root))
+        try:
+            try:
+                result = conn.send_query(query, fmt, params=params)
+            except RuntimeError as exc:
+                raise StoreError(f"the store refused a query: {exc}") from exc
+            try:
+                for block in result:
+                    data = block.bytes()
+                    if data:
+                        yield data
+            except RuntimeError as exc:
+                raise StoreError(f"the store failed mid-query: {exc}") from exc
+            finally:
+                result.close()
+        finally:
+            conn.close()
 
     def chains(self) -> list[str]:
         rows = self.client.query(f"SELECT DISTINCT chain_id FROM {DB}.envelopes ORDER BY chain_id")
