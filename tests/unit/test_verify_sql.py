@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from aitrail.verify.chain import scan_rows
 from aitrail.verify.envelope import (
+    ROW_ENCODERS,
     STORED_FIELDS,
     VERSION_FIELDS,
     canonical_bytes,
@@ -60,6 +62,11 @@ def _store_envelopes(store: Store, envelopes: list[dict]) -> list[bytes]:
         prev = chained
     store.insert(rows, [])
     return expected
+
+
+def _rows(store: Store, chain_id: str) -> dict[int, tuple]:
+    """The chain's rows as the reference verifier reads them, by seq."""
+    return {row[0]: row for block in store.chain_blocks(chain_id) for row in zip(*block)}
 
 
 _ALPHABET = ["", "a", "Z", "é", "ü", "日本", "😀", "\x00", "\u2028", " ", "key", "Key", "k2"]
@@ -110,10 +117,16 @@ def test_engine_bytes_match_the_committed_vectors(store):
     assert {1, 2, 3} <= {c["envelope"].get("envelope_version", 1) for c in cases}
     for seq, case in enumerate(cases, 1):
         assert got[seq].hex() == case["canonical_hex"], case["name"]
+    # The reference verifier's encoders, on the rows as the store hands them over.
+    rows = {chain: _rows(store, chain) for chain in {c["envelope"]["chain_id"] for c in cases}}
+    for seq, case in enumerate(cases, 1):
+        row = rows[case["envelope"]["chain_id"]][seq]
+        assert ROW_ENCODERS[row[1]](row).hex() == case["canonical_hex"], case["name"]
     # Every vector's hash columns pass the engine's per-row checks.
     for chain in {c["envelope"]["chain_id"] for c in cases}:
         summary = verify_sql.summarize(store, chain, 1, ZERO_HASH)
         assert summary.failing_seqs == [], chain
+        assert scan_rows(store.chain_blocks(chain)).failing_seqs == [], chain
 
 
 @pytest.mark.parametrize("version", sorted(VERSION_FIELDS))
@@ -133,6 +146,9 @@ def test_engine_bytes_match_canonical_bytes_on_random_envelopes(store, version):
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.failing_seqs, summary.intact) == (
         400, 400, [], True)
+    rows = _rows(store, "c")
+    assert [ROW_ENCODERS[version](rows[seq]) for seq in range(1, 401)] == expected
+    assert scan_rows(store.chain_blocks("c")) == summary
 
 
 def test_rows_that_fail_are_the_only_ones_returned(store):
@@ -152,10 +168,12 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
                 " SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [2, 3, 4, 5] and summary.intact
+    assert scan_rows(store.chain_blocks("c")) == summary  # the reference path's pass
     assert math.isnan(next(verify_sql.rows_at(store, "c", [2]))[1]["confidence"])
     store.query("ALTER TABLE aitrail.envelopes DELETE WHERE seq = 6 SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.intact) == (6, 7, False)
+    assert scan_rows(store.chain_blocks("c")) == summary
     # The engine path hands exactly these rows to the reference: the same report.
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
@@ -185,6 +203,7 @@ def test_v3_evaluation_rows_and_their_tampering_agree_with_the_reference(store):
         store.query(f"ALTER TABLE aitrail.envelopes UPDATE {sql} SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [3, 4, 5, 6] and summary.intact
+    assert scan_rows(store.chain_blocks("c")) == summary
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
     fast.pop("seconds"), reference.pop("seconds")
