@@ -298,3 +298,18 @@ def test_a_stored_row_passes_scan_rows_exactly_when_check_rows_finds_nothing(cas
     link, env = case
     row = as_row(env, link.seq, link.prev_hash, link.leaf_hash, link.chain_hash)
     assert chain.row_ok(row) == (list(chain.check_rows("c", [(link, env)])) == [])
+
+
+def test_the_framed_value_cache_stays_bounded_and_does_not_change_the_bytes():
+    """lstr values are framed once per value, but the cache keeps only so many short
+    ones: a field whose values never repeat (or are long) costs no memory."""
+    from aitrail.verify.envelope import _Framed
+    cache = _Framed(text=True)
+    for i in range(_Framed.LIMIT + 10):
+        assert cache[f"v{i}"] == _str(f"v{i}")
+    assert len(cache) == _Framed.LIMIT
+    long, short = "x" * (_Framed.LONGEST + 1), "model"
+    fresh = _Framed(text=True)
+    assert fresh[long] == _str(long) and fresh[short] == _str(short)
+    assert long not in fresh and short in fresh
+    assert _Framed(text=False)[b"\xc3\xa9"] == _str("é")

@@ -250,10 +250,11 @@ class _Framed(dict[Any, bytes]):
     """A text value -> its ``str`` encoding (u32 length, then the UTF-8 bytes), made
     once per value. The encoders use it for the ``lstr`` fields: their values (service,
     model, event type, ...) repeat from record to record. It keeps at most ``LIMIT``
-    values, so a field whose values do not repeat costs no memory, only the lookup.
+    values of at most ``LONGEST`` bytes, so a field whose values do not repeat, or are
+    long, costs no memory, only the lookup.
     ``text``: keys are str (envelope values); else the UTF-8 bytes (stored rows)."""
 
-    LIMIT = 4096
+    LIMIT, LONGEST = 4096, 256
 
     def __init__(self, text: bool):
         super().__init__()
@@ -264,7 +265,7 @@ class _Framed(dict[Any, bytes]):
         # bytes): the encoder's caller then names the field.
         data: bytes = value.encode("utf-8") if self.text else value
         framed = _PREFIX[len(data)] + data
-        if len(self) < self.LIMIT:
+        if len(data) <= self.LONGEST and len(self) < self.LIMIT:
             self[value] = framed
         return framed
 
