@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from aitrail.verify.chain import scan_rows
 from aitrail.verify.envelope import (
     ROW_ENCODERS,
     STORED_FIELDS,
@@ -24,7 +23,7 @@ from aitrail.verify.envelope import (
     empty_envelope,
 )
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
-from aitrail_collector.audit.verify import verify_store
+from aitrail_collector.audit.verify import reference_summary, verify_store
 from aitrail_collector.ledger.group_commit import stored_row
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
@@ -126,7 +125,7 @@ def test_engine_bytes_match_the_committed_vectors(store):
     for chain in {c["envelope"]["chain_id"] for c in cases}:
         summary = verify_sql.summarize(store, chain, 1, ZERO_HASH)
         assert summary.failing_seqs == [], chain
-        assert scan_rows(store.chain_blocks(chain)).failing_seqs == [], chain
+        assert reference_summary(store, chain, 1, ZERO_HASH) == summary, chain
 
 
 @pytest.mark.parametrize("version", sorted(VERSION_FIELDS))
@@ -148,7 +147,7 @@ def test_engine_bytes_match_canonical_bytes_on_random_envelopes(store, version):
         400, 400, [], True)
     rows = _rows(store, "c")
     assert [ROW_ENCODERS[version](rows[seq]) for seq in range(1, 401)] == expected
-    assert scan_rows(store.chain_blocks("c")) == summary
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
 
 
 def test_rows_that_fail_are_the_only_ones_returned(store):
@@ -168,12 +167,12 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
                 " SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [2, 3, 4, 5] and summary.intact
-    assert scan_rows(store.chain_blocks("c")) == summary  # the reference path's pass
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary  # the reference path's pass
     assert math.isnan(next(verify_sql.rows_at(store, "c", [2]))[1]["confidence"])
     store.query("ALTER TABLE aitrail.envelopes DELETE WHERE seq = 6 SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.intact) == (6, 7, False)
-    assert scan_rows(store.chain_blocks("c")) == summary
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
     # The engine path hands exactly these rows to the reference: the same report.
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
@@ -203,7 +202,7 @@ def test_v3_evaluation_rows_and_their_tampering_agree_with_the_reference(store):
         store.query(f"ALTER TABLE aitrail.envelopes UPDATE {sql} SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [3, 4, 5, 6] and summary.intact
-    assert scan_rows(store.chain_blocks("c")) == summary
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
     fast.pop("seconds"), reference.pop("seconds")
@@ -244,3 +243,15 @@ def test_a_clickhouse_server_is_never_trusted_to_verify_its_own_rows():
         def query(self, *a, **k):  # pragma: no cover - must not be asked
             raise AssertionError("the server was asked to verify itself")
     assert verify_sql.engine_can_verify(Remote()) is False
+
+
+def test_the_reference_reads_rows_only_up_to_the_head_its_links_found(store):
+    """Links first, then the rows up to that head: a record appended in between (a
+    collector writing to a server during verification) is neither counted nor checked."""
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(3), chain_id="c", record_id=f"r{i}")
+                             for i in range(5)])
+    assert sorted(r[0] for b in store.chain_blocks("c", 2, 4) for r in zip(*b)) == [2, 3, 4]
+    assert [list(b[0]) for b in store.link_blocks("c", 3)] == [[3, 4, 5]]
+    assert reference_summary(store, "c", 1, ZERO_HASH) == verify_sql.summarize(
+        store, "c", 1, ZERO_HASH)

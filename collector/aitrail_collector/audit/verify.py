@@ -24,7 +24,15 @@ from datetime import date, datetime, timezone
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
-from aitrail.verify.chain import INSERTED, Report, check_rows, classify_links, scan_rows
+from aitrail.verify.chain import (
+    INSERTED,
+    ChainSummary,
+    Report,
+    check_rows,
+    classify_links,
+    failing_rows,
+    follow_links,
+)
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.merkle import TreeError, consistency_proof
@@ -64,15 +72,28 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     return _verify_chain_reference(store, chain_id, audit)
 
 
+def reference_summary(store: Store, chain_id: str, start_seq: int, start_hash: bytes,
+                      on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]]
+                      = None) -> ChainSummary:
+    """``verify_sql.summarize`` done by the reference, in Python (the engine only reads):
+    the links followed on the hash columns by seq (``on_block``: the audit's tree), then
+    every row read as stored and checked (``failing_rows``), up to the head the links
+    found, so that a record appended in between is neither counted nor checked."""
+    records, head_seq, intact = follow_links(store.link_blocks(chain_id, start_seq),
+                                             start_seq, start_hash, on_block)
+    failing = failing_rows(store.chain_blocks(chain_id, start_seq, head_seq)) if records else []
+    return ChainSummary(records, head_seq, failing, intact)
+
+
 def _verify_chain_reference(store: Store, chain_id: str,
                             audit: Optional[CheckpointAudit]) -> Report:
-    """Python reads every row as stored and checks it (``scan_rows``: the engine only
-    reads); the rows that fail are read again whole and judged by
-    ``check_rows``, as on the engine path, so both paths word every finding alike."""
+    """The reference's summary of the chain; the rows that fail are read again whole and
+    judged by ``check_rows``, as on the engine path, so both paths word every finding
+    alike."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
-    summary = scan_rows(store.chain_blocks(chain_id, start_seq), start_seq, start_hash,
-                        on_block=audit.add_block if audit is not None else None)
+    summary = reference_summary(store, chain_id, start_seq, start_hash,
+                                audit.add_block if audit is not None else None)
     report = Report(chain_id, summary.records, summary.head_seq, path=REFERENCE)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))

@@ -152,33 +152,54 @@ def row_ok(row: Sequence[Any]) -> bool:
             and chain_hash(row[ROW_PREV], leaf) == row[ROW_CHAIN])
 
 
+# The hash columns of a stored row by seq: what the links are followed on.
+LINK_COLUMNS = ("seq", "prev_hash", "leaf_hash", "chain_hash")
+
+
+def failing_rows(blocks: Iterable[Sequence[Sequence[Any]]]) -> list[int]:
+    """The seqs of the stored rows that fail ``row_ok``, sorted. ``blocks``: the store's
+    column blocks (one sequence per ROW_COLUMNS column), in any order. Rows stay in the
+    form the store gives them (text as its stored bytes, no envelope dict), so each
+    costs one encoder call and two hashes."""
+    failing = [row[ROW_SEQ] for block in blocks for row in zip(*block) if not row_ok(row)]
+    return sorted(failing)
+
+
+def follow_links(blocks: Iterable[Sequence[Sequence[Any]]], start_seq: int = 1,
+                 start_hash: bytes = ZERO_HASH,
+                 on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]] = None
+                 ) -> tuple[int, int, bool]:
+    """(records, head seq, intact) of a stored chain from ``start_seq``: whether every row
+    follows its predecessor by seq and hash. ``blocks``: column blocks of LINK_COLUMNS,
+    by seq. ``on_block`` gets each block's leaf and chain hashes (the checkpoint
+    audit's tree)."""
+    records, intact = 0, True
+    seq_next, prev_next = start_seq, start_hash
+    for seqs, prevs, leaves, chains in blocks:
+        for seq, prev, chained in zip(seqs, prevs, chains):
+            if seq != seq_next or prev != prev_next:
+                intact = False
+            seq_next, prev_next = seq + 1, chained
+        records += len(seqs)
+        if on_block is not None:
+            on_block(leaves, chains)
+    # Rows come by seq, so the last one is the head.
+    return records, seq_next - 1 if records else 0, intact
+
+
 def scan_rows(blocks: Iterable[Sequence[Sequence[Any]]], start_seq: int = 1,
               start_hash: bytes = ZERO_HASH,
               on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]] = None
               ) -> ChainSummary:
-    """The reference's pass over a stored chain from ``start_seq``: every row re-encoded
-    and hashed here, in Python, and followed link by link.
-
-    ``blocks``: the store's column blocks (one sequence per ROW_COLUMNS column), in seq
-    order. Rows stay in the form the store gives them (text as its stored bytes, no
-    envelope dict), so each costs one encoder call and two hashes. ``on_block`` gets
-    each block's leaf and chain hashes (the checkpoint audit's tree)."""
-    failing: list[int] = []
-    records, intact = 0, True
-    seq_next, prev_next = start_seq, start_hash
-    for block in blocks:
-        for row in zip(*block):
-            seq = row[ROW_SEQ]
-            if not row_ok(row):
-                failing.append(seq)
-            if seq != seq_next or row[ROW_PREV] != prev_next:
-                intact = False
-            seq_next, prev_next = seq + 1, row[ROW_CHAIN]
-        records += len(block[ROW_SEQ])
-        if on_block is not None:
-            on_block(block[ROW_LEAF], block[ROW_CHAIN])
-    # Rows come by seq, so the last one is the head.
-    return ChainSummary(records, seq_next - 1 if records else 0, failing, intact)
+    """The reference's pass over stored rows held in memory (column blocks of
+    ROW_COLUMNS, by seq): ``follow_links`` on their hash columns, ``failing_rows`` on
+    their content. A store is read twice instead (the collector's audit.verify): the
+    hash columns by seq, then the whole rows in the engine's own order, which spares
+    it sorting every column."""
+    blocks = list(blocks)
+    links = [[b[ROW_SEQ], b[ROW_PREV], b[ROW_LEAF], b[ROW_CHAIN]] for b in blocks]
+    records, head_seq, intact = follow_links(links, start_seq, start_hash, on_block)
+    return ChainSummary(records, head_seq, failing_rows(blocks), intact)
 
 
 class LinkChecker:
