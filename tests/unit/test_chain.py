@@ -7,8 +7,18 @@ import pytest
 
 from aitrail.verify import chain, hashes
 from aitrail.verify.chain import INSERTED, MISSING, MODIFIED, OUT_OF_ORDER, Link, Sealer
-from aitrail.verify.envelope import VERSION_FIELDS, VERSION_TAGS, canonical_bytes, empty_envelope
-from aitrail.verify.hashes import commitment
+from aitrail.verify.envelope import (
+    ROW_ENCODERS,
+    STORED_FIELDS,
+    VERSION_FIELDS,
+    VERSION_TAGS,
+    as_row,
+    canonical_bytes,
+    empty_envelope,
+    row_has_stray,
+    zero_value,
+)
+from aitrail.verify.hashes import ZERO_HASH, commitment
 
 
 def _str(s: str) -> bytes:
@@ -205,3 +215,101 @@ _envelopes = st.one_of(_envelope_of(1), _envelope_of(2), _envelope_of(3))
 def test_the_fast_encoder_matches_the_reference_encoding(env):
     from aitrail.verify.envelope import canonical_bytes_reference
     assert canonical_bytes(env) == canonical_bytes_reference(env)
+    row = as_row(env)  # the same envelope as a stored row, as the verifier reads it
+    assert ROW_ENCODERS[env["envelope_version"]](row) == canonical_bytes(env)
+    assert not row_has_stray(row)
+
+
+# ------------------------------------------------------------------ stored rows (scan_rows)
+
+def _blocks(links, envs, size=3):
+    """The rows as the store gives them to the verifier: column blocks of ``size`` rows."""
+    rows = [as_row(env, link.seq, link.prev_hash, link.leaf_hash, link.chain_hash)
+            for link, env in zip(links, envs)]
+    return [[list(col) for col in zip(*rows[i:i + size])] for i in range(0, len(rows), size)]
+
+
+def _stored(env):
+    """A stored row's every column: the envelope's, the other versions' at zero."""
+    return {**{f.name: zero_value(f) for f in STORED_FIELDS}, **env}
+
+
+def test_scan_rows_passes_an_intact_chain_block_by_block():
+    links, envs = _chain(7)
+    got = []
+    summary = chain.scan_rows(_blocks(links, envs), on_block=lambda a, b: got.extend(zip(a, b)))
+    assert summary == chain.ChainSummary(7, 7, [], True)
+    assert got == [(link.leaf_hash, link.chain_hash) for link in links]
+    later = chain.scan_rows(_blocks(links[3:], envs[3:]), 4, links[2].chain_hash)
+    assert later == chain.ChainSummary(4, 7, [], True)
+    assert not chain.scan_rows(_blocks(links[3:], envs[3:])).intact  # not from seq 1
+    del links[4], envs[4]
+    assert chain.scan_rows(_blocks(links, envs)) == chain.ChainSummary(6, 7, [], False)
+
+
+def _relink(link, **change):
+    return Link(**{**vars(link), **change})
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda links, envs: envs[2].update(model="forged"),
+    lambda links, envs: envs[2].update(attributes={"k": "v"}),
+    lambda links, envs: envs[2].update(confidence=float("nan")),
+    lambda links, envs: envs[2].update(score_value=float("-inf")),
+    lambda links, envs: envs[2].update(start_time=-1),
+    lambda links, envs: envs[2].update(input_tokens=2**64),
+    lambda links, envs: envs[2].update(error_message="x"),       # not sealed by v3
+    lambda links, envs: envs[2].update(envelope_version=7),
+    lambda links, envs: links.__setitem__(2, _relink(links[2], leaf_hash=b"\x01" * 32)),
+    lambda links, envs: links.__setitem__(2, _relink(links[2], chain_hash=b"\x01" * 32)),
+], ids=["field", "map", "nan", "inf", "negative_time", "u64_overflow", "stray", "version",
+        "leaf_hash", "chain_hash"])
+def test_scan_rows_fails_exactly_the_rows_check_rows_reports(tamper):
+    links, envs = _chain(5)
+    envs = [_stored(dict(env, envelope_version=3)) for env in envs]
+    tamper(links, envs)
+    reported = [f.seq for f in chain.check_rows("c", zip(links, envs))]
+    assert reported == [3]
+    assert chain.scan_rows(_blocks(links, envs)).failing_seqs == reported
+
+
+_kind_values = {"str": _text, "lstr": _text, "u64": st.integers(-1, 2**64),
+                "time": st.integers(-1, 2**63 - 1),
+                "f64?": st.one_of(st.none(), st.floats()),
+                "map": st.dictionaries(_text, _text, max_size=3)}
+
+
+@st.composite
+def _sealed_then_tampered(draw):
+    """A row sealed under any version, then perhaps any one column set to any value its
+    column can hold (a time or u64 out of the encoding's range, a NaN, ...)."""
+    env = _stored(draw(_envelopes))
+    leaf = hashes.leaf_hash(canonical_bytes(env))
+    f = draw(st.sampled_from(STORED_FIELDS))
+    if draw(st.booleans()):
+        env[f.name] = draw(_kind_values[f.kind])
+    return Link(1, "r", ZERO_HASH, leaf, hashes.chain_hash(ZERO_HASH, leaf)), env
+
+
+@settings(max_examples=300, deadline=None)
+@given(_sealed_then_tampered())
+def test_a_stored_row_passes_scan_rows_exactly_when_check_rows_finds_nothing(case):
+    """The verifier's checks on stored bytes agree with the reference on envelope dicts."""
+    link, env = case
+    row = as_row(env, link.seq, link.prev_hash, link.leaf_hash, link.chain_hash)
+    assert chain.row_ok(row) == (list(chain.check_rows("c", [(link, env)])) == [])
+
+
+def test_the_framed_value_cache_stays_bounded_and_does_not_change_the_bytes():
+    """lstr values are framed once per value, but the cache keeps only so many short
+    ones: a field whose values never repeat (or are long) costs no memory."""
+    from aitrail.verify.envelope import _Framed
+    cache = _Framed(text=True)
+    for i in range(_Framed.LIMIT + 10):
+        assert cache[f"v{i}"] == _str(f"v{i}")
+    assert len(cache) == _Framed.LIMIT
+    long, short = "x" * (_Framed.LONGEST + 1), "model"
+    fresh = _Framed(text=True)
+    assert fresh[long] == _str(long) and fresh[short] == _str(short)
+    assert long not in fresh and short in fresh
+    assert _Framed(text=False)[b"\xc3\xa9"] == _str("é")

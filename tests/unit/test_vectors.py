@@ -30,7 +30,13 @@ from aitrail.verify.checkpoint import (
     sign,
     verify_signature,
 )
-from aitrail.verify.envelope import VERSION_FIELDS, canonical_bytes, canonical_bytes_reference
+from aitrail.verify.envelope import (
+    ROW_ENCODERS,
+    VERSION_FIELDS,
+    as_row,
+    canonical_bytes,
+    canonical_bytes_reference,
+)
 from aitrail.verify.hashes import ZERO_HASH as GENESIS
 from aitrail.verify.hashes import chain_hash, leaf_hash
 
@@ -74,6 +80,7 @@ def test_envelope_case(case):
     canonical = canonical_bytes(env)
     assert canonical.hex() == case["canonical_hex"]
     assert canonical_bytes_reference(env) == canonical
+    assert ROW_ENCODERS[version](as_row(env)) == canonical  # the verifier's, on stored rows
     leaf = leaf_hash(canonical)
     assert leaf.hex() == case["leaf_hash"]
     assert chain_hash(bytes.fromhex(case["prev_chain_hash"]), leaf).hex() == case["chain_hash"]

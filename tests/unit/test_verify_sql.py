@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from aitrail.verify.envelope import (
+    ROW_ENCODERS,
     STORED_FIELDS,
     VERSION_FIELDS,
     canonical_bytes,
     empty_envelope,
 )
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
-from aitrail_collector.audit.verify import verify_store
+from aitrail_collector.audit.verify import reference_summary, verify_store
 from aitrail_collector.ledger.group_commit import stored_row
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
@@ -60,6 +61,11 @@ def _store_envelopes(store: Store, envelopes: list[dict]) -> list[bytes]:
         prev = chained
     store.insert(rows, [])
     return expected
+
+
+def _rows(store: Store, chain_id: str) -> dict[int, tuple]:
+    """The chain's rows as the reference verifier reads them, by seq."""
+    return {row[0]: row for block in store.chain_blocks(chain_id) for row in zip(*block)}
 
 
 _ALPHABET = ["", "a", "Z", "é", "ü", "日本", "😀", "\x00", "\u2028", " ", "key", "Key", "k2"]
@@ -110,10 +116,16 @@ def test_engine_bytes_match_the_committed_vectors(store):
     assert {1, 2, 3} <= {c["envelope"].get("envelope_version", 1) for c in cases}
     for seq, case in enumerate(cases, 1):
         assert got[seq].hex() == case["canonical_hex"], case["name"]
+    # The reference verifier's encoders, on the rows as the store hands them over.
+    rows = {chain: _rows(store, chain) for chain in {c["envelope"]["chain_id"] for c in cases}}
+    for seq, case in enumerate(cases, 1):
+        row = rows[case["envelope"]["chain_id"]][seq]
+        assert ROW_ENCODERS[row[1]](row).hex() == case["canonical_hex"], case["name"]
     # Every vector's hash columns pass the engine's per-row checks.
     for chain in {c["envelope"]["chain_id"] for c in cases}:
         summary = verify_sql.summarize(store, chain, 1, ZERO_HASH)
         assert summary.failing_seqs == [], chain
+        assert reference_summary(store, chain, 1, ZERO_HASH) == summary, chain
 
 
 @pytest.mark.parametrize("version", sorted(VERSION_FIELDS))
@@ -133,6 +145,9 @@ def test_engine_bytes_match_canonical_bytes_on_random_envelopes(store, version):
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.failing_seqs, summary.intact) == (
         400, 400, [], True)
+    rows = _rows(store, "c")
+    assert [ROW_ENCODERS[version](rows[seq]) for seq in range(1, 401)] == expected
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
 
 
 def test_rows_that_fail_are_the_only_ones_returned(store):
@@ -152,10 +167,12 @@ def test_rows_that_fail_are_the_only_ones_returned(store):
                 " SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [2, 3, 4, 5] and summary.intact
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary  # the reference path's pass
     assert math.isnan(next(verify_sql.rows_at(store, "c", [2]))[1]["confidence"])
     store.query("ALTER TABLE aitrail.envelopes DELETE WHERE seq = 6 SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert (summary.records, summary.head_seq, summary.intact) == (6, 7, False)
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
     # The engine path hands exactly these rows to the reference: the same report.
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
@@ -185,6 +202,7 @@ def test_v3_evaluation_rows_and_their_tampering_agree_with_the_reference(store):
         store.query(f"ALTER TABLE aitrail.envelopes UPDATE {sql} SETTINGS mutations_sync = 1")
     summary = verify_sql.summarize(store, "c", 1, ZERO_HASH)
     assert summary.failing_seqs == [3, 4, 5, 6] and summary.intact
+    assert reference_summary(store, "c", 1, ZERO_HASH) == summary
     fast, reference = verify_store(store, fast=True), verify_store(store, fast=False)
     assert (fast.pop("path"), reference.pop("path")) == ("engine", "reference")
     fast.pop("seconds"), reference.pop("seconds")
@@ -225,3 +243,15 @@ def test_a_clickhouse_server_is_never_trusted_to_verify_its_own_rows():
         def query(self, *a, **k):  # pragma: no cover - must not be asked
             raise AssertionError("the server was asked to verify itself")
     assert verify_sql.engine_can_verify(Remote()) is False
+
+
+def test_the_reference_reads_rows_only_up_to_the_head_its_links_found(store):
+    """Links first, then the rows up to that head: a record appended in between (a
+    collector writing to a server during verification) is neither counted nor checked."""
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(3), chain_id="c", record_id=f"r{i}")
+                             for i in range(5)])
+    assert sorted(r[0] for b in store.chain_blocks("c", 2, 4) for r in zip(*b)) == [2, 3, 4]
+    assert [list(b[0]) for b in store.link_blocks("c", 3)] == [[3, 4, 5]]
+    assert reference_summary(store, "c", 1, ZERO_HASH) == verify_sql.summarize(
+        store, "c", 1, ZERO_HASH)

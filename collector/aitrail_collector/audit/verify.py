@@ -24,7 +24,15 @@ from datetime import date, datetime, timezone
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
-from aitrail.verify.chain import INSERTED, LinkChecker, Report, check_rows, classify_links
+from aitrail.verify.chain import (
+    INSERTED,
+    ChainSummary,
+    Report,
+    check_rows,
+    classify_links,
+    failing_rows,
+    follow_links,
+)
 from aitrail.verify.checkpoint import CheckpointError, SignedCheckpoint, verify_signature
 from aitrail.verify.hashes import ZERO_HASH
 from aitrail.verify.merkle import TreeError, consistency_proof
@@ -39,13 +47,19 @@ REFERENCE_ENV = "AITRAIL_VERIFY_REFERENCE"
 ENGINE, REFERENCE = "engine", "reference"
 
 
-def use_engine(store: Store, fast: Optional[bool]) -> bool:
-    """Whether to take the engine path: ``fast`` when given, else unless the
-    environment asks for the reference (AITRAIL_VERIFY_REFERENCE=1); and only on an
-    engine that can run it."""
+def reference_asked(fast: Optional[bool]) -> bool:
+    """Whether the caller asked for the reference path: ``fast=False``, or (``fast``
+    None) the environment (AITRAIL_VERIFY_REFERENCE=1). That path then uses neither
+    the engine's hashing nor compiled code."""
     if fast is None:
-        fast = os.environ.get(REFERENCE_ENV, "").strip().lower() not in ("1", "true", "yes")
-    return fast and verify_sql.engine_can_verify(store)
+        return os.environ.get(REFERENCE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return not fast
+
+
+def use_engine(store: Store, fast: Optional[bool]) -> bool:
+    """Whether to take the engine path: unless the reference was asked for, and only on
+    an engine that can run it (a server's rows are checked on the reference path)."""
+    return not reference_asked(fast) and verify_sql.engine_can_verify(store)
 
 
 def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None,
@@ -55,22 +69,35 @@ def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] =
     (None: unless AITRAIL_VERIFY_REFERENCE=1); ``report.path`` says which ran."""
     if use_engine(store, fast):
         return _verify_chain_engine(store, chain_id, audit)
+    return _verify_chain_reference(store, chain_id, audit)
+
+
+def reference_summary(store: Store, chain_id: str, start_seq: int, start_hash: bytes,
+                      on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]]
+                      = None) -> ChainSummary:
+    """``verify_sql.summarize`` done by the reference, in Python (the engine only reads):
+    the links followed on the hash columns by seq (``on_block``: the audit's tree), then
+    every row read as stored and checked (``failing_rows``), up to the head the links
+    found, so that a record appended in between is neither counted nor checked."""
+    records, head_seq, intact = follow_links(store.link_blocks(chain_id, start_seq),
+                                             start_seq, start_hash, on_block)
+    failing = failing_rows(store.chain_blocks(chain_id, start_seq, head_seq)) if records else []
+    return ChainSummary(records, head_seq, failing, intact)
+
+
+def _verify_chain_reference(store: Store, chain_id: str,
+                            audit: Optional[CheckpointAudit]) -> Report:
+    """The reference's summary of the chain; the rows that fail are read again whole and
+    judged by ``check_rows``, as on the engine path, so both paths word every finding
+    alike."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
-    report = Report(chain_id)
-    links = LinkChecker(start_seq, start_hash)
-
-    def rows():
-        for link, envelope in store.iter_chain(chain_id, start_seq):
-            report.records += 1
-            report.head_seq = link.seq
-            links.add(link)
-            if audit is not None:
-                audit.add(link.leaf_hash, link.chain_hash)
-            yield link, envelope
-
-    modified = list(check_rows(chain_id, rows()))
-    return _conclude(store, report, modified, links.intact, start_seq, start_hash, audit)
+    summary = reference_summary(store, chain_id, start_seq, start_hash,
+                                audit.add_block if audit is not None else None)
+    report = Report(chain_id, summary.records, summary.head_seq, path=REFERENCE)
+    modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
+                                                            summary.failing_seqs)))
+    return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
 
 
 def _in_thread(pool: ThreadPoolExecutor, store: Store, fn: Callable[..., T], *args: Any
@@ -127,7 +154,8 @@ def _conclude(store: Store, report: Report, modified: list, intact: bool, start_
 
 def _audit(store: Store, chain_id: str, trust: Optional[Trust],
            from_checkpoint: Optional[int],
-           pinned: Optional[SignedCheckpoint] = None) -> Optional[CheckpointAudit]:
+           pinned: Optional[SignedCheckpoint] = None,
+           compiled: bool = True) -> Optional[CheckpointAudit]:
     if trust is None:
         return None
     anchor_entries = None
@@ -136,7 +164,8 @@ def _audit(store: Store, chain_id: str, trust: Optional[Trust],
     capture = pinned.checkpoint.size if pinned and pinned.checkpoint.origin == chain_id else None
     return CheckpointAudit(chain_id, store.checkpoints(chain_id), anchor_entries, trust,
                            from_checkpoint, capture_size=capture,
-                           extender=native.extend)  # the tree rebuilt in C when built
+                           # the tree rebuilt in C when built, unless the reference was asked for
+                           extender=native.extend if compiled else None)
 
 
 def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Sequence[Report],
@@ -195,7 +224,8 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
         for chain_id in names:
             start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
                      else from_checkpoint)
-            audit = _audit(store, chain_id, trust, start, pinned)
+            audit = _audit(store, chain_id, trust, start, pinned,
+                           compiled=not reference_asked(fast))
             audits[chain_id] = audit
             reports.append(verify_chain(store, chain_id, audit, fast=fast))
         pinned_findings = []

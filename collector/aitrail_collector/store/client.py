@@ -172,13 +172,16 @@ class Store:
         with client.query_rows_stream(sql, parameters=parameters or {}) as rows:
             yield from rows
 
-    def stream_blocks(self, sql: str, parameters: Optional[dict] = None
+    def stream_blocks(self, sql: str, parameters: Optional[dict] = None,
+                      query_formats: Optional[dict] = None
                       ) -> Iterator[Sequence[Sequence[Any]]]:
-        """Column blocks as they come (one sequence per column), on the stream client."""
+        """Column blocks as they come (one sequence per column), on the stream client.
+        ``query_formats``: the driver's read formats by type (``{"String": "bytes"}``)."""
         client = getattr(self._local, "stream_client", None)
         if client is None:
             client = self._local.stream_client = self._connect()
-        with client.query_column_block_stream(sql, parameters=parameters or {}) as blocks:
+        with client.query_column_block_stream(sql, parameters=parameters or {},
+                                              query_formats=query_formats) as blocks:
             yield from blocks
 
     def stream_raw(self, sql: str, parameters: Optional[dict] = None, fmt: str = "RawBLOB",
@@ -245,6 +248,29 @@ class Store:
             for row in zip(*block):
                 seq, envelope, prev, leaf, chain = split_row(row)
                 yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
+
+    def chain_blocks(self, chain_id: str, from_seq: int = 1, to_seq: Optional[int] = None
+                     ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Every row of one chain from ``from_seq`` (to ``to_seq``), in the engine's own
+        order, as the driver's column blocks of ``aitrail.verify.envelope.ROW_COLUMNS``,
+        strings as the stored bytes: what the reference verifier hashes
+        (``aitrail.verify.chain.failing_rows``). Decoding them to str and dicts of str
+        would cost more than the checks; sorting every column by seq, about as much as
+        reading them (the links are followed on ``link_blocks``)."""
+        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+               " AND seq >= {s:UInt64}")
+        params: dict[str, Any] = {"c": chain_id, "s": from_seq}
+        if to_seq is not None:
+            sql += " AND seq <= {e:UInt64}"
+            params["e"] = to_seq
+        yield from self.stream_blocks(sql, params, query_formats={"String": "bytes"})
+
+    def link_blocks(self, chain_id: str, from_seq: int = 1) -> Iterator[Sequence[Sequence[Any]]]:
+        """The hash columns of one chain by seq (``aitrail.verify.chain.LINK_COLUMNS``),
+        from ``from_seq``, as the driver's column blocks."""
+        sql = (f"SELECT seq, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
+               " WHERE chain_id = {c:String} AND seq >= {s:UInt64} ORDER BY seq")
+        yield from self.stream_blocks(sql, {"c": chain_id, "s": from_seq})
 
     def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
         sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"

@@ -22,7 +22,7 @@ from typing import Any
 
 from clickhouse_connect.driver import options as clickhouse_options
 
-from aitrail.verify.envelope import STORED_FIELD_NAMES, STORED_FIELDS, V3_COLUMNS
+from aitrail.verify.envelope import ROW_COLUMNS, STORED_FIELD_NAMES, STORED_FIELDS, V3_COLUMNS
 from aitrail_collector.errors import StoreError
 
 DB = "aitrail"
@@ -38,8 +38,9 @@ _CH_TYPES = {
 HASH_COLUMNS = ("prev_hash", "leaf_hash", "chain_hash")
 # envelope_version: which canonical encoding the row was sealed under (1, 2 or 3); the
 # row has every column of every version (envelope.STORED_FIELDS), the other
-# versions' at their zero value.
-ENVELOPE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES + HASH_COLUMNS
+# versions' at their zero value. The order is the one the verifier reads a stored row in
+# (envelope.ROW_COLUMNS: seq, envelope_version, STORED_FIELDS, the hash columns).
+ENVELOPE_COLUMNS = ROW_COLUMNS
 PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
 
 

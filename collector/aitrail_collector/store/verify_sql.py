@@ -23,10 +23,9 @@ envelope_version) makes the row fail here, and the reference names it ``modified
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from aitrail.verify.chain import Link
+from aitrail.verify.chain import ChainSummary, Link
 from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS, Field
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
@@ -136,14 +135,6 @@ def engine_can_verify(store: Store) -> bool:
     still match their hashes (DESIGN.md, "Hot paths"): there the rows are read and
     every hash is recomputed here."""
     return bool(store.embedded)
-
-
-@dataclass(frozen=True)
-class ChainSummary:
-    records: int
-    head_seq: int
-    failing_seqs: list[int]   # seqs of rows whose per-row checks fail (usually none)
-    intact: bool              # every row follows its predecessor by seq and hash
 
 
 def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) -> ChainSummary:

@@ -18,9 +18,20 @@ reordered pair. This module does no I/O: the store feeds it rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
-from aitrail.verify.envelope import EncodingError, canonical_bytes, stray_fields
+from aitrail.verify.envelope import (
+    ROW_CHAIN,
+    ROW_ENCODERS,
+    ROW_LEAF,
+    ROW_PREV,
+    ROW_SEQ,
+    ROW_VERSION,
+    EncodingError,
+    canonical_bytes,
+    row_has_stray,
+    stray_fields,
+)
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
 
 MODIFIED = "modified"
@@ -112,6 +123,83 @@ def check_rows(chain_id: str, rows: Iterable[tuple[Link, Mapping[str, Any]]]) ->
         elif chain_hash(link.prev_hash, link.leaf_hash) != link.chain_hash:
             yield Finding(MODIFIED, chain_id, link.seq, link.record_id,
                           "hash columns altered (chain hash does not match prev and leaf hash)")
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """One pass over a stored chain: what it holds and which rows fail their own checks.
+    The engine makes it in SQL (the collector's store.verify_sql.summarize), the
+    reference here (``scan_rows``); ``check_rows`` then says what is wrong with each
+    failing row."""
+
+    records: int
+    head_seq: int
+    failing_seqs: list[int]   # seqs of rows whose per-row checks fail (usually none)
+    intact: bool              # every row follows its predecessor by seq and hash
+
+
+def row_ok(row: Sequence[Any]) -> bool:
+    """The per-row checks of ``check_rows`` on a stored row (envelope.ROW_COLUMNS): its
+    content gives its leaf hash, no column of another version holds a value, and its
+    chain hash is that of its prev and leaf hash."""
+    leaf = row[ROW_LEAF]
+    try:
+        canonical = ROW_ENCODERS[row[ROW_VERSION]](row)
+        stray = row_has_stray(row)
+    except Exception:  # noqa: BLE001 - no encoding (or no such version): check_rows says which
+        return False
+    return (not stray and leaf_hash(canonical) == leaf
+            and chain_hash(row[ROW_PREV], leaf) == row[ROW_CHAIN])
+
+
+# The hash columns of a stored row by seq: what the links are followed on.
+LINK_COLUMNS = ("seq", "prev_hash", "leaf_hash", "chain_hash")
+
+
+def failing_rows(blocks: Iterable[Sequence[Sequence[Any]]]) -> list[int]:
+    """The seqs of the stored rows that fail ``row_ok``, sorted. ``blocks``: the store's
+    column blocks (one sequence per ROW_COLUMNS column), in any order. Rows stay in the
+    form the store gives them (text as its stored bytes, no envelope dict), so each
+    costs one encoder call and two hashes."""
+    failing = [row[ROW_SEQ] for block in blocks for row in zip(*block) if not row_ok(row)]
+    return sorted(failing)
+
+
+def follow_links(blocks: Iterable[Sequence[Sequence[Any]]], start_seq: int = 1,
+                 start_hash: bytes = ZERO_HASH,
+                 on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]] = None
+                 ) -> tuple[int, int, bool]:
+    """(records, head seq, intact) of a stored chain from ``start_seq``: whether every row
+    follows its predecessor by seq and hash. ``blocks``: column blocks of LINK_COLUMNS,
+    by seq. ``on_block`` gets each block's leaf and chain hashes (the checkpoint
+    audit's tree)."""
+    records, intact = 0, True
+    seq_next, prev_next = start_seq, start_hash
+    for seqs, prevs, leaves, chains in blocks:
+        for seq, prev, chained in zip(seqs, prevs, chains):
+            if seq != seq_next or prev != prev_next:
+                intact = False
+            seq_next, prev_next = seq + 1, chained
+        records += len(seqs)
+        if on_block is not None:
+            on_block(leaves, chains)
+    # Rows come by seq, so the last one is the head.
+    return records, seq_next - 1 if records else 0, intact
+
+
+def scan_rows(blocks: Iterable[Sequence[Sequence[Any]]], start_seq: int = 1,
+              start_hash: bytes = ZERO_HASH,
+              on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]] = None
+              ) -> ChainSummary:
+    """The reference's pass over stored rows held in memory (column blocks of
+    ROW_COLUMNS, by seq): ``follow_links`` on their hash columns, ``failing_rows`` on
+    their content. A store is read twice instead (the collector's audit.verify): the
+    hash columns by seq, then the whole rows in the engine's own order, which spares
+    it sorting every column."""
+    blocks = list(blocks)
+    links = [[b[ROW_SEQ], b[ROW_PREV], b[ROW_LEAF], b[ROW_CHAIN]] for b in blocks]
+    records, head_seq, intact = follow_links(links, start_seq, start_hash, on_block)
+    return ChainSummary(records, head_seq, failing_rows(blocks), intact)
 
 
 class LinkChecker:

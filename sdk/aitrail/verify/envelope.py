@@ -28,6 +28,12 @@ Encoding, in the version's field order after its version tag:
 
 The chain position (``seq``) is not part of the envelope: like an RFC 6962 leaf
 index it is a position, bound by the chain hash, not content.
+
+Two encoders implement this, generated from the same field tables: ``canonical_bytes``
+for an envelope (a dict of str values: the sealer, proof bundles) and ``ROW_ENCODERS``
+for a row as the store gives it to the verifier (``ROW_COLUMNS``: text as the stored
+UTF-8 bytes). Both are held against ``canonical_bytes_reference``, the layout written
+out field by field, and against the committed vectors.
 """
 
 from __future__ import annotations
@@ -240,6 +246,30 @@ class _Prefixes(dict[int, bytes]):
 _PREFIX = _Prefixes()
 
 
+class _Framed(dict[Any, bytes]):
+    """A text value -> its ``str`` encoding (u32 length, then the UTF-8 bytes), made
+    once per value. The encoders use it for the ``lstr`` fields: their values (service,
+    model, event type, ...) repeat from record to record. It keeps at most ``LIMIT``
+    values of at most ``LONGEST`` bytes, so a field whose values do not repeat, or are
+    long, costs no memory, only the lookup.
+    ``text``: keys are str (envelope values); else the UTF-8 bytes (stored rows)."""
+
+    LIMIT, LONGEST = 4096, 256
+
+    def __init__(self, text: bool):
+        super().__init__()
+        self.text = text
+
+    def __missing__(self, value: Any) -> bytes:
+        # A value of another type fails here (bytes has no encode, str does not add to
+        # bytes): the encoder's caller then names the field.
+        data: bytes = value.encode("utf-8") if self.text else value
+        framed = _PREFIX[len(data)] + data
+        if len(data) <= self.LONGEST and len(self) < self.LIMIT:
+            self[value] = framed
+        return framed
+
+
 def _map_bytes(value: Mapping[str, str]) -> bytes:
     # Keys are unique, so sorting the encoded (key, value) pairs sorts by key bytes.
     items = sorted((k.encode("utf-8"), v.encode("utf-8")) for k, v in value.items())
@@ -249,39 +279,80 @@ def _map_bytes(value: Mapping[str, str]) -> bytes:
     return b"".join(out)
 
 
+def _row_map_bytes(value: Mapping[bytes, bytes]) -> bytes:
+    # A stored map read as UTF-8 bytes: sorting the keys is sorting by key bytes.
+    out = [_U32.pack(len(value))]
+    for k, v in sorted(value.items()):
+        out += (_PREFIX[len(k)], k, _PREFIX[len(v)], v)
+    return b"".join(out)
+
+
 def _f64_bytes(value: Any) -> bytes:
-    if value is None:
-        return b"\x00"
+    # The encoders test for None themselves (the common case, without this call).
     if not math.isfinite(value):
         raise EncodingError("a finite number is required")  # named by _encoding_error
     return b"\x01" + _F64.pack(value)
 
 
-def _compile_encoder(version: int) -> Callable[[Sequence[Any]], bytes]:
+# A stored row as the store hands it to the verifier (the collector's ENVELOPE_SELECT):
+# its position and version, one value per STORED_FIELDS column, then its hash columns.
+# ``str``/``lstr`` values are the stored UTF-8 bytes, times are ns, maps are dicts of
+# bytes; so the verifier hashes exactly the bytes that are stored.
+ROW_COLUMNS: tuple[str, ...] = (("seq", "envelope_version") + STORED_FIELD_NAMES
+                                + ("prev_hash", "leaf_hash", "chain_hash"))
+ROW_SEQ, ROW_VERSION, ROW_PREV, ROW_LEAF, ROW_CHAIN = (
+    ROW_COLUMNS.index(c) for c in ("seq", "envelope_version", "prev_hash", "leaf_hash",
+                                   "chain_hash"))
+_ROW_POSITION: Mapping[str, int] = {name: ROW_COLUMNS.index(name) for name in STORED_FIELD_NAMES}
+
+
+def _compile_encoder(version: int, row: bool = False) -> Callable[[Sequence[Any]], bytes]:
     # Sealing and verification encode every record, so the encoder is one
     # straight-line function generated from the version's fields: no per-field
-    # dispatch, and one join over one tuple. For FIELDS_V2 it reads:
-    #     s0 = v[0].encode()            # chain_id, a str
-    #     ...
-    #     return b''.join((TAG, P[len(s0)], s0, ..., U64(v[8]), ..., F64(v[21]),
-    #                      MAP(v[20]) if v[20] else ZERO32, ...))
+    # dispatch, and one join over one tuple. Its input is the version's values in
+    # field order (text as str), or with ``row`` a stored row (ROW_COLUMNS: text as
+    # the stored bytes, so nothing is encoded again). For FIELDS_V2 it reads:
+    #     s1 = v[1].encode()                        # record_id, a str field
+    #     return b''.join((TAG, L[v[0]],            # chain_id, an lstr field (_Framed)
+    #                      P[len(s1)], s1, ...,
+    #                      U64x3(v[8], v[9], v[10]),  # consecutive u64/time: one pack
+    #                      ..., MAP(v[23]) if v[23] else ZERO32,
+    #                      NONE if v[24] is None else F64(v[24]), ...))
     # A value of the wrong type raises here; canonical_bytes then names the field.
     tag = VERSION_TAGS[version]
-    lines = ["def encode(v):"]
-    parts = ["TAG"]
+    scope: dict[str, Any] = {"TAG": _U32.pack(len(tag)) + tag, "P": _PREFIX,
+                             "L": _Framed(text=not row), "F64": _f64_bytes,
+                             "MAP": _row_map_bytes if row else _map_bytes,
+                             "ZERO32": b"\x00" * 4, "NONE": b"\x00"}
+    lines, parts = ["def encode(v):"], ["TAG"]
+    run: list[str] = []  # the pending u64/time values, packed together
+
+    def pack_run() -> None:
+        if run:
+            name = f"U64x{len(run)}"
+            scope[name] = struct.Struct(">" + "Q" * len(run)).pack
+            parts.append(f"{name}({', '.join(run)})")
+            run.clear()
+
     for i, f in enumerate(VERSION_FIELDS[version]):
-        if f.kind in ("str", "lstr"):
-            lines.append(f"    s{i} = v[{i}].encode()")
+        v = f"v[{_ROW_POSITION[f.name] if row else i}]"
+        if f.kind in ("u64", "time"):
+            run.append(v)
+            continue
+        pack_run()
+        if f.kind == "lstr":
+            parts.append(f"L[{v}]")
+        elif f.kind == "str" and row:
+            parts += [f"P[len({v})]", v]
+        elif f.kind == "str":
+            lines.append(f"    s{i} = {v}.encode()")
             parts += [f"P[len(s{i})]", f"s{i}"]
-        elif f.kind in ("u64", "time"):
-            parts.append(f"U64(v[{i}])")
         elif f.kind == "f64?":
-            parts.append(f"F64(v[{i}])")
+            parts.append(f"NONE if {v} is None else F64({v})")
         else:
-            parts.append(f"MAP(v[{i}]) if v[{i}] else ZERO32")
+            parts.append(f"MAP({v}) if {v} else ZERO32")
+    pack_run()
     lines.append(f"    return b''.join(({', '.join(parts)}))")
-    scope: dict[str, Any] = {"TAG": _U32.pack(len(tag)) + tag, "P": _PREFIX, "U64": _U64.pack,
-                             "F64": _f64_bytes, "MAP": _map_bytes, "ZERO32": b"\x00" * 4}
     exec("\n".join(lines), scope)  # noqa: S102 - code built from FIELDS above only
     encode: Callable[[Sequence[Any]], bytes] = scope["encode"]
     return encode
@@ -289,6 +360,11 @@ def _compile_encoder(version: int) -> Callable[[Sequence[Any]], bytes]:
 
 ENCODERS: Mapping[int, Callable[[Sequence[Any]], bytes]] = {
     v: _compile_encoder(v) for v in VERSION_FIELDS}
+# The canonical bytes of a stored row (ROW_COLUMNS) sealed under each version. A value
+# with no encoding raises (ValueError, TypeError, struct.error, ...): such a row was
+# changed after sealing, and the reference's canonical_bytes names the field.
+ROW_ENCODERS: Mapping[int, Callable[[Sequence[Any]], bytes]] = {
+    v: _compile_encoder(v, row=True) for v in VERSION_FIELDS}
 _NAMES: Mapping[int, tuple[str, ...]] = {
     v: tuple(f.name for f in fs) for v, fs in VERSION_FIELDS.items()}
 # The version's values of an envelope, in field order, in one call (KeyError: missing).
@@ -360,6 +436,46 @@ def stray_fields(envelope: Mapping[str, Any]) -> list[str]:
     version = version_of(envelope)
     return [name for name, zero in _OFF_VERSION_ZEROS[version]
             if name in envelope and envelope[name] != zero]
+
+
+def _row_values(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    # itemgetter gives a tuple only for two or more positions.
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda row: tuple(row[p] for p in positions)
+
+
+# Per version: the stored row's values of the columns it does not seal, and those
+# columns' zero values in a stored row (text as bytes).
+_ROW_OFF_VERSION: Mapping[int, tuple[Callable[[Sequence[Any]], tuple[Any, ...]],
+                                     tuple[Any, ...]]] = {
+    v: (_row_values([_ROW_POSITION[f.name] for f in fs]),
+        tuple(b"" if f.kind in ("str", "lstr") else zero_value(f) for f in fs))
+    for v, fs in _OFF_VERSION.items()}
+
+
+def row_has_stray(row: Sequence[Any]) -> bool:
+    """``stray_fields`` for a stored row (ROW_COLUMNS): whether a column its version
+    does not seal holds a value. KeyError: a version with no encoding."""
+    values, zeros = _ROW_OFF_VERSION[row[ROW_VERSION]]
+    return values(row) != zeros
+
+
+def as_row(envelope: Mapping[str, Any], seq: int = 1, prev_hash: bytes = b"",
+           leaf_hash: bytes = b"", chain_hash: bytes = b"") -> tuple[Any, ...]:
+    """An envelope (of any version, or a stored row's every column) in the form the
+    store gives the verifier (ROW_COLUMNS): text as UTF-8 bytes, maps as dicts of
+    bytes, an absent column at its zero value. For checking the row encoders against
+    the envelope encoders and the committed vectors."""
+    values: list[Any] = []
+    for f in STORED_FIELDS:
+        value = envelope.get(f.name, zero_value(f))
+        if f.kind in ("str", "lstr"):
+            value = value.encode("utf-8")
+        elif f.kind == "map":
+            value = {k.encode("utf-8"): v.encode("utf-8") for k, v in value.items()}
+        values.append(value)
+    return (seq, envelope.get("envelope_version", 1), *values, prev_hash, leaf_hash, chain_hash)
 
 
 def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
