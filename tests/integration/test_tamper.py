@@ -137,3 +137,19 @@ def test_a_row_that_cannot_be_encoded_is_modified_everywhere(sealed_store):
         assert "cannot be encoded canonically" in detail
     finally:
         c.stop()
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_map_key_written_in_twice_is_modified(sealed_store, monkeypatch, reference):
+    # A map holds a key twice only if someone wrote it in: the sealer's maps come from
+    # protobuf maps. A driver reading the map into a dict keeps the last entry, the
+    # sealed one, so the hash matched; SQL's commitments['final_decision'] reads the
+    # first, the forged one.
+    data_dir, ids = sealed_store
+    if reference:
+        monkeypatch.setenv("AITRAIL_VERIFY_REFERENCE", "1")
+    engine(data_dir, f"ALTER TABLE {E} UPDATE commitments = mapConcat(map('final_decision',"
+                     " repeat('f', 64)), commitments) WHERE seq = 4 SETTINGS mutations_sync = 1")
+    first = engine(data_dir, f"SELECT commitments['final_decision'] FROM {E} WHERE seq = 4")
+    assert first[0][0][0] == "f" * 64  # what a reader by key now sees
+    assert _verify(data_dir) == (1, {("modified", 4, ids[4])})
