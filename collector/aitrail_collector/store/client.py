@@ -47,6 +47,14 @@ from aitrail_collector.store.schema import (
 _CHDB_STREAMED = frozenset({"Native", "TabSeparated", "TSV", "CSV", "RowBinary", "JSONEachRow"})
 
 
+
+# For a statement that runs once with its own constants (the ingest lane's, per
+# group; verification's, over a whole chain): JIT-compiling its long expressions
+# cost more than it saved (ingest_sql._NO_JIT and verify_sql.NO_JIT say by how much).
+NO_JIT = {"compile_expressions": 0, "compile_aggregate_expressions": 0}
+NO_JIT_CLAUSE = " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in NO_JIT.items())
+
+
 class Store:
     def __init__(self, dsn: str, retention_days: int = CollectorConfig.retention_days):
         if retention_days < 1:

@@ -36,7 +36,7 @@ from aitrail.record.event_types import PARTS, Limit, Part, PartField, Rule, Valu
 from aitrail.verify.envelope import CURRENT_VERSION, PAYLOAD_NAMES, STORED_FIELDS
 from aitrail_collector.config import Limits
 from aitrail_collector.errors import StoreError
-from aitrail_collector.store.client import Store
+from aitrail_collector.store.client import NO_JIT, Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 from aitrail_collector.store.verify_sql import canonical_expr
 
@@ -315,7 +315,7 @@ class Call:
 # is unlikely to serve the next, and compiling cost more than it saved
 # (bench_ingest --quick, alternating, three pairs under load: 14.1, 18.9, 17.5k
 # records/s without, 12.7, 17.6, 13.5k with; faster in each pair, but within noise).
-_NO_JIT = {"compile_expressions": 0}
+_NO_JIT = NO_JIT
 
 
 def _payload_col(name: str) -> str:

@@ -27,10 +27,12 @@ from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.verify.chain import ChainSummary, Link
 from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS, Field
-from aitrail_collector.store.client import Store
+from aitrail_collector.store.client import NO_JIT_CLAUSE, Store
 from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
 
 LEAF_PREFIX = b"\x00"  # aitrail.verify.hashes.leaf_hash: SHA-256(0x00 || canonical bytes)
+# The row checks on 1M records: 3.96-4.04 CPU-s with JIT, 3.56-3.78 without.
+NO_JIT = NO_JIT_CLAUSE
 
 
 def _be(expr: str, width: int) -> str:
@@ -149,7 +151,7 @@ def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) ->
     params = {"c": chain_id, "s": start_seq, "s0": start_seq - 1, "h": start_hash.hex()}
     where = f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
     rows = store.query("SELECT count(), max(seq), arraySort(groupUniqArrayIf(seq, NOT ("
-                       + row_ok_expr() + "))) " + where, params).result_rows[0]
+                       + row_ok_expr() + "))) " + where + NO_JIT, params).result_rows[0]
     count = int(rows[0])
     broken = 0
     if count:
