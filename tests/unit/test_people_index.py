@@ -3,7 +3,8 @@ the same records and totals as the same search of the envelopes; the materialize
 fills it in the ledger's own insert; a store made before it gets it filled at the next
 ensure_schema; a day that differs from the envelopes (rows lost or stray) is derived
 again at start-up. Also the timeline's task models taken from its own rows equal the
-engine's join. One scratch embedded store, sealed through the real ledger."""
+engine's join, and a newest-first page read through recent windows is the whole
+period's. One scratch embedded store, sealed through the real ledger."""
 
 from __future__ import annotations
 
@@ -137,3 +138,14 @@ def test_a_timelines_task_models_from_its_own_rows_equal_the_engines_join(store)
     assert [(r["task_model"], r["task_prompt_version"]) for r in own] == [
         (r["task_model"], r["task_prompt_version"]) for r in joined]
     assert [r["task_model"] for r in own if r["event_type"] == "review"] == ["m1", "m2"]
+
+
+@pytest.mark.parametrize("limit,offset,since", [(1, 0, None), (3, 0, None), (5, 2, None),
+                                                (50, 0, None), (2, 0, "20d"), (4, 1, "3d")])
+def test_a_newest_first_page_read_through_recent_windows_is_the_whole_periods(
+        store, limit, offset, since):
+    # The records lie over 12 days: some pages fill from the newest day, some need the
+    # week or the month, some the whole period.
+    f = query.Filters.parse(limit=str(limit), offset=str(offset), order="desc",
+                            since=since, types=["review", "escalation"])
+    assert query._page_rows(store, f) == store.query(*query._select(f)).result_rows
