@@ -7,6 +7,9 @@ Tables (database ``aitrail``):
 * ``payloads`` -- large or personal content, one row per (record, name), with
   its salt. The envelope's ``commitments`` map binds each one.
 * ``checkpoints`` -- the signed checkpoints and their frontiers.
+* ``people`` -- derived: the envelopes of each person a record names, sorted by
+  person, for reviewer searches; written by the materialized view ``people_mv`` in
+  the same INSERT (see people_ddl). Nothing verifies from it.
 
 Both record tables are MergeTree, partitioned by day of ``start_time``, with a
 TTL in whole days (``ttl_only_drop_parts``), and bloom-filter skip indexes on
