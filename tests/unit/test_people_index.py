@@ -149,3 +149,40 @@ def test_a_newest_first_page_read_through_recent_windows_is_the_whole_periods(
     f = query.Filters.parse(limit=str(limit), offset=str(offset), order="desc",
                             since=since, types=["review", "escalation"])
     assert query._page_rows(store, f) == store.query(*query._select(f)).result_rows
+
+
+def test_the_people_table_holds_no_hash_and_a_search_shows_each_records_own(store):
+    cols = [r[0] for r in store.query("SELECT name FROM system.columns WHERE database = 'aitrail'"
+                                      " AND table = 'people'").result_rows]
+    assert not {"prev_hash", "leaf_hash", "chain_hash"} & set(cols)
+    f = query.Filters.parse(reviewer="rev-", prefix=True, limit=None)
+    streamed, from_envelopes = [], []
+    for people, out in ((True, streamed), (False, from_envelopes)):
+        store._people = people
+        try:
+            out.extend(query.iter_records(store, f, chunk=4))  # several lookups
+        finally:
+            store._people = None
+    sealed = {(c, int(q)): (bytes(leaf).hex(), bytes(chain).hex()) for c, q, leaf, chain in
+              store.query("SELECT chain_id, seq, leaf_hash, chain_hash FROM aitrail.envelopes"
+                          ).result_rows}
+    assert len(streamed) == 16
+    assert all((r["leaf_hash"], r["chain_hash"]) == sealed[(r["chain_id"], r["seq"])]
+               for r in streamed)
+    assert streamed == from_envelopes
+
+
+def test_a_people_row_whose_envelope_is_missing_says_so(store):
+    # A people row of no envelope row (the index outliving its day part): its hashes
+    # read as NO_ENVELOPE, not as empty strings, and the other rows keep theirs.
+    store.client.command(
+        "INSERT INTO aitrail.people (person, seq, chain_id, task_id, event_type, start_time)"
+        " VALUES ('rev-z', 999, 'main', 'T-z', 'review', now64(9))")
+    try:
+        found = query.search(store, query.Filters.parse(reviewer="rev-z"))
+        assert [(r["seq"], r["leaf_hash"], r["chain_hash"]) for r in found] == [
+            (999, query.NO_ENVELOPE, query.NO_ENVELOPE)]
+        assert all(len(r["leaf_hash"]) == 64
+                   for r in query.search(store, query.Filters.parse(reviewer="rev-a")))
+    finally:
+        store.client.command("DELETE FROM aitrail.people WHERE person = 'rev-z'")

@@ -22,6 +22,7 @@ from aitrail_collector.store.schema import (
     ENVELOPE_SELECT,
     FIELD_POSITION,
     HASH_COLUMNS,
+    HASHES_BY_KEY,
     PEOPLE_ROW_SELECT,
     split_row,
 )
@@ -32,6 +33,10 @@ SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model"
 # The columns of a model call variant a search may pick reviews by (a chart's bar).
 VARIANT = ("model", "model_version", "prompt_template_id", "prompt_version")
 ERASED = "[erased]"
+# The hashes of a people row whose envelope row the envelopes do not hold (a row of
+# the index that outlived its day part by the TTL's merge delay, or a damaged store):
+# said, not shown empty.
+NO_ENVELOPE = "[envelope row not found]"
 TAMPERED = "[payload does not match its sealed commitment]"
 
 class FilterError(AitrailError, ValueError):
@@ -407,6 +412,26 @@ def _bounds(rows: Sequence[Sequence[Any]]) -> Optional[tuple[int, int]]:
     return (min(times), max(times)) if times else None
 
 
+def _attach_hashes(store: Store, records: list[dict[str, Any]], starts: Sequence[int]) -> None:
+    """leaf_hash and chain_hash of records read from the people table, which holds
+    no hashes (schema.PEOPLE_COLUMNS): one read of the envelopes by sorting key for
+    the whole batch. A record whose envelope row is not there gets NO_ENVELOPE."""
+    if not records:
+        return
+    keys = [(r["chain_id"], r["task_id"], r["event_type"], t, r["seq"])
+            for r, t in zip(records, starts)]
+    found = {(c, int(q)): (bytes(leaf).hex(), bytes(chain).hex()) for c, q, leaf, chain
+             in store.query(HASHES_BY_KEY, {"keys": keys}).result_rows}
+    for rec in records:
+        rec["leaf_hash"], rec["chain_hash"] = found.get((rec["chain_id"], rec["seq"]),
+                                                        (NO_ENVELOPE, NO_ENVELOPE))
+
+
+def _from_people(store: Store, filters: Filters) -> bool:
+    """Whether the search reads the people table (see _select)."""
+    return filters.reviewer is not None and store.has_people()
+
+
 def _select(filters: Filters, people: bool = False) -> tuple[str, dict[str, Any]]:
     """The SELECT of a search: from the envelopes, or, for a reviewer search on a
     store that has it, from the people table (the same columns and values, see
@@ -538,6 +563,8 @@ def search(store: Store, filters: Filters, payloads: bool = True,
     prompt version too (what the CSV shows; a page that shows neither skips the query)."""
     rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
+    if _from_people(store, filters):
+        _attach_hashes(store, records, [r[_START] for r in rows])
     if task_models:
         _attach_task_models(store, records, [r[_START] for r in rows], _whole_tasks(filters))
     if payloads:
@@ -562,18 +589,22 @@ def count(store: Store, filters: Filters) -> int:
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching record, streamed from the store, payloads attached per chunk."""
     sql, params = _select(filters, store.has_people())
+    people = _from_people(store, filters)
     rows: list[Sequence[Any]] = []
     for row in store.stream(sql, params):
         rows.append(row)
         if len(rows) >= chunk:
-            yield from _with_payloads(store, rows)
+            yield from _with_payloads(store, rows, people)
             rows = []
     if rows:
-        yield from _with_payloads(store, rows)
+        yield from _with_payloads(store, rows, people)
 
 
-def _with_payloads(store: Store, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
+def _with_payloads(store: Store, rows: list[Sequence[Any]],
+                   people: bool = False) -> list[dict[str, Any]]:
     records = [_row_to_record(r) for r in rows]
+    if people:
+        _attach_hashes(store, records, [r[_START] for r in rows])
     _attach_task_models(store, records, [r[_START] for r in rows])
     _attach_payloads(store, records, _bounds(rows))
     return records

@@ -184,14 +184,16 @@ def payload_ddl(retention_days: int) -> str:
 # No fsync: a part lost in a crash is derived again at the next start.
 PEOPLE_EXPR = ("arrayDistinct(arrayFilter(x -> x != '',"
                " [reviewer_id, escalation_from, escalation_to]))")
-PEOPLE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES + ("leaf_hash", "chain_hash")
+# No hash column: the hashes are random bytes (two thirds of what the table would
+# hold beyond the envelope columns that compress), and a page needs only its own
+# rows' (queries._attach_hashes reads them from the envelopes by sorting key).
+PEOPLE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES
 
 
 def people_ddl(retention_days: int) -> str:
     cols = ["person String CODEC(ZSTD(1))", f"seq UInt64 CODEC({SEQ_CODEC})",
             "envelope_version UInt8 DEFAULT 1 CODEC(ZSTD(1))"]
     cols += [_column(f.name, f.kind) for f in STORED_FIELDS]
-    cols += [f"{h} FixedString(32) CODEC({HASH_CODEC})" for h in ("leaf_hash", "chain_hash")]
     return (f"CREATE TABLE IF NOT EXISTS {DB}.people (\n  " + ",\n  ".join(cols) + "\n)"
             " ENGINE = MergeTree"
             " PARTITION BY toYYYYMM(start_time)"
@@ -204,9 +206,24 @@ _PEOPLE_SELECT = (f"SELECT person, {', '.join(PEOPLE_COLUMNS)} FROM {DB}.envelop
                   f" ARRAY JOIN {PEOPLE_EXPR} AS person")
 PEOPLE_VIEW = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.people_mv TO {DB}.people"
                f" AS {_PEOPLE_SELECT}")
-# A row of the people table read like an envelope row (ENVELOPE_SELECT), prev_hash
-# empty: split_row's positions hold, and no search shows prev_hash.
-PEOPLE_ROW_SELECT = ENVELOPE_SELECT.replace("prev_hash", "toFixedString('', 32) AS prev_hash")
+# A row of the people table read like an envelope row (ENVELOPE_SELECT), its three
+# hashes empty: split_row's positions hold; no search shows prev_hash, and a search
+# puts in the other two from the envelopes (queries._attach_hashes).
+PEOPLE_ROW_SELECT = ", ".join(["seq", "envelope_version"]
+                              + [_read_expr(f.name, f.kind) for f in STORED_FIELDS]
+                              + [f"toFixedString('', 32) AS {h}" for h in HASH_COLUMNS])
+# The two hashes of given envelope rows, by the sorting key: `keys` are (chain_id,
+# task_id, event_type, start_time in ns, seq), what a people row carries. The IN set
+# names every column of either layout's key (ENVELOPE_ORDER_BY, or (chain_id,
+# event_type, start_time, seq) of older stores), so the engine's key analysis reads
+# only the granules holding them, and start_time prunes the day partitions.
+HASHES_BY_KEY = (
+    "SELECT chain_id, seq, leaf_hash, chain_hash"
+    f" FROM {DB}.envelopes WHERE (chain_id, task_id, event_type, start_time, seq) IN"
+    " (SELECT tupleElement(k, 1), tupleElement(k, 2), tupleElement(k, 3),"
+    " fromUnixTimestamp64Nano(tupleElement(k, 4), 'UTC'), tupleElement(k, 5)"
+    " FROM (SELECT arrayJoin({keys:Array(Tuple(String, String, String, Int64, UInt64))})"
+    " AS k)) SETTINGS use_skip_indexes = 0, optimize_use_projections = 0")
 
 
 def _exists(client: Any, name: str) -> bool:
