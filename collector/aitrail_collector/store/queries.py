@@ -421,7 +421,8 @@ def _attach_hashes(store: Store, records: list[dict[str, Any]], starts: Sequence
     keys = [(r["chain_id"], r["task_id"], r["event_type"], t, r["seq"])
             for r, t in zip(records, starts)]
     found = {(c, int(q)): (bytes(leaf).hex(), bytes(chain).hex()) for c, q, leaf, chain
-             in store.query(HASHES_BY_KEY, {"keys": keys}).result_rows}
+             in store.query(HASHES_BY_KEY, {"keys": keys, "tasks": sorted({k[1] for k in keys}),
+                                            "lo": min(starts), "hi": max(starts)}).result_rows}
     for rec in records:
         rec["leaf_hash"], rec["chain_hash"] = found.get((rec["chain_id"], rec["seq"]),
                                                         (NO_ENVELOPE, NO_ENVELOPE))

@@ -216,10 +216,16 @@ PEOPLE_ROW_SELECT = ", ".join(["seq", "envelope_version"]
 # task_id, event_type, start_time in ns, seq), what a people row carries. The IN set
 # names every column of either layout's key (ENVELOPE_ORDER_BY, or (chain_id,
 # event_type, start_time, seq) of older stores), so the engine's key analysis reads
-# only the granules holding them, and start_time prunes the day partitions.
+# only the granules holding them, and start_time prunes the day partitions. The task
+# ids and the time bounds apart too: the engine's key analysis then excludes more
+# granules before it weighs the set (10M store, pages of 50 over ~9 days: 55 ms vs
+# 74 ms with the set alone, load average 6).
 HASHES_BY_KEY = (
     "SELECT chain_id, seq, leaf_hash, chain_hash"
-    f" FROM {DB}.envelopes WHERE (chain_id, task_id, event_type, start_time, seq) IN"
+    f" FROM {DB}.envelopes WHERE task_id IN {{tasks:Array(String)}}"
+    " AND start_time BETWEEN fromUnixTimestamp64Nano({lo:Int64}, 'UTC')"
+    " AND fromUnixTimestamp64Nano({hi:Int64}, 'UTC')"
+    " AND (chain_id, task_id, event_type, start_time, seq) IN"
     " (SELECT tupleElement(k, 1), tupleElement(k, 2), tupleElement(k, 3),"
     " fromUnixTimestamp64Nano(tupleElement(k, 4), 'UTC'), tupleElement(k, 5)"
     " FROM (SELECT arrayJoin({keys:Array(Tuple(String, String, String, Int64, UInt64))})"
