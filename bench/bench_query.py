@@ -246,6 +246,8 @@ def build_variants(store: Store, names: Sequence[str], rebuild: bool) -> dict[st
 def product_sql(filters: Filters, table: str = "envelopes", settings: str = "") -> tuple[str, dict]:
     """The product's SELECT (query._select), with only the table name swapped."""
     sql, params = query._select(filters)
+    if settings:  # the bench's settings instead of the product's own (query._settings)
+        sql = sql.split(" SETTINGS ")[0]
     return sql.replace(f"{DB}.envelopes", f"{DB}.{table}") + settings, params
 
 
@@ -409,7 +411,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1M-record store, 250k-row export")
     ap.add_argument("--samples", type=int, default=50, help="random keys per latency figure")
     ap.add_argument("--base-samples", type=int, default=10, help="keys for slow baselines")
-    ap.add_argument("--export-rows", type=int, default=None, help="default 1M (--quick 250k)")
+    ap.add_argument("--export-rows", type=int, default=None,
+                    help="default 1M (--quick 250k); 0: no export figure")
     ap.add_argument("--variants", default="all",
                     help="'all', 'none' or a comma list of " + ", ".join(VARIANTS))
     ap.add_argument("--rebuild", action="store_true", help="rebuild the variant tables")
@@ -418,7 +421,8 @@ def main() -> None:
                     help="batch sizes of the duplicate-check figure (comma list)")
     args = ap.parse_args()
     records = 1_000_000 if args.quick else args.records
-    export_rows = args.export_rows or (250_000 if args.quick else 1_000_000)
+    export_rows = (args.export_rows if args.export_rows is not None
+                   else 250_000 if args.quick else 1_000_000)
     meta = gen_store.generate(records, 5_000, 90, 6, 100_000)
     store = Store(f"chdb://{gen_store.store_dir(records) / 'data'}")
     print(f"bench_query: {records:,}-record store ({meta['tasks']:,} tasks, "
@@ -493,6 +497,11 @@ def main() -> None:
           f"{days[len(days) // 2][3]:.3f}; reads "
           f"{granules(store, override_sql(), {'since': since90})}", flush=True)
 
+    if args.export_rows == 0:
+        print_table("Figures (issue 6, target 4); latencies in ms, p50 (p95)",
+                    ("figure", "target", "measured", "baseline (same run)", "ratio", "verdict"),
+                    RESULTS)
+        return
     # ---- D. CSV export of the newest `export_rows` records
     since_ns = store.query(f"SELECT toUnixTimestamp64Nano(start_time) FROM {DB}.envelopes"
                            " ORDER BY start_time DESC LIMIT 1 OFFSET {n:UInt64}",

@@ -135,6 +135,8 @@ def main() -> None:
     proj_b = sum(int(b) for _, b in proj)
     env_b -= proj_b
     whole = (env_b + pay_b) / env_r
+    # The people table (schema.people_ddl: reviewer searches), reported apart too.
+    ppl_b, ppl_r, ppl_p = parts_bytes(store, "people")
 
     # 2. a sample of whole days from the middle of the range
     days = store.query("SELECT partition, sum(rows) FROM system.parts WHERE active AND"
@@ -190,6 +192,9 @@ def main() -> None:
         ("lookup projections (reported apart), whole store", f"{proj_b / env_r:,.1f}",
          ", ".join(f"{n} {int(b) / env_r:,.1f}" for n, b in proj) +
          f"; {proj_b / (env_b + pay_b):.1%} of the tables"),
+        ("people table (reported apart), whole store", f"{ppl_b / env_r:,.1f}",
+         f"{ppl_r:,} rows in {ppl_p} parts; {ppl_b / (env_b + pay_b):.1%} of the tables;"
+         f" with the projections {(proj_b + ppl_b) / (env_b + pay_b):.1%}"),
         ("BASELINE JSON lines, gzip -6, sample days", f"{gz / count:,.0f}",
          f"{gz / 1e6:,.1f} MB for {count:,} records"),
         ("JSON lines, uncompressed, sample days", f"{raw / count:,.0f}", ""),
@@ -260,7 +265,9 @@ def main() -> None:
     print(f"\nResult: {whole:,.0f} bytes/record on disk (whole store) vs {gz / count:,.0f} "
           f"bytes/record as gzip'd JSON lines: {ratio:.2f}x; sample days {sample_ch:,.0f}"
           f" ({sample_ch / (gz / count):.2f}x); lookup projections +{proj_b / env_r:,.1f}"
-          f" B/record ({proj_b / (env_b + pay_b):.1%})")
+          f" B/record ({proj_b / (env_b + pay_b):.1%}); people table +{ppl_b / env_r:,.1f}"
+          f" B/record ({ppl_b / (env_b + pay_b):.1%}); together"
+          f" {(proj_b + ppl_b) / (env_b + pay_b):.1%}")
     store.close()
 
 

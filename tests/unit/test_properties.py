@@ -624,6 +624,9 @@ def test_filters_parse_refuses_clearly_or_binds_every_value(args):
     # The full SELECT: ORDER BY takes the sort key and direction from whitelists only;
     # limit and offset are bound too.
     select, sparams = query._select(f)
+    # The engine settings a search adds are constants (query._settings), never values.
+    select, _, settings = select.partition(" SETTINGS ")
+    assert re.fullmatch(r"((use_skip_indexes|optimize_use_projections) = 0(, |$))*", settings)
     assert f.sort in SORTABLE and f.order in ("asc", "desc")
     direction = f.order.upper()
     assert f" ORDER BY {f.sort} {direction}, seq {direction}" in select

@@ -62,6 +62,7 @@ class Store:
         self.dsn = dsn
         self.retention_days = retention_days
         self._local = threading.local()
+        self._people: Optional[bool] = None
         self.data_dir = DataDir.of_dsn(dsn)
         self.embedded = self.data_dir is not None
         if self.data_dir is not None:
@@ -90,6 +91,16 @@ class Store:
     # ------------------------------------------------------------ schema
     def ensure_schema(self) -> None:
         schema.ensure_schema(self.client, self.retention_days)
+        self._people = True
+
+    def has_people(self) -> bool:
+        """Whether the store has the people index (a store made before it, opened
+        directly by the CLI without a migration, has not: searches then go without)."""
+        if self._people is None:
+            self._people = bool(self.query(
+                "SELECT count() FROM system.tables WHERE database = {d:String}"
+                " AND name IN ('people', 'people_mv')", {"d": DB}).result_rows[0][0] == 2)
+        return self._people
 
     def add_version_columns(self) -> None:
         schema.add_version_columns(self.client)

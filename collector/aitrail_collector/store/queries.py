@@ -7,7 +7,7 @@ give the same answers. Filter values are bound as query parameters.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
@@ -22,6 +22,8 @@ from aitrail_collector.store.schema import (
     ENVELOPE_SELECT,
     FIELD_POSITION,
     HASH_COLUMNS,
+    HASHES_BY_KEY,
+    PEOPLE_ROW_SELECT,
     split_row,
 )
 
@@ -31,6 +33,10 @@ SORTABLE = ("start_time", "seq", "event_type", "task_id", "reviewer_id", "model"
 # The columns of a model call variant a search may pick reviews by (a chart's bar).
 VARIANT = ("model", "model_version", "prompt_template_id", "prompt_version")
 ERASED = "[erased]"
+# The hashes of a people row whose envelope row the envelopes do not hold (a row of
+# the index that outlived its day part by the TTL's merge delay, or a damaged store):
+# said, not shown empty.
+NO_ENVELOPE = "[envelope row not found]"
 TAMPERED = "[payload does not match its sealed commitment]"
 
 class FilterError(AitrailError, ValueError):
@@ -161,14 +167,19 @@ class Filters:
             raise FilterError(f"trace_id {trace_id!r}: expected 32 hex digits")
         return f
 
-    def where(self) -> tuple[str, dict[str, Any]]:
+    def where(self, people: bool = False) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause and its parameters. ``people``: for the people table
+        (schema.people_ddl), which has the envelope's columns and the person each row
+        names: the reviewer filter is then on that one sorted column."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
             value = getattr(self, key)
-            if value is not None and self.prefix and key in PREFIX_COLUMNS:
+            if value is not None and key == "reviewer" and people:
+                clauses.append(person_clause(value, self.prefix, params))
+            elif value is not None and self.prefix and key in PREFIX_COLUMNS:
                 clauses.append(prefix_clause(key, value, params))
             elif value is not None:
                 # An escalation names reviewers in its own columns.
@@ -256,6 +267,22 @@ def prefix_clause(key: str, value: str, params: dict[str, Any]) -> str:
            f"(SELECT DISTINCT {columns[0]} FROM {DB}.envelopes"
            f" WHERE {match.format(x=columns[0])})")
     return "(" + " OR ".join(f"{c} IN {ids}" for c in columns) + ")"
+
+
+def person_clause(value: str, prefix: bool, params: dict[str, Any]) -> str:
+    """The people table's person column is the reviewer: exactly, or as a
+    case-insensitive prefix, matched the way prefix_clause matches task ids (the
+    sorting key's first column: startsWith on each case spelling skips granules)."""
+    if not prefix:
+        params["reviewer"] = value
+        return "person = {reviewer:String}"
+    variants = case_variants(value)
+    params.update({f"person_v{i}": v for i, v in enumerate(variants)})
+    params["person_p"] = value
+    exact = "startsWith(lowerUTF8(person), lowerUTF8({person_p:String}))"
+    keyed = " OR ".join(f"startsWith(person, {{person_v{i}:String}})"
+                        for i in range(len(variants)))
+    return f"(({keyed}) AND {exact})" if keyed else exact
 
 
 def explain_empty(store: Store, f: Filters) -> Optional[str]:
@@ -385,53 +412,162 @@ def _bounds(rows: Sequence[Sequence[Any]]) -> Optional[tuple[int, int]]:
     return (min(times), max(times)) if times else None
 
 
-def _select(filters: Filters) -> tuple[str, dict[str, Any]]:
-    where, params = filters.where()
+def _attach_hashes(store: Store, records: list[dict[str, Any]], starts: Sequence[int]) -> None:
+    """leaf_hash and chain_hash of records read from the people table, which holds
+    no hashes (schema.PEOPLE_COLUMNS): one read of the envelopes by sorting key for
+    the whole batch. A record whose envelope row is not there gets NO_ENVELOPE."""
+    if not records:
+        return
+    keys = [(r["chain_id"], r["task_id"], r["event_type"], t, r["seq"])
+            for r, t in zip(records, starts)]
+    found = {(c, int(q)): (bytes(leaf).hex(), bytes(chain).hex()) for c, q, leaf, chain
+             in store.query(HASHES_BY_KEY, {"keys": keys, "tasks": sorted({k[1] for k in keys}),
+                                            "lo": min(starts), "hi": max(starts)}).result_rows}
+    for rec in records:
+        rec["leaf_hash"], rec["chain_hash"] = found.get((rec["chain_id"], rec["seq"]),
+                                                        (NO_ENVELOPE, NO_ENVELOPE))
+
+
+def _from_people(store: Store, filters: Filters) -> bool:
+    """Whether the search reads the people table (see _select)."""
+    return filters.reviewer is not None and store.has_people()
+
+
+def _select(filters: Filters, people: bool = False) -> tuple[str, dict[str, Any]]:
+    """The SELECT of a search: from the envelopes, or, for a reviewer search on a
+    store that has it, from the people table (the same columns and values, see
+    schema.people_ddl). A prefix may name a record through two of its people: once."""
+    where, params = filters.where(people)
     order = "DESC" if filters.order == "desc" else "ASC"
-    sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes{where}"
-           f" ORDER BY {filters.sort} {order}, seq {order}")
+    if people and filters.reviewer is not None:
+        once = " LIMIT 1 BY chain_id, seq" if filters.prefix else ""
+        sql = (f"SELECT {PEOPLE_ROW_SELECT} FROM {DB}.people{where}"
+               f" ORDER BY {filters.sort} {order}, seq {order}{once}")
+    else:
+        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes{where}"
+               f" ORDER BY {filters.sort} {order}, seq {order}")
     if filters.limit is not None:
         sql += " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
         params.update(limit=filters.limit, offset=filters.offset)
-    return sql, params
+    return sql + _settings(filters, people), params
+
+
+def _settings(f: Filters, people: bool, count: bool = False) -> str:
+    """Index work a search cannot use, turned off: the engine otherwise weighs every
+    skip index and the record_id projection of each part it opens, and that costs
+    more than reading a timeline's rows (10M store: the timeline's envelope SELECT
+    21 ms with skip indexes off, 37-53 ms with them, the same rows)."""
+    if people and f.reviewer is not None:
+        return ""  # the people table has neither
+    off = []
+    blooms = ("request_id", "trace_id") + (() if f.prefix else ("reviewer",))
+    if all(getattr(f, k) is None for k in blooms) and not f.prefix:
+        off.append("use_skip_indexes = 0")
+    # (A count keeps them: the parts' implicit min-max-count projection answers it.)
+    if f.record_id is None and not f.variant and not count:
+        off.append("optimize_use_projections = 0")
+    return f" SETTINGS {', '.join(off)}" if off else ""
 
 
 # The model call a review reviewed: its task's latest model call at or before it. The
-# export joins the same in the engine (store/export.py, TASK_MODEL_JOIN).
+# export joins the same in the engine (store/export.py, TASK_MODEL_JOIN). The reviews
+# come as values (the page already read them); only their tasks' model calls up to
+# the newest review are read.
 TASK_MODEL_SQL = (
     "SELECT r.record_id, m.model, m.prompt_version FROM"
-    f" (SELECT record_id, task_id, start_time FROM {DB}.envelopes"
-    " WHERE record_id IN {ids:Array(String)}) AS r"
+    " (SELECT x.1 AS record_id, x.2 AS task_id, fromUnixTimestamp64Nano(x.3) AS start_time"
+    " FROM (SELECT arrayJoin({reviews:Array(Tuple(String, String, Int64))}) AS x)) AS r"
     " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
     f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
-    " AND task_id IN {tasks:Array(String)}) AS m"
+    " AND task_id IN {tasks:Array(String)}"
+    " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})) AS m"
     " ON m.task_id = r.task_id AND m.start_time <= r.start_time")
 
 
-def _attach_task_models(store: Store, records: list[dict[str, Any]]) -> None:
+def _whole_tasks(f: Filters) -> bool:
+    """The filters select every record of one task but the collector's reads (a
+    timeline): its model calls are then all among the rows."""
+    return (f.task is not None and not f.prefix and f.limit is None and not f.offset
+            and not f.types and not f.variant and f.since is None and f.until is None
+            and f.activity != "only"
+            and all(getattr(f, k) is None
+                    for k in ("reviewer", "request_id", "trace_id", "record_id", "service")))
+
+
+def _attach_task_models(store: Store, records: list[dict[str, Any]], starts: Sequence[int],
+                        whole: bool = False) -> None:
     """task_model and task_prompt_version on every record: a review's are its task's
-    model call's (one engine query per batch), any other record's are None."""
-    reviews = [r for r in records if r["event_type"] == "review" and r.get("task_id")]
+    model call's (one engine query per batch), any other record's are None. ``starts``:
+    each record's start_time in ns. ``whole``: the records hold every model call of
+    their task (_whole_tasks), so they answer it themselves, without a query."""
     found: dict[str, tuple[str, str]] = {}
-    if reviews:
-        rows = store.query(TASK_MODEL_SQL, {
-            "ids": [r["record_id"] for r in reviews],
-            "tasks": sorted({r["task_id"] for r in reviews})}).result_rows
-        found = {rid: (model, prompt) for rid, model, prompt in rows}
+    if whole:
+        # By time, a model call before a review of the same instant (the join's <=).
+        last: dict[str, tuple[str, str]] = {}
+        for _, rec in sorted(zip(starts, records),
+                             key=lambda x: (x[0], x[1]["event_type"] != "model_call")):
+            if rec["event_type"] == "model_call":
+                last[rec["task_id"]] = (rec["model"], rec["prompt_version"])
+            elif rec["event_type"] == "review" and rec.get("task_id") in last:
+                found[rec["record_id"]] = last[rec["task_id"]]
+    else:
+        reviews = [(r["record_id"], r["task_id"], t) for r, t in zip(records, starts)
+                   if r["event_type"] == "review" and r.get("task_id")]
+        if reviews:
+            rows = store.query(TASK_MODEL_SQL, {
+                "reviews": reviews, "tasks": sorted({r[1] for r in reviews}),
+                "hi": max(r[2] for r in reviews)}).result_rows
+            found = {rid: (model, prompt) for rid, model, prompt in rows}
     for rec in records:
         model, prompt = found.get(rec["record_id"], (None, None))
         rec["task_model"], rec["task_prompt_version"] = model, prompt
+
+
+# The newest-first page of a period: tried on its newest day, then week, then month,
+# before the whole period (see _page_rows).
+RECENT_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=30))
+
+
+def _utc(dt: datetime) -> datetime:
+    # A naive time is taken as UTC, the time zone of every time the store holds.
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
+    """The rows of one page. A page of the newest records (by start_time, descending)
+    with no id filter is first read from the period's newest day only, then week, then
+    month: the envelopes are sorted by task, so the engine would otherwise read the
+    start_time of every record of the period to find the newest, while the day
+    partitions let it open only the window's. Exact: every record outside a window is
+    older than every record in it, so a window that fills the page (offset + limit
+    rows) holds the page."""
+    people = store.has_people()
+    if (filters.sort == "start_time" and filters.order == "desc" and filters.limit
+            and not (people and filters.reviewer is not None)
+            and all(getattr(filters, k) is None for k in
+                    ("task", "reviewer", "request_id", "trace_id", "record_id"))):
+        top = _utc(filters.until) if filters.until else datetime.now(timezone.utc)
+        for span in RECENT_WINDOWS:
+            since = top - span
+            if filters.since and since <= _utc(filters.since):
+                break
+            window = replace(filters, since=since)
+            rows = store.query(*_select(window, people)).result_rows
+            if len(rows) == filters.limit:
+                return rows
+    return store.query(*_select(filters, people)).result_rows
 
 
 def search(store: Store, filters: Filters, payloads: bool = True,
            task_models: bool = True) -> list[dict[str, Any]]:
     """Matching records; with ``task_models`` each review's task model call's model and
     prompt version too (what the CSV shows; a page that shows neither skips the query)."""
-    sql, params = _select(filters)
-    rows = store.query(sql, params).result_rows
+    rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
+    if _from_people(store, filters):
+        _attach_hashes(store, records, [r[_START] for r in rows])
     if task_models:
-        _attach_task_models(store, records)
+        _attach_task_models(store, records, [r[_START] for r in rows], _whole_tasks(filters))
     if payloads:
         _attach_payloads(store, records, _bounds(rows))
     else:
@@ -441,26 +577,36 @@ def search(store: Store, filters: Filters, payloads: bool = True,
 
 
 def count(store: Store, filters: Filters) -> int:
-    where, params = filters.where()
-    return int(store.query(f"SELECT count() FROM {DB}.envelopes{where}", params).result_rows[0][0])
+    if filters.reviewer is not None and store.has_people():
+        where, params = filters.where(people=True)
+        what = "uniqExact(chain_id, seq)" if filters.prefix else "count()"
+        sql = f"SELECT {what} FROM {DB}.people{where}"
+    else:
+        where, params = filters.where()
+        sql = f"SELECT count() FROM {DB}.envelopes{where}{_settings(filters, False, True)}"
+    return int(store.query(sql, params).result_rows[0][0])
 
 
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching record, streamed from the store, payloads attached per chunk."""
-    sql, params = _select(filters)
+    sql, params = _select(filters, store.has_people())
+    people = _from_people(store, filters)
     rows: list[Sequence[Any]] = []
     for row in store.stream(sql, params):
         rows.append(row)
         if len(rows) >= chunk:
-            yield from _with_payloads(store, rows)
+            yield from _with_payloads(store, rows, people)
             rows = []
     if rows:
-        yield from _with_payloads(store, rows)
+        yield from _with_payloads(store, rows, people)
 
 
-def _with_payloads(store: Store, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
+def _with_payloads(store: Store, rows: list[Sequence[Any]],
+                   people: bool = False) -> list[dict[str, Any]]:
     records = [_row_to_record(r) for r in rows]
-    _attach_task_models(store, records)
+    if people:
+        _attach_hashes(store, records, [r[_START] for r in rows])
+    _attach_task_models(store, records, [r[_START] for r in rows])
     _attach_payloads(store, records, _bounds(rows))
     return records
 

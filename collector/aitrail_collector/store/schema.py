@@ -7,6 +7,9 @@ Tables (database ``aitrail``):
 * ``payloads`` -- large or personal content, one row per (record, name), with
   its salt. The envelope's ``commitments`` map binds each one.
 * ``checkpoints`` -- the signed checkpoints and their frontiers.
+* ``people`` -- derived: the envelopes of each person a record names, sorted by
+  person, for reviewer searches; written by the materialized view ``people_mv`` in
+  the same INSERT (see people_ddl). Nothing verifies from it.
 
 Both record tables are MergeTree, partitioned by day of ``start_time``, with a
 TTL in whole days (``ttl_only_drop_parts``), and bloom-filter skip indexes on
@@ -159,6 +162,117 @@ def payload_ddl(retention_days: int) -> str:
             " fsync_after_insert = 1, fsync_part_directory = 1")
 
 
+# The people table, for searches by reviewer: one row per (record, person it names in
+# reviewer_id, escalation_from or escalation_to), holding that record's envelope
+# columns (all but prev_hash, which no search shows), sorted by person and time. A
+# person's records of a period are then a few adjacent granules of one or two parts;
+# read from the envelopes they are single rows scattered over a part per day, and each
+# row costs a read of every column there (BENCHMARKS.md, issue 12: about 280 ms of
+# engine time for a page of 50 on the 10M store, whatever the granule size).
+#
+# Searches show these rows' values. That is safe because they are the sealed values:
+# the table is written only by a materialized view, from the very block each INSERT
+# into envelopes writes (the ledger's batches, the engine lane's INSERT ... SELECT),
+# and envelope rows never change after (append-only; erasure deletes payload rows
+# only, and payloads are still read from the payload table against these sealed
+# commitments). Verification never reads this table. ClickHouse does not make the two
+# writes of an INSERT atomic, so every start compares the two per day and derives a
+# day that differs again (repair_people).
+#
+# Partitioned by month, not by day: a search of 30 days opens one or two parts, not
+# 30. The TTL is per row (merges drop expired rows), so a row can outlive its record's
+# day part by up to merge_with_ttl_timeout; it is the same sealed record meanwhile.
+# No fsync: a part lost in a crash is derived again at the next start.
+PEOPLE_EXPR = ("arrayDistinct(arrayFilter(x -> x != '',"
+               " [reviewer_id, escalation_from, escalation_to]))")
+# No hash column: the hashes are random bytes (two thirds of what the table would
+# hold beyond the envelope columns that compress), and a page needs only its own
+# rows' (queries._attach_hashes reads them from the envelopes by sorting key).
+PEOPLE_COLUMNS = ("seq", "envelope_version") + STORED_FIELD_NAMES
+
+
+def people_ddl(retention_days: int) -> str:
+    cols = ["person String CODEC(ZSTD(1))", f"seq UInt64 CODEC({SEQ_CODEC})",
+            "envelope_version UInt8 DEFAULT 1 CODEC(ZSTD(1))"]
+    cols += [_column(f.name, f.kind) for f in STORED_FIELDS]
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.people (\n  " + ",\n  ".join(cols) + "\n)"
+            " ENGINE = MergeTree"
+            " PARTITION BY toYYYYMM(start_time)"
+            " ORDER BY (person, start_time, seq)"
+            f" TTL toDateTime(start_time) + INTERVAL {int(retention_days)} DAY"
+            " SETTINGS non_replicated_deduplication_window = 0, index_granularity = 1024")
+
+
+_PEOPLE_SELECT = (f"SELECT person, {', '.join(PEOPLE_COLUMNS)} FROM {DB}.envelopes"
+                  f" ARRAY JOIN {PEOPLE_EXPR} AS person")
+PEOPLE_VIEW = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.people_mv TO {DB}.people"
+               f" AS {_PEOPLE_SELECT}")
+# A row of the people table read like an envelope row (ENVELOPE_SELECT), its three
+# hashes empty: split_row's positions hold; no search shows prev_hash, and a search
+# puts in the other two from the envelopes (queries._attach_hashes).
+PEOPLE_ROW_SELECT = ", ".join(["seq", "envelope_version"]
+                              + [_read_expr(f.name, f.kind) for f in STORED_FIELDS]
+                              + [f"toFixedString('', 32) AS {h}" for h in HASH_COLUMNS])
+# The two hashes of given envelope rows, by the sorting key: `keys` are (chain_id,
+# task_id, event_type, start_time in ns, seq), what a people row carries. The IN set
+# names every column of either layout's key (ENVELOPE_ORDER_BY, or (chain_id,
+# event_type, start_time, seq) of older stores), so the engine's key analysis reads
+# only the granules holding them, and start_time prunes the day partitions. The task
+# ids and the time bounds apart too: the engine's key analysis then excludes more
+# granules before it weighs the set (10M store, pages of 50 over ~9 days: 55 ms vs
+# 74 ms with the set alone, load average 6).
+HASHES_BY_KEY = (
+    "SELECT chain_id, seq, leaf_hash, chain_hash"
+    f" FROM {DB}.envelopes WHERE task_id IN {{tasks:Array(String)}}"
+    " AND start_time BETWEEN fromUnixTimestamp64Nano({lo:Int64}, 'UTC')"
+    " AND fromUnixTimestamp64Nano({hi:Int64}, 'UTC')"
+    " AND (chain_id, task_id, event_type, start_time, seq) IN"
+    " (SELECT tupleElement(k, 1), tupleElement(k, 2), tupleElement(k, 3),"
+    " fromUnixTimestamp64Nano(tupleElement(k, 4), 'UTC'), tupleElement(k, 5)"
+    " FROM (SELECT arrayJoin({keys:Array(Tuple(String, String, String, Int64, UInt64))})"
+    " AS k)) SETTINGS use_skip_indexes = 0, optimize_use_projections = 0")
+
+
+def _exists(client: Any, name: str) -> bool:
+    return bool(client.query("SELECT count() FROM system.tables WHERE database = {d:String}"
+                             " AND name = {n:String}", parameters={"d": DB, "n": name}
+                             ).result_rows[0][0])
+
+
+def ensure_people(client: Any, retention_days: int) -> None:
+    """The people index and its view; a store made before them gets both, filled from
+    its envelopes (INSERT ... SELECT: the engine's work, no row through Python), and
+    every start derives again any day where the index and the envelopes differ."""
+    if not _exists(client, "people_mv"):
+        client.command(people_ddl(retention_days))
+        # The view first: a row inserted from here on reaches the index through it;
+        # the repair below then derives every day that the index lacks.
+        client.command(PEOPLE_VIEW)
+    repair_people(client)
+
+
+def repair_people(client: Any) -> list[str]:
+    """Derive the people index again for each day whose row count differs from what
+    the envelopes of that day name (a crash between the two writes of an insert, a
+    store that predates the index). Returns those days (ISO dates). Runs at start-up,
+    before the collector takes writes. One scan of the three person columns: about
+    0.6 s on a 10M-record store."""
+    rows = client.query(
+        "SELECT toString(d), p.n FROM (SELECT toDate(start_time) AS d,"
+        f" sum(length({PEOPLE_EXPR})) AS n FROM {DB}.envelopes GROUP BY d) AS e"
+        f" FULL OUTER JOIN (SELECT toDate(start_time) AS d, count() AS n FROM {DB}.people"
+        " GROUP BY d) AS p USING (d) WHERE e.n != p.n ORDER BY d").result_rows
+    days = [r[0] for r in rows]
+    stale = [day for day, n in rows if n]
+    if stale:  # a lightweight delete: only days that hold index rows at all
+        client.command(f"DELETE FROM {DB}.people WHERE toDate(start_time) IN {{d:Array(Date)}}",
+                       parameters={"d": stale})
+    if days:
+        client.command(f"INSERT INTO {DB}.people {_PEOPLE_SELECT}"
+                       " WHERE toDate(start_time) IN {d:Array(Date)}", parameters={"d": days})
+    return days
+
+
 CHECKPOINT_COLUMNS = ("chain_id", "number", "size", "time", "text", "frontier")
 
 
@@ -223,6 +337,7 @@ def ensure_schema(client: Any, retention_days: int) -> None:
         client.command(f"ALTER TABLE {DB}.{table} MODIFY SETTING {DEDUP_OFF}")
     add_version_columns(client)
     migrate_layout(client)
+    ensure_people(client, retention_days)
     create_views(client)
 
 
