@@ -186,3 +186,22 @@ def test_a_people_row_whose_envelope_is_missing_says_so(store):
                    for r in query.search(store, query.Filters.parse(reviewer="rev-a")))
     finally:
         store.client.command("DELETE FROM aitrail.people WHERE person = 'rev-z'")
+
+
+def test_a_people_table_older_than_an_envelope_column_gains_it_and_copies_it(store):
+    # A later envelope version adds a column to the envelopes (add_version_columns).
+    # A people table and view made before it must follow: the view names its columns,
+    # so it would go on copying the old ones and searches would show the new field
+    # empty. Simulated with a column of today: the table and view without it.
+    store.client.command("DROP TABLE aitrail.people_mv")
+    store.client.command("ALTER TABLE aitrail.people DROP COLUMN time_spent_ms")
+    store.client.command(schema.PEOPLE_VIEW.replace(", time_spent_ms,", ","))
+    store.ensure_schema()
+    rec = make_record("review", task_id="T-new-column", **{
+        "review.reviewer_id": "rev-new", "review.decision": "approve",
+        "review.time_spent_ms": 1234})
+    assert Ledger(store, "main").append([rec]).accepted == 1
+    stored = store.query("SELECT time_spent_ms FROM aitrail.people WHERE person = 'rev-new'")
+    assert stored.result_rows == [(1234,)]
+    f = query.Filters.parse(reviewer="rev-new")
+    assert [r["time_spent_ms"] for r in query.search(store, f)] == [1234]

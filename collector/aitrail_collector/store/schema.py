@@ -248,7 +248,27 @@ def ensure_people(client: Any, retention_days: int) -> None:
         # The view first: a row inserted from here on reaches the index through it;
         # the repair below then derives every day that the index lacks.
         client.command(PEOPLE_VIEW)
+    else:
+        _people_follow_envelopes(client)
     repair_people(client)
+
+
+def _people_follow_envelopes(client: Any) -> None:
+    """A people table made before the envelopes gained a column (a later envelope
+    version, add_version_columns) gains it too, at its zero value as the older
+    envelope rows hold it, and the view is made again to copy it: the view names its
+    columns, so the old one would go on leaving the new field empty. At start-up,
+    before the collector takes writes (the repair after it would catch a row missed)."""
+    have = {r[0] for r in client.query(
+        "SELECT name FROM system.columns WHERE database = {d:String} AND table = 'people'",
+        parameters={"d": DB}).result_rows}
+    missing = [f for f in STORED_FIELDS if f.name not in have]
+    if not missing:
+        return
+    client.command(f"ALTER TABLE {DB}.people " + ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {_column(f.name, f.kind)}" for f in missing))
+    client.command(f"DROP TABLE IF EXISTS {DB}.people_mv")
+    client.command(PEOPLE_VIEW)
 
 
 def repair_people(client: Any) -> list[str]:
