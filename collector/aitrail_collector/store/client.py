@@ -46,11 +46,10 @@ from aitrail_collector.store.schema import (
 # The formats clickhouse-connect's chDB backend streams block by block.
 _CHDB_STREAMED = frozenset({"Native", "TabSeparated", "TSV", "CSV", "RowBinary", "JSONEachRow"})
 
-
-
 # For a statement that runs once with its own constants (the ingest lane's, per
 # group; verification's, over a whole chain): JIT-compiling its long expressions
-# cost more than it saved (ingest_sql._NO_JIT and verify_sql.NO_JIT say by how much).
+# cost more than it saved (the comments where ingest_sql and verify_sql use it say
+# by how much).
 NO_JIT = {"compile_expressions": 0, "compile_aggregate_expressions": 0}
 NO_JIT_CLAUSE = " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in NO_JIT.items())
 
@@ -97,9 +96,7 @@ class Store:
         """Whether the store has the people index (a store made before it, opened
         directly by the CLI without a migration, has not: searches then go without)."""
         if self._people is None:
-            self._people = bool(self.query(
-                "SELECT count() FROM system.tables WHERE database = {d:String}"
-                " AND name IN ('people', 'people_mv')", {"d": DB}).result_rows[0][0] == 2)
+            self._people = schema.has_people(self.client)
         return self._people
 
     def add_version_columns(self) -> None:

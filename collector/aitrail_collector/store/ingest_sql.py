@@ -310,21 +310,20 @@ class Call:
     size: int = 2**63                  # the request's bytes (unknown: any size)
 
 
-# No JIT compilation of the lane's expressions: the group's values (head seq, call
-# sizes, the salt key) reach each statement as constants, so what one group compiles
-# is unlikely to serve the next, and compiling cost more than it saved
-# (bench_ingest --quick, alternating, three pairs under load: 14.1, 18.9, 17.5k
-# records/s without, 12.7, 17.6, 13.5k with; faster in each pair, but within noise).
-_NO_JIT = NO_JIT
-
-
 def _payload_col(name: str) -> str:
     return f"p_{name}"
 
 
 class EngineIngest:
     """The statements of one ledger's engine lane. Used under the ledger's commit
-    lock: the work tables are one group's at a time."""
+    lock: the work tables are one group's at a time.
+
+    Every statement runs without JIT compilation (store.client.NO_JIT): the group's
+    values (head seq, call sizes, the salt key) reach it as constants, so what one
+    group compiles is unlikely to serve the next, and compiling cost more than it
+    saved (bench_ingest --quick, alternating, three pairs under load: 14.1, 18.9,
+    17.5k records/s without, 12.7, 17.6, 13.5k with; faster in each pair, but within
+    noise)."""
 
     def __init__(self, store: Store, chain_id: str, limits: Limits, work_dir: str):
         if not store.embedded:
@@ -385,7 +384,7 @@ class EngineIngest:
             "kind": calls[0].principal_kind, "id": calls[0].principal_id,
             "services": [c.service for c in calls],
             "scopes": [list(c.task_prefixes) for c in calls]},
-            settings={"format_schema": f"{PROTO_FILE}:AuditRecord", **_NO_JIT})
+            settings={"format_schema": f"{PROTO_FILE}:AuditRecord", **NO_JIT})
 
     def flagged(self) -> list[tuple[int, bool, bool]]:
         """(row, suspect, has_logprobs) of the rows the reference must look at."""
@@ -427,7 +426,7 @@ class EngineIngest:
             f" (SELECT *, {{head:UInt64}} + row_number() OVER (ORDER BY n) AS seq"
             f" FROM ({chosen})))))",
             parameters={"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()},
-            settings={**_NO_JIT})
+            settings=dict(NO_JIT))
         return self.store.client.raw_query(
             "SELECT leaf_hash FROM ingest_sealed ORDER BY seq FORMAT RowBinary")
 
@@ -444,7 +443,7 @@ class EngineIngest:
         c.command(f"INSERT INTO {DB}.payloads ({', '.join(PAYLOAD_COLUMNS)})"
                   " SELECT chain_id, record_id, p.1, start_time, lower(hex(p.2)), p.3, p.4"
                   f" FROM ingest_sealed ARRAY JOIN arrayFilter(t -> t.3 != '', [{tuples}]) AS p",
-                  settings={**_NO_JIT})
+                  settings=dict(NO_JIT))
         hashes = (f"SELECT {{head:UInt64}} + 1 + _row_number AS hs, h FROM"
                   f" {self._file('{path}', 'RowBinary', 'h FixedString(32)')}")
         cols = [c_ for c_ in ENVELOPE_COLUMNS if c_ not in ("prev_hash", "chain_hash")]
@@ -453,7 +452,7 @@ class EngineIngest:
                   f" SELECT {picked}, p.h, k.h FROM ingest_sealed AS s"
                   f" JOIN ({hashes.replace('{path}', self.chains_path)}) AS k ON s.seq = k.hs"
                   f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs",
-                  parameters={"head": head_seq}, settings={**_NO_JIT})
+                  parameters={"head": head_seq}, settings=dict(NO_JIT))
         # An INSERT ... SELECT that wrote fewer rows than it was given says nothing, so
         # count what landed before anything is acknowledged (the group's days only).
         landed = self.store.query(

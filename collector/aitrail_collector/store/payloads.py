@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any, Iterator, Optional, Sequence
 
-from aitrail_collector.store.client import Store
+from aitrail_collector.store.client import NO_JIT_CLAUSE, Store
 from aitrail_collector.store.schema import DB
-from aitrail_collector.store.verify_sql import NO_JIT
 
 _DAY_NS = 86_400 * 10**9
 _ID_COLUMNS = ("task_id", "record_id")
@@ -103,7 +102,7 @@ def unmatched_records(store: Store, chain_id: str, lo: int, hi: int) -> list[str
     """Record ids in [lo, hi) holding a sealed commitment that no payload row of the
     window hashes to (absent, changed, or erased). Computed by the engine: embedded
     stores only (verify_sql.engine_can_verify)."""
-    sql = _UNMATCHED_SQL.format(db=DB, window=_WINDOW, hex=_PLAIN_HEX) + NO_JIT
+    sql = _UNMATCHED_SQL.format(db=DB, window=_WINDOW, hex=_PLAIN_HEX) + NO_JIT_CLAUSE
     return [r[0] for r in store.query(sql, {"c": chain_id, "lo": lo, "hi": hi}).result_rows]
 
 

@@ -433,13 +433,15 @@ def _from_people(store: Store, filters: Filters) -> bool:
     return filters.reviewer is not None and store.has_people()
 
 
-def _select(filters: Filters, people: bool = False) -> tuple[str, dict[str, Any]]:
+def _select(filters: Filters, has_people: bool = False) -> tuple[str, dict[str, Any]]:
     """The SELECT of a search: from the envelopes, or, for a reviewer search on a
-    store that has it, from the people table (the same columns and values, see
-    schema.people_ddl). A prefix may name a record through two of its people: once."""
+    store that has it (``has_people``), from the people table (the same columns and
+    values, see schema.people_ddl). A prefix may name a record through two of its
+    people: once."""
+    people = has_people and filters.reviewer is not None
     where, params = filters.where(people)
     order = "DESC" if filters.order == "desc" else "ASC"
-    if people and filters.reviewer is not None:
+    if people:
         once = " LIMIT 1 BY chain_id, seq" if filters.prefix else ""
         sql = (f"SELECT {PEOPLE_ROW_SELECT} FROM {DB}.people{where}"
                f" ORDER BY {filters.sort} {order}, seq {order}{once}")
@@ -456,9 +458,10 @@ def _settings(f: Filters, people: bool, count: bool = False) -> str:
     """Index work a search cannot use, turned off: the engine otherwise weighs every
     skip index and the record_id projection of each part it opens, and that costs
     more than reading a timeline's rows (10M store: the timeline's envelope SELECT
-    21 ms with skip indexes off, 37-53 ms with them, the same rows)."""
-    if people and f.reviewer is not None:
-        return ""  # the people table has neither
+    21 ms with skip indexes off, 37-53 ms with them, the same rows). ``people``: the
+    search reads the people table, which has neither."""
+    if people:
+        return ""
     off = []
     blooms = ("request_id", "trace_id") + (() if f.prefix else ("reviewer",))
     if all(getattr(f, k) is None for k in blooms) and not f.prefix:
@@ -541,9 +544,8 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
     partitions let it open only the window's. Exact: every record outside a window is
     older than every record in it, so a window that fills the page (offset + limit
     rows) holds the page."""
-    people = store.has_people()
+    has_people = store.has_people()
     if (filters.sort == "start_time" and filters.order == "desc" and filters.limit
-            and not (people and filters.reviewer is not None)
             and all(getattr(filters, k) is None for k in
                     ("task", "reviewer", "request_id", "trace_id", "record_id"))):
         top = _utc(filters.until) if filters.until else datetime.now(timezone.utc)
@@ -552,10 +554,10 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
             if filters.since and since <= _utc(filters.since):
                 break
             window = replace(filters, since=since)
-            rows = store.query(*_select(window, people)).result_rows
+            rows = store.query(*_select(window, has_people)).result_rows
             if len(rows) == filters.limit:
                 return rows
-    return store.query(*_select(filters, people)).result_rows
+    return store.query(*_select(filters, has_people)).result_rows
 
 
 def search(store: Store, filters: Filters, payloads: bool = True,
@@ -564,10 +566,11 @@ def search(store: Store, filters: Filters, payloads: bool = True,
     prompt version too (what the CSV shows; a page that shows neither skips the query)."""
     rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
+    starts = [r[_START] for r in rows]
     if _from_people(store, filters):
-        _attach_hashes(store, records, [r[_START] for r in rows])
+        _attach_hashes(store, records, starts)
     if task_models:
-        _attach_task_models(store, records, [r[_START] for r in rows], _whole_tasks(filters))
+        _attach_task_models(store, records, starts, _whole_tasks(filters))
     if payloads:
         _attach_payloads(store, records, _bounds(rows))
     else:
@@ -577,7 +580,7 @@ def search(store: Store, filters: Filters, payloads: bool = True,
 
 
 def count(store: Store, filters: Filters) -> int:
-    if filters.reviewer is not None and store.has_people():
+    if _from_people(store, filters):
         where, params = filters.where(people=True)
         what = "uniqExact(chain_id, seq)" if filters.prefix else "count()"
         sql = f"SELECT {what} FROM {DB}.people{where}"
@@ -604,9 +607,10 @@ def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[
 def _with_payloads(store: Store, rows: list[Sequence[Any]],
                    people: bool = False) -> list[dict[str, Any]]:
     records = [_row_to_record(r) for r in rows]
+    starts = [r[_START] for r in rows]
     if people:
-        _attach_hashes(store, records, [r[_START] for r in rows])
-    _attach_task_models(store, records, [r[_START] for r in rows])
+        _attach_hashes(store, records, starts)
+    _attach_task_models(store, records, starts)
     _attach_payloads(store, records, _bounds(rows))
     return records
 

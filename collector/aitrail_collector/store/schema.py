@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from clickhouse_connect.driver import options as clickhouse_options
 
@@ -53,9 +53,13 @@ def _read_expr(name: str, kind: str) -> str:
     return f"toUnixTimestamp64Nano({name}) AS {name}_ns" if kind == "time" else name
 
 
-ENVELOPE_SELECT = ", ".join(["seq", "envelope_version"]
-                            + [_read_expr(f.name, f.kind) for f in STORED_FIELDS]
-                            + list(HASH_COLUMNS))
+def _row_select(hashes: Sequence[str]) -> str:
+    """A stored row's SELECT list (split_row's positions), its hash columns ``hashes``."""
+    return ", ".join(["seq", "envelope_version"]
+                     + [_read_expr(f.name, f.kind) for f in STORED_FIELDS] + list(hashes))
+
+
+ENVELOPE_SELECT = _row_select(HASH_COLUMNS)
 _N_FIELDS = len(STORED_FIELD_NAMES)
 # Position of a stored field in a row read with ENVELOPE_SELECT.
 FIELD_POSITION = {name: 2 + i for i, name in enumerate(STORED_FIELD_NAMES)}
@@ -210,9 +214,7 @@ PEOPLE_VIEW = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.people_mv TO {DB}.p
 # A row of the people table read like an envelope row (ENVELOPE_SELECT), its three
 # hashes empty: split_row's positions hold; no search shows prev_hash, and a search
 # puts in the other two from the envelopes (queries._attach_hashes).
-PEOPLE_ROW_SELECT = ", ".join(["seq", "envelope_version"]
-                              + [_read_expr(f.name, f.kind) for f in STORED_FIELDS]
-                              + [f"toFixedString('', 32) AS {h}" for h in HASH_COLUMNS])
+PEOPLE_ROW_SELECT = _row_select([f"toFixedString('', 32) AS {h}" for h in HASH_COLUMNS])
 # The two hashes of given envelope rows, by the sorting key: `keys` are (chain_id,
 # task_id, event_type, start_time in ns, seq), what a people row carries. The IN set
 # names every column of either layout's key (ENVELOPE_ORDER_BY, or (chain_id,
@@ -237,6 +239,11 @@ def _exists(client: Any, name: str) -> bool:
     return bool(client.query("SELECT count() FROM system.tables WHERE database = {d:String}"
                              " AND name = {n:String}", parameters={"d": DB, "n": name}
                              ).result_rows[0][0])
+
+
+def has_people(client: Any) -> bool:
+    """Whether the store has the people index and its view."""
+    return _exists(client, "people") and _exists(client, "people_mv")
 
 
 def ensure_people(client: Any, retention_days: int) -> None:
