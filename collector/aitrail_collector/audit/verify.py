@@ -65,43 +65,49 @@ def use_engine(store: Store, fast: Optional[bool]) -> bool:
 
 
 def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None,
-                 fast: Optional[bool] = None) -> Report:
+                 fast: Optional[bool] = None, end_seq: Optional[int] = None) -> Report:
     """Check one chain; with ``audit``, also rebuild every checkpoint's root as rows pass
     and start where the audit says (``--from-checkpoint``). ``fast``: the engine path
-    (None: unless AITRAIL_VERIFY_REFERENCE=1); ``report.path`` says which ran."""
+    (None: unless AITRAIL_VERIFY_REFERENCE=1); ``report.path`` says which ran.
+
+    ``end_seq``: the last seq to check (a running collector's durable head); else the
+    head stored now. Every query of the check reads that same stretch: rows stored
+    while it runs are neither counted nor checked, and cannot show as a gap."""
+    end = store.head(chain_id)[0] if end_seq is None else end_seq
     if use_engine(store, fast):
-        return _verify_chain_engine(store, chain_id, audit)
-    return _verify_chain_reference(store, chain_id, audit)
+        return _verify_chain_engine(store, chain_id, audit, end)
+    return _verify_chain_reference(store, chain_id, audit, end)
 
 
 def reference_summary(store: Store, chain_id: str, start_seq: int, start_hash: bytes,
                       on_block: Optional[Callable[[Sequence[bytes], Sequence[bytes]], None]]
-                      = None) -> ChainSummary:
+                      = None, end_seq: Optional[int] = None) -> ChainSummary:
     """``verify_sql.summarize`` done by the reference, in Python (the engine only reads):
     the links followed on the hash columns by seq (``on_block``: the audit's tree), then
     every row read as stored and checked (``failing_rows``), up to the head the links
     found, so that a record appended in between is neither counted nor checked."""
-    records, head_seq, intact = follow_links(store.link_blocks(chain_id, start_seq),
+    records, head_seq, intact = follow_links(store.link_blocks(chain_id, start_seq, end_seq),
                                              start_seq, start_hash, on_block)
     failing = failing_rows(store.chain_blocks(chain_id, start_seq, head_seq)) if records else []
     return ChainSummary(records, head_seq, failing, intact)
 
 
 def _verify_chain_reference(store: Store, chain_id: str,
-                            audit: Optional[CheckpointAudit]) -> Report:
+                            audit: Optional[CheckpointAudit], end_seq: int) -> Report:
     """The reference's summary of the chain; the rows that fail are read again whole and
     judged by ``check_rows``, as on the engine path, so both paths word every finding
     alike."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
     summary = reference_summary(store, chain_id, start_seq, start_hash,
-                                audit.add_block if audit is not None else None)
+                                audit.add_block if audit is not None else None, end_seq)
     report = Report(chain_id, summary.records, summary.head_seq, path=REFERENCE)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
     # The reference's rows are dicts, so a repeated key passed its checks: every row.
-    modified += _repeated_keys(store, chain_id, start_seq, modified)
-    return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
+    modified += _repeated_keys(store, chain_id, start_seq, modified, end_seq=end_seq)
+    return _conclude(store, report, modified, summary.intact, (start_seq, end_seq),
+                     start_hash, audit)
 
 
 def _in_thread(pool: ThreadPoolExecutor, store: Store, fn: Callable[..., T], *args: Any
@@ -117,30 +123,33 @@ def _in_thread(pool: ThreadPoolExecutor, store: Store, fn: Callable[..., T], *ar
 
 
 def _verify_chain_engine(store: Store, chain_id: str,
-                         audit: Optional[CheckpointAudit]) -> Report:
+                         audit: Optional[CheckpointAudit], end_seq: int) -> Report:
     """The engine checks every row and the links; the reference judges the rows that fail.
     With an audit, the engine's pass runs on a worker thread while this one feeds the
     leaf and chain hashes to the audit (the engine releases the GIL while it works)."""
     start_seq = audit.start_seq if audit else 1
     start_hash = audit.start_hash if audit else ZERO_HASH
     if audit is None:
-        summary = verify_sql.summarize(store, chain_id, start_seq, start_hash)
+        summary = verify_sql.summarize(store, chain_id, start_seq, start_hash, end_seq)
     else:
         with ThreadPoolExecutor(1) as pool:
             pending = _in_thread(pool, store, verify_sql.summarize, chain_id, start_seq,
-                                 start_hash)
-            for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq):
+                                 start_hash, end_seq)
+            for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq, end_seq):
                 audit.add_block(leaves, chains)
             summary = pending.result()
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
-    modified += _repeated_keys(store, chain_id, start_seq, modified, summary.failing_seqs)
-    return _conclude(store, report, modified, summary.intact, start_seq, start_hash, audit)
+    modified += _repeated_keys(store, chain_id, start_seq, modified, summary.failing_seqs,
+                               end_seq)
+    return _conclude(store, report, modified, summary.intact, (start_seq, end_seq),
+                     start_hash, audit)
 
 
 def _repeated_keys(store: Store, chain_id: str, start_seq: int, modified: list,
-                   seqs: Optional[Sequence[int]] = None) -> list[Finding]:
+                   seqs: Optional[Sequence[int]] = None,
+                   end_seq: int = verify_sql.LAST_SEQ) -> list[Finding]:
     """Rows with a map key written in twice (verify_sql.repeated_keys), not already
     found modified: the checks that read maps as dicts cannot see the second entry.
     Only an embedded engine is asked; a server's rows are read as it sends them."""
@@ -150,17 +159,21 @@ def _repeated_keys(store: Store, chain_id: str, start_seq: int, modified: list,
     return [Finding(MODIFIED, chain_id, seq, rid,
                     f"map(s) {', '.join(maps)} hold a key more than once: an entry was "
                     "written in after sealing, and a reader of that key may see it")
-            for seq, rid, maps in verify_sql.repeated_keys(store, chain_id, start_seq, seqs)
+            for seq, rid, maps in verify_sql.repeated_keys(store, chain_id, start_seq, seqs,
+                                                           end_seq)
             if seq not in found]
 
 
-def _conclude(store: Store, report: Report, modified: list, intact: bool, start_seq: int,
-              start_hash: bytes, audit: Optional[CheckpointAudit]) -> Report:
-    chain_id = report.chain_id
+def _conclude(store: Store, report: Report, modified: list, intact: bool,
+              stretch: tuple[int, int], start_hash: bytes,
+              audit: Optional[CheckpointAudit]) -> Report:
+    """The findings of one chain from the rows that failed and, when the links broke,
+    where (``stretch``: the first and last seq checked)."""
+    chain_id, (start_seq, end_seq) = report.chain_id, stretch
     placed = []
     if not intact:
         suspects = frozenset((f.seq, f.record_id) for f in modified)
-        placed = classify_links(chain_id, store.links(chain_id, start_seq), start_seq,
+        placed = classify_links(chain_id, store.links(chain_id, start_seq, end_seq), start_seq,
                                 start_hash, suspects=suspects)
     # A forged row is reported once, as inserted, not also as modified.
     inserted = {(f.seq, f.record_id) for f in placed if f.kind == INSERTED}
@@ -217,7 +230,8 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                  trust: Optional[Trust] = None,
                  from_checkpoint: Union[int, Mapping[str, int], None] = None,
                  pinned: Optional[SignedCheckpoint] = None,
-                 fast: Optional[bool] = None) -> dict:
+                 fast: Optional[bool] = None,
+                 durable_head: Optional[Callable[[str], Optional[int]]] = None) -> dict:
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
@@ -225,6 +239,11 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     when it names no usable checkpoint. ``pinned`` (``--since-checkpoint``): a
     checkpoint an auditor kept; later history not consistent with it is a finding.
     ``fast``: see ``verify_chain``; the report's ``path`` says which ran.
+    ``durable_head``: a running collector's durable head of a chain (None for a chain
+    it does not write), asked after the chain's checkpoints are read, so that it is at
+    least every checkpoint's size. The chain is checked up to it: a group being stored
+    lands one part per day partition, each visible on its own, and its rows past the
+    head are not a gap yet (Ledger.head_seq moves only once all of it is stored).
     """
     started = time.perf_counter()
     names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
@@ -247,7 +266,8 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
             audit = _audit(store, chain_id, trust, start, pinned,
                            compiled=not reference_asked(fast))
             audits[chain_id] = audit
-            reports.append(verify_chain(store, chain_id, audit, fast=fast))
+            end = durable_head(chain_id) if durable_head is not None else None
+            reports.append(verify_chain(store, chain_id, audit, fast=fast, end_seq=end))
         pinned_findings = []
         if pinned is not None and trust is not None:
             pinned_findings = _pinned_findings(pinned, names, reports, audits, trust)
@@ -288,7 +308,8 @@ NO_END_NS = 2**63 - 1
 
 
 def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
-                  until: Optional[date]) -> dict:
+                  until: Optional[date],
+                  durable_head: Optional[Callable[[str], Optional[int]]] = None) -> dict:
     """Verify the stretch of each chain that holds [since, until) (UTC days; ``until``
     exclusive): from that chain's last checkpoint signed before ``since`` on
     (everything when there is none). The rest of the chain after ``until`` is checked
@@ -300,7 +321,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
     records were sealed in it, how many after it were checked, which records no
     signed checkpoint covers yet, and which checkpoints were signed in the period
     (those of a quiet period show the chain was running then). Raises AuditError
-    when ``since`` is not before ``until``."""
+    when ``since`` is not before ``until``. ``durable_head``: as for ``verify_store``."""
     if since is not None and until is not None and since >= until:
         raise AuditError(f"the period's start ({since.isoformat()}) must be before its end "
                          f"({until.isoformat()}, exclusive)")
@@ -313,10 +334,11 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
             if number is not None:
                 starts[chain] = number
     try:
-        report = verify_store(store, trust=trust, from_checkpoint=starts)
+        report = verify_store(store, trust=trust, from_checkpoint=starts,
+                              durable_head=durable_head)
     except AuditError:  # a start the audit will not take: verify each chain whole
         starts = {}
-        report = verify_store(store, trust=trust)
+        report = verify_store(store, trust=trust, durable_head=durable_head)
     report["period"] = {"since": since.isoformat() if since else None,
                         "until": until.isoformat() if until else None,
                         "from_checkpoint": starts,

@@ -273,26 +273,23 @@ class Store:
         (``aitrail.verify.chain.failing_rows``). Decoding them to str and dicts of str
         would cost more than the checks; sorting every column by seq, about as much as
         reading them (the links are followed on ``link_blocks``)."""
-        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
-               " AND seq >= {s:UInt64}")
-        params: dict[str, Any] = {"c": chain_id, "s": from_seq}
-        if to_seq is not None:
-            sql += " AND seq <= {e:UInt64}"
-            params["e"] = to_seq
+        sql, params = _stretch(f"SELECT {ENVELOPE_SELECT}", chain_id, from_seq, to_seq)
         yield from self.stream_blocks(sql, params, query_formats={"String": "bytes"})
 
-    def link_blocks(self, chain_id: str, from_seq: int = 1) -> Iterator[Sequence[Sequence[Any]]]:
+    def link_blocks(self, chain_id: str, from_seq: int = 1, to_seq: Optional[int] = None
+                    ) -> Iterator[Sequence[Sequence[Any]]]:
         """The hash columns of one chain by seq (``aitrail.verify.chain.LINK_COLUMNS``),
-        from ``from_seq``, as the driver's column blocks."""
-        sql = (f"SELECT seq, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
-               " WHERE chain_id = {c:String} AND seq >= {s:UInt64} ORDER BY seq")
-        yield from self.stream_blocks(sql, {"c": chain_id, "s": from_seq})
+        from ``from_seq`` (to ``to_seq``), as the driver's column blocks."""
+        sql, params = _stretch("SELECT seq, prev_hash, leaf_hash, chain_hash", chain_id,
+                               from_seq, to_seq)
+        yield from self.stream_blocks(sql + " ORDER BY seq", params)
 
-    def links(self, chain_id: str, from_seq: int = 1) -> list[Link]:
-        sql = (f"SELECT seq, record_id, prev_hash, leaf_hash, chain_hash FROM {DB}.envelopes"
-               " WHERE chain_id = {c:String} AND seq >= {s:UInt64} ORDER BY seq")
+    def links(self, chain_id: str, from_seq: int = 1, to_seq: Optional[int] = None
+              ) -> list[Link]:
+        sql, params = _stretch("SELECT seq, record_id, prev_hash, leaf_hash, chain_hash",
+                               chain_id, from_seq, to_seq)
         return [Link(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
-                for r in self.stream(sql, {"c": chain_id, "s": from_seq})]
+                for r in self.stream(sql + " ORDER BY seq", params)]
 
     def payload_rows(self, chain_id: str, record_ids: Sequence[str],
                      bounds: Optional[tuple[int, int]] = None) -> list[tuple]:
@@ -362,3 +359,14 @@ class Store:
 
 def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc)
+
+
+def _stretch(select: str, chain_id: str, from_seq: int, to_seq: Optional[int]
+             ) -> tuple[str, dict[str, Any]]:
+    """``select`` over one chain's envelopes from ``from_seq`` (to ``to_seq``)."""
+    sql = f"{select} FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
+    params: dict[str, Any] = {"c": chain_id, "s": from_seq}
+    if to_seq is not None:
+        sql += " AND seq <= {e:UInt64}"
+        params["e"] = to_seq
+    return sql, params

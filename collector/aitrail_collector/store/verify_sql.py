@@ -137,9 +137,14 @@ def engine_can_verify(store: Store) -> bool:
     return bool(store.embedded)
 
 
-def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) -> ChainSummary:
-    """Two passes in the engine over the chain from ``start_seq``: the count, the head
-    and the rows that fail their own checks; then whether the rows link up.
+LAST_SEQ = 2**64 - 1  # no end: every row from the start on
+
+
+def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes,
+              end_seq: int = LAST_SEQ) -> ChainSummary:
+    """Two passes in the engine over the chain from ``start_seq`` to ``end_seq``: the
+    count, the head and the rows that fail their own checks; then whether the rows link
+    up. Both read the same stretch, whatever lands after ``end_seq`` in between.
 
     Two queries, not one: a window over the rows by seq makes the engine sort every
     column the row checks read (the whole envelope) before it hashes them, in one
@@ -147,8 +152,10 @@ def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes) ->
     the parts; only the link check needs seq order, and it sorts three narrow
     columns (measured on 1M records: 11.1 CPU-s as one query, 4.3 as the two). No JIT:
     the row checks on 1M records took 3.96-4.04 CPU-s with it, 3.56-3.78 without."""
-    params = {"c": chain_id, "s": start_seq, "s0": start_seq - 1, "h": start_hash.hex()}
-    where = f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
+    params = {"c": chain_id, "s": start_seq, "s0": start_seq - 1, "h": start_hash.hex(),
+              "e": end_seq}
+    where = (f" FROM {DB}.envelopes WHERE chain_id = {{c:String}} AND seq >= {{s:UInt64}}"
+             " AND seq <= {e:UInt64}")
     rows = store.query("SELECT count(), max(seq), arraySort(groupUniqArrayIf(seq, NOT ("
                        + row_ok_expr() + "))) " + where + NO_JIT_CLAUSE, params).result_rows[0]
     count = int(rows[0])
@@ -172,9 +179,10 @@ def _repeats(col: str) -> str:
 
 
 def repeated_keys(store: Store, chain_id: str, start_seq: int,
-                  seqs: Optional[Sequence[int]] = None) -> list[tuple[int, str, list[str]]]:
+                  seqs: Optional[Sequence[int]] = None, end_seq: int = LAST_SEQ
+                  ) -> list[tuple[int, str, list[str]]]:
     """(seq, record_id, the maps) of rows whose map holds a key more than once, from
-    ``start_seq`` (only ``seqs``, when given), by seq.
+    ``start_seq`` to ``end_seq`` (only ``seqs``, when given), by seq.
 
     The sealer never writes one: its maps come from protobuf maps, whose keys are
     unique. A driver reading a map into a dict keeps the last entry, so an entry
@@ -184,9 +192,9 @@ def repeated_keys(store: Store, chain_id: str, start_seq: int,
     entries), so the engine path asks about its failing rows only."""
     names = ", ".join(f"if({_repeats(m)}, '{m}', '')" for m in MAP_FIELDS)
     sql = (f"SELECT seq, record_id, arrayFilter(x -> x != '', [{names}]) FROM {DB}.envelopes"
-           " WHERE chain_id = {c:String} AND seq >= {s:UInt64} AND ("
+           " WHERE chain_id = {c:String} AND seq >= {s:UInt64} AND seq <= {e:UInt64} AND ("
            + " OR ".join(_repeats(m) for m in MAP_FIELDS) + ")")
-    params: dict[str, Any] = {"c": chain_id, "s": start_seq}
+    params: dict[str, Any] = {"c": chain_id, "s": start_seq, "e": end_seq}
     if seqs is not None:
         if not seqs:
             return []
@@ -207,13 +215,13 @@ def rows_at(store: Store, chain_id: str, seqs: Sequence[int]) -> Iterator[tuple[
         yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
 
 
-def hash_blocks(store: Store, chain_id: str, start_seq: int
+def hash_blocks(store: Store, chain_id: str, start_seq: int, end_seq: int = LAST_SEQ
                 ) -> Iterator[tuple[Sequence[Any], Sequence[Any]]]:
-    """(leaf hashes, chain hashes) of the chain from ``start_seq`` by seq, in the
-    driver's column blocks: what the checkpoint audit rebuilds its trees from."""
+    """(leaf hashes, chain hashes) of the chain from ``start_seq`` to ``end_seq`` by seq,
+    in the driver's column blocks: what the checkpoint audit rebuilds its trees from."""
     sql = (f"SELECT leaf_hash, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
-           " AND seq >= {s:UInt64} ORDER BY seq")
-    for block in store.stream_blocks(sql, {"c": chain_id, "s": start_seq}):
+           " AND seq >= {s:UInt64} AND seq <= {e:UInt64} ORDER BY seq")
+    for block in store.stream_blocks(sql, {"c": chain_id, "s": start_seq, "e": end_seq}):
         yield block[0], block[1]
 
 

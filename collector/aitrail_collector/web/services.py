@@ -32,6 +32,12 @@ class Services:
     info: dict[str, Any] = field(default_factory=dict)  # shown by /healthz
     otlp: Optional[OtlpReceiver] = None  # set: POST /v1/traces, and its counters in /healthz
 
+    def durable_head(self, chain_id: str) -> Optional[int]:
+        """The last seq this collector has stored in full on ``chain_id`` (None: not a
+        chain it writes): where a verification it runs stops (audit.verify.verify_store)."""
+        ledger = self.ledger
+        return ledger.head_seq if ledger is not None and ledger.chain_id == chain_id else None
+
     @property
     def signs(self) -> bool:
         """Whether this process seals the chain (a running collector)."""

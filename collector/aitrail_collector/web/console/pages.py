@@ -341,7 +341,8 @@ class Console:
             # The form's To is a day included in the period; verify_period's end is
             # exclusive: the day after To, 00:00 UTC.
             report = verify_period(self.store, trust, first,
-                                   last + timedelta(days=1) if last else None)
+                                   last + timedelta(days=1) if last else None,
+                                   self.services.durable_head)
         except (ValueError, AuditError) as exc:
             return self.render_status(request, error=str(exc), form=form, status=400)
         self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
