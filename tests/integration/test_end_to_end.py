@@ -214,3 +214,8 @@ def test_engine_rendered_export_is_byte_identical_to_csv_lines(sdk, collector):
         assert row["task_id"] == row["request_id"] == quoted + task
         assert row["final_decision" if row["event_type"] == "resolution" else "input"] == \
             quoted + task
+    # Each export's data_access record counts the rows exported, not the line breaks:
+    # an output above holds a CR LF inside its quoted cell.
+    accesses = collector.get("/api/v1/records?type=data_access&limit=10000&sort=seq")["records"]
+    exports = [a for a in accesses if a["resource"] == "export"]
+    assert [a["attributes"]["rows"] for a in exports[-2:]] == [str(len(records))] * 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from aitrail.record.csv_format import RowCounter
 from aitrail_collector.store import queries as query
 from aitrail_collector.store.export import export_csv
 from aitrail_collector.web.auth.accounts import Principal
@@ -14,11 +15,11 @@ from aitrail_collector.web.services import Services
 
 def export(services: Services, who: Principal, f: query.Filters,
            via: str = "console", columns: str = "full") -> Iterator[bytes]:
-    rows = -1  # the header line
+    counter = RowCounter()
     try:
         for chunk in export_csv(services.store, f, columns):
-            rows += chunk.count(b"\r\n")
+            counter.feed(chunk)
             yield chunk
     finally:
         services.access.record(who, "export", {**f.describe(), "columns": columns},
-                               max(rows, 0), via=via)
+                               max(counter.rows - 1, 0), via=via)  # less the header

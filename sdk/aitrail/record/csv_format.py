@@ -132,3 +132,24 @@ def csv_lines(records: Iterable[dict[str, Any]], columns: str = "full") -> Itera
         buf.truncate()
         writer.writerow([csv_cell(cell_value(rec, col, columns)) for col in names])
         yield buf.getvalue()
+
+
+class RowCounter:
+    """Counts the rows of CSV text fed in chunks of any size, as ``csv_lines`` writes it:
+    each row ends in a line break, and a line break inside a quoted cell (a prompt's own
+    CR LF) ends nothing. A quote toggles "inside a cell" (a doubled quote toggles twice),
+    so the rows are the LFs outside quotes: per chunk one split on the quote and one
+    count over the outside pieces, both in C, not a loop over rows or cells."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._quoted = False  # whether the text so far ends inside a quoted cell
+
+    def feed(self, chunk: bytes) -> None:
+        if b'"' not in chunk:
+            if not self._quoted:
+                self.rows += chunk.count(b"\n")
+            return
+        pieces = chunk.split(b'"')
+        self.rows += b"".join(pieces[1 if self._quoted else 0::2]).count(b"\n")
+        self._quoted ^= len(pieces) % 2 == 0  # an odd number of quotes in this chunk
