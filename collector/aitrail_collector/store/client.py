@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import chdb
 import clickhouse_connect
@@ -54,6 +55,11 @@ NO_JIT = {"compile_expressions": 0, "compile_aggregate_expressions": 0}
 NO_JIT_CLAUSE = " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in NO_JIT.items())
 
 
+T = TypeVar("T")
+READERS = 2  # threads for Store.concurrently: the machine this is sized for has 2 cores
+_READER = "aitrail-store-reader"
+
+
 class Store:
     def __init__(self, dsn: str, retention_days: int = CollectorConfig.retention_days):
         if retention_days < 1:
@@ -61,6 +67,9 @@ class Store:
         self.dsn = dsn
         self.retention_days = retention_days
         self._local = threading.local()
+        self._readers: Optional[ThreadPoolExecutor] = None  # see concurrently
+        self._reader_clients: list[Any] = []
+        self._readers_lock = threading.Lock()
         self._people: Optional[bool] = None
         self.data_dir = DataDir.of_dsn(dsn)
         self.embedded = self.data_dir is not None
@@ -77,9 +86,13 @@ class Store:
 
     def _connect(self):
         try:
-            return clickhouse_connect.get_client(dsn=self.dsn)
+            client = clickhouse_connect.get_client(dsn=self.dsn)
         except Exception as exc:  # noqa: BLE001 - turned into one clear error
             raise StoreError(self._open_error(exc)) from exc
+        if threading.current_thread().name.startswith(_READER):
+            with self._readers_lock:  # closed by close(), from another thread
+                self._reader_clients.append(client)
+        return client
 
     def _open_error(self, exc: Exception) -> str:
         if self.embedded and "EmbeddedServer" in str(exc):
@@ -346,15 +359,47 @@ class Store:
                 return left
             time.sleep(0.2)  # a part replaced in this very second is kept until the next
 
+    def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The results of independent reads, run at once: the first on this thread, the
+        others on the store's reader threads. The engine releases the GIL while it
+        works, so the reads of one page use both cores. The readers keep their clients
+        open between pages (opening one runs six queries of the driver's own, 10-150 ms
+        here); ``close`` closes them."""
+        if len(calls) < 2:
+            return [call() for call in calls]
+        with self._readers_lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(READERS, thread_name_prefix=_READER)
+            pending = [self._readers.submit(call) for call in calls[1:]]
+        first = calls[0]()
+        return [first] + [f.result() for f in pending]
+
+    def _close_readers(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, None
+            clients, self._reader_clients = self._reader_clients, []
+        if readers is not None:
+            readers.shutdown(wait=True)  # their reads end first
+        for client in clients:
+            _close_quietly(client)
+
     def close(self) -> None:
+        """Close this thread's clients and the readers' (the embedded engine releases
+        its directory only once every client is closed)."""
         for name in ("client", "stream_client"):
             client = getattr(self._local, name, None)
             if client is not None:
-                try:
-                    client.close()
-                except (ClickHouseError, DatabaseError, OSError):
-                    pass
+                _close_quietly(client)
                 setattr(self._local, name, None)
+        if not threading.current_thread().name.startswith(_READER):
+            self._close_readers()
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except (ClickHouseError, DatabaseError, OSError):
+        pass
 
 
 def _dt(ns: int) -> datetime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.record.csv_format import PAYLOAD_COLUMNS, RESULT_COLUMNS, csv_lines
@@ -567,13 +567,21 @@ def search(store: Store, filters: Filters, payloads: bool = True,
     rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
     starts = [r[_START] for r in rows]
+    # The page's hashes, task models and payloads are independent reads, each of rows
+    # scattered over day parts: run at once, not one after another. Each fills keys of
+    # its own in the records. A timeline's task models need no read.
+    reads: list[Callable[[], None]] = []
     if _from_people(store, filters):
-        _attach_hashes(store, records, starts)
-    if task_models:
-        _attach_task_models(store, records, starts, _whole_tasks(filters))
+        reads.append(lambda: _attach_hashes(store, records, starts))
+    whole = _whole_tasks(filters)
+    if task_models and whole:
+        _attach_task_models(store, records, starts, whole)
+    elif task_models:
+        reads.append(lambda: _attach_task_models(store, records, starts))
     if payloads:
-        _attach_payloads(store, records, _bounds(rows))
-    else:
+        reads.append(lambda: _attach_payloads(store, records, _bounds(rows)))
+    store.concurrently(reads if records else [])
+    if not payloads:
         for rec in records:
             del rec["_commitments"]
     return records
