@@ -19,6 +19,7 @@ from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import (
     DB,
+    ENVELOPE_DAYS,
     ENVELOPE_SELECT,
     FIELD_POSITION,
     HASH_COLUMNS,
@@ -167,12 +168,18 @@ class Filters:
             raise FilterError(f"trace_id {trace_id!r}: expected 32 hex digits")
         return f
 
-    def where(self, people: bool = False) -> tuple[str, dict[str, Any]]:
+    def where(self, people: bool = False, task_days: bool = False) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its parameters. ``people``: for the people table
         (schema.people_ddl), which has the envelope's columns and the person each row
-        names: the reviewer filter is then on that one sorted column."""
+        names: the reviewer filter is then on that one sorted column. ``task_days``:
+        the store has the task -> day table (schema.COUNT_TABLES), and an exact task
+        filter also names the task's days there, so the engine opens only those day
+        partitions (the set is built before the parts are chosen)."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
+        if task_days and self.task is not None and not self.prefix:
+            clauses.append(f"toDate(start_time) IN (SELECT day FROM {DB}.task_days"
+                           " WHERE task_id = {task:String})")
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
@@ -433,13 +440,14 @@ def _from_people(store: Store, filters: Filters) -> bool:
     return filters.reviewer is not None and store.has_people()
 
 
-def _select(filters: Filters, has_people: bool = False) -> tuple[str, dict[str, Any]]:
+def _select(filters: Filters, has_people: bool = False,
+            task_days: bool = False) -> tuple[str, dict[str, Any]]:
     """The SELECT of a search: from the envelopes, or, for a reviewer search on a
     store that has it (``has_people``), from the people table (the same columns and
     values, see schema.people_ddl). A prefix may name a record through two of its
-    people: once."""
+    people: once. ``task_days``: see Filters.where."""
     people = has_people and filters.reviewer is not None
-    where, params = filters.where(people)
+    where, params = filters.where(people, task_days and not people)
     order = "DESC" if filters.order == "desc" else "ASC"
     if people:
         once = " LIMIT 1 BY chain_id, seq" if filters.prefix else ""
@@ -544,7 +552,7 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
     partitions let it open only the window's. Exact: every record outside a window is
     older than every record in it, so a window that fills the page (offset + limit
     rows) holds the page."""
-    has_people = store.has_people()
+    indexes = store.has_people(), store.has_counts()
     if (filters.sort == "start_time" and filters.order == "desc" and filters.limit
             and all(getattr(filters, k) is None for k in
                     ("task", "reviewer", "request_id", "trace_id", "record_id"))):
@@ -554,10 +562,10 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
             if filters.since and since <= _utc(filters.since):
                 break
             window = replace(filters, since=since)
-            rows = store.query(*_select(window, has_people)).result_rows
+            rows = store.query(*_select(window, *indexes)).result_rows
             if len(rows) == filters.limit:
                 return rows
-    return store.query(*_select(filters, has_people)).result_rows
+    return store.query(*_select(filters, *indexes)).result_rows
 
 
 def search(store: Store, filters: Filters, payloads: bool = True,
@@ -584,15 +592,64 @@ def count(store: Store, filters: Filters) -> int:
         where, params = filters.where(people=True)
         what = "uniqExact(chain_id, seq)" if filters.prefix else "count()"
         sql = f"SELECT {what} FROM {DB}.people{where}"
+    elif store.has_counts() and _counted(filters):
+        return _count_by_day(store, filters)
     else:
-        where, params = filters.where()
+        where, params = filters.where(task_days=store.has_counts())
         sql = f"SELECT count() FROM {DB}.envelopes{where}{_settings(filters, False, True)}"
     return int(store.query(sql, params).result_rows[0][0])
 
 
+def _counted(f: Filters) -> bool:
+    """Whether the type_counts table can answer the total: it filters on nothing but
+    event type, service (the collector's reads are a type and a service) and time."""
+    return not f.variant and all(getattr(f, k) is None for k in
+                                 ("task", "reviewer", "request_id", "trace_id", "record_id"))
+
+
+def _and(where: str, clause: str) -> str:
+    return f"{where} AND {clause}" if where else f" WHERE {clause}"
+
+
+def _count_by_day(store: Store, f: Filters) -> int:
+    """The total of a search _counted answers: the type_counts rows of each day wholly
+    inside the period whose sum equals the envelopes' count of that day (checked now,
+    from the parts' count metadata), plus the matching envelope rows of the other days
+    of the period (its partial first and last days, a day being written, lost in a
+    crash or dropped by the TTL): those days' partitions only."""
+    lo = _utc(f.since) if f.since else EARLIEST
+    hi = _utc(f.until) if f.until else LATEST
+    full, rest = [], []
+    for day, same in store.query(DAY_CHECK).result_rows:
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        if start + timedelta(days=1) <= lo or start >= hi:
+            continue
+        (full if same and lo <= start and start + timedelta(days=1) <= hi else rest).append(day)
+    where, params = replace(f, since=None, until=None).where()
+    parts = []
+    if full:
+        parts.append(f"(SELECT sum(n) FROM {DB}.type_counts"
+                     f"{_and(where, 'day IN {full_days:Array(Date)}')})")
+        params["full_days"] = full
+    if rest:
+        where, more = f.where()
+        params.update(more, rest_days=rest)
+        parts.append(f"(SELECT count() FROM {DB}.envelopes"
+                     f"{_and(where, 'toDate(start_time) IN {rest_days:Array(Date)}')}"
+                     f"{_settings(f, False, True)})")
+    if not parts:
+        return 0
+    return int(store.query("SELECT " + " + ".join(parts), params).result_rows[0][0])
+
+
+# Per day of the envelopes: whether type_counts sums to its count of records.
+DAY_CHECK = (f"SELECT e.d, e.n = c.n FROM ({ENVELOPE_DAYS}) AS e LEFT JOIN"
+             f" (SELECT day AS d, sum(n) AS n FROM {DB}.type_counts GROUP BY d) AS c USING (d)")
+
+
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching record, streamed from the store, payloads attached per chunk."""
-    sql, params = _select(filters, store.has_people())
+    sql, params = _select(filters, store.has_people(), store.has_counts())
     people = _from_people(store, filters)
     rows: list[Sequence[Any]] = []
     for row in store.stream(sql, params):
