@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
@@ -601,50 +601,78 @@ def count(store: Store, filters: Filters) -> int:
 
 
 def _counted(f: Filters) -> bool:
-    """Whether the type_counts table can answer the total: it filters on nothing but
-    event type, service (the collector's reads are a type and a service) and time."""
-    return not f.variant and all(getattr(f, k) is None for k in
-                                 ("task", "reviewer", "request_id", "trace_id", "record_id"))
+    """Whether the type_counts table answers the total better: it filters on event
+    type or service (the collector's reads are a type and a service) and on nothing
+    else but time. A total of every record of a period is cheaper from the envelopes:
+    the parts' count metadata and a read of start_time on the partial days."""
+    return (not f.variant and bool(f.types or f.service or f.activity != "include")
+            and all(getattr(f, k) is None for k in
+                    ("task", "reviewer", "request_id", "trace_id", "record_id")))
 
 
 def _and(where: str, clause: str) -> str:
     return f"{where} AND {clause}" if where else f" WHERE {clause}"
 
 
+def _day(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+def _edge_days(f: Filters) -> list[date]:
+    """The days the period covers only in part (its first and last, unless they start
+    at midnight)."""
+    edges = []
+    if f.since:
+        since = _utc(f.since)
+        if _day(since.date()) != since:
+            edges.append(since.date())
+    if f.until:
+        until = _utc(f.until)
+        if _day(until.date()) != until:
+            edges.append(until.date())
+    return sorted(set(edges))
+
+
 def _count_by_day(store: Store, f: Filters) -> int:
-    """The total of a search _counted answers: the type_counts rows of each day wholly
-    inside the period whose sum equals the envelopes' count of that day (checked now,
-    from the parts' count metadata), plus the matching envelope rows of the other days
-    of the period (its partial first and last days, a day being written, lost in a
-    crash or dropped by the TTL): those days' partitions only."""
+    """The total of a search _counted answers, in one query in the common case: per
+    day, the envelopes' count of records (from the parts' count metadata), the
+    type_counts sum of that day and of its matching rows, and for the days the period
+    covers only in part the matching envelope rows (those days' partitions only). A
+    day wholly inside the period counts its matching type_counts rows when its sum
+    equals the envelopes' count; a day where it does not (being written, lost in a
+    crash, dropped by the TTL) is counted from its envelope rows, a second query."""
     lo = _utc(f.since) if f.since else EARLIEST
     hi = _utc(f.until) if f.until else LATEST
-    full, rest = [], []
-    for day, same in store.query(DAY_CHECK).result_rows:
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-        if start + timedelta(days=1) <= lo or start >= hi:
-            continue
-        (full if same and lo <= start and start + timedelta(days=1) <= hi else rest).append(day)
-    where, params = replace(f, since=None, until=None).where()
-    parts = []
-    if full:
-        parts.append(f"(SELECT sum(n) FROM {DB}.type_counts"
-                     f"{_and(where, 'day IN {full_days:Array(Date)}')})")
-        params["full_days"] = full
-    if rest:
+    edges = _edge_days(f)
+    kinds, params = replace(f, since=None, until=None).where()
+    branches = [f"SELECT d, n AS e, 0 AS t, 0 AS m, 0 AS p FROM ({ENVELOPE_DAYS})",
+                f"SELECT day, 0, sum(n), sumIf(n, {kinds.removeprefix(' WHERE ') or '1'}), 0"
+                f" FROM {DB}.type_counts GROUP BY day"]
+    if edges:
         where, more = f.where()
-        params.update(more, rest_days=rest)
-        parts.append(f"(SELECT count() FROM {DB}.envelopes"
-                     f"{_and(where, 'toDate(start_time) IN {rest_days:Array(Date)}')}"
-                     f"{_settings(f, False, True)})")
-    if not parts:
-        return 0
-    return int(store.query("SELECT " + " + ".join(parts), params).result_rows[0][0])
-
-
-# Per day of the envelopes: whether type_counts sums to its count of records.
-DAY_CHECK = (f"SELECT e.d, e.n = c.n FROM ({ENVELOPE_DAYS}) AS e LEFT JOIN"
-             f" (SELECT day AS d, sum(n) AS n FROM {DB}.type_counts GROUP BY d) AS c USING (d)")
+        params.update(more, edges=edges)
+        branches.append(f"SELECT toDate(start_time) AS d, 0, 0, 0, count() FROM {DB}.envelopes"
+                        f"{_and(where, 'toDate(start_time) IN {edges:Array(Date)}')} GROUP BY d")
+    sql = (f"SELECT d, sum(e), sum(t), sum(m), sum(p) FROM ({' UNION ALL '.join(branches)})"
+           f" GROUP BY d{_settings(f, False, True)}")
+    total, stale = 0, []
+    for day, e, t, m, p in store.query(sql, params).result_rows:
+        if not e or _day(day) + timedelta(days=1) <= lo or _day(day) >= hi:
+            continue  # no records that day (the TTL dropped it), or outside the period
+        if day in edges:
+            total += p
+        elif e == t:
+            total += m
+        else:
+            stale.append(day)
+    if stale:
+        where, params = f.where()
+        params["stale"] = stale
+        total += int(store.query(
+            f"SELECT count() FROM {DB}.envelopes"
+            f"{_and(where, 'toDate(start_time) IN {stale:Array(Date)}')}"
+            f"{_settings(f, False, True)}", params).result_rows[0][0])
+    return int(total)
 
 
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
