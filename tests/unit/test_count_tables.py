@@ -223,3 +223,24 @@ def test_a_store_made_before_the_count_tables_gets_them_filled(store):
     store.ensure_schema()
     assert Store(store.dsn).has_counts()
     assert _both(store, lambda: (query.count(store, f), _task_reads(store, "T-1"))) == before
+
+
+@pytest.mark.parametrize("task", ["T-1", "t-1", "T-", "T-g", "x"])
+def test_a_task_prefix_search_through_the_days_is_the_search_of_the_envelopes(store, task):
+    f = query.Filters.parse(task=task, prefix=True, limit="50", order="desc", activity="hide")
+    assert "aitrail.task_days" in query._select(f, False, True)[0]
+    read = lambda: (query.search(store, f, payloads=False), query.count(store, f))  # noqa: E731
+    through, alone = _both(store, read)
+    assert through == alone
+
+
+@pytest.mark.parametrize("params", [
+    {"task": "T-1", "limit": "50"}, {"task": "T-1", "limit": "3"},
+    {"task": "T-1", "limit": "3", "offset": 9}, {"task": "T-1", "limit": "3", "offset": 30},
+    {"task": "nothing", "limit": "5"}, {"types": ["review"], "limit": "2", "order": "desc"},
+    {"reviewer": "rev-a", "limit": "100"}, {"limit": None}])
+def test_a_pages_total_is_the_count_of_its_search(store, params):
+    f = query.Filters(**{k: v for k, v in params.items() if k != "limit"},
+                      limit=int(params["limit"]) if params["limit"] else None)
+    page = query.search(store, f, payloads=False)
+    assert query.page_total(store, f, page) == query.count(store, f)

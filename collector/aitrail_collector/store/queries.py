@@ -177,9 +177,11 @@ class Filters:
         partitions (the set is built before the parts are chosen)."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
-        if task_days and self.task is not None and not self.prefix:
+        if task_days and self.task is not None:
+            match = (prefix_clause("task", self.task, params) if self.prefix
+                     else "task_id = {task:String}")
             clauses.append(f"toDate(start_time) IN (SELECT day FROM {DB}.task_days"
-                           " WHERE task_id = {task:String})")
+                           f" WHERE {match})")
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
@@ -600,6 +602,18 @@ def count(store: Store, filters: Filters) -> int:
     return int(store.query(sql, params).result_rows[0][0])
 
 
+def page_total(store: Store, filters: Filters, page: Sequence[Any]) -> int:
+    """The total of a search whose page ``page`` (search's records) was just read:
+    a page shorter than the limit, and not past the end, ends the matches, so the
+    total is the records before it and on it (a task's search, most others of a few
+    records: no second query); else count()."""
+    if filters.limit is not None and page and len(page) < filters.limit:
+        return filters.offset + len(page)
+    if filters.limit is not None and not page and not filters.offset:
+        return 0
+    return count(store, filters)
+
+
 def _counted(f: Filters) -> bool:
     """Whether the type_counts table answers the total better: it filters on event
     type or service (the collector's reads are a type and a service) and on nothing
@@ -742,5 +756,6 @@ def summary(store: Store) -> dict[str, Any]:
 
 
 __all__ = ["Filters", "FilterError", "explain_empty", "timeline_filters", "search", "count",
+           "page_total",
            "iter_records", "timeline", "csv_lines",
            "summary", "parse_time", "RESULT_COLUMNS", "HASH_COLUMNS"]

@@ -155,7 +155,7 @@ class Console:
         try:
             f = self.filters(request)
             rows = query.search(self.store, f, payloads=False, task_models=False)
-            total = query.count(self.store, f)
+            total = query.page_total(self.store, f, rows)
             why = query.explain_empty(self.store, f) if not total else None
             self.access.record(who, "search", f.describe(), len(rows), via="console")
         except HTTPException as exc:
