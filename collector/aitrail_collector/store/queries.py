@@ -172,9 +172,10 @@ class Filters:
         """The WHERE clause and its parameters. ``people``: for the people table
         (schema.people_ddl), which has the envelope's columns and the person each row
         names: the reviewer filter is then on that one sorted column. ``task_days``:
-        the store has the task -> day table (schema.COUNT_TABLES), and an exact task
-        filter also names the task's days there, so the engine opens only those day
-        partitions (the set is built before the parts are chosen)."""
+        the store has the task -> day table (schema.COUNT_TABLES), and a task filter
+        (exact, or a prefix: every matching task's) also names the task's days there,
+        so the engine opens only those day partitions (it builds the set before it
+        chooses the parts)."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
         if task_days and self.task is not None:
