@@ -2,7 +2,7 @@
 of records answers in well under a second"; issue 12: <= 100 ms for every preset).
 
 Measures what the search page does on every request -- ``query.search`` of one page
-(payload text and task models off, as the table shows neither) plus its total
+(payload text, task models and hashes off, as the table shows none) plus its total
 (``query.page_total``: ``query.count`` when the page is full) --
 for the searches people run, on the generated store of bench_query.py. Baseline,
 same run: the engine alone running the page's SELECT with FORMAT Null (no driver, no
@@ -77,9 +77,9 @@ def main() -> None:
     for name, make in cases.items():
         def page():
             f = make()
-            # As the page does (console/pages.py): no payload text, no task models
-            # (the table shows neither), count() only if the page is full.
-            rows = query.search(store, f, payloads=False, task_models=False)
+            # As the page does (console/pages.py): no payload text, task models or
+            # hashes (the table shows none), count() only if the page is full.
+            rows = query.search(store, f, payloads=False, task_models=False, hashes=False)
             query.page_total(store, f, rows)
 
         def engine_only():

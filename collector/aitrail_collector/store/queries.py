@@ -572,13 +572,19 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
 
 
 def search(store: Store, filters: Filters, payloads: bool = True,
-           task_models: bool = True) -> list[dict[str, Any]]:
+           task_models: bool = True, hashes: bool = True) -> list[dict[str, Any]]:
     """Matching records; with ``task_models`` each review's task model call's model and
-    prompt version too (what the CSV shows; a page that shows neither skips the query)."""
+    prompt version too (what the CSV shows; a page that shows neither skips the query).
+    ``hashes``: each record's leaf_hash and chain_hash; without, the records have
+    neither (a page that shows no hash: a page read from the people table then skips
+    the lookup of its rows in the envelopes, _attach_hashes)."""
     rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
     starts = [r[_START] for r in rows]
-    if _from_people(store, filters):
+    if not hashes:
+        for rec in records:
+            del rec["leaf_hash"], rec["chain_hash"]
+    elif _from_people(store, filters):
         _attach_hashes(store, records, starts)
     if task_models:
         _attach_task_models(store, records, starts, _whole_tasks(filters))
