@@ -137,6 +137,9 @@ def main() -> None:
     whole = (env_b + pay_b) / env_r
     # The people table (schema.people_ddl: reviewer searches), reported apart too.
     ppl_b, ppl_r, ppl_p = parts_bytes(store, "people")
+    # The count tables (schema.COUNT_TABLES: task -> days, per-day type counts), too.
+    counts = {name: parts_bytes(store, name) for name in ("task_days", "type_counts")}
+    cnt_b = sum(b for b, _, _ in counts.values())
 
     # 2. a sample of whole days from the middle of the range
     days = store.query("SELECT partition, sum(rows) FROM system.parts WHERE active AND"
@@ -195,6 +198,10 @@ def main() -> None:
         ("people table (reported apart), whole store", f"{ppl_b / env_r:,.1f}",
          f"{ppl_r:,} rows in {ppl_p} parts; {ppl_b / (env_b + pay_b):.1%} of the tables;"
          f" with the projections {(proj_b + ppl_b) / (env_b + pay_b):.1%}"),
+        ("count tables (reported apart), whole store", f"{cnt_b / env_r:,.2f}",
+         "; ".join(f"{n} {r:,} rows in {p} parts, {b / 1e6:,.2f} MB" for n, (b, r, p)
+                   in counts.items()) + f"; {cnt_b / (env_b + pay_b):.2%} of the tables;"
+         f" all derived {(proj_b + ppl_b + cnt_b) / (env_b + pay_b):.1%}"),
         ("BASELINE JSON lines, gzip -6, sample days", f"{gz / count:,.0f}",
          f"{gz / 1e6:,.1f} MB for {count:,} records"),
         ("JSON lines, uncompressed, sample days", f"{raw / count:,.0f}", ""),

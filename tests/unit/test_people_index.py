@@ -205,3 +205,19 @@ def test_a_people_table_older_than_an_envelope_column_gains_it_and_copies_it(sto
     assert stored.result_rows == [(1234,)]
     f = query.Filters.parse(reviewer="rev-new")
     assert [r["time_spent_ms"] for r in query.search(store, f)] == [1234]
+
+
+@pytest.mark.parametrize("people", [True, False])
+def test_a_page_without_hashes_is_the_page_less_the_two_hashes(store, people):
+    # The console's table shows no hash: its page skips the people rows' hash lookup,
+    # and its records are the full page's without leaf_hash and chain_hash, nothing else.
+    f = query.Filters.parse(reviewer="rev-", prefix=True, limit="5", order="desc")
+    store._people = people
+    try:
+        full = query.search(store, f, payloads=False, task_models=False)
+        bare = query.search(store, f, payloads=False, task_models=False, hashes=False)
+    finally:
+        store._people = None
+    assert len(full) == 5 and all(len(r["leaf_hash"]) == 64 for r in full)
+    assert bare == [{k: v for k, v in r.items() if k not in ("leaf_hash", "chain_hash")}
+                    for r in full]

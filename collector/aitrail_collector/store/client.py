@@ -71,6 +71,7 @@ class Store:
         self._reader_clients: list[Any] = []
         self._readers_lock = threading.Lock()
         self._people: Optional[bool] = None
+        self._counts: Optional[bool] = None
         self.data_dir = DataDir.of_dsn(dsn)
         self.embedded = self.data_dir is not None
         if self.data_dir is not None:
@@ -103,7 +104,7 @@ class Store:
     # ------------------------------------------------------------ schema
     def ensure_schema(self) -> None:
         schema.ensure_schema(self.client, self.retention_days)
-        self._people = True
+        self._people = self._counts = True
 
     def has_people(self) -> bool:
         """Whether the store has the people index (a store made before it, opened
@@ -111,6 +112,13 @@ class Store:
         if self._people is None:
             self._people = schema.has_people(self.client)
         return self._people
+
+    def has_counts(self) -> bool:
+        """Whether the store has the count tables (schema.COUNT_TABLES); one made
+        before them, opened directly by the CLI, is searched without."""
+        if self._counts is None:
+            self._counts = schema.has_counts(self.client)
+        return self._counts
 
     def add_version_columns(self) -> None:
         schema.add_version_columns(self.client)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from aitrail.errors import AitrailError
@@ -19,6 +19,7 @@ from aitrail.verify.hashes import commitment, salt_bytes
 from aitrail_collector.store.client import Store
 from aitrail_collector.store.schema import (
     DB,
+    ENVELOPE_DAYS,
     ENVELOPE_SELECT,
     FIELD_POSITION,
     HASH_COLUMNS,
@@ -167,12 +168,21 @@ class Filters:
             raise FilterError(f"trace_id {trace_id!r}: expected 32 hex digits")
         return f
 
-    def where(self, people: bool = False) -> tuple[str, dict[str, Any]]:
+    def where(self, people: bool = False, task_days: bool = False) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its parameters. ``people``: for the people table
         (schema.people_ddl), which has the envelope's columns and the person each row
-        names: the reviewer filter is then on that one sorted column."""
+        names: the reviewer filter is then on that one sorted column. ``task_days``:
+        the store has the task -> day table (schema.COUNT_TABLES), and a task filter
+        (exact, or a prefix: every matching task's) also names the task's days there,
+        so the engine opens only those day partitions (it builds the set before it
+        chooses the parts)."""
         clauses: list[str] = []
         params: dict[str, Any] = {}
+        if task_days and self.task is not None:
+            match = (prefix_clause("task", self.task, params) if self.prefix
+                     else "task_id = {task:String}")
+            clauses.append(f"toDate(start_time) IN (SELECT day FROM {DB}.task_days"
+                           f" WHERE {match})")
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
@@ -433,13 +443,14 @@ def _from_people(store: Store, filters: Filters) -> bool:
     return filters.reviewer is not None and store.has_people()
 
 
-def _select(filters: Filters, has_people: bool = False) -> tuple[str, dict[str, Any]]:
+def _select(filters: Filters, has_people: bool = False,
+            task_days: bool = False) -> tuple[str, dict[str, Any]]:
     """The SELECT of a search: from the envelopes, or, for a reviewer search on a
     store that has it (``has_people``), from the people table (the same columns and
     values, see schema.people_ddl). A prefix may name a record through two of its
-    people: once."""
+    people: once. ``task_days``: see Filters.where."""
     people = has_people and filters.reviewer is not None
-    where, params = filters.where(people)
+    where, params = filters.where(people, task_days and not people)
     order = "DESC" if filters.order == "desc" else "ASC"
     if people:
         once = " LIMIT 1 BY chain_id, seq" if filters.prefix else ""
@@ -544,7 +555,7 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
     partitions let it open only the window's. Exact: every record outside a window is
     older than every record in it, so a window that fills the page (offset + limit
     rows) holds the page."""
-    has_people = store.has_people()
+    indexes = store.has_people(), store.has_counts()
     if (filters.sort == "start_time" and filters.order == "desc" and filters.limit
             and all(getattr(filters, k) is None for k in
                     ("task", "reviewer", "request_id", "trace_id", "record_id"))):
@@ -554,16 +565,19 @@ def _page_rows(store: Store, filters: Filters) -> list[Sequence[Any]]:
             if filters.since and since <= _utc(filters.since):
                 break
             window = replace(filters, since=since)
-            rows = store.query(*_select(window, has_people)).result_rows
+            rows = store.query(*_select(window, *indexes)).result_rows
             if len(rows) == filters.limit:
                 return rows
-    return store.query(*_select(filters, has_people)).result_rows
+    return store.query(*_select(filters, *indexes)).result_rows
 
 
 def search(store: Store, filters: Filters, payloads: bool = True,
-           task_models: bool = True) -> list[dict[str, Any]]:
+           task_models: bool = True, hashes: bool = True) -> list[dict[str, Any]]:
     """Matching records; with ``task_models`` each review's task model call's model and
-    prompt version too (what the CSV shows; a page that shows neither skips the query)."""
+    prompt version too (what the CSV shows; a page that shows neither skips the query).
+    ``hashes``: each record's leaf_hash and chain_hash; without, the records have
+    neither (a page that shows no hash: a page read from the people table then skips
+    the lookup of its rows in the envelopes, _attach_hashes)."""
     rows = _page_rows(store, filters)
     records = [_row_to_record(r) for r in rows]
     starts = [r[_START] for r in rows]
@@ -571,7 +585,10 @@ def search(store: Store, filters: Filters, payloads: bool = True,
     # scattered over day parts: run at once, not one after another. Each fills keys of
     # its own in the records. A timeline's task models need no read.
     reads: list[Callable[[], None]] = []
-    if _from_people(store, filters):
+    if not hashes:
+        for rec in records:
+            del rec["leaf_hash"], rec["chain_hash"]
+    elif _from_people(store, filters):
         reads.append(lambda: _attach_hashes(store, records, starts))
     whole = _whole_tasks(filters)
     if task_models and whole:
@@ -592,15 +609,104 @@ def count(store: Store, filters: Filters) -> int:
         where, params = filters.where(people=True)
         what = "uniqExact(chain_id, seq)" if filters.prefix else "count()"
         sql = f"SELECT {what} FROM {DB}.people{where}"
+    elif store.has_counts() and _counted(filters):
+        return _count_by_day(store, filters)
     else:
-        where, params = filters.where()
+        where, params = filters.where(task_days=store.has_counts())
         sql = f"SELECT count() FROM {DB}.envelopes{where}{_settings(filters, False, True)}"
     return int(store.query(sql, params).result_rows[0][0])
 
 
+def page_total(store: Store, filters: Filters, page: Sequence[Any]) -> int:
+    """The total of a search whose page ``page`` (search's records) was just read:
+    a page shorter than the limit, and not past the end, ends the matches, so the
+    total is the records before it and on it (a task's search, most others of a few
+    records: no second query); else count()."""
+    if filters.limit is not None and page and len(page) < filters.limit:
+        return filters.offset + len(page)
+    if filters.limit is not None and not page and not filters.offset:
+        return 0
+    return count(store, filters)
+
+
+def _counted(f: Filters) -> bool:
+    """Whether the type_counts table answers the total better: it filters on event
+    type or service (the collector's reads are a type and a service) and on nothing
+    else but time. A total of every record of a period is cheaper from the envelopes:
+    the parts' count metadata and a read of start_time on the partial days."""
+    return (not f.variant and bool(f.types or f.service or f.activity != "include")
+            and all(getattr(f, k) is None for k in
+                    ("task", "reviewer", "request_id", "trace_id", "record_id")))
+
+
+def _and(where: str, clause: str) -> str:
+    return f"{where} AND {clause}" if where else f" WHERE {clause}"
+
+
+def _day(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+def _edge_days(f: Filters) -> list[date]:
+    """The days the period covers only in part (its first and last, unless they start
+    at midnight)."""
+    edges = []
+    if f.since:
+        since = _utc(f.since)
+        if _day(since.date()) != since:
+            edges.append(since.date())
+    if f.until:
+        until = _utc(f.until)
+        if _day(until.date()) != until:
+            edges.append(until.date())
+    return sorted(set(edges))
+
+
+def _count_by_day(store: Store, f: Filters) -> int:
+    """The total of a search _counted answers, in one query in the common case: per
+    day, the envelopes' count of records (from the parts' count metadata), the
+    type_counts sum of that day and of its matching rows, and for the days the period
+    covers only in part the matching envelope rows (those days' partitions only). A
+    day wholly inside the period counts its matching type_counts rows when its sum
+    equals the envelopes' count; a day where it does not (being written, lost in a
+    crash, dropped by the TTL) is counted from its envelope rows, a second query."""
+    lo = _utc(f.since) if f.since else EARLIEST
+    hi = _utc(f.until) if f.until else LATEST
+    edges = _edge_days(f)
+    kinds, params = replace(f, since=None, until=None).where()
+    branches = [f"SELECT d, n AS e, 0 AS t, 0 AS m, 0 AS p FROM ({ENVELOPE_DAYS})",
+                f"SELECT day, 0, sum(n), sumIf(n, {kinds.removeprefix(' WHERE ') or '1'}), 0"
+                f" FROM {DB}.type_counts GROUP BY day"]
+    if edges:
+        where, more = f.where()
+        params.update(more, edges=edges)
+        branches.append(f"SELECT toDate(start_time) AS d, 0, 0, 0, count() FROM {DB}.envelopes"
+                        f"{_and(where, 'toDate(start_time) IN {edges:Array(Date)}')} GROUP BY d")
+    sql = (f"SELECT d, sum(e), sum(t), sum(m), sum(p) FROM ({' UNION ALL '.join(branches)})"
+           f" GROUP BY d{_settings(f, False, True)}")
+    total, stale = 0, []
+    for day, e, t, m, p in store.query(sql, params).result_rows:
+        if not e or _day(day) + timedelta(days=1) <= lo or _day(day) >= hi:
+            continue  # no records that day (the TTL dropped it), or outside the period
+        if day in edges:
+            total += p
+        elif e == t:
+            total += m
+        else:
+            stale.append(day)
+    if stale:
+        where, params = f.where()
+        params["stale"] = stale
+        total += int(store.query(
+            f"SELECT count() FROM {DB}.envelopes"
+            f"{_and(where, 'toDate(start_time) IN {stale:Array(Date)}')}"
+            f"{_settings(f, False, True)}", params).result_rows[0][0])
+    return int(total)
+
+
 def iter_records(store: Store, filters: Filters, chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching record, streamed from the store, payloads attached per chunk."""
-    sql, params = _select(filters, store.has_people())
+    sql, params = _select(filters, store.has_people(), store.has_counts())
     people = _from_people(store, filters)
     rows: list[Sequence[Any]] = []
     for row in store.stream(sql, params):
@@ -665,5 +771,6 @@ def summary(store: Store) -> dict[str, Any]:
 
 
 __all__ = ["Filters", "FilterError", "explain_empty", "timeline_filters", "search", "count",
+           "page_total",
            "iter_records", "timeline", "csv_lines",
            "summary", "parse_time", "RESULT_COLUMNS", "HASH_COLUMNS"]

@@ -300,6 +300,98 @@ def repair_people(client: Any) -> list[str]:
     return days
 
 
+# Two small derived tables, written by materialized views in the same INSERT as the
+# envelopes (like the people table), each row a count of the envelope rows it stands
+# for, so every start can compare them with the envelopes day by day and derive a day
+# that differs again (repair_counts), and a count can check them first:
+#
+# * ``task_days``: the days (partitions) holding each task's records, for a task's
+#   timeline and search: the envelope SELECT then opens that day's parts, not all ~92
+#   (BENCHMARKS.md, issue 12: the primary-key pass over every day part was ~5 ms of a
+#   53 ms timeline). A row that outlives its day (the TTL below is a day longer than
+#   the envelopes') only names a day with no rows of the task: harmless. A missing one
+#   would hide records, hence the repair.
+# * ``type_counts``: records per day, event type and service, for the totals of
+#   searches that filter on nothing else (the console's "reviews, last 7 days"):
+#   summed from a few rows instead of a read of event_type for every record of the
+#   period (150-170 ms on the 10M store). queries.count uses a day only when its sum
+#   here equals the envelopes' count of that day, so a day being written, lost in a
+#   crash, or dropped by the TTL is counted from the envelopes instead.
+#
+# SummingMergeTree: each insert block adds rows, merges add them up; readers sum(n).
+TASK_DAYS_VIEW_SELECT = (f"SELECT task_id, toDate(start_time) AS day, count() AS n"
+                         f" FROM {DB}.envelopes")
+TYPE_COUNTS_VIEW_SELECT = (f"SELECT toDate(start_time) AS day, event_type, service,"
+                           f" count() AS n FROM {DB}.envelopes")
+COUNT_TABLES = {
+    # name: (columns, sorting key, the view's SELECT, its GROUP BY)
+    "task_days": ("task_id String CODEC(ZSTD(3)), day Date CODEC(Delta(2), ZSTD(1)),"
+                  " n UInt64 CODEC(T64, ZSTD(1))", "(task_id, day)",
+                  TASK_DAYS_VIEW_SELECT, "task_id, day"),
+    "type_counts": ("day Date, event_type LowCardinality(String),"
+                    " service LowCardinality(String), n UInt64", "(day, event_type, service)",
+                    TYPE_COUNTS_VIEW_SELECT, "day, event_type, service"),
+}
+
+
+def count_table_ddl(name: str, retention_days: int) -> str:
+    columns, key, _, _ = COUNT_TABLES[name]
+    # One day past the envelopes' TTL: a row outlives every part of its day.
+    return (f"CREATE TABLE IF NOT EXISTS {DB}.{name} ({columns})"
+            f" ENGINE = SummingMergeTree(n) ORDER BY {key}"
+            f" TTL day + INTERVAL {int(retention_days) + 1} DAY"
+            " SETTINGS non_replicated_deduplication_window = 0")
+
+
+def count_view_ddl(name: str) -> str:
+    _, _, select, group = COUNT_TABLES[name]
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{name}_mv TO {DB}.{name}"
+            f" AS {select} GROUP BY {group}")
+
+
+def has_counts(client: Any) -> bool:
+    """Whether the store has both count tables and their views."""
+    return all(_exists(client, n) and _exists(client, f"{n}_mv") for n in COUNT_TABLES)
+
+
+def ensure_counts(client: Any, retention_days: int) -> None:
+    """The count tables and their views; a store made before them gets them filled
+    from its envelopes (repair_counts: every day differs from an empty table)."""
+    for name in COUNT_TABLES:
+        if not _exists(client, f"{name}_mv"):
+            client.command(count_table_ddl(name, retention_days))
+            client.command(count_view_ddl(name))  # the view first, as in ensure_people
+    repair_counts(client)
+
+
+# The envelopes' records per day: answered from the parts' implicit count projection.
+ENVELOPE_DAYS = f"SELECT toDate(start_time) AS d, count() AS n FROM {DB}.envelopes GROUP BY d"
+
+
+def repair_counts(client: Any) -> dict[str, list[str]]:
+    """Derive each count table again for every day whose sum differs from the
+    envelopes' count of that day (a crash between an insert's writes, a store made
+    before the tables). Returns the days (ISO dates) per table. At start-up, before
+    the collector takes writes; the engine's work only (INSERT ... SELECT)."""
+    out: dict[str, list[str]] = {}
+    for name, (_, _, select, group) in COUNT_TABLES.items():
+        rows = client.query(
+            f"SELECT toString(d), c.n FROM ({ENVELOPE_DAYS}) AS e FULL OUTER JOIN"
+            f" (SELECT day AS d, sum(n) AS n FROM {DB}.{name} GROUP BY d) AS c USING (d)"
+            " WHERE e.n != c.n ORDER BY d").result_rows
+        days = [r[0] for r in rows]
+        stale = [day for day, n in rows if n]
+        if stale:
+            client.command(f"DELETE FROM {DB}.{name} WHERE day IN {{d:Array(Date)}}",
+                           parameters={"d": stale})
+        if days:
+            client.command(f"INSERT INTO {DB}.{name} {select}"
+                           f" WHERE toDate(start_time) IN {{d:Array(Date)}} GROUP BY {group}",
+                           parameters={"d": days})
+        out[name] = days
+    return out
+
+
 CHECKPOINT_COLUMNS = ("chain_id", "number", "size", "time", "text", "frontier")
 
 
@@ -365,6 +457,7 @@ def ensure_schema(client: Any, retention_days: int) -> None:
     add_version_columns(client)
     migrate_layout(client)
     ensure_people(client, retention_days)
+    ensure_counts(client, retention_days)
     create_views(client)
 
 

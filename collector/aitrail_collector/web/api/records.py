@@ -35,7 +35,7 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
         f = parse_filters(params, limit, offset)
         found = query.search(store, f, payloads=allowed(principal.role, "payloads"))
         hidden = hide_payloads(found, principal)
-        total = query.count(store, f)  # before this read's own data_access record
+        total = query.page_total(store, f, found)  # before this read's own data_access record
         access.record(principal, "search", f.describe(), len(found), via="api")
         return {"total": total, "filters": f.describe(),
                 "payloads_hidden": hidden, "records": found}
