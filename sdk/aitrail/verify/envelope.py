@@ -313,13 +313,15 @@ def _map_bytes(value: Any) -> bytes:
 
 
 def _row_map_bytes(value: Sequence[tuple[bytes, bytes]]) -> bytes:
-    # A stored map's entries as stored, as UTF-8 bytes: sorting the entries sorts by key
-    # bytes. The count is of every entry, so a key written in a second time (which
-    # a dict would hide) changes the bytes: the row then fails its leaf hash, and
-    # check_rows names the key (map_entries). No check of the keys here: a clean row
-    # costs nothing more.
+    # A stored map's entries as stored, as UTF-8 bytes, sorted by key bytes by the
+    # store (the collector's STORED_ROW_SELECT: mapSort in the engine). Not sorted
+    # again: entries out of order give other bytes, so they can make a sealed row fail,
+    # never a changed one pass. The count is of every entry, so a key written in a
+    # second time (which a dict would hide) changes the bytes: the row then fails its
+    # leaf hash, and check_rows names the key (map_entries). No check of the keys
+    # here: a clean row costs nothing more.
     out = [_U32.pack(len(value))]
-    for k, v in sorted(value):
+    for k, v in value:
         out += (_PREFIX[len(k)], k, _PREFIX[len(v)], v)
     return b"".join(out)
 
@@ -334,8 +336,9 @@ def _f64_bytes(value: Any) -> bytes:
 # A stored row as the store hands it to the verifier (the collector's ENVELOPE_SELECT):
 # its position and version, one value per STORED_FIELDS column, then its hash columns.
 # ``str``/``lstr`` values are the stored UTF-8 bytes, times are ns, maps are lists of
-# (key, value) entries of bytes, every entry as stored (not dicts, which would keep one
-# entry of a key written in twice); so the verifier hashes exactly what is stored.
+# (key, value) entries of bytes sorted by key, every entry as stored (not dicts, which
+# would keep one entry of a key written in twice); so the verifier hashes exactly what
+# is stored.
 ROW_COLUMNS: tuple[str, ...] = (("seq", "envelope_version") + STORED_FIELD_NAMES
                                 + ("prev_hash", "leaf_hash", "chain_hash"))
 ROW_SEQ, ROW_VERSION, ROW_PREV, ROW_LEAF, ROW_CHAIN = (
@@ -510,7 +513,7 @@ def row_has_stray(row: Sequence[Any]) -> bool:
 def as_row(envelope: Mapping[str, Any], seq: int = 1, prev_hash: bytes = b"",
            leaf_hash: bytes = b"", chain_hash: bytes = b"") -> tuple[Any, ...]:
     """An envelope (of any version, or a stored row's every column) in the form the
-    store gives the verifier (ROW_COLUMNS): text as UTF-8 bytes, maps as lists of
+    store gives the verifier (ROW_COLUMNS): text as UTF-8 bytes, maps as sorted lists of
     (key, value) entries of bytes, an absent column at its zero value. For checking the
     row encoders against the envelope encoders and the committed vectors."""
     values: list[Any] = []
@@ -519,8 +522,8 @@ def as_row(envelope: Mapping[str, Any], seq: int = 1, prev_hash: bytes = b"",
         if f.kind in ("str", "lstr"):
             value = value.encode("utf-8")
         elif f.kind == "map":
-            value = [(k.encode("utf-8"), v.encode("utf-8"))
-                     for k, v in map_entries(value, f.name)]
+            value = sorted((k.encode("utf-8"), v.encode("utf-8"))
+                           for k, v in map_entries(value, f.name))
         values.append(value)
     return (seq, envelope.get("envelope_version", 1), *values, prev_hash, leaf_hash, chain_hash)
 
