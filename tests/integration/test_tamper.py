@@ -153,3 +153,11 @@ def test_a_map_key_written_in_twice_is_modified(sealed_store, monkeypatch, refer
     first = engine(data_dir, f"SELECT commitments['final_decision'] FROM {E} WHERE seq = 4")
     assert first[0][0][0] == "f" * 64  # what a reader by key now sees
     assert _verify(data_dir) == (1, {("modified", 4, ids[4])})
+    report = json.loads(cli("verify", "--data-dir", str(data_dir), "--format", "json").stdout)
+    assert any("commitments holds the key 'final_decision' 2 times" in f["detail"]
+               for f in report["findings"] if f["seq"] == 4), report["findings"]
+    # No proof bundle shows the row as sealed (its map, a JSON object, would hold the
+    # sealed entry only): `aitrail prove` refuses, naming the key.
+    out = cli("prove", ids[4], "--data-dir", str(data_dir))
+    assert out.returncode != 0 and "'final_decision'" in out.stderr, (out.stdout, out.stderr)
+    assert cli("prove", ids[3], "--data-dir", str(data_dir)).returncode == 0

@@ -175,10 +175,18 @@ def _rewrite_history(d: Path) -> None:
     engine(d, *updates)
 
 
+def _map_key_twice(d: Path) -> None:
+    """A forged final_decision written in before the sealed one (a dict read of the map
+    keeps the sealed entry, SQL's commitments['final_decision'] the forged)."""
+    v2 = _seq_of(d, "envelope_version = 2 AND mapContains(commitments, 'final_decision')")
+    engine(d, f"ALTER TABLE {E} UPDATE commitments = mapConcat(map('final_decision',"
+              f" repeat('f', 64)), commitments) WHERE seq = {v2} SETTINGS mutations_sync = 1")
+
+
 TAMPERINGS = {"untouched": None, "edited": _edit_fields, "deleted": _delete_row,
               "inserted": _insert_row, "swapped": _swap_rows, "nan": _not_encodable,
               "other_version": _other_version_column, "rewritten": _rewrite_history,
-              "evaluation": _edit_evaluation}
+              "evaluation": _edit_evaluation, "map_key_twice": _map_key_twice}
 
 
 @pytest.mark.parametrize("name", list(TAMPERINGS))

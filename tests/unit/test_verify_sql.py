@@ -255,3 +255,86 @@ def test_the_reference_reads_rows_only_up_to_the_head_its_links_found(store):
     assert [list(b[0]) for b in store.link_blocks("c", 3)] == [[3, 4, 5]]
     assert reference_summary(store, "c", 1, ZERO_HASH) == verify_sql.summarize(
         store, "c", 1, ZERO_HASH)
+
+
+def _sealed_with_commitments(store: Store) -> list[dict]:
+    """Four v3 records in chain "c" whose commitments hold final_decision; the second's
+    map then gets a forged final_decision written in before the sealed one (as
+    ``mapConcat`` does): SQL's ``commitments['final_decision']`` reads the forged one."""
+    _fresh(store)
+    envs = [dict(empty_envelope(3), chain_id="c", record_id=f"r{i}",
+                 commitments={"final_decision": "a" * 64, "input": f"{i}" * 64})
+            for i in range(1, 5)]
+    _store_envelopes(store, envs)
+    store.query("ALTER TABLE aitrail.envelopes UPDATE commitments = mapConcat("
+                "map('final_decision', repeat('f', 64)), commitments) WHERE seq = 2"
+                " SETTINGS mutations_sync = 1")
+    read = store.query("SELECT commitments['final_decision'] FROM aitrail.envelopes"
+                       " WHERE seq = 2").result_rows
+    assert read == [("f" * 64,)]
+    return envs
+
+
+def test_a_map_key_written_in_twice_fails_the_reference_checks_of_a_server_store(
+        store, monkeypatch):
+    """The reference reads each map as its stored entries, so its own checks (no SQL
+    check of the keys, which a server is never trusted with) find the row, and name the
+    repeated key; the engine path says the same."""
+    _sealed_with_commitments(store)
+    assert reference_summary(store, "c", 1, ZERO_HASH).failing_seqs == [2]
+    assert verify_sql.summarize(store, "c", 1, ZERO_HASH).failing_seqs == [2]
+    reports = {"engine": verify_store(store, fast=True),
+               "reference": verify_store(store, fast=False)}
+    monkeypatch.setattr(verify_sql, "engine_can_verify", lambda s: False)  # a server's rows
+    reports["server"] = verify_store(store)
+    assert [r.pop("path") for r in reports.values()] == ["engine", "reference", "reference"]
+    for r in reports.values():
+        r.pop("seconds")
+    assert reports["engine"] == reports["reference"] == reports["server"]
+    # (the payload rows were never stored here: payload findings aside)
+    (finding,) = [f for f in reports["server"]["findings"] if not f["kind"].startswith("payload")]
+    assert (finding["kind"], finding["seq"], finding["record_id"]) == ("modified", 2, "r2")
+    assert "commitments holds the key 'final_decision' 2 times" in finding["detail"]
+
+
+def _sign_chain(store: Store, chain_id: str):
+    """One signed checkpoint over the whole chain, stored as a collector stores it; the key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from aitrail.verify.checkpoint import Checkpoint, key_id, sign
+    from aitrail.verify.merkle import CompactRange
+    key = Ed25519PrivateKey.generate()
+    links = store.links(chain_id)
+    tree = CompactRange()
+    for link in links:
+        tree.append(link.leaf_hash)
+    cp = Checkpoint(origin=chain_id, number=1, size=tree.size, root=tree.root(),
+                    chain_hash=links[-1].chain_hash, time_ns=1, prev=ZERO_HASH,
+                    key_id=key_id(key.public_key()))
+    store.insert_checkpoint(chain_id, 1, cp.size, cp.time_ns, sign(cp, key).text(),
+                            tree.hashes)
+    return key
+
+
+def test_a_record_with_a_map_key_written_in_twice_gets_no_bundle_and_fails_the_console(store):
+    """A bundle never shows such a row as verified: the proof of the record is refused
+    with the reason, and the console's "Verify this task" says failed (the others of the
+    task verify)."""
+    from aitrail.errors import AitrailError
+    from aitrail_collector.audit import proofs
+    from aitrail_collector.web.console import trust
+    _sealed_with_commitments(store)
+    store.query("TRUNCATE TABLE aitrail.checkpoints")
+    key = _sign_chain(store, "c")
+    try:
+        with pytest.raises(AitrailError, match="commitments holds the key 'final_decision'"):
+            proofs.record_bundle(store, None, "r2")
+        assert proofs.record_bundle(store, None, "r3")
+        events = [{"record_id": f"r{s}", "chain_id": "c", "seq": s} for s in (1, 2, 3)]
+        check = trust.verify_task(store, key.public_key(), events)
+        assert check["results"]["r1"] == check["results"]["r3"] == ("verified", "")
+        kind, reason = check["results"]["r2"]
+        assert kind == "failed" and "'final_decision'" in reason, reason
+        assert (check["verified"], check["failed"]) == (2, 1)
+    finally:
+        store.query("TRUNCATE TABLE aitrail.checkpoints")

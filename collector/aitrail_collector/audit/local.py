@@ -136,7 +136,7 @@ class LocalBackend:
     def prove(self, record_id: str) -> str:
         try:
             return proofs.record_bundle(self.store, None, record_id)
-        except proofs.ProofRequestError as exc:
+        except (proofs.ProofRequestError, proofs.UnprovableRecord) as exc:
             raise ClientError(str(exc)) from None
 
     def summary(self) -> dict:

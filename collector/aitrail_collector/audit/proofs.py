@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from aitrail.errors import AitrailError
 from aitrail.verify import merkle
-from aitrail.verify.bundle import make_bundle
+from aitrail.verify.bundle import BundleError, make_bundle
 from aitrail.verify.checkpoint import SignedCheckpoint
 from aitrail_collector import native
 from aitrail_collector.ledger.checkpointer import Checkpointer, NotCovered
@@ -23,6 +23,11 @@ from aitrail_collector.store.client import Store
 
 class ProofRequestError(AitrailError, LookupError):
     """Nothing to prove: unknown record, or sizes outside the stored chain."""
+
+
+class UnprovableRecord(AitrailError, ValueError):
+    """The record is stored in a form no bundle can carry (a map with a key written in
+    twice): it was changed after sealing, and the message says how."""
 
 
 def _leaves(store: Store, chain_id: str, size: int) -> list[bytes]:
@@ -61,10 +66,13 @@ def record_bundle(store: Store, checkpointer: Optional[Checkpointer], record_id:
         except NotCovered as exc:
             raise ProofRequestError(str(exc)) from None
     leaves = _leaves(store, chain_id, signed.checkpoint.size)
-    link, envelope = next(iter(store.iter_chain(chain_id, seq)))
+    link, envelope = next(verify_sql.rows_at(store, chain_id, [seq]))
     proof = merkle.inclusion_proof(leaves, seq - 1, signed.checkpoint.size,
                                    native.subtree_roots(leaves))
-    return make_bundle(envelope, seq, link.leaf_hash, proof, signed)
+    try:
+        return make_bundle(envelope, seq, link.leaf_hash, proof, signed)
+    except BundleError as exc:
+        raise UnprovableRecord(str(exc)) from None
 
 
 @dataclass
@@ -73,13 +81,16 @@ class TaskProofs:
     checkpoints: dict[str, SignedCheckpoint] = field(default_factory=dict)
     bundles: dict[str, str] = field(default_factory=dict)   # record id -> bundle text
     uncovered: list[str] = field(default_factory=list)      # record ids no checkpoint covers
+    # record id -> why no bundle can be made of it (UnprovableRecord): it failed
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def latest_bundles(store: Store, positions: Sequence[tuple[str, str, int]]) -> TaskProofs:
     """The proof bundle of each (record id, chain, seq) against its chain's newest
     stored checkpoint, so one checkpoint vouches for the whole task; a record past it
-    is listed as uncovered. The tree is read once per chain (its leaves up to the
-    checkpoint) and its subtrees hashed in C."""
+    is listed as uncovered, one no bundle can carry as refused (with the reason). The
+    tree is read once per chain (its leaves up to the checkpoint) and its subtrees
+    hashed in C."""
     out = TaskProofs()
     chains = sorted({chain for _, chain, _ in positions})
     for chain in chains:
@@ -95,8 +106,11 @@ def latest_bundles(store: Store, positions: Sequence[tuple[str, str, int]]) -> T
         roots = native.subtree_roots(leaves)
         for link, envelope in verify_sql.rows_at(store, chain, covered):
             proof = merkle.inclusion_proof(leaves, link.seq - 1, size, roots)
-            out.bundles[envelope["record_id"]] = make_bundle(envelope, link.seq,
-                                                             link.leaf_hash, proof, signed)
+            try:
+                out.bundles[envelope["record_id"]] = make_bundle(
+                    envelope, link.seq, link.leaf_hash, proof, signed)
+            except BundleError as exc:
+                out.refused[envelope["record_id"]] = str(exc)
     return out
 
 

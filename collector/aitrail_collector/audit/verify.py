@@ -26,9 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail.verify.chain import (
     INSERTED,
-    MODIFIED,
     ChainSummary,
-    Finding,
     Report,
     check_rows,
     classify_links,
@@ -102,10 +100,10 @@ def _verify_chain_reference(store: Store, chain_id: str,
     summary = reference_summary(store, chain_id, start_seq, start_hash,
                                 audit.add_block if audit is not None else None, end_seq)
     report = Report(chain_id, summary.records, summary.head_seq, path=REFERENCE)
+    # Maps are read as their stored entries (store.schema.STORED_ROW_SELECT), so a key
+    # written in twice fails the row's own checks here too, and check_rows names it.
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
-    # The reference's rows are dicts, so a repeated key passed its checks: every row.
-    modified += _repeated_keys(store, chain_id, start_seq, modified, end_seq=end_seq)
     return _conclude(store, report, modified, summary.intact, (start_seq, end_seq),
                      start_hash, audit)
 
@@ -141,27 +139,8 @@ def _verify_chain_engine(store: Store, chain_id: str,
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,
                                                             summary.failing_seqs)))
-    modified += _repeated_keys(store, chain_id, start_seq, modified, summary.failing_seqs,
-                               end_seq)
     return _conclude(store, report, modified, summary.intact, (start_seq, end_seq),
                      start_hash, audit)
-
-
-def _repeated_keys(store: Store, chain_id: str, start_seq: int, modified: list,
-                   seqs: Optional[Sequence[int]] = None,
-                   end_seq: int = verify_sql.LAST_SEQ) -> list[Finding]:
-    """Rows with a map key written in twice (verify_sql.repeated_keys), not already
-    found modified: the checks that read maps as dicts cannot see the second entry.
-    Only an embedded engine is asked; a server's rows are read as it sends them."""
-    if not verify_sql.engine_can_verify(store):
-        return []
-    found = {f.seq for f in modified}
-    return [Finding(MODIFIED, chain_id, seq, rid,
-                    f"map(s) {', '.join(maps)} hold a key more than once: an entry was "
-                    "written in after sealing, and a reader of that key may see it")
-            for seq, rid, maps in verify_sql.repeated_keys(store, chain_id, start_seq, seqs,
-                                                           end_seq)
-            if seq not in found]
 
 
 def _conclude(store: Store, report: Report, modified: list, intact: bool,

@@ -39,8 +39,8 @@ from aitrail_collector.store.schema import (
     CHECKPOINT_COLUMNS,
     DB,
     ENVELOPE_COLUMNS,
-    ENVELOPE_SELECT,
     PAYLOAD_COLUMNS,
+    STORED_ROW_SELECT,
     split_row,
 )
 
@@ -277,8 +277,8 @@ class Store:
 
     def iter_chain(self, chain_id: str, from_seq: int = 1) -> Iterator[tuple[Link, dict]]:
         """Every row of one chain by seq (from ``from_seq``): its link and envelope (every
-        stored field, and its envelope_version)."""
-        sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+        stored field, each map as its stored entries, and its envelope_version)."""
+        sql = (f"SELECT {STORED_ROW_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
                " AND seq >= {s:UInt64} ORDER BY seq")
         # Column blocks, turned into rows here: cheaper than the driver's row stream.
         for block in self.stream_blocks(sql, {"c": chain_id, "s": from_seq}):
@@ -290,11 +290,12 @@ class Store:
                      ) -> Iterator[Sequence[Sequence[Any]]]:
         """Every row of one chain from ``from_seq`` (to ``to_seq``), in the engine's own
         order, as the driver's column blocks of ``aitrail.verify.envelope.ROW_COLUMNS``,
-        strings as the stored bytes: what the reference verifier hashes
+        strings as the stored bytes, maps as their stored entries (schema.STORED_ROW_SELECT):
+        what the reference verifier hashes
         (``aitrail.verify.chain.failing_rows``). Decoding them to str and dicts of str
         would cost more than the checks; sorting every column by seq, about as much as
         reading them (the links are followed on ``link_blocks``)."""
-        sql, params = _stretch(f"SELECT {ENVELOPE_SELECT}", chain_id, from_seq, to_seq)
+        sql, params = _stretch(f"SELECT {STORED_ROW_SELECT}", chain_id, from_seq, to_seq)
         yield from self.stream_blocks(sql, params, query_formats={"String": "bytes"})
 
     def link_blocks(self, chain_id: str, from_seq: int = 1, to_seq: Optional[int] = None

@@ -47,19 +47,33 @@ ENVELOPE_COLUMNS = ROW_COLUMNS
 PAYLOAD_COLUMNS = ("chain_id", "record_id", "name", "start_time", "salt", "content", "commitment")
 
 
-def _read_expr(name: str, kind: str) -> str:
+def _read_expr(name: str, kind: str, entries: bool = False) -> str:
     # DateTime64 comes back as datetime with microseconds only; the chain needs ns.
     # The alias must not shadow the column, or WHERE clauses would compare ns.
-    return f"toUnixTimestamp64Nano({name}) AS {name}_ns" if kind == "time" else name
+    if kind == "time":
+        return f"toUnixTimestamp64Nano({name}) AS {name}_ns"
+    if kind == "map" and entries:
+        # Sorted by key bytes in the engine, which the row encoder then need not do: an
+        # engine that sorted them wrong could make a sealed row fail, never a changed one
+        # pass (a map's sealed bytes have its entries in the one sorted order).
+        return f"CAST(mapSort({name}), 'Array(Tuple(String, String))') AS {name}_entries"
+    return name
 
 
-def _row_select(hashes: Sequence[str]) -> str:
-    """A stored row's SELECT list (split_row's positions), its hash columns ``hashes``."""
+def _row_select(hashes: Sequence[str], entries: bool = False) -> str:
+    """A stored row's SELECT list (split_row's positions), its hash columns ``hashes``;
+    ``entries``: each map as its list of (key, value) entries (STORED_ROW_SELECT)."""
     return ", ".join(["seq", "envelope_version"]
-                     + [_read_expr(f.name, f.kind) for f in STORED_FIELDS] + list(hashes))
+                     + [_read_expr(f.name, f.kind, entries) for f in STORED_FIELDS]
+                     + list(hashes))
 
 
 ENVELOPE_SELECT = _row_select(HASH_COLUMNS)
+# A stored row as the verifier and the proof bundles read it: each map as every entry
+# it stores, in its stored order. The driver reads a Map into a dict, which keeps the
+# last entry of a key held twice; SQL's m['key'] reads the first. A key written in a
+# second time is visible only in the entries (aitrail.verify.envelope.map_entries).
+STORED_ROW_SELECT = _row_select(HASH_COLUMNS, entries=True)
 _N_FIELDS = len(STORED_FIELD_NAMES)
 # Position of a stored field in a row read with ENVELOPE_SELECT.
 FIELD_POSITION = {name: 2 + i for i, name in enumerate(STORED_FIELD_NAMES)}
@@ -67,7 +81,8 @@ FIELD_POSITION = {name: 2 + i for i, name in enumerate(STORED_FIELD_NAMES)}
 
 def split_row(row: Any) -> tuple[int, dict[str, Any], bytes, bytes, bytes]:
     """(seq, envelope, prev_hash, leaf_hash, chain_hash) of a row read with
-    ENVELOPE_SELECT; the envelope has every stored field and its envelope_version."""
+    ENVELOPE_SELECT (maps as dicts) or STORED_ROW_SELECT (maps as lists of entries); the
+    envelope has every stored field and its envelope_version."""
     envelope = dict(zip(STORED_FIELD_NAMES, row[2:2 + _N_FIELDS]))
     envelope["envelope_version"] = int(row[1])
     prev, leaf, chain = row[2 + _N_FIELDS:]

@@ -23,12 +23,12 @@ envelope_version) makes the row fail here, and the reference names it ``modified
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 from aitrail.verify.chain import ChainSummary, Link
 from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS, Field
 from aitrail_collector.store.client import NO_JIT_CLAUSE, Store
-from aitrail_collector.store.schema import DB, ENVELOPE_SELECT, split_row
+from aitrail_collector.store.schema import DB, STORED_ROW_SELECT, split_row
 
 LEAF_PREFIX = b"\x00"  # aitrail.verify.hashes.leaf_hash: SHA-256(0x00 || canonical bytes)
 
@@ -171,44 +171,12 @@ def summarize(store: Store, chain_id: str, start_seq: int, start_hash: bytes,
                         broken == 0)
 
 
-MAP_FIELDS = tuple(f.name for f in STORED_FIELDS if f.kind == "map")
-
-
-def _repeats(col: str) -> str:
-    return f"length(mapKeys({col})) != length(arrayDistinct(mapKeys({col})))"
-
-
-def repeated_keys(store: Store, chain_id: str, start_seq: int,
-                  seqs: Optional[Sequence[int]] = None, end_seq: int = LAST_SEQ
-                  ) -> list[tuple[int, str, list[str]]]:
-    """(seq, record_id, the maps) of rows whose map holds a key more than once, from
-    ``start_seq`` to ``end_seq`` (only ``seqs``, when given), by seq.
-
-    The sealer never writes one: its maps come from protobuf maps, whose keys are
-    unique. A driver reading a map into a dict keeps the last entry, so an entry
-    written in before a sealed key is invisible to every check that reads dicts,
-    while SQL's ``m['key']`` reads the written-in one. Only the engine sees both; a
-    row like that also fails the engine's leaf check (its canonical bytes count both
-    entries), so the engine path asks about its failing rows only."""
-    names = ", ".join(f"if({_repeats(m)}, '{m}', '')" for m in MAP_FIELDS)
-    sql = (f"SELECT seq, record_id, arrayFilter(x -> x != '', [{names}]) FROM {DB}.envelopes"
-           " WHERE chain_id = {c:String} AND seq >= {s:UInt64} AND seq <= {e:UInt64} AND ("
-           + " OR ".join(_repeats(m) for m in MAP_FIELDS) + ")")
-    params: dict[str, Any] = {"c": chain_id, "s": start_seq, "e": end_seq}
-    if seqs is not None:
-        if not seqs:
-            return []
-        sql += " AND seq IN {q:Array(UInt64)}"
-        params["q"] = list(seqs)
-    return [(int(seq), rid, list(maps)) for seq, rid, maps
-            in store.query(sql + " ORDER BY seq", params).result_rows]
-
-
 def rows_at(store: Store, chain_id: str, seqs: Sequence[int]) -> Iterator[tuple[Link, dict]]:
-    """The full rows at these seqs, by seq, as ``Store.iter_chain`` gives them."""
+    """The full rows at these seqs, by seq, as ``Store.iter_chain`` gives them (each map
+    as its stored entries: a key written in twice shows)."""
     if not seqs:
         return
-    sql = (f"SELECT {ENVELOPE_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
+    sql = (f"SELECT {STORED_ROW_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
            " AND seq IN {q:Array(UInt64)} ORDER BY seq")
     for row in store.query(sql, {"c": chain_id, "q": list(seqs)}).result_rows:
         seq, envelope, prev, leaf, chain = split_row(row)

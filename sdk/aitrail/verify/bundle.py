@@ -61,14 +61,22 @@ def dumps(bundle: Mapping[str, Any]) -> str:
 
 def make_bundle(envelope: Mapping[str, Any], seq: int, leaf_hash: bytes,
                 proof: Sequence[bytes], signed: SignedCheckpoint) -> str:
-    """The bundle of one record: ``envelope`` is the stored row's (any version)."""
+    """The bundle of one record: ``envelope`` is the stored row's (any version), its
+    maps as dicts or as their stored entries. Raises BundleError when a stored map holds
+    a key twice: a bundle's map (a JSON object) holds one entry per key, so it would
+    show the row as it was sealed, and verify."""
+    try:
+        sealed = canonical_envelope(envelope)
+    except EncodingError as exc:
+        raise BundleError(f"record {envelope.get('record_id', '')}: no proof bundle, the "
+                          f"stored row was changed after sealing ({exc})") from None
     cp = signed.checkpoint
     return dumps({
         "format": FORMAT_OF[version_of(envelope)], "chain_id": envelope["chain_id"],
         "record_id": envelope["record_id"],
         "seq": seq, "leaf_index": seq - 1, "leaf_hash": leaf_hash.hex(),
         "tree_size": cp.size, "inclusion_proof": [h.hex() for h in proof],
-        "envelope": canonical_envelope(envelope),
+        "envelope": sealed,
         "checkpoint": signed.text(),
     })
 

@@ -24,7 +24,12 @@ Encoding, in the version's field order after its version tag:
 * ``f64?`` -- one byte 0 when absent; else byte 1 and the IEEE 754 binary64
   value, big-endian (NaN and infinities are refused before sealing)
 * ``map``  -- u32 entry count, then entries sorted by key bytes, key and value
-  each encoded as ``str``
+  each encoded as ``str``. A map holds each key once: a stored map with a key
+  twice (written in after sealing) has no encoding
+
+A map value is a mapping, or (a stored row's, as the store holds it) a sequence of
+(key, value) entries: a driver reading a stored map into a dict keeps one entry of a
+repeated key, so the verifier reads the entries, and only they show the repeat.
 
 The chain position (``seq``) is not part of the envelope: like an RFC 6962 leaf
 index it is a position, bound by the chain hash, not content.
@@ -203,13 +208,39 @@ def _put(out: list[bytes], kind: str, value: Any, name: str = "confidence") -> N
                 raise EncodingError(f"{name} must be a finite number")
             out.append(b"\x01" + _F64.pack(value))
     elif kind == "map":
-        items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-8"))
+        items = sorted(map_entries(value, name), key=lambda kv: kv[0].encode("utf-8"))
         out.append(_U32.pack(len(items)))
         for k, v in items:
             _put_str(out, k)
             _put_str(out, v)
     else:  # pragma: no cover - FIELDS is fixed
         raise AssertionError(kind)
+
+
+def map_entries(value: Any, name: str = "map") -> list[tuple[Any, Any]]:
+    """The (key, value) entries of a map value: a mapping's items, or a stored map's
+    entries as the store holds them. Raises EncodingError when a key is held more than
+    once: the sealer's maps come from protobuf maps, whose keys are unique, so such an
+    entry was written in after sealing, and a reader of that key by SQL
+    (``m['key']``) gets the first entry, a reader into a dict the last."""
+    if isinstance(value, Mapping):
+        return list(value.items())
+    entries = [(k, v) for k, v in value]
+    if len({k for k, _ in entries}) != len(entries):
+        counts: dict[Any, int] = {}
+        for k, _ in entries:
+            counts[k] = counts.get(k, 0) + 1
+        twice = ", ".join(f"the key {_text(k)!r} {n} times"
+                          for k, n in counts.items() if n > 1)
+        raise EncodingError(f"{name} holds {twice}: a map holds each key once, so an entry "
+                            "was written in after sealing; SQL reads the first entry of a "
+                            "key, a dict the last")
+    return entries
+
+
+def _text(key: Any) -> Any:
+    # A stored row's keys are its UTF-8 bytes; a finding names them as text.
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else key
 
 
 def version_of(envelope: Mapping[str, Any]) -> int:
@@ -270,19 +301,27 @@ class _Framed(dict[Any, bytes]):
         return framed
 
 
-def _map_bytes(value: Mapping[str, str]) -> bytes:
-    # Keys are unique, so sorting the encoded (key, value) pairs sorts by key bytes.
-    items = sorted((k.encode("utf-8"), v.encode("utf-8")) for k, v in value.items())
+def _map_bytes(value: Any) -> bytes:
+    # Keys are unique (map_entries refuses a repeat), so sorting the encoded (key,
+    # value) pairs sorts by key bytes. A dict (the sealer's) needs no check.
+    pairs = value.items() if type(value) is dict else map_entries(value)
+    items = sorted((k.encode("utf-8"), v.encode("utf-8")) for k, v in pairs)
     out = [_U32.pack(len(items))]
     for k, v in items:
         out += (_PREFIX[len(k)], k, _PREFIX[len(v)], v)
     return b"".join(out)
 
 
-def _row_map_bytes(value: Mapping[bytes, bytes]) -> bytes:
-    # A stored map read as UTF-8 bytes: sorting the keys is sorting by key bytes.
+def _row_map_bytes(value: Sequence[tuple[bytes, bytes]]) -> bytes:
+    # A stored map's entries as stored, as UTF-8 bytes, sorted by key bytes by the
+    # store (the collector's STORED_ROW_SELECT: mapSort in the engine). Not sorted
+    # again: entries out of order give other bytes, so they can make a sealed row fail,
+    # never a changed one pass. The count is of every entry, so a key written in a
+    # second time (which a dict would hide) changes the bytes: the row then fails its
+    # leaf hash, and check_rows names the key (map_entries). No check of the keys
+    # here: a clean row costs nothing more.
     out = [_U32.pack(len(value))]
-    for k, v in sorted(value.items()):
+    for k, v in value:
         out += (_PREFIX[len(k)], k, _PREFIX[len(v)], v)
     return b"".join(out)
 
@@ -296,8 +335,10 @@ def _f64_bytes(value: Any) -> bytes:
 
 # A stored row as the store hands it to the verifier (the collector's ENVELOPE_SELECT):
 # its position and version, one value per STORED_FIELDS column, then its hash columns.
-# ``str``/``lstr`` values are the stored UTF-8 bytes, times are ns, maps are dicts of
-# bytes; so the verifier hashes exactly the bytes that are stored.
+# ``str``/``lstr`` values are the stored UTF-8 bytes, times are ns, maps are lists of
+# (key, value) entries of bytes sorted by key, every entry as stored (not dicts, which
+# would keep one entry of a key written in twice); so the verifier hashes exactly what
+# is stored.
 ROW_COLUMNS: tuple[str, ...] = (("seq", "envelope_version") + STORED_FIELD_NAMES
                                 + ("prev_hash", "leaf_hash", "chain_hash"))
 ROW_SEQ, ROW_VERSION, ROW_PREV, ROW_LEAF, ROW_CHAIN = (
@@ -367,6 +408,8 @@ ROW_ENCODERS: Mapping[int, Callable[[Sequence[Any]], bytes]] = {
     v: _compile_encoder(v, row=True) for v in VERSION_FIELDS}
 _NAMES: Mapping[int, tuple[str, ...]] = {
     v: tuple(f.name for f in fs) for v, fs in VERSION_FIELDS.items()}
+_MAP_NAMES: Mapping[int, tuple[str, ...]] = {
+    v: tuple(f.name for f in fs if f.kind == "map") for v, fs in VERSION_FIELDS.items()}
 # The version's values of an envelope, in field order, in one call (KeyError: missing).
 _VALUES: Mapping[int, Callable[[Mapping[str, Any]], Sequence[Any]]] = {
     v: itemgetter(*names) for v, names in _NAMES.items()}
@@ -429,13 +472,18 @@ _OFF_VERSION_ZEROS: Mapping[int, tuple[tuple[str, Any], ...]] = {
     v: tuple((f.name, zero_value(f)) for f in fs) for v, fs in _OFF_VERSION.items()}
 
 
+def _holds_value(value: Any, zero: Any) -> bool:
+    # A map is empty as a dict or as a stored row's list of entries.
+    return bool(value) if isinstance(zero, dict) else value != zero
+
+
 def stray_fields(envelope: Mapping[str, Any]) -> list[str]:
     """Stored columns its version does not seal that hold a value: a stored row has
     every column of every version, and the sealer leaves the other version's at their
     zero value, so a value there was written afterwards."""
     version = version_of(envelope)
     return [name for name, zero in _OFF_VERSION_ZEROS[version]
-            if name in envelope and envelope[name] != zero]
+            if name in envelope and _holds_value(envelope[name], zero)]
 
 
 def _row_values(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -450,7 +498,8 @@ def _row_values(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any
 _ROW_OFF_VERSION: Mapping[int, tuple[Callable[[Sequence[Any]], tuple[Any, ...]],
                                      tuple[Any, ...]]] = {
     v: (_row_values([_ROW_POSITION[f.name] for f in fs]),
-        tuple(b"" if f.kind in ("str", "lstr") else zero_value(f) for f in fs))
+        tuple(b"" if f.kind in ("str", "lstr") else [] if f.kind == "map" else zero_value(f)
+              for f in fs))
     for v, fs in _OFF_VERSION.items()}
 
 
@@ -464,25 +513,31 @@ def row_has_stray(row: Sequence[Any]) -> bool:
 def as_row(envelope: Mapping[str, Any], seq: int = 1, prev_hash: bytes = b"",
            leaf_hash: bytes = b"", chain_hash: bytes = b"") -> tuple[Any, ...]:
     """An envelope (of any version, or a stored row's every column) in the form the
-    store gives the verifier (ROW_COLUMNS): text as UTF-8 bytes, maps as dicts of
-    bytes, an absent column at its zero value. For checking the row encoders against
-    the envelope encoders and the committed vectors."""
+    store gives the verifier (ROW_COLUMNS): text as UTF-8 bytes, maps as sorted lists of
+    (key, value) entries of bytes, an absent column at its zero value. For checking the
+    row encoders against the envelope encoders and the committed vectors."""
     values: list[Any] = []
     for f in STORED_FIELDS:
         value = envelope.get(f.name, zero_value(f))
         if f.kind in ("str", "lstr"):
             value = value.encode("utf-8")
         elif f.kind == "map":
-            value = {k.encode("utf-8"): v.encode("utf-8") for k, v in value.items()}
+            value = sorted((k.encode("utf-8"), v.encode("utf-8"))
+                           for k, v in map_entries(value, f.name))
         values.append(value)
     return (seq, envelope.get("envelope_version", 1), *values, prev_hash, leaf_hash, chain_hash)
 
 
 def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
     """Exactly the fields its version seals, plus envelope_version from v2 on: what a
-    proof bundle carries of a stored row (which has every STORED_FIELDS column)."""
+    proof bundle carries of a stored row (which has every STORED_FIELDS column), each
+    map as a dict. Raises EncodingError when a stored map holds a key twice: a dict
+    cannot show both entries, so no bundle may be made of such a row."""
     version = version_of(envelope)
     out = {name: envelope[name] for name in _NAMES[version]}
+    for name in _MAP_NAMES[version]:
+        if not isinstance(out[name], Mapping):
+            out[name] = dict(map_entries(out[name], name))
     if version != 1:
         out["envelope_version"] = version
     return out

@@ -58,6 +58,8 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
             text = proofs.record_bundle(store, checkpointer(), record_id)
         except proofs.ProofRequestError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
+        except proofs.UnprovableRecord as exc:  # the stored row was changed after sealing
+            raise HTTPException(status_code=409, detail=str(exc)) from None
         services.access.record(principal, f"proof:{record_id}", {"record_id": record_id}, 1,
                                via="api")
         return Response(text, media_type="application/json")

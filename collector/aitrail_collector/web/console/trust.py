@@ -52,6 +52,8 @@ def verify_task(store: Store, key: Optional[Ed25519PublicKey], events: list[dict
             results[record_id] = ("verified", "")
         except BundleError as exc:
             results[record_id] = ("failed", str(exc))
+    for record_id, reason in found.refused.items():
+        results[record_id] = ("failed", reason)  # changed after sealing: no bundle
     for record_id in found.uncovered:
         results[record_id] = ("uncovered", "")
     kinds = [kind for kind, _ in results.values()]
@@ -113,6 +115,10 @@ def _archive_readme(task: str, by: str, found: proofs.TaskProofs, events: list[d
         cp = signed.checkpoint
         lines.append(f"    chain {chain}: #{cp.number}, {cp.size} records, signed "
                      f"{utc(cp.time_ns)}")
+    if found.refused:
+        lines += ["", "FAILED: changed after sealing, so no bundle can show them (run "
+                  "`aitrail verify`):"]
+        lines += [f"    {rid}: {reason}" for rid, reason in sorted(found.refused.items())]
     if found.uncovered:
         lines += ["", "Not yet in a signed checkpoint (no bundle here; download again later):"]
         lines += [f"    {e['record_id']} (seq {e['seq']} of chain {e['chain_id']})"
