@@ -467,3 +467,23 @@ def test_period_verification_refuses_bad_periods(collector):
             collector.get(f"/api/v1/verify?{query}")
         assert err.value.code == status, params
         assert json.loads(err.value.read())["detail"]
+
+
+def test_a_record_with_a_map_key_written_in_twice_gets_no_proof_from_the_collector(
+        signed_store, signed_collector):
+    # The collector's own answer (GET /records/{id}/proof, `aitrail prove --url`): a
+    # bundle's maps are JSON objects, which would hold the sealed entry only, so no
+    # bundle may present such a row as sealed. A 409 names the key; the others prove.
+    engine(signed_store, f"ALTER TABLE {E} UPDATE commitments = mapConcat(map("
+                         "'final_decision', repeat('f', 64)), commitments) WHERE seq = 4"
+                         " SETTINGS mutations_sync = 1")
+    (forged,), (clean,) = engine(signed_store, f"SELECT record_id FROM {E} WHERE seq IN (4, 5)"
+                                 " ORDER BY seq")[0]
+    collector = signed_collector.start()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        collector.get(f"/api/v1/records/{forged}/proof")
+    assert refused.value.code == 409
+    assert "'final_decision'" in json.loads(refused.value.read())["detail"]
+    out = cli("prove", forged, "--url", collector.url)
+    assert out.returncode != 0 and "'final_decision'" in out.stderr, (out.stdout, out.stderr)
+    assert collector.get(f"/api/v1/records/{clean}/proof")["record_id"] == clean
