@@ -8,12 +8,15 @@ is closed at the end of the module: chDB holds one engine path per process at a 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
+import zipfile
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from aitrail.verify.envelope import (
     ROW_ENCODERS,
@@ -336,5 +339,13 @@ def test_a_record_with_a_map_key_written_in_twice_gets_no_bundle_and_fails_the_c
         kind, reason = check["results"]["r2"]
         assert kind == "failed" and "'final_decision'" in reason, reason
         assert (check["verified"], check["failed"]) == (2, 1)
+        # The task's proof archive holds the other two, and its README names the third.
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        data, _, members = trust.proof_archive(store, pem, "T", "auditor", events)
+        assert members == 2
+        readme = zipfile.ZipFile(io.BytesIO(data)).read("README.txt").decode()
+        assert "FAILED: changed after sealing" in readme
+        assert "r2: " in readme and "'final_decision'" in readme, readme
     finally:
         store.query("TRUNCATE TABLE aitrail.checkpoints")
