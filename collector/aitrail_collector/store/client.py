@@ -68,7 +68,8 @@ class Store:
         self.retention_days = retention_days
         self._local = threading.local()
         self._readers: Optional[ThreadPoolExecutor] = None  # see concurrently
-        self._reader_clients: list[Any] = []
+        self._readers_key = 0  # which pool self._readers is
+        self._reader_clients: dict[int, list[Any]] = {}  # pool -> clients its threads opened
         self._readers_lock = threading.Lock()
         self._people: Optional[bool] = None
         self._counts: Optional[bool] = None
@@ -90,9 +91,10 @@ class Store:
             client = clickhouse_connect.get_client(dsn=self.dsn)
         except Exception as exc:  # noqa: BLE001 - turned into one clear error
             raise StoreError(self._open_error(exc)) from exc
-        if threading.current_thread().name.startswith(_READER):
+        pool = getattr(self._local, "reader_of", None)
+        if pool is not None:
             with self._readers_lock:  # closed by close(), from another thread
-                self._reader_clients.append(client)
+                self._reader_clients.setdefault(pool, []).append(client)
         return client
 
     def _open_error(self, exc: Exception) -> str:
@@ -378,17 +380,27 @@ class Store:
             return [call() for call in calls]
         with self._readers_lock:
             if self._readers is None:
-                self._readers = ThreadPoolExecutor(READERS, thread_name_prefix=_READER)
+                self._readers_key += 1
+                # The threads hold the store's thread-locals, not the store: a store
+                # nobody holds is still collected (and its clients closed with it).
+                self._readers = ThreadPoolExecutor(
+                    READERS, thread_name_prefix=_READER, initializer=_mark_reader,
+                    initargs=(self._local, self._readers_key))
             pending = [self._readers.submit(call) for call in calls[1:]]
         first = calls[0]()
         return [first] + [f.result() for f in pending]
 
     def _close_readers(self) -> None:
+        """Stop the reader threads, then close the clients they opened. Only the close
+        that takes the pool closes them, after its threads are done: two closes at once
+        (two verifications' workers) must not close a client a reader still uses."""
         with self._readers_lock:
-            readers, self._readers = self._readers, None
-            clients, self._reader_clients = self._reader_clients, []
-        if readers is not None:
-            readers.shutdown(wait=True)  # their reads end first
+            readers, key, self._readers = self._readers, self._readers_key, None
+        if readers is None:
+            return
+        readers.shutdown(wait=True)  # their reads end first, then the threads
+        with self._readers_lock:
+            clients = self._reader_clients.pop(key, [])
         for client in clients:
             _close_quietly(client)
 
@@ -400,8 +412,12 @@ class Store:
             if client is not None:
                 _close_quietly(client)
                 setattr(self._local, name, None)
-        if not threading.current_thread().name.startswith(_READER):
+        if getattr(self._local, "reader_of", None) is None:
             self._close_readers()
+
+
+def _mark_reader(local: threading.local, pool: int) -> None:
+    local.reader_of = pool  # a reader thread of this pool (Store.concurrently)
 
 
 def _close_quietly(client: Any) -> None:
