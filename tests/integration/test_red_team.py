@@ -772,7 +772,7 @@ def test_200_concurrent_api_calls_and_grpc_batches_all_answer_correctly(site, to
             assert [e["event_type"] for e in body["events"]] == [
                 "model_call", "review", "escalation", "resolution"]
         elif kind == "verify":
-            assert body["ok"] is True, body
+            assert body["ok"] is True, (body["findings"], body["warnings"], body["chains"])
         elif kind == "summary":
             assert body["records"] >= before
     assert [(r.accepted, len(r.rejected)) for r in replies] == [(20, 0)] * len(batches)

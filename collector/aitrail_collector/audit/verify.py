@@ -21,7 +21,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, TypeVar, Union
 
 from aitrail.verify.audit import AuditError, CheckpointAudit, Trust
 from aitrail.verify.chain import (
@@ -60,6 +60,17 @@ def use_engine(store: Store, fast: Optional[bool]) -> bool:
     """Whether to take the engine path: unless the reference was asked for, and only on
     an engine that can run it (a server's rows are checked on the reference path)."""
     return not reference_asked(fast) and verify_sql.engine_can_verify(store)
+
+
+class Writer(Protocol):
+    """A running collector, as the verification it runs sees it (web.services.Services):
+    what it has stored and signed on each chain it writes."""
+
+    def durable_head(self, chain_id: str) -> Optional[int]:
+        """The last seq stored in full (None: not a chain it writes)."""
+
+    def issued_checkpoint(self, chain_id: str) -> int:
+        """The number of the newest checkpoint it signed (0: none, or not its chain)."""
 
 
 def verify_chain(store: Store, chain_id: str, audit: Optional[CheckpointAudit] = None,
@@ -167,17 +178,23 @@ def _conclude(store: Store, report: Report, modified: list, intact: bool,
 def _audit(store: Store, chain_id: str, trust: Optional[Trust],
            from_checkpoint: Optional[int],
            pinned: Optional[SignedCheckpoint] = None,
-           compiled: bool = True) -> Optional[CheckpointAudit]:
+           compiled: bool = True, writer: Optional[Writer] = None
+           ) -> Optional[CheckpointAudit]:
     if trust is None:
         return None
     anchor_entries = None
     if trust.anchor is not None:
         anchor_entries = trust.anchor.entries(chain_id)
+    rows = store.checkpoints(chain_id)
+    # Asked after both reads: every checkpoint read that is not in the anchor yet was
+    # issued by then.
+    issued = writer.issued_checkpoint(chain_id) if writer is not None else 0
     capture = pinned.checkpoint.size if pinned and pinned.checkpoint.origin == chain_id else None
-    return CheckpointAudit(chain_id, store.checkpoints(chain_id), anchor_entries, trust,
+    return CheckpointAudit(chain_id, rows, anchor_entries, trust,
                            from_checkpoint, capture_size=capture,
                            # the tree rebuilt in C when built, unless the reference was asked for
-                           extender=native.extend if compiled else None)
+                           extender=native.extend if compiled else None,
+                           unanchored_through=issued)
 
 
 def _pinned_findings(pinned: SignedCheckpoint, names: Sequence[str], reports: Sequence[Report],
@@ -210,7 +227,7 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
                  from_checkpoint: Union[int, Mapping[str, int], None] = None,
                  pinned: Optional[SignedCheckpoint] = None,
                  fast: Optional[bool] = None,
-                 durable_head: Optional[Callable[[str], Optional[int]]] = None) -> dict:
+                 writer: Optional[Writer] = None) -> dict:
     """Every chain (records, and with ``trust`` its checkpoints and anchor copies).
 
     ``from_checkpoint`` is a checkpoint number for every chain, or one per chain (a
@@ -218,11 +235,13 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
     when it names no usable checkpoint. ``pinned`` (``--since-checkpoint``): a
     checkpoint an auditor kept; later history not consistent with it is a finding.
     ``fast``: see ``verify_chain``; the report's ``path`` says which ran.
-    ``durable_head``: a running collector's durable head of a chain (None for a chain
-    it does not write), asked after the chain's checkpoints are read, so that it is at
-    least every checkpoint's size. The chain is checked up to it: a group being stored
-    lands one part per day partition, each visible on its own, and its rows past the
-    head are not a gap yet (Ledger.head_seq moves only once all of it is stored).
+    ``writer``: the running collector this verification runs in (None: a store at
+    rest). Each chain it writes is checked up to its durable head, asked after the
+    chain's checkpoints are read, so that it is at least every checkpoint's size: a
+    group being stored lands one part per day partition, each visible on its own, and
+    its rows past the head are not a gap yet (Ledger.head_seq moves only once all of it
+    is stored). And a checkpoint it signed that is not in the anchor yet (written there
+    with its next batch) is a warning, not a finding.
     """
     started = time.perf_counter()
     names = list(chains or sorted(set(store.chains()) | set(store.checkpoint_chains())))
@@ -243,9 +262,9 @@ def verify_store(store: Store, chains: Optional[Sequence[str]] = None,
             start = (from_checkpoint.get(chain_id) if isinstance(from_checkpoint, Mapping)
                      else from_checkpoint)
             audit = _audit(store, chain_id, trust, start, pinned,
-                           compiled=not reference_asked(fast))
+                           compiled=not reference_asked(fast), writer=writer)
             audits[chain_id] = audit
-            end = durable_head(chain_id) if durable_head is not None else None
+            end = writer.durable_head(chain_id) if writer is not None else None
             reports.append(verify_chain(store, chain_id, audit, fast=fast, end_seq=end))
         pinned_findings = []
         if pinned is not None and trust is not None:
@@ -287,8 +306,7 @@ NO_END_NS = 2**63 - 1
 
 
 def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
-                  until: Optional[date],
-                  durable_head: Optional[Callable[[str], Optional[int]]] = None) -> dict:
+                  until: Optional[date], writer: Optional[Writer] = None) -> dict:
     """Verify the stretch of each chain that holds [since, until) (UTC days; ``until``
     exclusive): from that chain's last checkpoint signed before ``since`` on
     (everything when there is none). The rest of the chain after ``until`` is checked
@@ -300,7 +318,7 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
     records were sealed in it, how many after it were checked, which records no
     signed checkpoint covers yet, and which checkpoints were signed in the period
     (those of a quiet period show the chain was running then). Raises AuditError
-    when ``since`` is not before ``until``. ``durable_head``: as for ``verify_store``."""
+    when ``since`` is not before ``until``. ``writer``: as for ``verify_store``."""
     if since is not None and until is not None and since >= until:
         raise AuditError(f"the period's start ({since.isoformat()}) must be before its end "
                          f"({until.isoformat()}, exclusive)")
@@ -313,11 +331,10 @@ def verify_period(store: Store, trust: Optional[Trust], since: Optional[date],
             if number is not None:
                 starts[chain] = number
     try:
-        report = verify_store(store, trust=trust, from_checkpoint=starts,
-                              durable_head=durable_head)
+        report = verify_store(store, trust=trust, from_checkpoint=starts, writer=writer)
     except AuditError:  # a start the audit will not take: verify each chain whole
         starts = {}
-        report = verify_store(store, trust=trust, durable_head=durable_head)
+        report = verify_store(store, trust=trust, writer=writer)
     report["period"] = {"since": since.isoformat() if since else None,
                         "until": until.isoformat() if until else None,
                         "from_checkpoint": starts,

@@ -38,6 +38,13 @@ class Services:
         ledger = self.ledger
         return ledger.head_seq if ledger is not None and ledger.chain_id == chain_id else None
 
+    def issued_checkpoint(self, chain_id: str) -> int:
+        """The newest checkpoint this collector signed on ``chain_id`` (0: none yet, or
+        not its chain): the database holds it before the anchor does."""
+        cp = self.checkpointer
+        last = cp.last if cp is not None and cp.chain_id == chain_id else None
+        return last.checkpoint.number if last is not None else 0
+
     @property
     def signs(self) -> bool:
         """Whether this process seals the chain (a running collector)."""

@@ -89,8 +89,12 @@ class CheckpointAudit:
                  anchor_entries: Optional[Sequence[AnchorEntryLike]],
                  trust: Trust, from_number: Optional[int] = None,
                  capture_size: Optional[int] = None,
-                 extender: Optional[BlobExtender] = None):
+                 extender: Optional[BlobExtender] = None, unanchored_through: int = 0):
         self.chain_id, self.trust = chain_id, trust
+        # A running collector writes a checkpoint to the database first and to the anchor
+        # with its next batch: one it issued (number <= this) newer than every anchor
+        # copy is on its way there, not missing (a warning, not a finding).
+        self.unanchored_through = unanchored_through
         # A compiled compact-range extension for ``add_block`` (the collector's); None: this
         # package's own Python code.
         self.extender = extender
@@ -204,6 +208,10 @@ class CheckpointAudit:
             elif in_anchor:
                 self._finding(CP_MISSING, number, "in the anchor store but deleted from the "
                               "database")
+            elif number <= self.unanchored_through and number > max(self.anchor, default=0):
+                self.warnings.append(f"checkpoint {number} of chain {self.chain_id} is not in "
+                                     "the anchor store yet: the collector writes it there "
+                                     "with its next anchor batch")
             else:
                 self._finding(CP_DIFFERS, number, "in the database but not in the anchor store")
 

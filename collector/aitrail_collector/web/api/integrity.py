@@ -42,11 +42,12 @@ def mount(api: APIRouter, services: Services, who: Who) -> None:
             raise HTTPException(status_code=400, detail="from_checkpoint and since/until "
                                 "both choose where verification starts; give one")
         try:
-            # Up to what this collector has stored in full: a group still landing is no gap.
+            # As this running collector stands: up to what it has stored in full, and its
+            # newest checkpoints on their way to the anchor (audit.verify.Writer).
             if since or until:
-                return verify_period(store, trust, since, until, services.durable_head)
+                return verify_period(store, trust, since, until, services)
             return verify_store(store, trust=trust, from_checkpoint=from_checkpoint,
-                                durable_head=services.durable_head)
+                                writer=services)
         except AuditError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
 

@@ -343,7 +343,7 @@ class Console:
             # exclusive: the day after To, 00:00 UTC.
             report = verify_period(self.store, trust, first,
                                    last + timedelta(days=1) if last else None,
-                                   self.services.durable_head)
+                                   self.services)
         except (ValueError, AuditError) as exc:
             return self.render_status(request, error=str(exc), form=form, status=400)
         self.last_verify = {"report": report, "by": who.name, "at": time.time_ns(),
