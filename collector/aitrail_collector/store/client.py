@@ -280,10 +280,9 @@ class Store:
     def iter_chain(self, chain_id: str, from_seq: int = 1) -> Iterator[tuple[Link, dict]]:
         """Every row of one chain by seq (from ``from_seq``): its link and envelope (every
         stored field, each map as its stored entries, and its envelope_version)."""
-        sql = (f"SELECT {STORED_ROW_SELECT} FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
-               " AND seq >= {s:UInt64} ORDER BY seq")
+        sql, params = _stretch(f"SELECT {STORED_ROW_SELECT}", chain_id, from_seq, None)
         # Column blocks, turned into rows here: cheaper than the driver's row stream.
-        for block in self.stream_blocks(sql, {"c": chain_id, "s": from_seq}):
+        for block in self.stream_blocks(sql + " ORDER BY seq", params):
             for row in zip(*block):
                 seq, envelope, prev, leaf, chain = split_row(row)
                 yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
