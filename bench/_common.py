@@ -29,16 +29,18 @@ class CollectorProcess:
     """``aitrail collector`` on a data dir, gRPC on a free loopback port; HTTP too (at
     ``url``) when asked."""
 
-    def __init__(self, data_dir: str, http: bool = False):
+    def __init__(self, data_dir: str, http: bool = False, args: Sequence[str] = ()):
         self.data_dir = data_dir
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.url = f"http://127.0.0.1:{free_port()}" if http else ""
+        os.makedirs(os.path.dirname(data_dir), exist_ok=True)
         self.log_path = os.path.join(os.path.dirname(data_dir), "collector.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "aitrail"), "collector", "--data-dir", data_dir,
-             "--grpc-listen", self.endpoint, "--http-listen", self.url[len("http://"):]],
+             "--grpc-listen", self.endpoint, "--http-listen", self.url[len("http://"):],
+             *args],
             stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(60.0)
 

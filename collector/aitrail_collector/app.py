@@ -78,7 +78,8 @@ class Collector:
         self.keys = KeyRing(config.api_keys) if config.api_keys else None
         self.redactor = self._redactor()
         self.ledger = Ledger(self.store, config.chain_id, config.limits,
-                             envelope_version=config.envelope_version)
+                             envelope_version=config.envelope_version,
+                             pipelined=config.pipelined_commit)
         self._check_trust_root()
         key_path, anchor_url = self._signing_paths()
         self.private_key = load_private_key(key_path)

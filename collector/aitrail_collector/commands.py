@@ -143,6 +143,10 @@ def _add_server(p: argparse.ArgumentParser) -> None:
                    help="past this many records waiting to be sealed, answer RESOURCE_EXHAUSTED")
     g.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
                    help="likewise past this many request bytes (default 256 MiB)")
+    g.add_argument("--serial-commit", action="store_true",
+                   help="store each group of requests before sealing the next (by default "
+                        "the next group is sealed while one is stored; this is the "
+                        "baseline bench/bench_ingest.py measures that against)")
     g = p.add_argument_group("compatibility")
     g.add_argument("--envelope-version", type=int, choices=(1, 2, 3), default=d.envelope_version,
                    help="seal new records under this canonical encoding (default %(default)s; "
@@ -181,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_latency=args.checkpoint_latency,
         checkpoint_max_quiet=args.checkpoint_max_quiet, users=args.users,
-        envelope_version=args.envelope_version,
+        envelope_version=args.envelope_version, pipelined_commit=not args.serial_commit,
         production=args.production, demo=args.command == "demo",
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca or "")
         if args.tls_cert else None,

@@ -93,6 +93,7 @@ class CollectorConfig:
     users: Optional[str] = None          # console accounts file; default DataDir.users
     session_idle_s: float = 1800.0
     envelope_version: int = 3            # the canonical encoding new records are sealed under
+    pipelined_commit: bool = True        # seal the next group while one is stored
     # The OTLP receivers (ingest/otlp.py) redact span content like the SDK does, with
     # this key (a file holding it; else $AITRAIL_REDACTION_KEY, the SDK's variable;
     # else a random key per process, with a warning) and this policy ({field: action},

@@ -353,7 +353,7 @@ def test_small_groups_take_the_reference_lane_large_ones_the_engine(store):
     rng = random.Random(5)
     used = []
     real = ledger._commit_engine
-    ledger._commit_engine = lambda group: (used.append(len(group)), real(group))[1]
+    ledger._commit_engine = lambda group, sealing: (used.append(len(group)), real(group, sealing))[1]
     try:
         small = [_ordinary(rng, i) for i in range(10)]
         large = [_ordinary(rng, 100 + i) for i in range(30)]

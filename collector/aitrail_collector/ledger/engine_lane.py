@@ -1,7 +1,8 @@
 """The engine lane of the ledger: a whole group of requests sealed by the embedded
 engine, with Python touching the group, not its records (DESIGN.md, "Hot paths").
 
-Per group, under the ledger's commit lock:
+Per group, sealed under the ledger's seal lock, stored under its store lock (the
+next group is sealed while this one is stored; see ``Ledger._commit_engine``):
 
 1. the requests' bytes, concatenated, go to a file on tmpfs (one ``ExportRequest``);
 2. the engine decodes, splits and checks them (``store/ingest_sql.EngineIngest.stage``);
@@ -9,7 +10,8 @@ Per group, under the ledger's commit lock:
    key's scope) record by record: it gives the exact reason, or clears them; the
    records that carry logprobs get their payload text from the reference too;
 4. the engine chooses what to store (not refused, first of its id, not already in
-   the ledger), numbers and hashes it, and hands back the leaf hashes;
+   the ledger nor in the group sealed before it, which may still be being stored),
+   numbers and hashes it, and hands back the leaf hashes;
 5. the chain hashes are computed here from the leaf hashes (sequential: compiled
    code when it is built, see ``chain_blob``), and the engine stores payloads, then
    envelopes. The acknowledgement follows that insert.
@@ -25,7 +27,8 @@ import shutil
 import struct
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -89,7 +92,20 @@ def _rowbinary_texts(rows: Sequence[tuple[int, str]]) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A group sealed and not yet stored: the chain head it was sealed after, the head
+    it ends at, and its leaf hashes by seq (n x 32 bytes; none when every record was a
+    duplicate or refused)."""
+    base: tuple[int, bytes]
+    end: tuple[int, bytes]
+    leaves: bytes
+
+
 class EngineLane:
+    """One committing thread's lane: its work directory, and the work tables of its own
+    engine session (a group is sealed and stored by the thread that took it)."""
+
     def __init__(self, store: Store, chain_id: str, limits: Limits,
                  clock: Callable[[], int] = time.time_ns):
         self.limits = limits
@@ -98,24 +114,22 @@ class EngineLane:
         self.sql = EngineIngest(store, chain_id, limits, self.work_dir)
 
     def close(self) -> None:
+        self.sql.clear()
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
-               ) -> tuple[int, bytes, bytes]:
-        """Seal and store the requests of ``group`` (each with ``raw``, ``request``,
-        ``sender`` and ``result``); fills in each result. Returns (the new head seq,
-        the new head hash, the leaf hashes stored, by seq)."""
-        try:
-            return self._commit(group, head_seq, head_hash)
-        finally:
-            self.sql.clear()
-
-    def _commit(self, group: Sequence[Any], head_seq: int, head_hash: bytes
-                ) -> tuple[int, bytes, bytes]:
+    def seal(self, group: Sequence[Any], head_seq: int, head_hash: bytes,
+             in_flight: Optional[str] = None) -> Sealed:
+        """Seal the requests of ``group`` (each with ``raw``, ``request``, ``sender`` and
+        ``result``) after (``head_seq``, ``head_hash``), and fill in each result; nothing
+        is stored yet. ``in_flight``: the record ids file (``ids_path``) of the group
+        sealed before this one and perhaps still being stored: its ids are duplicates
+        here though the store does not hold them yet."""
         sql = self.sql
+        sql.clear()  # a group sealed again starts from its requests
         # Recreated when gone: a tmpfs directory can be swept under a running collector.
         os.makedirs(sql.records_dir, mode=0o700, exist_ok=True)
         for k, p in enumerate(group, start=1):
+            p.result.rejected = []
             with open(sql.records_file(k), "wb") as fh:
                 fh.write(_varint(len(p.raw)))
                 fh.write(p.raw)
@@ -127,8 +141,34 @@ class EngineLane:
             sql.stage(calls, now, now)
         except DatabaseError as exc:
             raise EngineCannotRead(str(exc)) from exc
+        cleared, texts = self._judge(group, sql.flagged(), now)
+        if texts:
+            with open(sql.logprobs_path, "wb") as fh:
+                fh.write(_rowbinary_texts(texts))
+        leaves = sql.seal(head_seq, cleared, bool(texts), os.urandom(32), in_flight)
+        sealed = sql.outcome()
+        for k, p in enumerate(group, start=1):
+            p.result.accepted = sealed.get(k, 0)
+            p.result.duplicates = (len(p.request.records) - p.result.accepted
+                                   - len(p.result.rejected))
+        if not leaves:
+            return Sealed((head_seq, head_hash), (head_seq, head_hash), b"")
+        chains = chain_blob(head_hash, leaves)
+        with open(sql.chains_path, "wb") as fh:
+            fh.write(chains)
+        with open(sql.prevs_path, "wb") as fh:
+            fh.write(head_hash + chains[:-32])
+        sql.write_ids()
+        return Sealed((head_seq, head_hash), (head_seq + len(leaves) // 32, chains[-32:]),
+                      leaves)
+
+    def _judge(self, group: Sequence[Any], flagged: Sequence[tuple[int, bool, bool]],
+               now: int) -> tuple[list[int], list[tuple[int, str]]]:
+        """The reference's word on the engine's suspects (each refused with its reason
+        into its call's result, or cleared), and the logprobs text of the records that
+        carry it."""
         cleared, texts = [], []
-        for n, suspect, has_logprobs in sql.flagged():
+        for n, suspect, has_logprobs in flagged:
             p, index = group[(n >> 32) - 1], n & 0xFFFFFFFF
             rec = p.request.records[index]
             if suspect:
@@ -139,24 +179,26 @@ class EngineLane:
                 cleared.append(n)
             if has_logprobs:
                 texts.append((n, _LOGPROBS(rec.model_call)))
-        if texts:
-            with open(sql.logprobs_path, "wb") as fh:
-                fh.write(_rowbinary_texts(texts))
-        leaves = sql.seal(head_seq, cleared, bool(texts), os.urandom(32))
-        sealed = sql.outcome()
-        for k, p in enumerate(group, start=1):
-            p.result.accepted = sealed.get(k, 0)
-            p.result.duplicates = (len(p.request.records) - p.result.accepted
-                                   - len(p.result.rejected))
-        if not leaves:
-            return head_seq, head_hash, b""
-        chains = chain_blob(head_hash, leaves)
-        with open(sql.chains_path, "wb") as fh:
-            fh.write(chains)
-        with open(sql.prevs_path, "wb") as fh:
-            fh.write(head_hash + chains[:-32])
-        sql.store_sealed(head_seq)
-        return head_seq + len(leaves) // 32, chains[-32:], leaves
+        return cleared, texts
+
+    def discard(self) -> None:
+        """Drop the work tables and files of a group that will not be stored."""
+        self.sql.clear()
+
+    def store(self, sealed: Sealed) -> None:
+        """Store what the last ``seal`` sealed: payloads, then envelopes. Durable when
+        this returns; the group's work tables and files are dropped either way."""
+        try:
+            if sealed.leaves:
+                self.sql.store_sealed(sealed.base[0])
+        finally:
+            self.sql.clear()
+
+    @property
+    def ids_path(self) -> str:
+        """The record ids of the last group this lane sealed (``seal``'s ``in_flight``
+        for the group sealed after it)."""
+        return self.sql.ids_path
 
 
 def _varint(n: int) -> bytes:

@@ -1,8 +1,17 @@
 """The ledger: turns validated records into sealed envelopes and payloads, in order.
 
-One collector owns one chain. Sealing, the duplicate check and the insert
-happen under one lock, so seq numbers are assigned in the order records are
-stored and the in-memory head never runs ahead of what is durable.
+One collector owns one chain. Two locks order the work, so seq numbers are assigned
+in the order records are stored and the durable head never runs ahead of the store:
+
+* the seal lock: one group is sealed at a time, after the group sealed before it;
+* the store lock: one group is stored at a time, in the order they were sealed. The
+  durable head (``head_seq``, ``snapshot``) and the Merkle tree change only under it.
+
+A committer takes the store lock before it lets go of the seal lock, so while group
+k is stored, group k+1 is sealed, after k's sealed head and with k's record ids as
+duplicates (the engine lane's work is then spread over both cores). Group k+1 is
+stored only if it was sealed on exactly the durable head; when k failed, k+1 is
+sealed again on the head the store holds, under both locks.
 """
 
 from __future__ import annotations
@@ -174,44 +183,61 @@ class _Pending:
     records: list = field(default_factory=list)
     raw: bytes = b""                 # the engine lane: the request as sent ...
     request: Any = None              # ... and parsed (for the few records it judges)
-    done: bool = False
+    taken: bool = False              # a committer has it in its group (seal lock)
+    finished: threading.Event = field(default_factory=threading.Event)
     error: Optional[BaseException] = None
 
 
 class Ledger:
     def __init__(self, store: Store, chain_id: str, limits: Limits = Limits(),
                  envelope_version: int = CURRENT_VERSION, engine: bool = True,
-                 engine_min_records: int = ENGINE_MIN_RECORDS):
+                 engine_min_records: int = ENGINE_MIN_RECORDS, pipelined: bool = True):
         self.store = store
         self.chain_id = chain_id
         self.limits = limits
         self.envelope_version = envelope_version
         self.clock: Callable[[], int] = time.time_ns  # the collector's clock (ns); tests set it
-        self._lock = threading.Lock()        # held by the one thread committing
+        self._seal_lock = threading.Lock()   # held while a group is sealed
+        self._lock = threading.Lock()        # the store lock: held while a group is stored
         self._queue_lock = threading.Lock()  # guards _waiting
         self._waiting: list[_Pending] = []
-        self._sealer = Sealer(chain_id, *store.head(chain_id))
+        self._head: tuple[int, bytes] = store.head(chain_id)  # durable (store lock)
         self._tree = self._load_tree()
+        # Where the next group is sealed after, and the record ids file of the group
+        # sealed last (seal lock); _stale: a store failed since (store lock).
+        self._seal_head = self._head
+        self._in_flight: Optional[str] = None
+        self._stale = False
         # Requests are sealed by the embedded engine (engine_lane.py) unless the store is
         # a ClickHouse server (it must not compute what the collector signs) or records
         # are sealed as an older envelope version (a compatibility mode): then record by
         # record here.
         self.uses_engine = engine and store.embedded and envelope_version == CURRENT_VERSION
-        self._engine: Optional[EngineLane] = None
+        self._lanes = threading.local()
+        self._all_lanes: list[EngineLane] = []
         self.engine_min_records = engine_min_records
+        self.pipelined = pipelined  # False: the seal lock is held until the group is stored
 
     @property
     def engine(self) -> Optional[EngineLane]:
-        """The engine lane, made on first use (a ledger opened to erase never needs it)."""
-        if self.uses_engine and self._engine is None:
-            self._engine = EngineLane(self.store, self.chain_id, self.limits,
-                                      lambda: self.clock())
-        return self._engine
+        """This thread's engine lane, made on first use (a ledger opened to erase never
+        needs one): its work tables live in this thread's engine session."""
+        if not self.uses_engine:
+            return None
+        lane = getattr(self._lanes, "lane", None)
+        if lane is None:
+            lane = self._lanes.lane = EngineLane(self.store, self.chain_id, self.limits,
+                                                 lambda: self.clock())
+            with self._queue_lock:
+                self._all_lanes.append(lane)
+        return lane
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        with self._queue_lock:
+            lanes, self._all_lanes = self._all_lanes, []
+        for lane in lanes:
+            lane.close()
+        self._lanes = threading.local()
 
     def _load_tree(self) -> CompactRange:
         """The Merkle tree over the chain's leaf hashes, as a compact range.
@@ -220,7 +246,7 @@ class Ledger:
         retention are not needed. A chain head behind the last checkpoint means
         signed records were deleted: refuse to seal on top of that.
         """
-        head = self._sealer.head_seq
+        head = self._head[0]
         stored = self.store.checkpoints(self.chain_id)
         tree = CompactRange()
         if stored:
@@ -243,7 +269,7 @@ class Ledger:
         """(size, Merkle root, chain head hash, frontier) of what is durably stored."""
         with self._lock:
             tree = self._tree
-            return tree.size, tree.root(), self._sealer.head_hash, list(tree.hashes)
+            return tree.size, tree.root(), self._head[1], list(tree.hashes)
 
     @property
     def commit_lock(self) -> threading.Lock:
@@ -252,7 +278,8 @@ class Ledger:
 
     @property
     def head_seq(self) -> int:
-        return self._sealer.head_seq
+        """The last seq durably stored."""
+        return self._head[0]
 
     def append(self, records: Sequence[pb.AuditRecord],
                sender: Sender = UNAUTHENTICATED) -> AppendResult:
@@ -268,7 +295,7 @@ class Ledger:
         pending = self._checked(records, sender)
         if pending.records:
             self._commit(pending)
-        pending.result.head_seq = self._sealer.head_seq
+        pending.result.head_seq = self._head[0]
         return pending.result
 
     def _checked(self, records: Sequence[pb.AuditRecord], sender: Sender) -> "_Pending":
@@ -298,10 +325,10 @@ class Ledger:
             group = [_Pending(AppendResult(), s, raw=raw, request=req) for raw, req, s in calls]
         else:
             group = [self._checked(req.records, s) for _, req, s in calls]
-        with self._lock:
-            self._commit_group(group)
+        self._seal_lock.acquire()
+        self._commit_group(group)
         for p in group:
-            p.result.head_seq = self._sealer.head_seq
+            p.result.head_seq = self._head[0]
         return [p.result for p in group]
 
     def append_request(self, raw: bytes, request: pb.ExportRequest,
@@ -314,7 +341,7 @@ class Ledger:
         pending = _Pending(AppendResult(), sender, raw=raw, request=request)
         if request.records:
             self._commit(pending)
-        pending.result.head_seq = self._sealer.head_seq
+        pending.result.head_seq = self._head[0]
         return pending.result
 
     def append_own(self, rec: pb.AuditRecord) -> AppendResult:
@@ -326,53 +353,93 @@ class Ledger:
         """
         pending = _Pending(AppendResult(), COLLECTOR, [rec])
         self._commit(pending)
-        pending.result.head_seq = self._sealer.head_seq
+        pending.result.head_seq = self._head[0]
         return pending.result
 
     def _commit(self, pending: "_Pending") -> None:
         with self._queue_lock:
             self._waiting.append(pending)
-        with self._lock:
-            if not pending.done:  # else an earlier committer took it along
-                with self._queue_lock:
-                    group, self._waiting = self._waiting, []
-                try:
-                    self._commit_group(group)
-                except Exception as exc:  # noqa: BLE001 - every waiter learns it failed
-                    for p in group:
-                        p.error = exc
-                finally:
-                    for p in group:
-                        p.done = True
+        self._seal_lock.acquire()
+        if pending.taken:  # an earlier committer took it along: wait for its answer
+            self._seal_lock.release()
+            pending.finished.wait()
+        else:
+            with self._queue_lock:
+                group, self._waiting = self._waiting, []
+            for p in group:
+                p.taken = True
+            try:
+                self._commit_group(group)
+            except Exception as exc:  # noqa: BLE001 - every waiter learns it failed
+                for p in group:
+                    p.error = exc
+            finally:
+                for p in group:
+                    p.finished.set()
         if pending.error is not None:
             raise pending.error
 
     def _commit_group(self, group: Sequence["_Pending"]) -> None:
-        lane = [p for p in group if p.request is not None]
-        if lane and sum(len(p.request.records) for p in lane) >= self.engine_min_records:
-            self._commit_engine(lane)
-        elif lane:
-            self._commit_reference_for(lane)
-        rest = [p for p in group if p.request is None]
-        if rest:
-            self._commit_reference(rest)
+        """Seal and store ``group``. Entered holding the seal lock, which it releases:
+        as soon as the group's seal is final when the engine lane takes it all, else
+        once it is stored."""
+        sealing = _Held(self._seal_lock)
+        try:
+            lane = [p for p in group if p.request is not None]
+            rest = [p for p in group if p.request is None]
+            if lane and sum(len(p.request.records) for p in lane) >= self.engine_min_records:
+                early = sealing if self.pipelined and not rest else None
+                lane = self._commit_engine(lane, early)
+            if lane or rest:
+                with self._lock:
+                    if lane:
+                        self._commit_reference_for(lane)
+                    if rest:
+                        self._commit_reference(rest)
+                    self._seal_head = self._head  # we hold both locks: nothing in flight
+        finally:
+            sealing.release()
 
-    def _commit_engine(self, group: Sequence["_Pending"]) -> None:
+    def _commit_engine(self, group: Sequence["_Pending"], sealing: Optional["_Held"]
+                       ) -> Sequence["_Pending"]:
+        """Seal ``group`` in the engine (seal lock held), then store it (store lock),
+        releasing ``sealing`` (when given) once its seal is final. Returns the requests
+        the engine could not read, for the reference lane; else none."""
         lane = self.engine
         assert lane is not None
-        sealer = self._sealer
+        in_flight = self._in_flight
+        if in_flight is not None and not os.path.exists(in_flight):
+            in_flight = ""  # swept: sealed again below, when nothing is in flight
         try:
-            seq, head, leaves = lane.commit(group, sealer.head_seq, sealer.head_hash)
+            sealed = lane.seal(group, *self._seal_head, in_flight=in_flight or None)
         except EngineCannotRead as exc:
+            lane.discard()
             log.warning("the engine could not read a group of %d requests (%s); sealing "
                         "it record by record", len(group), str(exc).splitlines()[0][:300])
-            self._commit_reference_for(group)
-            return
+            return group
         except Exception:
-            self._reload_head()  # nothing was acknowledged; part of it may have landed
+            lane.discard()
             raise
-        sealer.head_seq, sealer.head_hash = seq, head
-        native.extend_range(self._tree, leaves)
+        with self._lock:
+            try:
+                if self._stale or sealed.base != self._head or in_flight == "":
+                    # Sealed on a head that is not the store's (the group before failed):
+                    # again, on the store's, with nothing in flight.
+                    sealed = lane.seal(group, *self._head)
+                    self._stale = False
+                self._seal_head = sealed.end
+                self._in_flight = lane.ids_path if sealed.leaves else None
+                if sealing is not None:
+                    sealing.release()  # the next group is sealed while this one is stored
+                lane.store(sealed)
+            except Exception:
+                lane.discard()
+                self._stale = True  # nothing was acknowledged; part of it may have landed
+                self._reload_head()
+                raise
+            self._head = sealed.end
+            native.extend_range(self._tree, sealed.leaves)
+        return ()
 
     def _commit_reference_for(self, group: Sequence["_Pending"]) -> None:
         """The reference lane for engine-lane requests, their answers in their results."""
@@ -397,8 +464,8 @@ class Ledger:
 
     def _seal_and_store(self, records: Sequence[tuple[pb.AuditRecord, Sender]],
                         received_ns: int) -> None:
-        sealer = self._sealer
-        saved = (sealer.head_seq, sealer.head_hash)
+        """The reference lane, under the store lock: sealed after the durable head."""
+        sealer = Sealer(self.chain_id, *self._head)
         envelopes, payload_rows = [], []
         for rec, sender in records:
             env, payloads = split_record(rec, self.chain_id, received_ns, sender)
@@ -419,14 +486,27 @@ class Ledger:
             self.store.insert(envelopes, payload_rows)
         except Exception:
             # Nothing was acknowledged; reread the head in case part of it landed.
-            sealer.head_seq, sealer.head_hash = saved
+            self._stale = True
             self._reload_head()
             raise
+        self._head = (sealer.head_seq, sealer.head_hash)
         native.extend_range(self._tree, native.join([row[-2] for row in envelopes]))
 
     def _reload_head(self) -> None:
         try:
-            self._sealer.head_seq, self._sealer.head_hash = self.store.head(self.chain_id)
+            self._head = self.store.head(self.chain_id)
             self._tree = self._load_tree()
         except Exception:  # noqa: BLE001 - the store is down; the next append retries
             log.exception("could not reread the chain head")
+
+
+class _Held:
+    """A lock this thread holds, released once however many paths let go of it."""
+
+    def __init__(self, lock: threading.Lock):
+        self._lock: Optional[threading.Lock] = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()

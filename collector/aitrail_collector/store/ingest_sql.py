@@ -29,14 +29,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
+from typing import Optional, Sequence
 
 from aitrail.record import event_types
 from aitrail.record.event_types import PARTS, Limit, Part, PartField, Rule, Value
 from aitrail.verify.envelope import CURRENT_VERSION, PAYLOAD_NAMES, STORED_FIELDS
 from aitrail_collector.config import Limits
 from aitrail_collector.errors import StoreError
-from aitrail_collector.store.client import NO_JIT, Store
+from aitrail_collector.store.client import NO_JIT_CLAUSE, Store
 from aitrail_collector.store.schema import DB, ENVELOPE_COLUMNS, PAYLOAD_COLUMNS
 from aitrail_collector.store.verify_sql import canonical_expr
 
@@ -310,6 +310,11 @@ class Call:
     size: int = 2**63                  # the request's bytes (unknown: any size)
 
 
+def _literal(text: str) -> str:
+    """A SQL string literal (for a setting's value, which cannot be a parameter)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _payload_col(name: str) -> str:
     return f"p_{name}"
 
@@ -318,7 +323,9 @@ class EngineIngest:
     """The statements of one ledger's engine lane. Used under the ledger's commit
     lock: the work tables are one group's at a time.
 
-    Every statement runs without JIT compilation (store.client.NO_JIT): the group's
+    Every statement runs without JIT compilation (store.client.NO_JIT_CLAUSE, in the
+    statement itself: a settings argument costs the chDB driver seven more queries, a
+    snapshot, a SET and a restore of each, about 10 ms a statement): the group's
     values (head seq, call sizes, the salt key) reach it as constants, so what one
     group compiles is unlikely to serve the next, and compiling cost more than it
     saved (bench_ingest --quick, alternating, three pairs under load: 14.1, 18.9,
@@ -336,6 +343,7 @@ class EngineIngest:
         self.logprobs_path = os.path.join(work_dir, "logprobs.bin")
         self.chains_path = os.path.join(work_dir, "chains.bin")
         self.prevs_path = os.path.join(work_dir, "prevs.bin")
+        self.ids_path = os.path.join(work_dir, "sealed-ids.bin")
         self.limits = limits
         self._suspect = suspect_expr(limits)
         self._suspect_small = suspect_expr(limits, sizes=False)
@@ -377,14 +385,14 @@ class EngineIngest:
                f" SELECT n, call, {', '.join(cols)}, ({suspect}) AS suspect"
                " FROM (SELECT *, toUInt32(substring(CAST(_file AS String), 1, 6)) AS call,"
                " bitOr(bitShiftLeft(toUInt64(call), 32), _row_number) AS n"
-               f" FROM {self._file(files, 'ProtobufList', self._structure)})")
+               f" FROM {self._file(files, 'ProtobufList', self._structure)})"
+               f"{NO_JIT_CLAUSE}, format_schema = {_literal(PROTO_FILE + ':AuditRecord')}")
         self.store.client.command(sql, parameters={
             "chain": self.chain_id, "received": received_ns, "now": now_ns,
             "kinds": [c.principal_kind for c in calls], "ids": [c.principal_id for c in calls],
             "kind": calls[0].principal_kind, "id": calls[0].principal_id,
             "services": [c.service for c in calls],
-            "scopes": [list(c.task_prefixes) for c in calls]},
-            settings={"format_schema": f"{PROTO_FILE}:AuditRecord", **NO_JIT})
+            "scopes": [list(c.task_prefixes) for c in calls]})
 
     def flagged(self) -> list[tuple[int, bool, bool]]:
         """(row, suspect, has_logprobs) of the rows the reference must look at."""
@@ -393,8 +401,9 @@ class EngineIngest:
         return [(int(n), bool(s), bool(h)) for n, s, h in rows]
 
     def seal(self, head_seq: int, cleared: Sequence[int], logprobs: bool,
-             salt_key: bytes) -> bytes:
-        """Choose and hash the records to store; returns their leaf hashes by seq."""
+             salt_key: bytes, in_flight: Optional[str] = None) -> bytes:
+        """Choose and hash the records to store; returns their leaf hashes by seq.
+        ``in_flight``: a file of record ids (``write_ids``) that count as stored."""
         names = list(PAYLOAD_NAMES)
         salt = {n: f"if({_payload_col(n)} = '', '', substring(SHA256(concat(unhex({{key:String}}),"
                    f" record_id, '{n}')), 1, 16))" for n in names}
@@ -406,9 +415,14 @@ class EngineIngest:
                       f" FROM ingest_stage AS s LEFT JOIN"
                       f" {self._file(self.logprobs_path, 'RowBinary', 'r UInt64, t String')}"
                       " AS lp ON s.n = lp.r)")
+        sealed_before = ""
+        if in_flight is not None:
+            sealed_before = (" AND record_id NOT IN (SELECT record_id FROM"
+                             f" {self._file(in_flight, 'RowBinary', 'record_id String')})")
         chosen = (f"SELECT * FROM {source} WHERE (NOT suspect OR n IN {{cleared:Array(UInt64)}})"
                   f" AND record_id NOT IN (SELECT record_id FROM {DB}.envelopes WHERE record_id IN"
-                  f" (SELECT record_id FROM ingest_stage)) ORDER BY n LIMIT 1 BY record_id")
+                  f" (SELECT record_id FROM ingest_stage)){sealed_before}"
+                  " ORDER BY n LIMIT 1 BY record_id")
         salted = ", ".join(f"{salt[n]} AS s_{n}" for n in names)
         committed = ", ".join(
             f"if({_payload_col(n)} = '', '', lower(hex(SHA256(concat(s_{n},"
@@ -424,11 +438,17 @@ class EngineIngest:
             f" (SELECT *, {committed} FROM"
             f" (SELECT *, {salted} FROM"
             f" (SELECT *, {{head:UInt64}} + row_number() OVER (ORDER BY n) AS seq"
-            f" FROM ({chosen})))))",
-            parameters={"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()},
-            settings=dict(NO_JIT))
+            f" FROM ({chosen})))))" + NO_JIT_CLAUSE,
+            parameters={"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()})
         return self.store.client.raw_query(
             "SELECT leaf_hash FROM ingest_sealed ORDER BY seq FORMAT RowBinary")
+
+    def write_ids(self) -> None:
+        """The record ids of the last ``seal``, to ``ids_path`` (RowBinary): the next
+        group is sealed while this one is stored, and must take them as stored."""
+        ids = self.store.client.raw_query("SELECT record_id FROM ingest_sealed FORMAT RowBinary")
+        with open(self.ids_path, "wb") as fh:
+            fh.write(ids)
 
     def outcome(self) -> dict[int, int]:
         """Records sealed per call (1, 2, ...) by the last ``seal``."""
@@ -442,8 +462,8 @@ class EngineIngest:
         c = self.store.client
         c.command(f"INSERT INTO {DB}.payloads ({', '.join(PAYLOAD_COLUMNS)})"
                   " SELECT chain_id, record_id, p.1, start_time, lower(hex(p.2)), p.3, p.4"
-                  f" FROM ingest_sealed ARRAY JOIN arrayFilter(t -> t.3 != '', [{tuples}]) AS p",
-                  settings=dict(NO_JIT))
+                  f" FROM ingest_sealed ARRAY JOIN arrayFilter(t -> t.3 != '', [{tuples}]) AS p"
+                  + NO_JIT_CLAUSE)
         hashes = (f"SELECT {{head:UInt64}} + 1 + _row_number AS hs, h FROM"
                   f" {self._file('{path}', 'RowBinary', 'h FixedString(32)')}")
         cols = [c_ for c_ in ENVELOPE_COLUMNS if c_ not in ("prev_hash", "chain_hash")]
@@ -451,8 +471,8 @@ class EngineIngest:
         c.command(f"INSERT INTO {DB}.envelopes ({', '.join(cols)}, prev_hash, chain_hash)"
                   f" SELECT {picked}, p.h, k.h FROM ingest_sealed AS s"
                   f" JOIN ({hashes.replace('{path}', self.chains_path)}) AS k ON s.seq = k.hs"
-                  f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs",
-                  parameters={"head": head_seq}, settings=dict(NO_JIT))
+                  f" JOIN ({hashes.replace('{path}', self.prevs_path)}) AS p ON s.seq = p.hs"
+                  + NO_JIT_CLAUSE, parameters={"head": head_seq})
         # An INSERT ... SELECT that wrote fewer rows than it was given says nothing, so
         # count what landed before anything is acknowledged (the group's days only).
         landed = self.store.query(
@@ -471,10 +491,14 @@ class EngineIngest:
         self.store.client.command(f"DROP TEMPORARY TABLE IF EXISTS ingest_{table}")
 
     def clear(self) -> None:
-        """Drop the group's rows and files: they hold records' content."""
+        """Drop the group's rows and files: they hold records' content (not the ids
+        file, which the next group's seal may be reading; ``write_ids`` replaces it)."""
         for table in ("stage", "sealed"):
             self._drop(table)
-        paths = [os.path.join(self.records_dir, f) for f in os.listdir(self.records_dir)]
+        try:
+            paths = [os.path.join(self.records_dir, f) for f in os.listdir(self.records_dir)]
+        except FileNotFoundError:  # swept (see EngineLane.seal)
+            paths = []
         for path in paths + [self.logprobs_path, self.chains_path, self.prevs_path]:
             try:
                 os.unlink(path)
