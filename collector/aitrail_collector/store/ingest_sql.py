@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from aitrail.record import event_types
 from aitrail.record.event_types import PARTS, Limit, Part, PartField, Rule, Value
@@ -348,6 +348,7 @@ class EngineIngest:
         self._suspect = suspect_expr(limits)
         self._suspect_small = suspect_expr(limits, sizes=False)
         self._structure = input_structure()
+        self._made: dict[str, Any] = {}  # work table -> the engine session it was made in
 
     def _file(self, path: str, fmt: str, structure: str) -> str:
         # Paths are the ledger's own temporary files, never client input.
@@ -379,15 +380,13 @@ class EngineIngest:
         lp = event_types.PARTS_BY_NAME["model_call"].by_key("logprobs")
         cols.append(f"event_type = 'model_call' AND notEmpty({_lp('model_call', lp, 'token')})"
                     " AS has_logprobs")
-        self._drop("stage")
         files = os.path.join(self.records_dir, "*.bin")
-        sql = ("CREATE TEMPORARY TABLE ingest_stage ENGINE = Memory AS"
-               f" SELECT n, call, {', '.join(cols)}, ({suspect}) AS suspect"
+        sql = (f"SELECT n, call, {', '.join(cols)}, ({suspect}) AS suspect"
                " FROM (SELECT *, toUInt32(substring(CAST(_file AS String), 1, 6)) AS call,"
                " bitOr(bitShiftLeft(toUInt64(call), 32), _row_number) AS n"
                f" FROM {self._file(files, 'ProtobufList', self._structure)})"
                f"{NO_JIT_CLAUSE}, format_schema = {_literal(PROTO_FILE + ':AuditRecord')}")
-        self.store.client.command(sql, parameters={
+        self._fill("stage", sql, {
             "chain": self.chain_id, "received": received_ns, "now": now_ns,
             "kinds": [c.principal_kind for c in calls], "ids": [c.principal_id for c in calls],
             "kind": calls[0].principal_kind, "id": calls[0].principal_id,
@@ -429,17 +428,16 @@ class EngineIngest:
             f" {_payload_col(n)}))))) AS c_{n}" for n in names)
         commitments = ("mapFilter((k, v) -> v != '', map("
                        + ", ".join(f"'{n}', c_{n}" for n in names) + "))")
-        self._drop("sealed")
-        self.store.client.command(
-            "CREATE TEMPORARY TABLE ingest_sealed ENGINE = Memory AS"
-            f" SELECT *, {CURRENT_VERSION} AS envelope_version,"
+        self._fill(
+            "sealed",
+            f"SELECT *, {CURRENT_VERSION} AS envelope_version,"
             f" SHA256({canonical_expr(CURRENT_VERSION, _LEAF_PREFIX)}) AS leaf_hash"
             f" FROM (SELECT * REPLACE ({commitments} AS commitments) FROM"
             f" (SELECT *, {committed} FROM"
             f" (SELECT *, {salted} FROM"
             f" (SELECT *, {{head:UInt64}} + row_number() OVER (ORDER BY n) AS seq"
             f" FROM ({chosen})))))" + NO_JIT_CLAUSE,
-            parameters={"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()})
+            {"head": head_seq, "cleared": list(cleared), "key": salt_key.hex()})
         return self.store.client.raw_query(
             "SELECT leaf_hash FROM ingest_sealed ORDER BY seq FORMAT RowBinary")
 
@@ -486,15 +484,30 @@ class EngineIngest:
                              "group (a retention TTL shorter than their age?); none was "
                              "acknowledged")
 
-    def _drop(self, table: str) -> None:
-        # A Memory database cannot rename, so no CREATE OR REPLACE.
-        self.store.client.command(f"DROP TEMPORARY TABLE IF EXISTS ingest_{table}")
+    def _fill(self, table: str, select: str, parameters: dict[str, Any]) -> None:
+        """The group's rows into the work table ``ingest_<table>``, by INSERT ... SELECT.
+        The table is made once per engine session, empty, from the same SELECT (its
+        columns do not depend on the group): CREATE ... AS SELECT analyses its SELECT
+        twice, once for the columns and once to run it, about 80 ms a statement on this
+        machine's 2 cores, every group."""
+        c = self.store.client
+        name = f"ingest_{table}"
+        if self._made.get(table) is not c:
+            # A Memory database cannot rename, so no CREATE OR REPLACE.
+            c.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+            c.command(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory EMPTY AS {select}",
+                      parameters=parameters)
+            self._made[table] = c
+        c.command(f"INSERT INTO {name} {select}", parameters=parameters)
 
     def clear(self) -> None:
-        """Drop the group's rows and files: they hold records' content (not the ids
-        file, which the next group's seal may be reading; ``write_ids`` replaces it)."""
+        """Empty the group's work tables and remove its files: they hold records'
+        content (not the ids file, which the next group's seal may be reading;
+        ``write_ids`` replaces it)."""
+        c = self.store.client
         for table in ("stage", "sealed"):
-            self._drop(table)
+            if self._made.get(table) is c:
+                c.command(f"TRUNCATE TABLE IF EXISTS ingest_{table}")
         try:
             paths = [os.path.join(self.records_dir, f) for f in os.listdir(self.records_dir)]
         except FileNotFoundError:  # swept (see EngineLane.seal)
