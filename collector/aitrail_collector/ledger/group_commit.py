@@ -396,7 +396,9 @@ class Ledger:
                         self._commit_reference_for(lane)
                     if rest:
                         self._commit_reference(rest)
-                    self._seal_head = self._head  # we hold both locks: nothing in flight
+                    # Both locks held, the store's head is where the next group starts,
+                    # and nothing is in flight.
+                    self._seal_head, self._in_flight, self._stale = self._head, None, False
         finally:
             sealing.release()
 

@@ -27,6 +27,7 @@ mode the collector computes what it signs itself (DESIGN.md, "Hot paths").
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional, Sequence
@@ -348,7 +349,10 @@ class EngineIngest:
         self._suspect = suspect_expr(limits)
         self._suspect_small = suspect_expr(limits, sizes=False)
         self._structure = input_structure()
-        self._made: dict[str, Any] = {}  # work table -> the engine session it was made in
+        # work table -> the engine session it was made in; weak, so a session whose
+        # thread ended is closed, not kept open by this (chDB holds its directory while
+        # any session is open)
+        self._made: dict[str, weakref.ref] = {}
 
     def _file(self, path: str, fmt: str, structure: str) -> str:
         # Paths are the ledger's own temporary files, never client input.
@@ -492,13 +496,17 @@ class EngineIngest:
         machine's 2 cores, every group."""
         c = self.store.client
         name = f"ingest_{table}"
-        if self._made.get(table) is not c:
+        if not self._made_in(table, c):
             # A Memory database cannot rename, so no CREATE OR REPLACE.
             c.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
             c.command(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory EMPTY AS {select}",
                       parameters=parameters)
-            self._made[table] = c
+            self._made[table] = weakref.ref(c)
         c.command(f"INSERT INTO {name} {select}", parameters=parameters)
+
+    def _made_in(self, table: str, client: Any) -> bool:
+        made = self._made.get(table)
+        return made is not None and made() is client
 
     def clear(self) -> None:
         """Empty the group's work tables and remove its files: they hold records'
@@ -506,7 +514,7 @@ class EngineIngest:
         ``write_ids`` replaces it)."""
         c = self.store.client
         for table in ("stage", "sealed"):
-            if self._made.get(table) is c:
+            if self._made_in(table, c):
                 c.command(f"TRUNCATE TABLE IF EXISTS ingest_{table}")
         try:
             paths = [os.path.join(self.records_dir, f) for f in os.listdir(self.records_dir)]
