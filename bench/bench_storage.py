@@ -12,7 +12,6 @@ On the cached store of ``bench/gen_store.py`` (made first if missing):
 3. Where the bytes go: compressed and uncompressed size per column.
 4. Variants on the sample's rows: the same tables with ``CODEC(ZSTD(3))`` on every
    column, and with the sample in one partition (what a monthly partition gives).
-   Also the on-disk cost of the variant tables ``bench_query.py`` built, if present.
 
     .venv/bin/python bench/bench_storage.py            # 10M store
     .venv/bin/python bench/bench_storage.py --quick    # 1M store
@@ -32,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_store
 from _common import machine_line, print_table
-from bench_query import VARIANTS
 
 from aitrail.verify.envelope import FIELD_NAMES
 from aitrail_collector.store.client import Store
@@ -239,32 +237,6 @@ def main() -> None:
                          f" ({ep}+{pp} parts, {time.perf_counter() - t0:.0f} s)")))
         print(f"  {variants[-1]}", flush=True)
     rows += variants
-    per_rec = {}
-    for name in VARIANTS:
-        b, r, p = parts_bytes(store, name)
-        if r:
-            pj = store.query("SELECT sum(bytes_on_disk) FROM system.projection_parts WHERE"
-                             " active AND database = {d:String} AND table = {t:String}",
-                             {"d": DB, "t": name}).result_rows[0][0] or 0
-            codecs = store.query("SELECT groupUniqArray(default_compression_codec) FROM"
-                                 " system.parts WHERE active AND database = {d:String} AND"
-                                 " table = {t:String}", {"d": DB, "t": name}).result_rows[0][0]
-            base = pay_b if name.startswith("pay") else env_b
-            per_rec[name] = b / env_r  # per envelope record, whatever the table's rows
-            p = f"{p} parts, {'/'.join(sorted(codecs))}"
-            rows.append((f"bench_query variant table {name}, per row of it", f"{b / r:,.0f}",
-                         (f"{b / base:.2f}x the product table ({p}; projections "
-                          f"{int(pj) / r:,.1f} B/row)")))
-
-    for label, names in (("monthly partitions only (env_month_lw + pay_v2)",
-                          ("env_month_lw", "pay_v2")),
-                         ("the query candidate (env_v2 + pay_v2 + people_v2)",
-                          ("env_v2", "pay_v2", "people_v2"))):
-        if all(n in per_rec for n in names):
-            total = sum(per_rec[n] for n in names)
-            rows.append((f"layout: {label}, per record", f"{total:,.0f}",
-                         (f"{total / whole:.2f}x the product tables, {total / (gz / count):.2f}x"
-                         " gzip JSON")))
     print_table("Bytes on disk per record", ("figure", "bytes/record", "note"), rows)
     print_table("Largest columns (whole store)", ("column", "compressed B/rec",
                                                   "uncompressed B/rec", "ratio"), col_rows)
