@@ -168,6 +168,13 @@ class Filters:
             raise FilterError(f"trace_id {trace_id!r}: expected 32 hex digits")
         return f
 
+    def task_days_clause(self, params: dict[str, Any]) -> str:
+        """start_time on one of the task filter's days in the task -> day table (a
+        table partitioned by day, envelopes or payloads, then opens only those)."""
+        match = (prefix_clause("task", self.task, params) if self.prefix
+                 else "task_id = {task:String}")
+        return f"toDate(start_time) IN (SELECT day FROM {DB}.task_days WHERE {match})"
+
     def where(self, people: bool = False, task_days: bool = False) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its parameters. ``people``: for the people table
         (schema.people_ddl), which has the envelope's columns and the person each row
@@ -179,10 +186,7 @@ class Filters:
         clauses: list[str] = []
         params: dict[str, Any] = {}
         if task_days and self.task is not None:
-            match = (prefix_clause("task", self.task, params) if self.prefix
-                     else "task_id = {task:String}")
-            clauses.append(f"toDate(start_time) IN (SELECT day FROM {DB}.task_days"
-                           f" WHERE {match})")
+            clauses.append(self.task_days_clause(params))
         for column, key in (("task_id", "task"), ("reviewer_id", "reviewer"),
                             ("request_id", "request_id"), ("trace_id", "trace_id"),
                             ("record_id", "record_id"), ("service", "service")):
@@ -435,8 +439,7 @@ def _task_payload_rows(store: Store, filters: Filters) -> list[tuple[Any, ...]]:
     18-40 ms one after another, 44-48 ms at once). The payload rows lie in their
     envelopes' day partitions, so the task's days prune them too."""
     where, params = filters.where(task_days=store.has_counts())
-    days = (f" AND toDate(start_time) IN (SELECT day FROM {DB}.task_days"
-            " WHERE task_id = {task:String})" if store.has_counts() else "")
+    days = f" AND {filters.task_days_clause(params)}" if store.has_counts() else ""
     sql = (f"SELECT record_id, name, salt, content FROM {DB}.payloads"
            f" WHERE (chain_id, record_id) IN (SELECT chain_id, record_id"
            f" FROM {DB}.envelopes{where}{_settings(filters, False)}){days}")
@@ -630,10 +633,8 @@ def search(store: Store, filters: Filters, payloads: bool = True,
         _attach_task_models(store, records, starts, whole)
     elif task_models:
         reads.append(lambda: _attach_task_models(store, records, starts))
-    if payloads and payload_rows is not None:
-        _attach_payloads(store, records, _bounds(rows), payload_rows)
-    elif payloads:
-        reads.append(lambda: _attach_payloads(store, records, _bounds(rows)))
+    if payloads:
+        reads.append(lambda: _attach_payloads(store, records, _bounds(rows), payload_rows))
     store.concurrently(reads if records else [])
     if not payloads:
         for rec in records:
