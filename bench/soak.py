@@ -71,6 +71,7 @@ def client_main(argv: list[str]) -> int:
     ap.add_argument("--style", choices=("decorator", "context"), required=True)
     ap.add_argument("--progress-every", type=float, default=1.0)
     ap.add_argument("--flush-timeout", type=float, default=120.0)
+    ap.add_argument("--first", type=int, default=0, help="number of the first task")
     args = ap.parse_args(argv)
 
     import aitrail
@@ -116,7 +117,7 @@ def client_main(argv: list[str]) -> int:
                                      "stats": aitrail.stats(), **extra}) + "\n")
         sys.stdout.flush()
 
-    emitted = pairs = 0
+    emitted, pairs = 0, args.first
     t0 = time.monotonic()
     end = t0 + args.seconds
     next_progress = t0
@@ -125,7 +126,7 @@ def client_main(argv: list[str]) -> int:
         if now >= end:
             break
         due = int((now - t0) * args.rate)
-        while emitted + 2 <= due:
+        while emitted + 2 <= due:  # pairs - first == emitted / 2
             pair(pairs)
             pairs += 1
             emitted += 2
@@ -208,69 +209,87 @@ def main() -> int:
     ap.add_argument("--max-growth", type=float, default=10.0,
                     help="percent RSS growth over the second half still called bounded")
     ap.add_argument("--flush-timeout", type=float, default=120)
+    ap.add_argument("--clients", type=int, default=1,
+                    help="SDK client processes sharing --rate (one client holds one request "
+                         "in flight: about 6-7k records/s here)")
     args = ap.parse_args()
+    if args.clients < 1:
+        ap.error("--clients: at least 1")
 
     tmp = tempfile.TemporaryDirectory(prefix="aitrail-soak-")
-    data_dir, spool_dir = f"{tmp.name}/data", f"{tmp.name}/spool"
+    data_dir = f"{tmp.name}/data"
     collector = CollectorProcess(data_dir)
     client_log = open(f"{tmp.name}/client.log", "wb")
-    client = subprocess.Popen(
+    clients = [subprocess.Popen(
         [sys.executable, os.path.join(HERE, "soak.py"), "_client", "--endpoint",
-         collector.endpoint, "--spool-dir", spool_dir, "--seconds", str(args.seconds),
-         "--rate", str(args.rate), "--style", args.style,
-         "--flush-timeout", str(args.flush_timeout)],
-        stdout=subprocess.PIPE, stderr=client_log, text=True)
-    reader = ClientOutput(client.stdout)
-    reader.start()
+         collector.endpoint, "--spool-dir", f"{tmp.name}/spool-{k}", "--seconds",
+         str(args.seconds), "--rate", str(args.rate / args.clients), "--style", args.style,
+         "--flush-timeout", str(args.flush_timeout), "--first", str(k * 10_000_000)],
+        stdout=subprocess.PIPE, stderr=client_log, text=True) for k in range(args.clients)]
+    readers = [ClientOutput(c.stdout) for c in clients]
+    for reader in readers:
+        reader.start()
 
     print(f"soak: {args.rate:g} records/s (model_call + review, {args.style} style) for "
-          f"{args.seconds:g} s, durable delivery; RSS every {args.sample_every:g} s; "
-          f"{machine_line()}", flush=True)
+          f"{args.seconds:g} s from {args.clients} SDK client(s), durable delivery; RSS every "
+          f"{args.sample_every:g} s; {machine_line()}", flush=True)
     samples: list[dict[str, Any]] = []
     problems: list[str] = []
     t0 = time.monotonic()
     deadline = t0 + args.seconds + args.flush_timeout + 60
     next_sample = t0
+    def total(key: str) -> int:  # a counter of the clients' latest lines, summed
+        return sum(r.latest.get("stats", {}).get(key, 0) for r in readers)
     try:
-        while client.poll() is None:
+        while any(c.poll() is None for c in clients):
             now = time.monotonic()
             if now > deadline:
-                problems.append("the client did not finish in time; killed")
-                client.kill()
+                problems.append("a client did not finish in time; killed")
                 break
             if collector.proc.poll() is not None:
                 problems.append(f"the collector died (exit {collector.proc.returncode})")
-                client.kill()
                 break
             if now >= next_sample:
-                latest = reader.latest
-                stats = latest.get("stats", {})
+                sdk = [kb for kb in (rss_kb(c.pid) for c in clients) if kb is not None]
                 samples.append({
-                    "t": round(now - t0, 1), "phase": latest.get("phase", "start"),
-                    "emitted": latest.get("emitted", 0), "sent": stats.get("sent", 0),
-                    "pending": stats.get("pending", 0), "spool_kb": stats.get("spool_bytes", 0) // 1024,
-                    "collector_kb": rss_kb(collector.proc.pid), "sdk_kb": rss_kb(client.pid)})
+                    "t": round(now - t0, 1),
+                    "phase": min((r.latest.get("phase", "start") for r in readers),
+                                 key=("start", "load", "flush", "done").index),
+                    "emitted": sum(r.latest.get("emitted", 0) for r in readers),
+                    "sent": total("sent"), "pending": total("pending"),
+                    "spool_kb": total("spool_bytes") // 1024,
+                    "collector_kb": rss_kb(collector.proc.pid),
+                    # The largest client's: each process is held to the bound.
+                    "sdk_kb": max(sdk) if sdk else None})
                 next_sample += args.sample_every
             time.sleep(0.05)
-        client.wait(30)
-        reader.join(10)
+        for c in clients:
+            if c.poll() is None and problems:
+                c.kill()
+            c.wait(30)
+        for reader in readers:
+            reader.join(10)
     finally:
-        if client.poll() is None:
-            client.kill()
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
         client_log.close()
         samples.append({"t": round(time.monotonic() - t0, 1), "phase": "end",
-                        "emitted": (reader.final or reader.latest).get("emitted", 0),
-                        "sent": (reader.final or {}).get("final_stats", {}).get("sent", 0),
+                        "emitted": sum((r.final or r.latest).get("emitted", 0) for r in readers),
+                        "sent": sum((r.final or {}).get("final_stats", {}).get("sent", 0)
+                                    for r in readers),
                         "pending": 0, "spool_kb": 0,
                         "collector_kb": rss_kb(collector.proc.pid), "sdk_kb": None})
         collector_rc = collector.stop()
 
-    final = reader.final or {}
-    emitted = int(final.get("emitted", reader.latest.get("emitted", 0)))
-    if client.returncode != 0:
-        problems.append(f"the client exited {client.returncode}")
-    if not final.get("flushed"):
-        problems.append("the client's flush did not complete")
+    finals = [r.final or {} for r in readers]
+    emitted = sum(int(f.get("emitted", r.latest.get("emitted", 0)))
+                  for f, r in zip(finals, readers))
+    for k, c in enumerate(clients):
+        if c.returncode != 0:
+            problems.append(f"client {k} exited {c.returncode}")
+        if not finals[k].get("flushed"):
+            problems.append(f"client {k}'s flush did not complete")
     if collector_rc != 0:
         problems.append(f"the collector exited {collector_rc} on SIGTERM")
 
@@ -317,12 +336,17 @@ def main() -> int:
         if not g["bounded"]:
             problems.append(f"{name} RSS grew {g['growth_pct']}% over the second half "
                             f"(limit {args.max_growth:g}%)")
-    load_s = final.get("load_seconds") or args.seconds
+    load_s = max((f.get("load_seconds") or args.seconds for f in finals), default=args.seconds)
     achieved = emitted / load_s if load_s else 0
-    stats = final.get("final_stats", {})
-    print(f"\nclient: emitted {emitted} records in {load_s:g} s ({achieved:.0f}/s, target "
-          f"{args.rate:g}/s); flush {'done' if final.get('flushed') else 'NOT done'} in "
-          f"{final.get('flush_seconds', '-')} s; stats {stats}")
+    flushed = all(f.get("flushed") for f in finals)
+    stats: dict[str, Any] = {}  # the clients' final counters, summed
+    for f in finals:
+        for key, value in f.get("final_stats", {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                stats[key] = stats.get(key, 0) + value
+    print(f"\nclients: emitted {emitted} records in {load_s:g} s ({achieved:.0f}/s, target "
+          f"{args.rate:g}/s); flush {'done' if flushed else 'NOT done'} in "
+          f"{max((f.get('flush_seconds', 0) for f in finals), default=0)} s; stats {stats}")
     print(f"store:  {stored} records {by_type}; emitted == stored: {stored == emitted}")
     print(f"verify: {'OK' if verify_ok else 'FAILED'} ({report.get('records')} records, "
           f"{len(report.get('findings', []))} findings, exit {verify.returncode})")
@@ -331,15 +355,17 @@ def main() -> int:
           f"SDK {figures['sdk']['growth_pct']}% over the second half; limit {args.max_growth:g}%)")
     for p in problems:
         print(f"PROBLEM: {p}")
-    if reader.noise:
-        print("client output that was not JSON:\n  " + "\n  ".join(reader.noise[-10:]))
+    noise = [line for r in readers for line in r.noise]
+    if noise:
+        print("client output that was not JSON:\n  " + "\n  ".join(noise[-10:]))
     result = {"ok": not problems, "emitted": emitted, "stored": stored,
               "emitted_equals_stored": stored == emitted, "verify_ok": verify_ok,
               "bounded": verdict == "bounded", "max_growth_pct": args.max_growth,
               "collector": figures["collector"], "sdk": figures["sdk"],
               "seconds": args.seconds, "rate_target": args.rate,
               "rate_achieved": round(achieved, 1), "style": args.style,
-              "flushed": bool(final.get("flushed")), "client_exit": client.returncode,
+              "clients": args.clients, "flushed": flushed,
+              "client_exit": next((c.returncode for c in clients if c.returncode), 0),
               "collector_exit": collector_rc, "client_stats": stats, "by_type": by_type,
               "problems": problems}
     print(json.dumps(result), flush=True)
