@@ -24,7 +24,7 @@ from aitrail_collector.store import schema
 from aitrail_collector.store.client import Store
 
 DAY_NS = 86_400 * 10**9
-TASKS = ("T-1", "T-10", "T-2", "T-gone", "T-none")
+TASKS = ("T-1", "T-10", "T-2", "T-3", "T-gone", "T-none")
 
 
 def _at(rec, ns: int):
@@ -55,6 +55,11 @@ def store(tmp_path_factory):
         "escalation.from_reviewer": "rev-a", "escalation.to_reviewer": "rev-c",
         "escalation.reason": "limit"}), now - 2 * DAY_NS - 40),
         _at(make_record("resolution", task_id="T-2"), now - 40)]
+    # T-3's review on day -6 reviews its model call of day -8 (none on day -7).
+    records += [_at(make_record("model_call", task_id="T-3", **{
+        "model_call.model": "m-early", "model_call.prompt_version": "v"}), now - 8 * DAY_NS),
+        _at(make_record("review", task_id="T-3", **{
+            "review.reviewer_id": "rev-d", "review.decision": "approve"}), now - 6 * DAY_NS)]
     # A day the TTL will drop (the oldest): T-gone only there, T-1 there too.
     records += [_at(make_record("review", task_id="T-gone", **{
         "review.reviewer_id": "rev-a", "review.decision": "reject"}), now - 9 * DAY_NS),
@@ -108,6 +113,19 @@ def test_a_task_read_through_its_days_is_the_read_of_the_envelopes(store, task):
         assert len(timeline) == 10 and "data_access" not in {r["event_type"] for r in timeline}
         assert [r["task_model"] for r in timeline if r["event_type"] == "review"] == [
             "m5", "m3", "m1"]
+
+
+def test_a_reviews_model_call_of_an_earlier_day_is_found_through_the_tasks_days(store):
+    # The task -> day table narrows the model-call lookup to every day of the task,
+    # not only the days of the reviews on the page.
+    assert "aitrail.task_days" in query.task_model_sql(True)
+    assert "aitrail.task_days" not in query.task_model_sql(False)
+    f = query.Filters.parse(reviewer="rev-d", limit="50", order="desc")
+    through, alone = _both(store, lambda: query.search(store, f, payloads=False))
+    assert through == alone
+    assert [(r["task_id"], r["task_model"]) for r in through] == [("T-3", "m-early")]
+    rows = list(_with(store, True, lambda: query.iter_records(store, f)))
+    assert [r["task_model"] for r in rows] == ["m-early"]
 
 
 TOTALS = [

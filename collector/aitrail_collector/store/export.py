@@ -94,7 +94,7 @@ _PLAIN = ("time", "end_time", "received_time", "seq", "input_tokens", "output_to
 _SECONDS = ("if(e.event_type = 'review', concat(toString(intDiv(e.time_spent_ms, 1000)),"
             " if(e.time_spent_ms % 1000 = 0, '', concat('.', replaceRegexpOne("
             "leftPad(toString(e.time_spent_ms % 1000), 3, '0'), '0+$', '')))), '')")
-# The task's model call a review reviewed (queries.TASK_MODEL_SQL), joined as m.
+# The task's model call a review reviewed (queries.task_model_sql), joined as m.
 _TASK = {"task_model": "m.m_model", "task_prompt_version": "m.m_prompt"}
 
 

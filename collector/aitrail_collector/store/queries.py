@@ -515,19 +515,32 @@ def _settings(f: Filters, people: bool, count: bool = False) -> str:
     return f" SETTINGS {', '.join(off)}" if off else ""
 
 
-# The model call a review reviewed: its task's latest model call at or before it. The
-# export joins the same in the engine (store/export.py, TASK_MODEL_JOIN). The reviews
-# come as values (the page already read them); only their tasks' model calls up to
-# the newest review are read.
-TASK_MODEL_SQL = (
-    "SELECT r.record_id, m.model, m.prompt_version FROM"
-    " (SELECT x.1 AS record_id, x.2 AS task_id, fromUnixTimestamp64Nano(x.3) AS start_time"
-    " FROM (SELECT arrayJoin({reviews:Array(Tuple(String, String, Int64))}) AS x)) AS r"
-    " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
-    f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
-    " AND task_id IN {tasks:Array(String)}"
-    " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})) AS m"
-    " ON m.task_id = r.task_id AND m.start_time <= r.start_time")
+# With the task -> day table: only the partitions of the tasks' days are opened (the
+# engine builds the set before it picks the parts). Every day a task has a record on,
+# not only its reviews' days: its model call may be on an earlier one.
+TASK_DAYS = (f" AND toDate(start_time) IN (SELECT day FROM {DB}.task_days"
+             " WHERE task_id IN {tasks:Array(String)})")
+
+
+def task_model_sql(days: bool) -> str:
+    """The model call a review reviewed: its task's latest model call at or before it.
+    The export joins the same in the engine (store/export.py, TASK_MODEL_JOIN). The
+    reviews come as values (the page already read them); only their tasks' model calls
+    up to the newest review are read, through the task -> day table when the store has
+    it (``days``). 10M store, a reviewer search's 40 tasks: 59 -> 45 ms with the days
+    and the settings."""
+    return (
+        "SELECT r.record_id, m.model, m.prompt_version FROM"
+        " (SELECT x.1 AS record_id, x.2 AS task_id, fromUnixTimestamp64Nano(x.3) AS start_time"
+        " FROM (SELECT arrayJoin({reviews:Array(Tuple(String, String, Int64))}) AS x)) AS r"
+        " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
+        f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
+        " AND task_id IN {tasks:Array(String)}"
+        f" AND start_time <= fromUnixTimestamp64Nano({{hi:Int64}}){TASK_DAYS if days else ''})"
+        " AS m ON m.task_id = r.task_id AND m.start_time <= r.start_time"
+        # The tasks are few and their rows adjacent in the sort order: weighing each
+        # opened part's skip indexes and record_id projection costs more than it saves.
+        " SETTINGS use_skip_indexes = 0, optimize_use_projections = 0")
 
 
 def _whole_tasks(f: Filters) -> bool:
@@ -560,7 +573,7 @@ def _attach_task_models(store: Store, records: list[dict[str, Any]], starts: Seq
         reviews = [(r["record_id"], r["task_id"], t) for r, t in zip(records, starts)
                    if r["event_type"] == "review" and r.get("task_id")]
         if reviews:
-            rows = store.query(TASK_MODEL_SQL, {
+            rows = store.query(task_model_sql(store.has_counts()), {
                 "reviews": reviews, "tasks": sorted({r[1] for r in reviews}),
                 "hi": max(r[2] for r in reviews)}).result_rows
             found = {rid: (model, prompt) for rid, model, prompt in rows}
