@@ -248,6 +248,55 @@ def test_a_clickhouse_server_is_never_trusted_to_verify_its_own_rows():
     assert verify_sql.engine_can_verify(Remote()) is False
 
 
+E = "aitrail.envelopes"
+_SYNC = " SETTINGS mutations_sync = 1"
+# Tamperings of the links alone: every row still passes its own checks (chain_hash =
+# SHA-256(prev_hash || leaf_hash)), so only the link check can tell. (stretch start,
+# intact), and the SQL that does it to the chain of 8.
+LINK_TAMPERINGS = {
+    "untouched": (1, True, []),
+    "gap": (1, False, [f"ALTER TABLE {E} DELETE WHERE seq = 4" + _SYNC]),
+    "first_row_gone": (1, False, [f"ALTER TABLE {E} DELETE WHERE seq = 1" + _SYNC]),
+    "head_gone": (1, True, [f"ALTER TABLE {E} DELETE WHERE seq = 8" + _SYNC]),
+    "duplicate": (1, False, [f"INSERT INTO {E} SELECT * FROM {E} WHERE seq = 4"]),
+    "duplicate_and_gap": (1, False, [f"INSERT INTO {E} SELECT * FROM {E} WHERE seq = 4",
+                                     f"ALTER TABLE {E} DELETE WHERE seq = 6" + _SYNC]),
+    "moved_past_head": (1, False, [  # (seq is in the sort key: no UPDATE of it)
+        f"INSERT INTO {E} SELECT * REPLACE (9 AS seq) FROM {E} WHERE seq = 4",
+        f"ALTER TABLE {E} DELETE WHERE seq = 4" + _SYNC]),
+    "swapped": (1, False, [  # the rows of seqs 3 and 4 (r2, r3) trade places
+        f"INSERT INTO {E} SELECT * REPLACE (7 - seq AS seq) FROM {E} WHERE seq IN (3, 4)",
+        f"ALTER TABLE {E} DELETE WHERE (seq, record_id) IN ((3, 'r2'), (4, 'r3'))" + _SYNC]),
+    "relinked": (1, False, [f"ALTER TABLE {E} UPDATE prev_hash = unhex(repeat('ab', 32)),"
+                            " chain_hash = SHA256(concat(unhex(repeat('ab', 32)), leaf_hash))"
+                            " WHERE seq = 4" + _SYNC]),
+    "appended": (1, True, [f"INSERT INTO {E} SELECT * REPLACE (9 AS seq, chain_hash AS"
+                           " prev_hash, SHA256(concat(chain_hash, leaf_hash)) AS chain_hash)"
+                           f" FROM {E} WHERE seq = 8"]),
+    "from_checkpoint": (4, True, []),
+    "from_checkpoint_gap": (4, False, [f"ALTER TABLE {E} DELETE WHERE seq = 5" + _SYNC]),
+    "before_checkpoint_gap": (4, True, [f"ALTER TABLE {E} DELETE WHERE seq = 2" + _SYNC]),
+}
+
+
+@pytest.mark.parametrize("name", list(LINK_TAMPERINGS))
+def test_the_engines_link_check_agrees_with_the_references(store, name):
+    start, intact, tamper = LINK_TAMPERINGS[name]
+    _fresh(store)
+    _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id=f"r{i}")
+                             for i in range(8)])
+    start_hash = ZERO_HASH if start == 1 else bytes(store.query(
+        f"SELECT chain_hash FROM {E} WHERE seq = {{s:UInt64}}", {"s": start - 1}
+    ).result_rows[0][0])
+    for sql in tamper:
+        store.query(sql)
+    reference = reference_summary(store, "c", start, start_hash)
+    assert reference.intact is intact and reference.failing_seqs == []
+    assert verify_sql.summarize(store, "c", start, start_hash) == reference
+    if start > 1:  # the same stretch from a start hash that is not the checkpoint's
+        assert not verify_sql.summarize(store, "c", start, bytes(32)).intact
+
+
 def test_the_reference_reads_rows_only_up_to_the_head_its_links_found(store):
     """Links first, then the rows up to that head: a record appended in between (a
     collector writing to a server during verification) is neither counted nor checked."""
