@@ -114,10 +114,10 @@ def client_main(argv: list[str]) -> int:
 
     def progress(**extra: Any) -> None:
         sys.stdout.write(json.dumps({"t": round(time.monotonic() - t0, 3), "emitted": emitted,
-                                     "stats": aitrail.stats(), **extra}) + "\n")
+                                     "due": due, "stats": aitrail.stats(), **extra}) + "\n")
         sys.stdout.flush()
 
-    emitted, pairs = 0, args.first
+    emitted, due, pairs = 0, 0, args.first
     t0 = time.monotonic()
     end = t0 + args.seconds
     next_progress = t0
@@ -126,14 +126,21 @@ def client_main(argv: list[str]) -> int:
         if now >= end:
             break
         due = int((now - t0) * args.rate)
+        # Rounds of at most 20 ms: a client that falls behind (its machine busy) still
+        # reports and still stops at its end, instead of catching up forever.
+        round_end = min(now + 0.02, end)
         while emitted + 2 <= due:  # pairs - first == emitted / 2
             pair(pairs)
             pairs += 1
             emitted += 2
+            if emitted % 64 == 0 and time.monotonic() >= round_end:
+                break
         if now >= next_progress:
             progress(phase="load")
             next_progress += args.progress_every
-        time.sleep(0.002)
+        if emitted + 2 > due:
+            time.sleep(0.002)
+    due = int(args.seconds * args.rate)
     load_seconds = time.monotonic() - t0
     progress(phase="flush")
     t1 = time.monotonic()
