@@ -168,6 +168,56 @@ def test_durable_spools_while_the_exporter_fails_then_replays_in_order(memory, t
     assert _ids(exporter) == earlier + later  # the spool first, in order, once each
 
 
+def test_durable_replays_records_spooled_one_by_one_in_requests_of_the_batch_size(
+        memory, tmp_path):
+    # A queue of one: every record past it is spooled by its caller, one file each.
+    exporter = memory.exporter
+    exporter.unavailable = True
+    memory(delivery=DURABLE, spool_dir=str(tmp_path / "spool"), batch_size=50, max_queue=1)
+    earlier = [aitrail.resolve(f"T-{i}", resolution="closed") for i in range(300)]
+    assert not aitrail.flush(0.5)
+    assert aitrail.stats()["spooled"] == 300
+    before = exporter.exports
+    exporter.unavailable = False
+    assert aitrail.flush(20)
+    # Once each (a caller past the full queue spools its record before the worker
+    # spools the one it holds: the spool's order is not quite the callers').
+    assert sorted(_ids(exporter)) == sorted(earlier) and len(_ids(exporter)) == 300
+    assert exporter.exports - before <= 300 // 50 + 1  # not a request per record
+    assert aitrail.stats()["replayed"] == 300 and aitrail.stats()["spool_bytes"] == 0
+
+
+class _RefusesOne(InMemoryExporter):
+    """Refuses outright any request that holds the record ``bad``."""
+
+    bad = ""
+
+    def export(self, request, timeout=None, wait_for_ready=False):
+        if any(r.record_id == self.bad for r in pb.ExportRequest.FromString(request).records):
+            raise ExportFailed("bad record", retryable=False, code="INVALID_ARGUMENT")
+        return super().export(request, timeout, wait_for_ready)
+
+
+def test_durable_replay_sets_aside_only_the_refused_batch_of_a_run(tmp_path, caplog):
+    exporter = _RefusesOne()
+    exporter.unavailable = True
+    aitrail.configure(service="unit", redaction_key="k", flush_interval=0.02, exporter=exporter,
+                      delivery=DURABLE, spool_dir=str(tmp_path / "spool"), batch_size=50,
+                      max_queue=1)
+    try:
+        ids = [aitrail.resolve(f"T-{i}", resolution="closed") for i in range(20)]
+        assert not aitrail.flush(0.5)
+        exporter.bad = ids[7]
+        exporter.unavailable = False
+        with caplog.at_level(logging.ERROR, logger="aitrail"):
+            assert aitrail.flush(20)
+        assert sorted(_ids(exporter)) == sorted(ids[:7] + ids[8:])
+        assert aitrail.stats()["dropped"] == 1 and "bad record" in caplog.text
+        assert len(list((tmp_path / "spool").rglob("*.refused"))) == 1
+    finally:
+        aitrail.shutdown()
+
+
 def test_durable_sets_aside_a_batch_the_exporter_refuses(memory, tmp_path, caplog):
     exporter = memory.exporter
     memory(delivery=DURABLE, spool_dir=str(tmp_path / "spool"))

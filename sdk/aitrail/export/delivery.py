@@ -38,6 +38,10 @@ log = logging.getLogger("aitrail")
 
 DURABLE, BEST_EFFORT, STRICT = "durable", "best_effort", "strict"
 DELIVERY_MODES = (DURABLE, BEST_EFFORT, STRICT)
+# The most bytes of spooled batches one replay request carries (the collector takes
+# requests of up to 64 MiB by default; records per request are bounded by the batch
+# size too).
+REPLAY_BYTES = 4 * 1024 * 1024
 
 #: Turns a draft (what the caller's thread captured) into a record, on the worker.
 Build = Callable[[Any], pb.AuditRecord]
@@ -268,10 +272,12 @@ class Durable(Delivery):
 
     def __init__(self, build: Build, exporter: Exporter, counters: Counters, *,
                  spool_dir: str, spool_max_bytes: int, retry_for: float, export_timeout: float,
+                 replay_records: int = 512,
                  stopping: Callable[[], bool] = lambda: False,
                  progress: Callable[[], None] = lambda: None) -> None:
         super().__init__(build, exporter, counters, retry_for=retry_for,
                          export_timeout=export_timeout, stopping=stopping, progress=progress)
+        self._replay_records = replay_records
         self._spool_dir = spool_dir
         self._spool_max = spool_max_bytes
         self._spool: Spool | None = None
@@ -301,16 +307,49 @@ class Durable(Delivery):
     def replay(self) -> None:
         spool = self._open_spool()
         while spool and time.monotonic() >= self._retry_at and not self._stopping():
-            batch = spool.oldest()
-            if batch is None:
+            run = self._replay_run(spool)
+            if not run:
                 return
-            handle, data = batch
+            try:
+                response = self._try_export(b"".join(data for _, data, _ in run))
+            except ExportFailed as err:
+                if len(run) > 1:  # find the batch refused: replay these one by one
+                    self._replay_one_by_one(spool, run)
+                    continue
+                # The collector will never take this batch: set it aside, loudly,
+                # rather than let it block everything behind it.
+                spool.quarantine(run[0][0])
+                self._refused(run[0][2], err)
+                continue
+            if response is None:
+                return
+            n = sum(count for _, _, count in run)
+            self._account(response, [None] * n, replayed=n)
+            for handle, _, _ in run:
+                spool.remove(handle)
+            self._progress()
+
+    def _replay_run(self, spool: Spool) -> list[tuple[str, bytes, int]]:
+        """The oldest spooled batches that make one request: (handle, bytes, records).
+        Batches spooled one record at a time (a caller past a full queue) are sent
+        together, up to the batch size, or replay could never catch up: a request
+        per record. Serialized ExportRequests concatenated are one ExportRequest of
+        all their records (protobuf merges repeated fields)."""
+        run: list[tuple[str, bytes, int]] = []
+        total = 0
+        for handle, data in spool.oldest_run(REPLAY_BYTES, self._replay_records):
             n = len(pb.ExportRequest.FromString(data).records)
+            if run and total + n > self._replay_records:
+                break
+            run.append((handle, data, n))
+            total += n
+        return run
+
+    def _replay_one_by_one(self, spool: Spool, run: list[tuple[str, bytes, int]]) -> None:
+        for handle, data, n in run:
             try:
                 response = self._try_export(data)
             except ExportFailed as err:
-                # The collector will never take this batch: set it aside, loudly,
-                # rather than let it block everything behind it.
                 spool.quarantine(handle)
                 self._refused(n, err)
                 continue
@@ -368,10 +407,11 @@ class Durable(Delivery):
 
 def make_delivery(mode: str, build: Build, exporter: Exporter, counters: Counters, *,
                   retry_for: float, export_timeout: float, spool_dir: str | None = None,
-                  spool_max_bytes: int = 256 * 1024 * 1024,
+                  spool_max_bytes: int = 256 * 1024 * 1024, batch_size: int = 512,
                   stopping: Callable[[], bool] = lambda: False,
                   progress: Callable[[], None] = lambda: None) -> Delivery:
-    """The policy for ``mode`` (one of DELIVERY_MODES)."""
+    """The policy for ``mode`` (one of DELIVERY_MODES). ``batch_size``: the most
+    records a replay sends in one request, as the worker's own batches."""
     if mode not in DELIVERY_MODES:
         raise ValueError(f"delivery {mode!r}: expected one of {', '.join(DELIVERY_MODES)}")
     if mode == DURABLE:
@@ -379,7 +419,8 @@ def make_delivery(mode: str, build: Build, exporter: Exporter, counters: Counter
             raise ValueError("durable delivery needs a spool_dir")
         return Durable(build, exporter, counters, spool_dir=spool_dir,
                        spool_max_bytes=spool_max_bytes, retry_for=retry_for,
-                       export_timeout=export_timeout, stopping=stopping, progress=progress)
+                       export_timeout=export_timeout, replay_records=batch_size,
+                       stopping=stopping, progress=progress)
     cls = Strict if mode == STRICT else BestEffort
     return cls(build, exporter, counters, retry_for=retry_for, export_timeout=export_timeout,
                stopping=stopping, progress=progress)

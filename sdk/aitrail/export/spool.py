@@ -5,6 +5,10 @@ file, written to a temporary name, fsynced and renamed into place, so a crash
 leaves either the whole batch or none of it. Files are replayed in number
 order and deleted once the collector acknowledged them.
 
+The files waiting are also kept in memory, in replay order: appending and replaying
+never list a directory, which after an overload can hold 100k one-record batches
+(listing it per batch made both quadratic).
+
 Each process owns one directory, held with a POSIX lock (``lockf``; unlike
 ``flock`` it is not inherited across ``fork``). A process that starts and finds
 an unlocked directory left by a process that died adopts it and replays it
@@ -19,6 +23,7 @@ import os
 import stat
 import threading
 import uuid
+from collections import deque
 
 from aitrail.errors import AitrailError
 from aitrail.files import fsync_dir
@@ -44,16 +49,17 @@ class Spool:
         # whatever the process's umask.
         _private_dir(root)
         self._lock = threading.Lock()
-        self._dirs: list[str] = []  # adopted directories first, then our own
         self._lock_fds: list[int] = []
-        self._next = 0
+        # The batch files to replay, oldest first: adopted directories' (listed once),
+        # then our own as they are written.
+        self._waiting: deque[str] = deque()
+        self._next = 0  # our directory is new: its files are numbered from 1
         self._bytes = 0
         own = os.path.join(root, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
         if self._claim(own) is None:  # a new directory: only a broken lockf gets here
             raise OSError(f"cannot lock the spool directory {own}")
         self._own = own
         self._adopt_orphans()
-        self._dirs.append(self._own)
 
     # ------------------------------------------------------------ ownership
     def _claim(self, path: str) -> str | None:
@@ -74,9 +80,10 @@ class Spool:
                 continue
             if self._claim(path) is None:
                 continue  # a live process owns it
-            if self._files(path):
-                self._dirs.append(path)
-                self._bytes += sum(os.path.getsize(f) for f in self._files(path))
+            files = self._files(path)
+            if files:
+                self._waiting.extend(files)
+                self._bytes += sum(os.path.getsize(f) for f in files)
             else:
                 self._release(path)
 
@@ -106,7 +113,7 @@ class Spool:
             if self._bytes + len(data) > self.max_bytes:
                 raise SpoolFull(f"spool at {self.root} holds {self._bytes} bytes; "
                                 f"limit {self.max_bytes}")
-            self._next = max(self._next, self._last_number()) + 1
+            self._next += 1
             final = os.path.join(self._own, f"{self._next:012d}{SUFFIX}")
             tmp = final + ".tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -117,30 +124,37 @@ class Spool:
                 os.fsync(fh.fileno())
             os.rename(tmp, final)
             fsync_dir(self._own)
+            self._waiting.append(final)
             self._bytes += len(data)
-
-    def _last_number(self) -> int:
-        files = self._files(self._own)
-        return int(os.path.basename(files[-1])[: -len(SUFFIX)]) if files else 0
 
     def oldest(self) -> tuple[str, builtins.bytes] | None:
         """The next batch to replay, as (handle, bytes), or None when empty."""
+        run = self.oldest_run(0, 1)
+        return run[0] if run else None
+
+    def oldest_run(self, max_bytes: int, max_batches: int) -> list[tuple[str, builtins.bytes]]:
+        """The oldest batches, in order, as (handle, bytes): at most ``max_batches``,
+        as many as fit in ``max_bytes`` together, and always the oldest one (empty:
+        the spool is)."""
+        run: list[tuple[str, builtins.bytes]] = []
+        size = 0
         with self._lock:
-            for path in list(self._dirs):
-                files = self._files(path)
-                if files:
-                    with open(files[0], "rb") as fh:
-                        return files[0], fh.read()
-                if path != self._own:
-                    self._dirs.remove(path)
-                    self._release(path)
-        return None
+            for path in self._waiting:
+                if run and (len(run) == max_batches
+                            or size + os.path.getsize(path) > max_bytes):
+                    break
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                run.append((path, data))
+                size += len(data)
+        return run
 
     def remove(self, handle: str) -> None:
         with self._lock:
             size = os.path.getsize(handle)
             os.remove(handle)
             self._bytes -= size
+            self._done(handle)
 
     def quarantine(self, handle: str) -> None:
         """Set aside a batch the collector refuses outright (kept for inspection)."""
@@ -148,6 +162,18 @@ class Spool:
             size = os.path.getsize(handle)
             os.rename(handle, handle + ".refused")
             self._bytes -= size
+            self._done(handle)
+
+    def _done(self, handle: str) -> None:
+        # Batches are replayed oldest first: the handle is almost always the first.
+        if self._waiting and self._waiting[0] == handle:
+            self._waiting.popleft()
+        else:
+            self._waiting.remove(handle)
+        folder = os.path.dirname(handle)
+        if folder != self._own and not (self._waiting and
+                                        os.path.dirname(self._waiting[0]) == folder):
+            self._release(folder)  # an adopted directory replayed to its end
 
     def __bool__(self) -> bool:
         return self._bytes > 0

@@ -89,6 +89,7 @@ class BatchWorker:
                                      export_timeout=self._export_timeout,
                                      spool_dir=self._spool_dir,
                                      spool_max_bytes=self._spool_max,
+                                     batch_size=self._batch_size,
                                      stopping=self._stopping_hard, progress=self._notify)
 
     def _after_fork(self) -> None:
