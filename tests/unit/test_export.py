@@ -187,6 +187,63 @@ def test_durable_replays_records_spooled_one_by_one_in_requests_of_the_batch_siz
     assert aitrail.stats()["replayed"] == 300 and aitrail.stats()["spool_bytes"] == 0
 
 
+def test_durable_replays_its_backlog_while_callers_keep_the_queue_full(memory, tmp_path):
+    # A soak at 12k/s: once the spool held a backlog, the worker spooled the queue's
+    # batches behind it for as long as callers kept the queue from emptying, and
+    # replayed nothing until the load stopped (the collector sat idle for 50 s).
+    exporter = memory.exporter
+    exporter.unavailable = True
+    memory(delivery=DURABLE, spool_dir=str(tmp_path / "spool"), batch_size=10,
+           max_queue=1_000_000)
+    backlog = [aitrail.resolve(f"T-{i}", resolution="closed") for i in range(50)]
+    assert not aitrail.flush(0.5)
+    exporter.unavailable = False
+    stop = threading.Event()
+
+    def emit() -> None:
+        while not stop.is_set():
+            aitrail.resolve("U", resolution="closed")
+    emitter = threading.Thread(target=emit)
+    emitter.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(exporter.records) < 50:
+            time.sleep(0.01)
+        sent_during_load = {r.record_id for r in exporter.records}
+    finally:
+        stop.set()
+        emitter.join()
+    assert set(backlog) <= sent_during_load
+    assert aitrail.flush(60)
+
+
+@pytest.mark.timeout(60)
+def test_a_replay_sends_what_waited_at_its_start_and_returns_to_the_queue(tmp_path):
+    # Callers past a full queue spool a record each while the replay runs: a replay
+    # that ran until the spool was empty never returned to the queue (a soak's
+    # intake fell to the callers' fsync rate, ~200 records/s).
+    from aitrail.export.delivery import Counters, Durable
+
+    class CallersKeepSpooling(InMemoryExporter):
+        def export(self, request, timeout=None, wait_for_ready=False):
+            durable._open_spool().append(_request(f"late-{self.exports}"))
+            return super().export(request, timeout, wait_for_ready)
+
+    durable = Durable(lambda items: [], CallersKeepSpooling(), Counters(),
+                      spool_dir=str(tmp_path / "spool"), spool_max_bytes=1 << 24,
+                      retry_for=1.0, export_timeout=1.0, replay_records=2)
+    for i in range(6):
+        durable._open_spool().append(_request(f"early-{i}"))
+    durable.replay()
+    sent = [r.record_id for r in durable.exporter.records]
+    assert sent[:6] == [f"early-{i}" for i in range(6)] and len(sent) <= 8
+    assert len(durable._open_spool()) >= 3  # the late ones wait for the next round
+
+
+def _request(record_id: str) -> bytes:
+    return pb.ExportRequest(records=[pb.AuditRecord(record_id=record_id)]).SerializeToString()
+
+
 class _RefusesOne(InMemoryExporter):
     """Refuses outright any request that holds the record ``bad``."""
 

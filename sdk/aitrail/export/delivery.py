@@ -306,10 +306,14 @@ class Durable(Delivery):
 
     def replay(self) -> None:
         spool = self._open_spool()
-        while spool and time.monotonic() >= self._retry_at and not self._stopping():
+        # Only what waits now: callers past a full queue keep spooling while this
+        # runs, and the worker must get back to the queue (spooled behind, in order).
+        left = len(spool)
+        while left > 0 and time.monotonic() >= self._retry_at and not self._stopping():
             run = self._replay_run(spool)
             if not run:
                 return
+            left -= len(run)
             try:
                 response = self._try_export(b"".join(data for _, data, _ in run))
             except ExportFailed as err:

@@ -178,6 +178,10 @@ class Spool:
     def __bool__(self) -> bool:
         return self._bytes > 0
 
+    def __len__(self) -> int:
+        """How many batches wait."""
+        return len(self._waiting)
+
     def close(self) -> None:
         for fd in self._lock_fds:
             os.close(fd)

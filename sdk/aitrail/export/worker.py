@@ -144,6 +144,10 @@ class BatchWorker:
                 with self._done:
                     self._processed += n
                     self._done.notify_all()
+            # Between batches too: while callers keep the queue from emptying, a
+            # backlog in the spool (durable delivery) would otherwise wait for the
+            # load to stop, every new batch spooled behind it.
+            self._policy.replay()
 
     def _notify(self) -> None:
         with self._done:
