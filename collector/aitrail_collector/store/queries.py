@@ -173,7 +173,7 @@ class Filters:
         table partitioned by day, envelopes or payloads, then opens only those)."""
         match = (prefix_clause("task", self.task, params) if self.prefix
                  else "task_id = {task:String}")
-        return f"toDate(start_time) IN (SELECT day FROM {DB}.task_days WHERE {match})"
+        return tasks_days_clause(match)
 
     def where(self, people: bool = False, task_days: bool = False) -> tuple[str, dict[str, Any]]:
         """The WHERE clause and its parameters. ``people``: for the people table
@@ -515,11 +515,11 @@ def _settings(f: Filters, people: bool, count: bool = False) -> str:
     return f" SETTINGS {', '.join(off)}" if off else ""
 
 
-# With the task -> day table: only the partitions of the tasks' days are opened (the
-# engine builds the set before it picks the parts). Every day a task has a record on,
-# not only its reviews' days: its model call may be on an earlier one.
-TASK_DAYS = (f" AND toDate(start_time) IN (SELECT day FROM {DB}.task_days"
-             " WHERE task_id IN {tasks:Array(String)})")
+def tasks_days_clause(match: str) -> str:
+    """start_time on a day the task -> day table holds for the tasks ``match`` picks
+    (SQL over task_id): the engine builds the set before it picks the parts, so only
+    those day partitions are opened."""
+    return f"toDate(start_time) IN (SELECT day FROM {DB}.task_days WHERE {match})"
 
 
 def task_model_sql(days: bool) -> str:
@@ -536,7 +536,10 @@ def task_model_sql(days: bool) -> str:
         " ASOF INNER JOIN (SELECT task_id, start_time, model, prompt_version"
         f" FROM {DB}.envelopes WHERE event_type = 'model_call'"
         " AND task_id IN {tasks:Array(String)}"
-        f" AND start_time <= fromUnixTimestamp64Nano({{hi:Int64}}){TASK_DAYS if days else ''})"
+        " AND start_time <= fromUnixTimestamp64Nano({hi:Int64})"
+        # Every day of the tasks, not only the reviews' days: a model call may be earlier.
+        + (" AND " + tasks_days_clause("task_id IN {tasks:Array(String)}") if days else "")
+        + ")"
         " AS m ON m.task_id = r.task_id AND m.start_time <= r.start_time"
         # The tasks are few and their rows adjacent in the sort order: weighing each
         # opened part's skip indexes and record_id projection costs more than it saves.

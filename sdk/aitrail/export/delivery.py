@@ -314,24 +314,29 @@ class Durable(Delivery):
             if not run:
                 return
             left -= len(run)
-            try:
-                response = self._try_export(b"".join(data for _, data, _ in run))
-            except ExportFailed as err:
-                if len(run) > 1:  # find the batch refused: replay these one by one
-                    self._replay_one_by_one(spool, run)
-                    continue
-                # The collector will never take this batch: set it aside, loudly,
-                # rather than let it block everything behind it.
-                spool.quarantine(run[0][0])
-                self._refused(run[0][2], err)
-                continue
-            if response is None:
+            if not self._send_run(spool, run):
                 return
-            n = sum(count for _, _, count in run)
-            self._account(response, [None] * n, replayed=n)
-            for handle, _, _ in run:
-                spool.remove(handle)
-            self._progress()
+
+    def _send_run(self, spool: Spool, run: list[tuple[str, bytes, int]]) -> bool:
+        """Send ``run`` as one request; False when the collector did not answer."""
+        try:
+            response = self._try_export(b"".join(data for _, data, _ in run))
+        except ExportFailed as err:
+            if len(run) > 1:  # find the batch refused: these one by one
+                return all(self._send_run(spool, [batch]) for batch in run)
+            # The collector will never take this batch: set it aside, loudly,
+            # rather than let it block everything behind it.
+            spool.quarantine(run[0][0])
+            self._refused(run[0][2], err)
+            return True
+        if response is None:
+            return False
+        n = sum(count for _, _, count in run)
+        self._account(response, [None] * n, replayed=n)
+        for handle, _, _ in run:
+            spool.remove(handle)
+        self._progress()
+        return True
 
     def _replay_run(self, spool: Spool) -> list[tuple[str, bytes, int]]:
         """The oldest spooled batches that make one request: (handle, bytes, records).
@@ -348,20 +353,6 @@ class Durable(Delivery):
             run.append((handle, data, n))
             total += n
         return run
-
-    def _replay_one_by_one(self, spool: Spool, run: list[tuple[str, bytes, int]]) -> None:
-        for handle, data, n in run:
-            try:
-                response = self._try_export(data)
-            except ExportFailed as err:
-                spool.quarantine(handle)
-                self._refused(n, err)
-                continue
-            if response is None:
-                return
-            self._account(response, [None] * n, replayed=n)
-            spool.remove(handle)
-            self._progress()
 
     def deliver(self, items: Sequence[Item]) -> None:
         built = self._build_all(items)
