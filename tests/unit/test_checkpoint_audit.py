@@ -91,3 +91,44 @@ def test_without_a_public_key_signatures_are_not_claimed():
     audit = _run(rows, leaves, Trust())
     assert audit.findings == [] and audit.summary()["key_id"] is None
     assert any("anchor" in w for w in audit.warnings)
+
+
+class _AnchorEntry:
+    """An anchor object as the collector's ``anchor.AnchorEntry`` gives it."""
+
+    def __init__(self, number: int, text: str):
+        from aitrail.verify.checkpoint import SignedCheckpoint
+        self.name, self.number, self.text, self.error = f"{number:020d}", number, text, None
+        self.signed = SignedCheckpoint.parse(text)
+
+
+def test_a_text_in_both_the_database_and_the_anchor_is_signature_checked_once(monkeypatch):
+    import aitrail.verify.audit as audit_module
+    key = load_private_key(generate_keypair()[0])
+    leaves = _leaves(20)
+    rows = _signed_series(key, [5, 10, 20], [T0, T0 + HOUR_NS, T0 + 2 * HOUR_NS], leaves)
+    checked = []
+    real = audit_module.verify_signature
+    monkeypatch.setattr(audit_module, "verify_signature",
+                        lambda signed, pk: (checked.append(signed.checkpoint.number),
+                                            real(signed, pk))[1])
+    anchor = [_AnchorEntry(n, text) for n, _, text, _ in rows]
+    audit = CheckpointAudit("main", rows, anchor, Trust(public_key=key.public_key()))
+    assert sorted(checked) == [1, 2, 3]
+    for leaf, ch in zip(leaves, _chain_hashes(leaves)):
+        audit.add(leaf, ch)
+    audit.finish(len(leaves))
+    assert audit.findings == []
+
+
+def test_an_anchor_copy_that_differs_is_checked_on_its_own_and_its_bad_signature_named():
+    key = load_private_key(generate_keypair()[0])
+    other = load_private_key(generate_keypair()[0])
+    leaves = _leaves(20)
+    rows = _signed_series(key, [5, 10, 20], [T0, T0 + HOUR_NS, T0 + 2 * HOUR_NS], leaves)
+    forged = _signed_series(other, [5, 10, 20], [T0, T0 + HOUR_NS, T0 + 2 * HOUR_NS], leaves)
+    anchor = [_AnchorEntry(1, rows[0][2]), _AnchorEntry(2, forged[1][2]),
+              _AnchorEntry(3, rows[2][2])]
+    audit = CheckpointAudit("main", rows, anchor, Trust(public_key=key.public_key()))
+    bad = [f.detail for f in audit.findings if f.kind == "checkpoint_bad_signature"]
+    assert len(bad) == 1 and bad[0].startswith("checkpoint 2: the anchor copy: signed by key")
