@@ -88,10 +88,10 @@ def main() -> None:
     summary_s = time.perf_counter() - t0
     assert summary.records == total and not summary.failing_seqs and summary.intact
     t0 = time.perf_counter()
-    blocks = list(verify_sql.hash_blocks(store, "main", 1))
+    blocks = list(verify_sql.hash_blobs(store, "main", 1))
     blocks_s = time.perf_counter() - t0
-    assert sum(len(leaves) for leaves, _ in blocks) == total
-    # The Merkle tree rebuilt from those blocks alone (CheckpointAudit.add_block), with the
+    assert sum(len(leaves) for leaves, _ in blocks) == total * 32
+    # The Merkle tree rebuilt from those blocks alone (CheckpointAudit.add_blob), with the
     # collector's compiled extender and with the SDK's Python (what --fast=False and an
     # install without a compiler use): the same-run before/after of aitrail_collector.native.
     tree_s = {}
@@ -99,7 +99,7 @@ def main() -> None:
         audit = CheckpointAudit("main", [], None, Trust(), extender=extender)
         t0 = time.perf_counter()
         for leaves, chains in blocks:
-            audit.add_block(leaves, chains)
+            audit.add_blob(leaves, chains)
         tree_s[name] = time.perf_counter() - t0
         audit.finish(total)
         assert audit.tree.size == total and not audit.findings
@@ -136,7 +136,7 @@ def main() -> None:
                ("  of which: follow_links + failing_rows on them in memory", total / check_s),
                ("check_payloads (payload rows vs commitments; in both paths)", total / payload_s),
                ("verify_store + tree rebuild (trust), engine path", total / engine_audit_s),
-               ("  of which: leaf/chain hash blocks read (verify_sql.hash_blocks)",
+               ("  of which: leaf/chain hash blobs read (verify_sql.hash_blobs)",
                 total / blocks_s),
                (f"  of which: Merkle tree rebuild, compiled ({native.status()})",
                 total / tree_s["compiled"]),

@@ -62,15 +62,18 @@ def test_blocks_and_rows_give_the_same_audit(seed):
     by_block = CheckpointAudit("main", rows, None, trust, capture_size=capture)
     compiled = CheckpointAudit("main", rows, None, trust, capture_size=capture,
                                extender=native.extend)
+    by_blob = CheckpointAudit("main", rows, None, trust, capture_size=capture,
+                              extender=native.extend)
     i = 0
     while i < len(stored):
         j = i + rng.randrange(1, 40)
         by_block.add_block(stored[i:j], chains[i:j])
         compiled.add_block(stored[i:j], chains[i:j])
+        by_blob.add_blob(b"".join(stored[i:j]), b"".join(chains[i:j]))
         i = j
-    for audit in (by_row, by_block, compiled):
+    for audit in (by_row, by_block, compiled, by_blob):
         audit.finish(len(stored))
-    assert _state(by_block) == _state(by_row) == _state(compiled)
+    assert _state(by_block) == _state(by_row) == _state(compiled) == _state(by_blob)
     assert bool(by_row.findings) == bool(seed % 2 or seed % 3 == 0)
 
 
@@ -81,6 +84,41 @@ def test_blocks_of_bytearrays_are_kept_as_bytes_for_the_proofs():
     audit.add_block(leaves[6:], _chain_hashes(leaves)[6:])
     assert audit.leaves == leaves and {type(h) for h in audit.leaves} == {bytes}
     assert audit.tree.root() == merkle.root(leaves)
+
+
+def test_a_block_with_a_hash_of_the_wrong_size_is_refused_by_name():
+    audit = CheckpointAudit("main", [], None, Trust(), extender=native.extend)
+    leaves = _leaves(4)
+    with pytest.raises(TreeError, match="leaf hash 2 of the block is 31 bytes"):
+        audit.add_block(leaves[:2] + [leaves[2][:31], leaves[3]], _chain_hashes(leaves))
+    with pytest.raises(TreeError, match="chain hash 0 of the block is 33 bytes"):
+        audit.add_block(leaves, [b"x" * 33] + _chain_hashes(leaves)[1:])
+    with pytest.raises(TreeError, match="4 leaf hashes but 3 chain hashes"):
+        audit.add_block(leaves, _chain_hashes(leaves)[:3])
+    with pytest.raises(TreeError, match="not n\\*32 each"):
+        audit.add_blob(b"".join(leaves), b"".join(_chain_hashes(leaves))[:-32])
+    assert audit.tree.size == 0 and len(audit.leaves) == 0  # nothing taken
+
+
+def test_a_leaf_blob_reads_as_the_sequence_of_its_leaves():
+    leaves = _leaves(7)
+    held = merkle.LeafBlob(b"".join(leaves[:3]))
+    held.extend_blob(b"".join(leaves[3:6]))
+    held.append(bytearray(leaves[6]))
+    assert len(held) == 7 and list(held) == leaves and held == leaves
+    assert held[0] == leaves[0] and held[-1] == leaves[-1] and type(held[2]) is bytes
+    assert held[2:5] == leaves[2:5] and held[::3] == leaves[::3]
+    assert held.slice_blob(1, 4) == b"".join(leaves[1:4]) and held.blob() == b"".join(leaves)
+    assert held != leaves[:6] and held == merkle.LeafBlob(held.blob())
+    with pytest.raises(IndexError):
+        held[7]
+    with pytest.raises(TreeError, match="not a multiple of 32"):
+        held.extend_blob(b"x" * 31)
+    with pytest.raises(TreeError, match="leaf hash is 31 bytes"):
+        held.append(b"x" * 31)
+    with pytest.raises(TreeError, match=r"leaves \[5, 9\) out of range"):
+        held.slice_blob(5, 9)
+    assert merkle.consistency_proof(held, 3, 7) == merkle.consistency_proof(leaves, 3, 7)
 
 
 def _counting(calls: list[int]):

@@ -112,6 +112,16 @@ def test_chain_hashes_equal_the_reference(impl):
             assert impl(prev, leaves) == want, n
 
 
+@pytest.mark.parametrize("impl", [native.split_pairs, native.py_split_pairs])
+def test_split_pairs_gives_the_first_and_the_second_hash_of_each_pair(impl):
+    rng = random.Random(3)
+    for n in SIZES:
+        pairs = _blob(2 * n, rng)
+        rows = _split(pairs)
+        firsts, seconds = impl(memoryview(pairs))
+        assert (_split(firsts), _split(seconds)) == (rows[0::2], rows[1::2]), n
+
+
 def test_a_blob_can_be_any_bytes_like_object():
     leaves = os.urandom(32 * 5)
     assert native.extend(0, b"", memoryview(leaves)) == native.extend(0, b"", leaves)
@@ -131,6 +141,7 @@ def test_a_blob_can_be_any_bytes_like_object():
     (lambda: native.chain_hashes(ZERO_HASH, b"x" * 40), "40 bytes, not a multiple of 32"),
     (lambda: native.join([b"a" * 32, b"b" * 31, b"c" * 33]), "leaf hash 1 is 31 bytes"),
     (lambda: native.extend_range(CompactRange(), b"x" * 5), "5 bytes, not a multiple"),
+    (lambda: native.split_pairs(b"x" * 96), "pairs blob is 96 bytes, not a multiple of 64"),
 ])
 def test_bad_input_is_a_tree_error(call, message):
     with pytest.raises(TreeError, match=message) as caught:
@@ -149,6 +160,8 @@ def test_the_compiled_code_checks_its_arguments_itself(args):
         native._c.extend(*args)
     with pytest.raises(ValueError):
         native._c.chain_hashes(b"x" * 31, b"")
+    with pytest.raises(ValueError):
+        native._c.split_pairs(b"x" * 65)
     with pytest.raises(TypeError):
         native._c.extend("1", b"", b"")
 

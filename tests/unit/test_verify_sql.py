@@ -27,6 +27,7 @@ from aitrail.verify.envelope import (
 )
 from aitrail.verify.hashes import ZERO_HASH, chain_hash, leaf_hash
 from aitrail_collector.audit.verify import reference_summary, verify_store
+from aitrail_collector.errors import StoreError
 from aitrail_collector.ledger.group_commit import stored_row
 from aitrail_collector.store import verify_sql
 from aitrail_collector.store.client import Store
@@ -218,10 +219,35 @@ def test_the_audit_gets_every_leaf_and_chain_hash_in_seq_order(store):
     _fresh(store)
     _store_envelopes(store, [dict(empty_envelope(2), chain_id="c", record_id=f"r{i}")
                              for i in range(5)])
-    got = [(bytes(a), bytes(b)) for leaves, chains in verify_sql.hash_blocks(store, "c", 2)
-           for a, b in zip(leaves, chains)]
+    got = [(leaves[i:i + 32], chains[i:i + 32])
+           for leaves, chains in verify_sql.hash_blobs(store, "c", 2)
+           for i in range(0, len(leaves), 32)]
     want = [(link.leaf_hash, link.chain_hash) for link in store.links("c", 2)]
     assert got == want and len(got) == 4
+
+
+class _PiecesStore:
+    """A stand-in for the store's raw stream alone: the engine's bytes cut at any point,
+    as a server's chunks are (the real engine, tested above, sends whole blocks)."""
+
+    def __init__(self, data: bytes, cuts: list[int]):
+        self.pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+    def stream_raw(self, sql, params, fmt):
+        assert fmt == "RawBLOB"
+        yield from self.pieces
+
+
+def test_hash_blobs_joins_a_row_cut_across_two_pieces():
+    rng = random.Random(5)
+    rows = [(rng.randbytes(32), rng.randbytes(32)) for _ in range(9)]
+    data = b"".join(a + b for a, b in rows)
+    for cuts in ([], [64], [10, 70, 200], [1, 2, 3, 575]):
+        got = list(verify_sql.hash_blobs(_PiecesStore(data, cuts), "c", 1))
+        assert b"".join(a for a, _ in got) == b"".join(a for a, _ in rows), cuts
+        assert b"".join(b for _, b in got) == b"".join(b for _, b in rows), cuts
+    with pytest.raises(StoreError, match="ended inside a row"):
+        list(verify_sql.hash_blobs(_PiecesStore(data[:-5], [100]), "c", 1))
 
 
 def test_the_path_is_chosen_by_argument_environment_and_engine(store, monkeypatch):

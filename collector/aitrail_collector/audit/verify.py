@@ -144,8 +144,8 @@ def _verify_chain_engine(store: Store, chain_id: str,
         with ThreadPoolExecutor(1) as pool:
             pending = _in_thread(pool, store, verify_sql.summarize, chain_id, start_seq,
                                  start_hash, end_seq)
-            for leaves, chains in verify_sql.hash_blocks(store, chain_id, start_seq, end_seq):
-                audit.add_block(leaves, chains)
+            for leaves, chains in verify_sql.hash_blobs(store, chain_id, start_seq, end_seq):
+                audit.add_blob(leaves, chains)
             summary = pending.result()
     report = Report(chain_id, summary.records, summary.head_seq, path=ENGINE)
     modified = list(check_rows(chain_id, verify_sql.rows_at(store, chain_id,

@@ -8,6 +8,8 @@ blob back, so Python pays per batch, not per record (DESIGN.md, "Hot paths"):
   ``CompactRange.extend_blob(leaves, extend)`` is how the SDK's tree takes it
 * ``root(leaves)``                 the Merkle root of a blob of leaves
 * ``subtree_roots(leaves)``        subtree roots for the proof generators of the SDK
+* ``split_pairs(pairs)``           n (leaf, chain) hash pairs, as the engine's RawBLOB of
+  two hash columns gives them, as the blob of the leaves and the blob of the chain hashes
 
 ``AVAILABLE`` says whether the compiled module is in use. It is built by the install
 (setup.py, OpenSSL's libcrypto) but optional, so an install without a compiler still works:
@@ -24,7 +26,7 @@ import logging
 from typing import Any, Callable, Optional, Sequence
 
 from aitrail.verify.hashes import HASH_SIZE, chain_hash
-from aitrail.verify.merkle import CompactRange, TreeError
+from aitrail.verify.merkle import CompactRange, LeafBlob, TreeError
 
 log = logging.getLogger("aitrail.collector")
 
@@ -119,14 +121,34 @@ def root(leaves: bytes) -> bytes:
 
 def subtree_roots(leaves: Sequence[bytes]) -> Callable[[int, int], bytes]:
     """The root of leaves [begin, end) of these, in C: the ``subtree_root`` of
-    ``aitrail.verify.merkle.inclusion_proof`` / ``consistency_proof``. Joins them once."""
-    blob = join(leaves)
+    ``aitrail.verify.merkle.inclusion_proof`` / ``consistency_proof``. Joins them once
+    (a LeafBlob is one blob already)."""
+    blob = leaves.blob() if isinstance(leaves, LeafBlob) else join(leaves)
 
     def subtree_root(begin: int, end: int) -> bytes:
         if not 0 <= begin <= end <= len(leaves):
             raise TreeError(f"leaves [{begin}, {end}) out of range for {len(leaves)}")
         return root(blob[begin * HASH_SIZE:end * HASH_SIZE])
     return subtree_root
+
+
+def split_pairs(pairs: bytes) -> tuple[bytes, bytes]:
+    """(the n first hashes, the n second hashes) of n*64 bytes of 32-byte hash pairs."""
+    n, rest = divmod(len(pairs), 2 * HASH_SIZE)
+    if rest:
+        raise TreeError(f"the pairs blob is {len(pairs)} bytes, not a multiple of "
+                        f"{2 * HASH_SIZE}")
+    if _c is not None:
+        firsts, seconds = _c.split_pairs(pairs)
+        return bytes(firsts), bytes(seconds)
+    return py_split_pairs(pairs)
+
+
+def py_split_pairs(pairs: bytes) -> tuple[bytes, bytes]:
+    """``split_pairs`` in Python (the fallback; the tests hold C to it)."""
+    step, view = 2 * HASH_SIZE, memoryview(pairs)
+    return (b"".join(view[i:i + HASH_SIZE] for i in range(0, len(pairs), step)),
+            b"".join(view[i + HASH_SIZE:i + step] for i in range(0, len(pairs), step)))
 
 
 def status() -> str:
@@ -147,5 +169,6 @@ def warn_if_unavailable() -> None:
 
 
 __all__ = ["AVAILABLE", "IMPORT_ERROR", "chain_hashes", "extend", "extend_range", "join",
-           "py_chain_hashes", "py_extend", "root", "subtree_roots",
+           "py_chain_hashes", "py_extend", "py_split_pairs", "root", "split_pairs",
+           "subtree_roots",
            "status", "warn_if_unavailable"]

@@ -2,6 +2,7 @@
  *
  *   chain_hashes(prev, leaves)          -> n*32 bytes: chain_i = SHA-256(chain_{i-1} || leaf_i)
  *   extend(size, frontier, leaves)      -> (size + n, frontier'): RFC 6962 compact range
+ *   split_pairs(pairs)                  -> (firsts, seconds): n*64 bytes cut into two n*32
  *
  * Hashes travel as one contiguous blob of n*32 bytes, never as n Python objects, so Python
  * pays a fixed cost per batch (DESIGN.md, "Hot paths"). The definitions are those of
@@ -205,9 +206,51 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(split_pairs_doc,
+"split_pairs(pairs) -> (firsts, seconds)\n\n"
+"pairs: n*64 bytes, n pairs of 32-byte hashes back to back (the engine's RawBLOB of two\n"
+"hash columns). Returns the n first hashes and the n second hashes, n*32 bytes each.");
+
+static PyObject *split_pairs(PyObject *self, PyObject *args)
+{
+    Py_buffer pairs;
+    PyObject *firsts = NULL, *seconds = NULL, *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:split_pairs", &pairs))
+        return NULL;
+    if (pairs.len % (2 * HASH) != 0) {
+        PyErr_Format(PyExc_ValueError, "the pairs blob is %zd bytes, not a multiple of %d",
+                     pairs.len, 2 * HASH);
+        goto done;
+    }
+    firsts = PyBytes_FromStringAndSize(NULL, pairs.len / 2);
+    seconds = PyBytes_FromStringAndSize(NULL, pairs.len / 2);
+    if (firsts == NULL || seconds == NULL)
+        goto done;
+    {
+        unsigned char *a = (unsigned char *)PyBytes_AS_STRING(firsts);
+        unsigned char *b = (unsigned char *)PyBytes_AS_STRING(seconds);
+        const unsigned char *src = pairs.buf;
+        Py_ssize_t n = pairs.len / (2 * HASH);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(a + i * HASH, src + 2 * i * HASH, HASH);
+            memcpy(b + i * HASH, src + (2 * i + 1) * HASH, HASH);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    result = PyTuple_Pack(2, firsts, seconds);
+done:
+    Py_XDECREF(firsts);
+    Py_XDECREF(seconds);
+    PyBuffer_Release(&pairs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"chain_hashes", chain_hashes, METH_VARARGS, chain_hashes_doc},
     {"extend", extend, METH_VARARGS, extend_doc},
+    {"split_pairs", split_pairs, METH_VARARGS, split_pairs_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,10 +23,13 @@ envelope_version) makes the row fail here, and the reference names it ``modified
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from aitrail.verify.chain import ChainSummary, Link
 from aitrail.verify.envelope import STORED_FIELDS, VERSION_FIELDS, VERSION_TAGS, Field
+from aitrail.verify.hashes import HASH_SIZE
+from aitrail_collector import native
+from aitrail_collector.errors import StoreError
 from aitrail_collector.store.client import NO_JIT_CLAUSE, Store
 from aitrail_collector.store.schema import DB, STORED_ROW_SELECT, split_row
 
@@ -183,14 +186,30 @@ def rows_at(store: Store, chain_id: str, seqs: Sequence[int]) -> Iterator[tuple[
         yield Link(seq, envelope["record_id"], prev, leaf, chain), envelope
 
 
-def hash_blocks(store: Store, chain_id: str, start_seq: int, end_seq: int = LAST_SEQ
-                ) -> Iterator[tuple[Sequence[Any], Sequence[Any]]]:
+_PAIR = 2 * HASH_SIZE  # a row of the hash stream: leaf_hash || chain_hash
+
+
+def hash_blobs(store: Store, chain_id: str, start_seq: int, end_seq: int = LAST_SEQ
+               ) -> Iterator[tuple[bytes, bytes]]:
     """(leaf hashes, chain hashes) of the chain from ``start_seq`` to ``end_seq`` by seq,
-    in the driver's column blocks: what the checkpoint audit rebuilds its trees from."""
+    as two blobs of n*32 bytes per piece the engine sends: what the checkpoint audit
+    rebuilds its trees from (``CheckpointAudit.add_blob``). The engine writes the two
+    FixedString(32) columns back to back (RawBLOB: 64 bytes a row) and compiled code
+    splits them, so no Python object is made per row."""
     sql = (f"SELECT leaf_hash, chain_hash FROM {DB}.envelopes WHERE chain_id = {{c:String}}"
            " AND seq >= {s:UInt64} AND seq <= {e:UInt64} ORDER BY seq")
-    for block in store.stream_blocks(sql, {"c": chain_id, "s": start_seq, "e": end_seq}):
-        yield block[0], block[1]
+    rest = b""
+    for data in store.stream_raw(sql, {"c": chain_id, "s": start_seq, "e": end_seq}, "RawBLOB"):
+        if rest:
+            data, rest = rest + data, b""
+        cut = len(data) - len(data) % _PAIR
+        if cut < len(data):  # a row across two pieces (the engine sends whole blocks)
+            rest = bytes(data[cut:])
+        if cut:
+            yield native.split_pairs(memoryview(data)[:cut])
+    if rest:
+        raise StoreError(f"the hash stream of chain {chain_id!r} ended inside a row "
+                         f"({len(rest)} bytes left over)")
 
 
 def canonical_of_rows(store: Store) -> list[tuple[int, bytes]]:

@@ -116,7 +116,7 @@ class CheckpointAudit:
         self._check_links()
         self.start = self._start_at(from_number)
         self.tree = self._start_tree()
-        self.leaves: Optional[list[bytes]] = [] if self.start is None else None
+        self.leaves: Optional[merkle.LeafBlob] = merkle.LeafBlob() if self.start is None else None
         # The checkpoints (by identity) whose signed root the rebuilt tree gave.
         self._rebuilt: set[int] = set()
         if capture_size == self.tree.size:
@@ -295,26 +295,37 @@ class CheckpointAudit:
             self._compare(known, self.tree.root(), chain_hash)
 
     def add_block(self, leaves: Sequence[bytes], chain_hashes: Sequence[bytes]) -> None:
-        """``add`` for consecutive rows: the tree grows a stretch at a time, stopping
-        only at the sizes that need a look (a pending checkpoint's, the capture size)."""
-        i, n = 0, len(leaves)
+        """``add`` for consecutive rows (a driver's column blocks): ``add_blob`` of them
+        joined, each hash checked for its length first (a short one would shift every
+        later one)."""
+        if len(leaves) != len(chain_hashes):
+            raise TreeError(f"{len(leaves)} leaf hashes but {len(chain_hashes)} chain hashes")
+        for what, hashes in (("leaf hash", leaves), ("chain hash", chain_hashes)):
+            if not set(map(len, hashes)) <= {HASH_SIZE}:  # a C loop, not one in Python
+                bad = next(i for i, h in enumerate(hashes) if len(h) != HASH_SIZE)
+                raise TreeError(f"{what} {bad} of the block is {len(hashes[bad])} bytes, "
+                                f"want {HASH_SIZE}")
+        self.add_blob(b"".join(leaves), b"".join(chain_hashes))
+
+    def add_blob(self, leaves: bytes, chain_hashes: bytes) -> None:
+        """``add`` for consecutive rows given as two blobs of n*32 bytes (what the engine
+        streams): the tree grows a stretch at a time, stopping only at the sizes that
+        need a look (a pending checkpoint's, the capture size)."""
+        if len(leaves) % HASH_SIZE or len(leaves) != len(chain_hashes):
+            raise TreeError(f"blobs of {len(leaves)} bytes of leaf hashes and "
+                            f"{len(chain_hashes)} of chain hashes are not n*{HASH_SIZE} each")
+        i, n = 0, len(leaves) // HASH_SIZE
         while i < n:
             stop = n
             for size in (self._pending[0].signed.checkpoint.size if self._pending else None,
                          self.capture_size):
                 if size is not None and size > self.tree.size:
                     stop = min(stop, i + size - self.tree.size)
-            stretch = leaves[i:stop]
-            if self.extender is not None and set(map(len, stretch)) <= {HASH_SIZE}:
-                self.tree.extend_blob(b"".join(stretch), self.extender)
-            else:  # this package's loop; it also names a hash of the wrong size
-                self.tree.extend(stretch)
+            stretch = leaves[i * HASH_SIZE:stop * HASH_SIZE] if (i, stop) != (0, n) else leaves
+            self.tree.extend_blob(stretch, self.extender)  # extender None: this package's loop
             if self.leaves is not None:
-                if len(self.leaves) + len(stretch) <= MAX_PROOF_LEAVES:
-                    # The driver's bytes as they are (copying each costs more than the
-                    # tree); anything else (bytearray, memoryview) as bytes.
-                    exact = set(map(type, stretch)) <= {bytes}
-                    self.leaves.extend(stretch if exact else map(bytes, stretch))
+                if len(self.leaves) + (stop - i) <= MAX_PROOF_LEAVES:
+                    self.leaves.extend_blob(stretch)
                 else:
                     self.leaves = None
             i = stop
@@ -322,7 +333,8 @@ class CheckpointAudit:
                 self.root_at_capture = self.tree.root()
             while self._pending and self._pending[0].signed.checkpoint.size <= self.tree.size:
                 known = self._pending.pop(0)
-                self._compare(known, self.tree.root(), bytes(chain_hashes[stop - 1]))
+                self._compare(known, self.tree.root(),
+                              bytes(chain_hashes[(stop - 1) * HASH_SIZE:stop * HASH_SIZE]))
 
     def _compare(self, known: Known, root: bytes, chain_hash: bytes) -> None:
         cp = known.signed.checkpoint
@@ -359,12 +371,12 @@ class CheckpointAudit:
         subtree_root = None
         if self.extender is not None and len(chain) > 1:
             # Each proof hashes up to its tree's every leaf again: with the extender, from
-            # one blob of the leaves (a C-level join) instead of leaf by leaf in Python.
-            blob, extender = b"".join(self.leaves), self.extender
+            # the blob of the leaves instead of leaf by leaf in Python.
+            leaves, extender = self.leaves, self.extender
 
             def subtree_root(begin: int, end: int) -> bytes:
                 tree = CompactRange()
-                tree.extend_blob(blob[begin * HASH_SIZE:end * HASH_SIZE], extender)
+                tree.extend_blob(leaves.slice_blob(begin, end), extender)
                 return tree.root()
         for a, b in zip(chain, chain[1:]):
             ca, cb = a.signed.checkpoint, b.signed.checkpoint
