@@ -53,6 +53,7 @@ def _as_old_store(data_dir: Path) -> None:
     ddl = engine(data_dir, "SHOW CREATE TABLE aitrail.payloads",
                  "SHOW CREATE TABLE aitrail.envelopes")
     assert "EPHEMERAL" not in ddl[0][0][0] and "PROJECTION" not in ddl[1][0][0]
+    assert "compress_block_size" not in ddl[1][0][0]
     assert "ORDER BY (chain_id, event_type, start_time, seq)" in ddl[1][0][0]
     assert not any(f"`{c}`" in ddl[1][0][0] for c in V3_COLUMNS)
 
@@ -114,6 +115,8 @@ def test_a_store_made_by_the_previous_ddl_migrates_verifies_and_answers(tmp_path
                  "SELECT count() FROM system.mutations WHERE database = 'aitrail'")
     assert "`commitment` String EPHEMERAL" in ddl[0][0][0]
     assert "PROJECTION p_record" in ddl[1][0][0] and "CODEC(ZSTD(3))" in ddl[1][0][0]
+    # New parts are written in the small compressed blocks the point reads want.
+    assert "min_compress_block_size = 4096, max_compress_block_size = 16384" in ddl[1][0][0]
     # The sorting key cannot change; the migration rewrote no part (no mutation).
     assert "ORDER BY (chain_id, event_type, start_time, seq)" in ddl[1][0][0]
     assert ddl[2] == [[0]]
