@@ -26,7 +26,7 @@ import logging
 from typing import Any, Callable, Optional, Sequence
 
 from aitrail.verify.hashes import HASH_SIZE, chain_hash
-from aitrail.verify.merkle import CompactRange, LeafBlob, TreeError
+from aitrail.verify.merkle import CompactRange, LeafBlob, TreeError, join_hashes
 
 log = logging.getLogger("aitrail.collector")
 
@@ -52,12 +52,9 @@ def _blob(data: bytes, what: str) -> int:
 
 
 def join(hashes: Sequence[bytes]) -> bytes:
-    """The blob of these 32-byte hashes (as a driver's column block gives them), refusing
-    one of another length: a short and a long hash would otherwise shift every later one."""
-    if not set(map(len, hashes)) <= {HASH_SIZE}:  # a C loop, not one in Python
-        bad = next(i for i, h in enumerate(hashes) if len(h) != HASH_SIZE)
-        raise TreeError(f"leaf hash {bad} is {len(hashes[bad])} bytes, want {HASH_SIZE}")
-    return b"".join(hashes)
+    """The blob of these 32-byte leaf hashes, refusing one of another length
+    (``merkle.join_hashes``)."""
+    return join_hashes(hashes)
 
 
 def chain_hashes(prev: bytes, leaves: bytes) -> bytes:

@@ -300,12 +300,8 @@ class CheckpointAudit:
         later one)."""
         if len(leaves) != len(chain_hashes):
             raise TreeError(f"{len(leaves)} leaf hashes but {len(chain_hashes)} chain hashes")
-        for what, hashes in (("leaf hash", leaves), ("chain hash", chain_hashes)):
-            if not set(map(len, hashes)) <= {HASH_SIZE}:  # a C loop, not one in Python
-                bad = next(i for i, h in enumerate(hashes) if len(h) != HASH_SIZE)
-                raise TreeError(f"{what} {bad} of the block is {len(hashes[bad])} bytes, "
-                                f"want {HASH_SIZE}")
-        self.add_blob(b"".join(leaves), b"".join(chain_hashes))
+        self.add_blob(merkle.join_hashes(leaves, "leaf hash", " of the block"),
+                      merkle.join_hashes(chain_hashes, "chain hash", " of the block"))
 
     def add_blob(self, leaves: bytes, chain_hashes: bytes) -> None:
         """``add`` for consecutive rows given as two blobs of n*32 bytes (what the engine
@@ -321,7 +317,7 @@ class CheckpointAudit:
                          self.capture_size):
                 if size is not None and size > self.tree.size:
                     stop = min(stop, i + size - self.tree.size)
-            stretch = leaves[i * HASH_SIZE:stop * HASH_SIZE] if (i, stop) != (0, n) else leaves
+            stretch = leaves[i * HASH_SIZE:stop * HASH_SIZE]
             self.tree.extend_blob(stretch, self.extender)  # extender None: this package's loop
             if self.leaves is not None:
                 if len(self.leaves) + (stop - i) <= MAX_PROOF_LEAVES:

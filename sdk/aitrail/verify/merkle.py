@@ -215,6 +215,16 @@ class LeafBlob(Sequence[bytes]):
         return f"LeafBlob({len(self)} leaves)"
 
 
+def join_hashes(hashes: Sequence[bytes], what: str = "leaf hash", where: str = "") -> bytes:
+    """The blob of these 32-byte hashes (as a driver's column block gives them), refusing
+    one of another length with TreeError: a short and a long hash would otherwise shift
+    every later one. ``what`` and ``where`` word the error ("leaf hash 3 is 31 bytes")."""
+    if not set(map(len, hashes)) <= {HASH_SIZE}:  # a C loop, not one in Python
+        bad = next(i for i, h in enumerate(hashes) if len(h) != HASH_SIZE)
+        raise TreeError(f"{what} {bad}{where} is {len(hashes[bad])} bytes, want {HASH_SIZE}")
+    return b"".join(hashes)
+
+
 def root(leaf_hashes: Sequence[bytes]) -> bytes:
     """MTH of the leaves: O(n) hashes, O(log n) memory, no recursion."""
     cr = CompactRange()
