@@ -3,6 +3,8 @@ they use are in support.py (tests/ is on the path: pyproject's pytest settings).
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from support import CONSOLE_USERS, CollectorProc, ConsoleSite, console_scenario
 
@@ -53,5 +55,6 @@ def console_site(tmp_path_factory):
     proc = CollectorProc(base / "store", "--users", str(users_file)).start()
     site = ConsoleSite(proc, users_file)
     console_scenario(proc.grpc, site.trace_id)
+    site.sealed_day = datetime.datetime.now(datetime.timezone.utc).date()
     yield site
     proc.stop()

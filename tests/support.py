@@ -8,6 +8,7 @@ each run in their own process, on a directory of their own.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
@@ -191,6 +192,10 @@ class ConsoleSite:
         self.proc, self.users_file = proc, users_file
         self.url, self.grpc, self.data_dir = proc.url, proc.grpc, proc.data_dir
         self.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        # The UTC day the scenario was sealed on (set once it is): a test of "today's"
+        # period must ask for that day, not the day it runs on, or a run that crosses
+        # midnight finds the scenario in yesterday's period.
+        self.sealed_day: Optional[datetime.date] = None
 
     def api(self, path: str, token: Optional[str] = None, method: str = "GET",
             body: Optional[dict] = None) -> tuple[int, Any]:

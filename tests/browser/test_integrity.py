@@ -32,7 +32,7 @@ def _text(page, testid: str) -> str:
 
 def test_period_verification_counts_the_period_and_names_edge_cases(browser, console_site):
     page = _sign_in(browser, console_site, "audrey", "/console/status")
-    today = datetime.datetime.now(datetime.timezone.utc).date()
+    today = console_site.sealed_day  # the scenario's day, even when the run crosses midnight
     tomorrow = (today + datetime.timedelta(days=1)).isoformat()
     # One day (From == To): that whole UTC day, the same count as the API's [today, tomorrow).
     _verify(page, today.isoformat(), today.isoformat())
